@@ -1,0 +1,235 @@
+"""The study's configuration: typed defaults, TOML loading, validation and a content hash.
+
+A config is plain data. `load_config` reads a TOML file over the defaults below, applies
+command-line overrides, and validates everything before any data is read or any model
+trained, so a typo stops the run with one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
+
+MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer")
+DATA_SOURCES = ("download", "folder", "synthetic")
+MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
+VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")
+
+DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+
+# The smallest square image each model accepts: the baseline's three 3x3 convolutions and
+# two poolings need 18 pixels; MobileNetV2 needs 32.
+MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32}
+
+
+class ConfigError(ValueError):
+    """A config value is unusable; the message names the key or file."""
+
+
+@dataclass
+class StudySection:
+    run_name: str = "cats-vs-dogs"
+    out_dir: str = "artifacts"
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    seed: int = 1337
+
+
+@dataclass
+class DataSection:
+    source: str = "download"
+    data_dir: str = ""
+    url: str = DATASET_URL
+    archive_sha256: str = ""
+    cache_dir: str = ""
+    image_size: list[int] = field(default_factory=lambda: [160, 160])
+    batch_size: int = 32
+    test_fraction: float = 0.2
+    synthetic_train_per_class: int = 200
+    synthetic_validation_per_class: int = 100
+    workers: int = 0
+
+
+@dataclass
+class TrainingSection:
+    epochs: int = 20
+    learning_rate: float = 0.001
+    base_weights: str = "imagenet"
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    verbose: str = "auto"
+
+
+@dataclass
+class StudyConfig:
+    study: StudySection = field(default_factory=StudySection)
+    data: DataSection = field(default_factory=DataSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.data.image_size[0], self.data.image_size[1])
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.study.out_dir) / self.study.run_name
+
+
+SECTIONS = {"study": StudySection, "data": DataSection, "training": TrainingSection}
+
+# Keys that change where results go or how they are shown, not what is computed: they are
+# left out of the hash so that moving a run or adding a model does not retrain the others.
+UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"),
+                 ("training", "verbose"), ("data", "workers"), ("data", "cache_dir")}
+
+
+def config_hash(config: StudyConfig) -> str:
+    """A sha256 over every key that changes what a model learns."""
+    relevant = {
+        section: {key: value for key, value in values.items() if (section, key) not in UNHASHED_KEYS}
+        for section, values in config.to_dict().items()
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _check_type(dotted_key: str, value: Any, expected: Any) -> Any:
+    """Return `value` if it has the annotated type (ints are accepted for floats)."""
+    if expected in ("int", int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{dotted_key} must be an integer, got {value!r}")
+    elif expected in ("float", float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{dotted_key} must be a number, got {value!r}")
+        value = float(value)
+    elif expected in ("bool", bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted_key} must be true or false, got {value!r}")
+    elif expected in ("str", str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{dotted_key} must be a string, got {value!r}")
+    elif expected in ("list[str]", "list[int]"):
+        item_type = int if expected == "list[int]" else str
+        if not isinstance(value, list) or any(
+            isinstance(item, bool) or not isinstance(item, item_type) for item in value
+        ):
+            raise ConfigError(f"{dotted_key} must be a list of {item_type.__name__}s, got {value!r}")
+    return value
+
+
+def _apply(config: StudyConfig, values: dict[str, Any], origin: str) -> None:
+    """Write nested `values` ({section: {key: value}}) into `config`, checking names and types."""
+    for section_name, section_values in values.items():
+        if section_name not in SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section_name}] in {origin}; expected one of {', '.join(SECTIONS)}"
+            )
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"[{section_name}] in {origin} must be a table of keys")
+        section = getattr(config, section_name)
+        known = {item.name: item.type for item in dataclasses.fields(section)}
+        for key, value in section_values.items():
+            dotted_key = f"{section_name}.{key}"
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {dotted_key} in {origin}; known keys: {', '.join(sorted(known))}"
+                )
+            setattr(section, key, _check_type(dotted_key, value, known[key]))
+
+
+def validate(config: StudyConfig) -> StudyConfig:
+    """Check values that are well typed but unusable. Returns the config."""
+    study, data, training = config.study, config.data, config.training
+    if not study.run_name or "/" in study.run_name or study.run_name in (".", ".."):
+        raise ConfigError(f"study.run_name must be a plain folder name, got {study.run_name!r}")
+    if not study.models:
+        raise ConfigError("study.models must name at least one model")
+    for name in study.models:
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"study.models: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if len(set(study.models)) != len(study.models):
+        raise ConfigError(f"study.models lists a model twice: {study.models}")
+    if data.source not in DATA_SOURCES:
+        raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")
+    if data.source == "folder" and not data.data_dir:
+        raise ConfigError("data.source is 'folder' but data.data_dir is empty (use --data-dir DIR)")
+    if len(data.image_size) != 2 or min(data.image_size) <= 0:
+        raise ConfigError(f"data.image_size must be [height, width] of positive integers, got {data.image_size}")
+    smallest_side = min(data.image_size)
+    for name in study.models:
+        if smallest_side < MINIMUM_IMAGE_SIDE[name]:
+            raise ConfigError(
+                f"data.image_size {data.image_size} is too small for model {name!r}, "
+                f"which needs at least {MINIMUM_IMAGE_SIDE[name]}x{MINIMUM_IMAGE_SIDE[name]}"
+            )
+    if data.batch_size <= 0:
+        raise ConfigError(f"data.batch_size must be a positive integer, got {data.batch_size}")
+    if not 0.0 < data.test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction must be between 0 and 1 (exclusive), got {data.test_fraction}")
+    for key in ("synthetic_train_per_class", "synthetic_validation_per_class"):
+        if getattr(data, key) <= 0:
+            raise ConfigError(f"data.{key} must be a positive integer, got {getattr(data, key)}")
+    if data.workers < 0:
+        raise ConfigError(f"data.workers must be 0 (automatic) or a positive integer, got {data.workers}")
+    if data.archive_sha256 and (
+        len(data.archive_sha256) != 64 or any(c not in "0123456789abcdef" for c in data.archive_sha256.lower())
+    ):
+        raise ConfigError("data.archive_sha256 must be empty or a 64-character sha256 hex digest")
+    if training.epochs <= 0:
+        raise ConfigError(f"training.epochs must be a positive integer, got {training.epochs}")
+    if not training.learning_rate > 0 or training.learning_rate != training.learning_rate:
+        raise ConfigError(f"training.learning_rate must be a positive number, got {training.learning_rate}")
+    if training.mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise ConfigError(
+            f"training.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
+            f"got {training.mixed_precision!r}"
+        )
+    if training.verbose not in VERBOSE_CHOICES:
+        raise ConfigError(f"training.verbose must be one of {', '.join(VERBOSE_CHOICES)}, got {training.verbose!r}")
+    if not training.base_weights:
+        raise ConfigError("training.base_weights must be 'imagenet', 'none' or the path of a .weights.h5 file")
+    if training.base_weights not in ("imagenet", "none") and "transfer" in study.models:
+        weights_path = Path(training.base_weights)
+        if not weights_path.is_file():
+            raise ConfigError(f"training.base_weights: no such weights file: {weights_path}")
+        if not weights_path.name.endswith(".h5"):
+            raise ConfigError(f"training.base_weights: {weights_path} is not a Keras .weights.h5 file")
+    return config
+
+
+def parse_config_text(text: str, origin: str = "<string>") -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{origin} is not valid TOML: {error}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Defaults, then the TOML file at `path` (default.toml if None), then `overrides`.
+
+    `overrides` maps dotted keys ("training.epochs") to values, as the command line gives them.
+    """
+    config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {config_path}: {error}") from None
+    config = StudyConfig()
+    _apply(config, parse_config_text(text, str(config_path)), str(config_path))
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted_key, value in (overrides or {}).items():
+        section_name, _, key = dotted_key.partition(".")
+        nested.setdefault(section_name, {})[key] = value
+    _apply(config, nested, "the command line")
+    return validate(config)

@@ -1,0 +1,344 @@
+"""Data for the study: where images come from, the fixed splits, and the tf.data pipelines.
+
+Three sources give the same thing, a `StudyData` of uint8 images decoded once:
+
+- download: the `cats_and_dogs_filtered.zip` archive of the write-ups, fetched into the Keras
+  cache, checked and extracted once;
+- folder: any `DIR/train/<class>/` and `DIR/validation/<class>/` tree;
+- synthetic: two generated, learnable classes (offline demos and tests).
+
+The test split is a fixed, class-stratified fifth of the validation files, drawn with the
+recorded seed from the sorted file list: the same files on every read, never shared with
+validation. (The write-ups' `take`/`skip` on a reshuffling dataset draws a new "test" set
+on every pass and leaks it into validation.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.config import StudyConfig
+from experiments.images import DataError, SkippedFile, SplitImages, read_dataset
+
+ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
+ARCHIVE_FOLDER = "cats_and_dogs_filtered"
+SYNTHETIC_CLASS_NAMES = ["blobs", "stripes"]
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, (N, height, width, 3)
+    labels: np.ndarray  # int32, (N,)
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, indices: np.ndarray) -> "Split":
+        return Split(self.images[indices], self.labels[indices], [self.files[i] for i in indices])
+
+
+@dataclass
+class StudyData:
+    class_names: list[str]
+    image_size: tuple[int, int]
+    train: Split
+    validation: Split
+    test: Split
+    source: dict[str, Any]
+    fingerprint: str
+    seed: int
+    test_fraction: float
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+    def label_counts(self, split: Split) -> dict[str, int]:
+        counts = np.bincount(split.labels, minlength=len(self.class_names))
+        return {name: int(count) for name, count in zip(self.class_names, counts)}
+
+    def majority_baseline(self) -> dict[str, Any]:
+        """Always predict the training split's most common class (ties: the first by name)."""
+        majority_index = int(np.argmax(np.bincount(self.train.labels, minlength=len(self.class_names))))
+        accuracy = {
+            name: float(np.mean(split.labels == majority_index)) if len(split) else None
+            for name, split in self.splits.items()
+        }
+        return {
+            "class_name": self.class_names[majority_index],
+            "rule": "always predict the most common class of the training split",
+            "accuracy": accuracy,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The content of dataset.json (see docs/guide/artifacts.md)."""
+        return {
+            "class_names": self.class_names,
+            "image_size": list(self.image_size),
+            "seed": self.seed,
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "splits": {
+                name: {"count": len(split), "label_counts": self.label_counts(split), "files": split.files}
+                for name, split in self.splits.items()
+            },
+            "test_fraction": self.test_fraction,
+            "majority_baseline": self.majority_baseline(),
+            "skipped": [{"file": item.path, "reason": item.reason} for item in self.skipped],
+        }
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def split_validation(validation: Split, test_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out a fixed, class-stratified `test_fraction` of `validation` as the test split.
+
+    Within each class the files are sorted, permuted with `seed`, and the first
+    round(n * fraction) go to test. Returns (validation, test), both in file order.
+    """
+    random_generator = np.random.default_rng(seed)
+    order = np.argsort(np.array(validation.files, dtype=object), kind="stable")
+    test_indices: list[int] = []
+    for label in np.unique(validation.labels):
+        class_indices = [int(i) for i in order if validation.labels[i] == label]
+        permuted = random_generator.permutation(class_indices)
+        test_count = int(round(len(class_indices) * test_fraction))
+        test_indices.extend(int(i) for i in permuted[:test_count])
+    test_set = set(test_indices)
+    remaining = [int(i) for i in order if int(i) not in test_set]
+    test_sorted = [int(i) for i in order if int(i) in test_set]
+    return validation.subset(np.array(remaining, dtype=np.int64)), validation.subset(
+        np.array(test_sorted, dtype=np.int64)
+    )
+
+
+def fingerprint(class_names: list[str], splits: dict[str, SplitImages]) -> str:
+    """sha256 over class names and every used file's relative path and content digest."""
+    digest = hashlib.sha256(json.dumps(class_names).encode())
+    for split_name in sorted(splits):
+        split = splits[split_name]
+        for path, file_digest in zip(split.files, split.file_digests):
+            digest.update(f"{split_name}\0{path}\0{file_digest}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _print_progress(label: str):
+    def progress(done: int, total: int) -> None:
+        end = "\n" if done >= total else "\r"
+        print(f"  reading {label} images: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _from_folder(config: StudyConfig, data_root: Path, source: dict[str, Any]) -> StudyData:
+    workers = config.data.workers or None
+    train, validation = read_dataset(
+        data_root, config.image_size, workers=workers, progress=_print_progress(str(data_root))
+    )
+    validation_split, test_split = split_validation(
+        Split(validation.images, validation.labels, validation.files),
+        config.data.test_fraction,
+        config.study.seed,
+    )
+    return StudyData(
+        class_names=list(train.class_names),
+        image_size=config.image_size,
+        train=Split(train.images, train.labels, train.files),
+        validation=validation_split,
+        test=test_split,
+        source=source,
+        fingerprint=fingerprint(train.class_names, {"train": train, "validation": validation}),
+        seed=config.study.seed,
+        test_fraction=config.data.test_fraction,
+        skipped=list(train.skipped) + list(validation.skipped),
+    )
+
+
+def synthetic_images(count_per_class: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two learnable classes: warm soft blobs vs. cool oriented stripes, on noisy backgrounds.
+
+    Position, size, colour, stripe period and orientation vary per image, so a model has to
+    learn shape and colour cues rather than memorise pixels.
+    """
+    height, width = image_size
+    random_generator = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = np.empty((2 * count_per_class, height, width, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(2, dtype=np.int32), count_per_class)
+    for index, label in enumerate(labels):
+        background = random_generator.uniform(30, 110, size=3)
+        canvas = np.broadcast_to(background, (height, width, 3)).astype(np.float32).copy()
+        if label == 0:
+            center_row, center_column = random_generator.uniform(0.25, 0.75, size=2) * (height, width)
+            radius = random_generator.uniform(0.15, 0.3) * min(height, width)
+            distance = np.hypot(rows - center_row, columns - center_column)
+            mask = np.clip(1.5 - distance / radius, 0.0, 1.0)[..., None]
+            colour = np.array([random_generator.uniform(190, 255), random_generator.uniform(90, 170), random_generator.uniform(20, 80)])
+        else:
+            angle = random_generator.uniform(0, np.pi)
+            period = random_generator.uniform(0.12, 0.25) * min(height, width)
+            phase = random_generator.uniform(0, 2 * np.pi)
+            wave = np.sin(2 * np.pi * (rows * np.cos(angle) + columns * np.sin(angle)) / period + phase)
+            mask = (wave > 0).astype(np.float32)[..., None]
+            colour = np.array([random_generator.uniform(20, 80), random_generator.uniform(120, 200), random_generator.uniform(190, 255)])
+        canvas = canvas * (1 - mask) + colour * mask
+        canvas += random_generator.normal(0, 12, size=canvas.shape)
+        images[index] = np.clip(canvas, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def _synthetic(config: StudyConfig) -> StudyData:
+    image_size = config.image_size
+    seed = config.study.seed
+    train_images, train_labels = synthetic_images(config.data.synthetic_train_per_class, image_size, seed)
+    validation_images, validation_labels = synthetic_images(
+        config.data.synthetic_validation_per_class, image_size, seed + 1
+    )
+
+    def names(split: str, labels: np.ndarray) -> list[str]:
+        counters = {0: 0, 1: 0}
+        result = []
+        for label in labels:
+            counters[int(label)] += 1
+            result.append(f"{split}/{SYNTHETIC_CLASS_NAMES[label]}/{counters[int(label)]:05d}.png")
+        return result
+
+    validation_all = Split(validation_images, validation_labels, names("validation", validation_labels))
+    validation_split, test_split = split_validation(validation_all, config.data.test_fraction, seed)
+    description = {
+        "generator": "experiments.data.synthetic_images",
+        "seed": seed,
+        "train_per_class": config.data.synthetic_train_per_class,
+        "validation_per_class": config.data.synthetic_validation_per_class,
+        "image_size": list(image_size),
+    }
+    return StudyData(
+        class_names=list(SYNTHETIC_CLASS_NAMES),
+        image_size=image_size,
+        train=Split(train_images, train_labels, names("train", train_labels)),
+        validation=validation_split,
+        test=test_split,
+        source={"kind": "synthetic", "location": "generated in memory (experiments.data.synthetic_images)"},
+        fingerprint=hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest(),
+        seed=seed,
+        test_fraction=config.data.test_fraction,
+    )
+
+
+def offline_message(url: str, reason: str) -> str:
+    return (
+        f"Could not download the dataset from {url} ({reason}). If this machine is offline, "
+        "point the study at a local copy with --data-dir DIR (a folder with train/<class>/ and "
+        "validation/<class>/ image folders), or use --dataset synthetic for generated images."
+    )
+
+
+def _sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _archive_is_intact(archive: Path) -> bool:
+    """True if `archive` is a zip whose every member passes its CRC check."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            return bundle.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def download_dataset(url: str, cache_dir: str = "", expected_sha256: str = "") -> Path:
+    """Fetch and extract the archive once; return the folder holding train/ and validation/.
+
+    The archive is checked before use: its sha256 against `expected_sha256` when given
+    (otherwise against the digest recorded at first download), and every member's CRC.
+    A broken or corrupt archive is deleted and fetched again, once.
+    """
+    from keras.utils import get_file  # the only TensorFlow-side import of this module
+
+    cache_root = Path(cache_dir).expanduser() if cache_dir else Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    datasets_dir = cache_root / "datasets"
+    archive = datasets_dir / ARCHIVE_NAME
+    recorded_digest_file = datasets_dir / f"{ARCHIVE_NAME}.sha256"
+    extracted = datasets_dir / ARCHIVE_FOLDER
+    for attempt in range(2):
+        try:
+            get_file(
+                fname=ARCHIVE_NAME,
+                origin=url,
+                cache_dir=str(cache_root),
+                cache_subdir="datasets",
+                file_hash=expected_sha256 or None,
+                hash_algorithm="sha256",
+            )
+        except Exception as error:  # get_file raises bare Exception subclasses for network errors
+            raise DataError(offline_message(url, str(error).strip() or type(error).__name__)) from None
+        digest = _sha256_of_file(archive)
+        expected = expected_sha256 or (recorded_digest_file.read_text().strip() if recorded_digest_file.exists() else "")
+        if (expected and digest != expected) or not _archive_is_intact(archive):
+            print(f"  {archive} is corrupt or incomplete; fetching it again", file=sys.stderr)
+            archive.unlink(missing_ok=True)
+            recorded_digest_file.unlink(missing_ok=True)
+            continue
+        if not recorded_digest_file.exists():
+            recorded_digest_file.write_text(digest + "\n")
+        marker = extracted / f".extracted-{digest[:16]}"
+        if not marker.exists():
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(datasets_dir)
+            marker.write_text(digest + "\n")
+        return extracted
+    raise DataError(f"The archive downloaded from {url} failed its checksum twice; delete {datasets_dir} and retry.")
+
+
+def load_study_data(config: StudyConfig) -> StudyData:
+    """Resolve the configured source and return decoded, split data."""
+    source = config.data.source
+    if source == "synthetic":
+        return _synthetic(config)
+    if source == "folder":
+        data_root = Path(config.data.data_dir).expanduser()
+        return _from_folder(config, data_root, {"kind": "folder", "location": str(data_root)})
+    data_root = download_dataset(config.data.url, config.data.cache_dir, config.data.archive_sha256)
+    return _from_folder(config, data_root, {"kind": "download", "location": config.data.url})
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
+    """A batched tf.data pipeline over in-memory uint8 images.
+
+    Images stay uint8 in memory (what the data needs) and become float32 batch by batch.
+    Training data is reshuffled every epoch with a fixed seed; evaluation data keeps file order.
+    """
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(
+        lambda images, labels: (tf.cast(images, tf.float32), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,182 @@
+"""The four models of the study, one builder each, by name.
+
+Every model is built with the functional API (Keras 3 cannot nest the write-ups'
+`keras.Model(inputs=[i], outputs=[x])` list-output preprocessor inside `Sequential`), takes
+float images in [0, 255], and ends in logits with one unit per class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+from keras import layers
+
+from experiments.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    description: str
+
+
+SPECS = {
+    "baseline": ModelSpec(
+        "baseline",
+        "A small convolutional network",
+        "Three convolutions with max pooling, then dropout and a dense layer: the baseline every "
+        "later model has to beat.",
+    ),
+    "augmented": ModelSpec(
+        "augmented",
+        "The same network with data augmentation",
+        "Random horizontal and vertical flips and rotations of up to 20% of a full turn are applied "
+        "to every training batch, so the network never sees exactly the same image twice; they are "
+        "inactive at evaluation.",
+    ),
+    "preprocessed": ModelSpec(
+        "preprocessed",
+        "Augmentation plus MobileNetV2 input scaling",
+        "Pixel values are scaled from [0, 255] to [-1, 1] (MobileNetV2's preprocess_input) before "
+        "augmentation, so the convolutions start from centred, small inputs.",
+    ),
+    "transfer": ModelSpec(
+        "transfer",
+        "Transfer learning on a frozen MobileNetV2",
+        "The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; only "
+        "a global max pooling, dropout and a dense classifier on top are trained.",
+    ),
+}
+
+
+def _mobilenet_preprocessing() -> layers.Layer:
+    # keras.applications.mobilenet_v2.preprocess_input computes x / 127.5 - 1; as a Rescaling
+    # layer it is the same arithmetic and saves and loads without Lambda deserialisation.
+    return layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="mobilenet_v2_preprocess")
+
+
+def _augmentation(inputs, seed: int):
+    x = layers.RandomFlip("horizontal_and_vertical", seed=seed, name="random_flip")(inputs)
+    return layers.RandomRotation(0.2, seed=seed + 1, name="random_rotation")(x)
+
+
+def _small_cnn(inputs, class_count: int):
+    x = layers.Conv2D(32, 3, activation="relu", name="conv_1")(inputs)
+    x = layers.MaxPooling2D(2, name="pool_1")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv_2")(x)
+    x = layers.MaxPooling2D(2, name="pool_2")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv_3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    return layers.Dense(class_count, dtype="float32", name="logits")(x)
+
+
+def build_mobilenet_base(image_size: tuple[int, int], base_weights: str) -> keras.Model:
+    """MobileNetV2 without its top, with `base_weights` = "imagenet", "none" or a file path."""
+    input_shape = (image_size[0], image_size[1], 3)
+    if base_weights == "imagenet":
+        return keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights="imagenet")
+    base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=None)
+    if base_weights != "none":
+        try:
+            base.load_weights(base_weights)
+        except Exception as error:  # h5py and Keras raise several types for a wrong file
+            raise ConfigError(
+                f"training.base_weights: {base_weights} does not hold MobileNetV2 (alpha 1.0, no top) "
+                f"weights: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            ) from None
+    return base
+
+
+def build_model(name: str, image_size: tuple[int, int], class_count: int, base_weights: str = "none", seed: int = 0) -> keras.Model:
+    """Build the study model `name` for images of `image_size` and `class_count` classes."""
+    if name not in SPECS:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
+    if class_count < 2:
+        raise ValueError(f"a classifier needs two or more classes, got {class_count}")
+    inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
+    if name == "baseline":
+        outputs = _small_cnn(inputs, class_count)
+    elif name == "augmented":
+        outputs = _small_cnn(_augmentation(inputs, seed), class_count)
+    elif name == "preprocessed":
+        outputs = _small_cnn(_augmentation(_mobilenet_preprocessing()(inputs), seed), class_count)
+    else:
+        x = _augmentation(_mobilenet_preprocessing()(inputs), seed)
+        base = build_mobilenet_base(image_size, base_weights)
+        base.trainable = False
+        x = base(x, training=False)  # keep BatchNorm statistics frozen as well
+        x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
+        x = layers.Dropout(0.2, name="dropout")(x)
+        outputs = layers.Dense(class_count, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def set_precision(mode: str) -> None:
+    """Set Keras's global dtype policy: "none" (float32), "bf16" or "fp16"."""
+    policy = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def describe_model(model: keras.Model) -> dict[str, Any]:
+    """Architecture and parameter counts for summary.json."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    trainable = sum(int(keras.ops.size(weight)) for weight in model.trainable_weights)
+    frozen = sum(int(keras.ops.size(weight)) for weight in model.non_trainable_weights)
+    layer_rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layer_trainable = sum(int(keras.ops.size(weight)) for weight in layer.trainable_weights)
+        layer_rows.append(
+            {
+                "name": layer.name,
+                "type": type(layer).__name__ if not isinstance(layer, keras.Model) else f"{layer.name} (model)",
+                "output_shape": str(tuple(layer.output.shape)),
+                "params": int(layer.count_params()),
+                "trainable": bool(layer.trainable and layer_trainable > 0),
+            }
+        )
+    spec = SPECS[model.name]
+    return {
+        "model": model.name,
+        "title": spec.title,
+        "description": spec.description,
+        "layers": layer_rows,
+        "total_params": trainable + frozen,
+        "trainable_params": trainable,
+        "non_trainable_params": frozen,
+        "summary_text": "\n".join(lines),
+    }
+
+
+def check_base_weights(image_size: tuple[int, int], base_weights: str, on_unavailable: Callable[[str], Exception]) -> None:
+    """Build the MobileNetV2 base once before any training, so a missing download or a wrong
+    weights file stops the run before hours of work rather than after."""
+    try:
+        build_mobilenet_base(image_size, base_weights)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise on_unavailable(str(error).strip() or type(error).__name__) from None
+    finally:
+        keras.backend.clear_session()
+
+
+def load_trained_model(path: Path) -> keras.Model:
+    return keras.models.load_model(path)

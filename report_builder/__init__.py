@@ -1,0 +1,1 @@
+"""Turn one run's artifact folder into the Markdown write-up under docs/ and build the site."""

@@ -1,0 +1,157 @@
+"""Command line: `python -m report_builder train | render | build | all`.
+
+- train:  run the study (experiments/) and write a run's artifacts;
+- render: turn one run's artifacts into the site's Markdown under docs/ (no TensorFlow);
+- build:  `mkdocs build --strict` into site/;
+- all:    train, render, build.
+
+User errors (a bad config value, a missing folder, no network) print one sentence and exit
+with status 2; an interrupted run exits with 130 and resumes when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "experiments" / "configs" / "default.toml"
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config (default: experiments/configs/default.toml)")
+    parser.add_argument("--data-dir", help="read DIR/train/<class>/ and DIR/validation/<class>/ instead of downloading")
+    parser.add_argument("--dataset", choices=["download", "folder", "synthetic"], help="data source (overrides the config)")
+    parser.add_argument("--base-weights", help="MobileNetV2 weights: imagenet, none, or a local .weights.h5 file")
+    parser.add_argument("--epochs", type=int, help="epochs per model")
+    parser.add_argument("--models", help="comma-separated subset: baseline,augmented,preprocessed,transfer")
+    parser.add_argument("--seed", type=int, help="seed for splits, shuffling and initialisation")
+    parser.add_argument("--mixed-precision", choices=["none", "bf16", "fp16"], help="mixed precision policy")
+    parser.add_argument("--jit-compile", action="store_true", default=None, help="compile train steps with XLA")
+    parser.add_argument("--out", help="output folder for runs (default: artifacts)")
+    parser.add_argument("--run-name", help="name of the run folder inside --out")
+    parser.add_argument("--force", action="store_true", help="retrain every model even if finished")
+
+
+def _add_render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifacts", type=Path, help="run folder to render (default: the run the config writes)")
+    parser.add_argument("--docs", type=Path, default=PROJECT_ROOT / "docs", help="docs folder to write (default: docs/)")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m report_builder", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the study's models and write artifacts")
+    _add_train_options(train)
+    render = commands.add_parser("render", help="render docs/ from a run's artifacts (no training)")
+    render.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config whose run to render by default")
+    _add_render_options(render)
+    build = commands.add_parser("build", help="mkdocs build --strict into site/")
+    build.add_argument("--site-dir", type=Path, help="output folder (default: site/)")
+    everything = commands.add_parser("all", help="train, render and build")
+    _add_train_options(everything)
+    _add_render_options(everything)
+    everything.add_argument("--site-dir", type=Path, help="output folder (default: site/)")
+    return parser.parse_args(argv)
+
+
+def config_overrides(arguments: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    if getattr(arguments, "data_dir", None):
+        overrides["data.source"] = "folder"
+        overrides["data.data_dir"] = arguments.data_dir
+    if getattr(arguments, "dataset", None):
+        overrides["data.source"] = arguments.dataset
+    simple = {"base_weights": "training.base_weights", "epochs": "training.epochs", "seed": "study.seed",
+              "mixed_precision": "training.mixed_precision", "jit_compile": "training.jit_compile",
+              "out": "study.out_dir", "run_name": "study.run_name"}
+    for attribute, key in simple.items():
+        value = getattr(arguments, attribute, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(arguments, "models", None):
+        overrides["study.models"] = [name.strip() for name in arguments.models.split(",") if name.strip()]
+    return overrides
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def command_train(arguments: argparse.Namespace) -> Path:
+    from experiments.config import load_config
+
+    config = load_config(arguments.config, config_overrides(arguments))
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    from experiments.study import run_study
+
+    run = run_study(config, force=arguments.force)
+    print(f"Artifacts written to {run.root}")
+    return run.root
+
+
+def default_run_dir(config_path: Path) -> Path:
+    from experiments.config import load_config
+
+    return load_config(config_path).run_dir
+
+
+def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -> None:
+    from report_builder.render import render_report
+
+    artifacts = arguments.artifacts or run_dir or default_run_dir(arguments.config)
+    written = render_report(artifacts, arguments.docs)
+    print(f"Rendered {artifacts} into {arguments.docs} ({len(written)} files)")
+
+
+def command_build(arguments: argparse.Namespace) -> None:
+    from report_builder.site import build_site
+
+    site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir)
+    print(f"Site built in {site}; preview it with `mkdocs serve`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    from experiments.artifacts import ArtifactError
+    from experiments.config import ConfigError
+    from report_builder.render import ReportError
+    from report_builder.site import SiteBuildError
+
+    user_errors: tuple[type[BaseException], ...] = (ConfigError, ReportError, SiteBuildError, ArtifactError)
+    try:
+        from experiments.images import DataError
+
+        user_errors += (DataError,)
+        if arguments.command == "train":
+            command_train(arguments)
+        elif arguments.command == "render":
+            command_render(arguments)
+        elif arguments.command == "build":
+            command_build(arguments)
+        else:
+            run_dir = command_train(arguments)
+            command_render(arguments, run_dir=None if arguments.artifacts else run_dir)
+            command_build(arguments)
+    except user_errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted. Finished epochs are saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from experiments.study import StudyFailed
+
+        if isinstance(error, StudyFailed):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,636 @@
+"""Render one run's artifact folder into the Markdown write-up under ``docs/``.
+
+The artifact format is described in ``docs/guide/artifacts.md``. Rendering needs only the
+standard library and Jinja2. The output is deterministic: the same artifacts always give the
+same bytes. Every text that comes from the artifacts goes through the ``md`` filter
+(:func:`escape_markdown`) so it shows as text, never as HTML or Markdown markup.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from report_builder import observations as obs
+
+SCHEMA_VERSION = 1
+MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer")
+SPLIT_ORDER = ("train", "validation", "test")
+SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+FIGURES_SUBDIR = Path("assets") / "figures"
+#: What :func:`render_report` regenerates; everything else under docs/ is left alone.
+GENERATED_FILES = ("index.md", "method.md")
+GENERATED_DIRS = ("models", str(FIGURES_SUBDIR))
+
+STATUS_COMPLETE = "complete"
+STATUS_LABELS = {
+    "complete": "complete",
+    "partial": "did not finish",
+    "running": "did not finish",
+    "failed": "did not finish",
+    "not_run": "not run",
+}
+
+
+class ReportError(Exception):
+    """The artifact folder cannot be turned into a report (the message names the path)."""
+
+
+# --------------------------------------------------------------------------- escaping
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|#!])")
+_LINE_START_SPECIAL = re.compile(r"^([-+])(?=\s|$)")
+_ORDERED_LIST_START = re.compile(r"^(\d+)([.)])(?=\s|$)")
+
+
+def escape_markdown(value: object) -> str:
+    """Make any value safe to place in Markdown text (also inside a table cell).
+
+    HTML-escapes ``& < > "``, backslash-escapes Markdown-significant characters, turns line
+    breaks into spaces and neutralises list markers at the start. Never use it inside code.
+    """
+    if value is None:
+        return ""
+    text = str(value)
+    text = " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+    text = html.escape(text, quote=True)
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    text = _LINE_START_SPECIAL.sub(r"\\\1", text)
+    text = _ORDERED_LIST_START.sub(r"\1\\\2", text)
+    return text
+
+
+def code_fence(text: object) -> str:
+    """A backtick fence longer than any backtick run in ``text`` (so the text cannot close it)."""
+    runs = re.findall(r"`+", str(text or ""))
+    longest = max((len(run) for run in runs), default=0)
+    return "`" * max(3, longest + 1)
+
+
+# --------------------------------------------------------------------------- number formatting
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _no_negative_zero(text: str) -> str:
+    return text[1:] if re.fullmatch(r"-0(\.0+)?", text) else text
+
+
+def format_percent(value: object, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.632 -> "63.2%"; "n/a" when unknown."""
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    return _no_negative_zero(f"{number * 100:.{digits}f}") + "%"
+
+
+def format_points(value: object, signed: bool = True) -> str:
+    """Percentage points: 3.4 -> "+3.4 points"; "n/a" when unknown."""
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    text = _no_negative_zero(f"{number:.{obs.POINTS_DECIMALS}f}")
+    if signed and not text.startswith("-") and text.strip("0.") != "":
+        text = "+" + text
+    unit = "point" if text.lstrip("+-") == "1.0" else "points"
+    return f"{text} {unit}"
+
+
+def format_count(value: object) -> str:
+    """An integer with thousands separators: 2260546 -> "2,260,546"."""
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    return f"{int(number):,}"
+
+
+def format_seconds(value: object) -> str:
+    """Wall time: 83.4 -> "83.4 s (1 min 23 s)"."""
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    text = f"{number:.1f} s"
+    if number >= 60:
+        whole = int(round(number))
+        hours, rest = divmod(whole, 3600)
+        minutes, seconds = divmod(rest, 60)
+        parts = ([f"{hours} h"] if hours else []) + [f"{minutes} min", f"{seconds} s"]
+        text += " (" + " ".join(parts) + ")"
+    return text
+
+
+def magnitude(value: object) -> float | None:
+    """Absolute value (for wording like "3.4 points lower")."""
+    number = _finite(value)
+    return None if number is None else abs(number)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class ModelView:
+    """Everything the templates need about one model."""
+
+    name: str
+    status: str
+    status_label: str
+    complete: bool
+    error: str | None
+    wall_seconds: float | None
+    epochs_completed: int | None
+    epochs_planned: int | None
+    title: str
+    description: str | None
+    has_summary: bool
+    layers: list[dict[str, Any]]
+    total_params: int | None
+    trainable_params: int | None
+    frozen_params: int | None
+    summary_text: str | None
+    observation: obs.ModelObservation | None
+    observation_error: str | None
+    curves_figure: str | None
+    previous: str | None
+    next: str | None
+    validation_accuracy: float | None
+    selection_score: float | None
+
+
+@dataclass
+class RunView:
+    """The whole run, loaded and cleaned for the templates."""
+
+    artifacts_dir: Path
+    manifest: dict[str, Any]
+    dataset: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    models: list[ModelView]
+    figures: list[str]
+    problems: list[str] = field(default_factory=list)
+
+
+def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
+    """Read a schema-1 JSON object. Missing or broken optional files become a problem note."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ReportError(f"required artifact file is missing: {path}") from None
+        return None
+    except OSError as error:
+        if required:
+            raise ReportError(f"cannot read artifact file {path}: {error}") from error
+        problems.append(f"{path.name} in {path.parent.name}: cannot be read ({error.strerror or error})")
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        message = f"not valid JSON ({error.msg} at line {error.lineno})"
+        if required:
+            raise ReportError(f"artifact file {path} is {message}") from error
+        problems.append(f"{_relative_name(path)}: {message}")
+        return None
+    if not isinstance(data, dict):
+        if required:
+            raise ReportError(f"artifact file {path} must hold a JSON object")
+        problems.append(f"{_relative_name(path)}: not a JSON object")
+        return None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
+        if required:
+            raise ReportError(f"artifact file {path}: {message}")
+        problems.append(f"{_relative_name(path)}: {message}")
+        return None
+    return data
+
+
+def _relative_name(path: Path) -> str:
+    """A short, stable name for a problem note (no absolute paths in the report)."""
+    parts = path.parts
+    if "models" in parts:
+        return "/".join(parts[parts.index("models") :])
+    return path.name
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_int(value: object) -> int | None:
+    number = _finite(value)
+    return None if number is None else int(number)
+
+
+def load_run(artifacts_dir: Path) -> RunView:
+    """Load a run's artifact folder. Raises :class:`ReportError` without a usable manifest."""
+    artifacts_dir = Path(artifacts_dir)
+    if not artifacts_dir.is_dir():
+        raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
+    problems: list[str] = []
+    manifest = read_json(artifacts_dir / "manifest.json", problems, required=True) or {}
+    dataset = read_json(artifacts_dir / "dataset.json", problems)
+    metrics = read_json(artifacts_dir / "metrics.json", problems)
+    figures = sorted(
+        name for name in _figure_names() if (artifacts_dir / "figures" / name).is_file()
+    )
+    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems)
+    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, problems)
+
+
+def _figure_names() -> list[str]:
+    names = ["data_grid.png", "augmentation_flip.png", "augmentation_rotation.png", "comparison.png"]
+    return names + [f"curves_{model}.png" for model in MODEL_ORDER]
+
+
+def _baseline_validation_accuracy(dataset: dict[str, Any] | None) -> float | None:
+    baseline = _as_dict(_as_dict(dataset).get("majority_baseline"))
+    value = _finite(_as_dict(baseline.get("accuracy")).get("validation"))
+    return value if value is not None and 0.0 <= value <= 1.0 else None
+
+
+def load_models(
+    artifacts_dir: Path,
+    manifest: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    metrics: dict[str, Any] | None,
+    figures: list[str],
+    problems: list[str],
+) -> list[ModelView]:
+    """Load every model of the study, in study order, run or not."""
+    manifest_models = _as_dict(manifest.get("models"))
+    baseline = _baseline_validation_accuracy(dataset)
+    validation = _as_dict(_as_dict(metrics).get("validation"))
+    candidates = _as_dict(_as_dict(_as_dict(metrics).get("selection")).get("candidates"))
+    views: list[ModelView] = []
+    previous_observation: obs.ModelObservation | None = None
+    for index, name in enumerate(MODEL_ORDER):
+        model_dir = artifacts_dir / "models" / name
+        entry = _as_dict(manifest_models.get(name))
+        status = str(entry.get("status", "not_run")) if entry else "not_run"
+        history = read_json(model_dir / "history.json", problems)
+        summary = read_json(model_dir / "summary.json", problems)
+        state = read_json(model_dir / "state.json", problems)
+        observation, observation_error = None, None
+        if history is not None:
+            try:
+                observation = obs.observe_model(name, history.get("epochs"), baseline, previous_observation)
+            except ValueError as error:
+                observation_error = str(error)
+        if observation is not None and observation.previous_model is None and index > 0:
+            observation = obs.replace(observation, previous_model=MODEL_ORDER[index - 1])
+        previous_observation = observation
+        views.append(
+            _model_view(name, index, status, entry, summary, state, observation, observation_error,
+                        figures, _as_dict(validation.get(name)), candidates.get(name))
+        )
+    return views
+
+
+def _model_view(
+    name: str,
+    index: int,
+    status: str,
+    entry: dict[str, Any],
+    summary: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    observation: obs.ModelObservation | None,
+    observation_error: str | None,
+    figures: list[str],
+    validation: dict[str, Any],
+    selection_score: object,
+) -> ModelView:
+    summary_data = _as_dict(summary)
+    raw_layers = summary_data.get("layers")
+    layers = [
+        {
+            "name": _text(layer.get("name")),
+            "type": _text(layer.get("type")),
+            "output_shape": _text(layer.get("output_shape")),
+            "params": _as_int(layer.get("params")),
+            "trainable": layer.get("trainable") is True,
+        }
+        for layer in (raw_layers if isinstance(raw_layers, list) else [])
+        if isinstance(layer, dict)
+    ]
+    summary_text = summary_data.get("summary_text")
+    error = entry.get("error")
+    curves = f"curves_{name}.png"
+    return ModelView(
+        name=name,
+        status=status,
+        status_label=STATUS_LABELS.get(status, "did not finish"),
+        complete=status == STATUS_COMPLETE,
+        error=None if error is None else str(error),
+        wall_seconds=_finite(entry.get("wall_seconds")),
+        epochs_completed=_as_int(entry.get("epochs_completed", _as_dict(state).get("epochs_completed"))),
+        epochs_planned=_as_int(_as_dict(state).get("epochs_planned")),
+        title=_text(summary_data.get("title")) or f"The {name} model",
+        description=_text(summary_data.get("description")),
+        has_summary=summary is not None,
+        layers=layers,
+        total_params=_as_int(summary_data.get("total_params")),
+        trainable_params=_as_int(summary_data.get("trainable_params")),
+        frozen_params=_as_int(summary_data.get("non_trainable_params")),
+        summary_text=summary_text if isinstance(summary_text, str) and summary_text.strip() else None,
+        observation=observation,
+        observation_error=observation_error,
+        curves_figure=curves if curves in figures else None,
+        previous=MODEL_ORDER[index - 1] if index > 0 else None,
+        next=MODEL_ORDER[index + 1] if index + 1 < len(MODEL_ORDER) else None,
+        validation_accuracy=_finite(validation.get("accuracy")),
+        selection_score=_finite(selection_score),
+    )
+
+
+# --------------------------------------------------------------------------- view helpers
+
+
+def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested config as sorted ``(dotted.key, json value)`` rows."""
+    if not isinstance(config, dict):
+        return [(prefix or "config", json.dumps(config, sort_keys=True, ensure_ascii=False))]
+    rows: list[tuple[str, str]] = []
+    for key in sorted(config, key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        value = config[key]
+        if isinstance(value, dict) and value:
+            rows.extend(flatten_config(value, path))
+        else:
+            rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
+    return rows
+
+
+def sorted_items(mapping: object) -> list[tuple[str, Any]]:
+    """Items of a mapping sorted by key (empty for non-mappings)."""
+    if not isinstance(mapping, dict):
+        return []
+    return sorted(mapping.items(), key=lambda item: str(item[0]))
+
+
+def split_rows(dataset: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per split: label, count and per-class counts in class order (extra labels sorted after)."""
+    dataset = _as_dict(dataset)
+    class_names = [str(name) for name in (dataset.get("class_names") or [])]
+    splits = _as_dict(dataset.get("splits"))
+    rows = []
+    for split in SPLIT_ORDER:
+        info = _as_dict(splits.get(split))
+        if not info:
+            continue
+        counts = _as_dict(info.get("label_counts"))
+        labels = class_names + sorted(str(label) for label in counts if str(label) not in class_names)
+        total = _finite(info.get("count"))
+        if total is None:
+            total = float(sum(_finite(value) or 0 for value in counts.values()))
+        classes = []
+        for label in labels:
+            count = _finite(counts.get(label))
+            share = count / total if count is not None and total else None
+            classes.append({"name": label, "count": count, "share": share})
+        rows.append({"key": split, "label": SPLIT_LABELS[split], "count": total, "classes": classes})
+    return rows
+
+
+def total_wall_seconds(models: Iterable[ModelView]) -> float | None:
+    """Sum of the known per-model wall times (None when none is known)."""
+    values = [model.wall_seconds for model in models if model.wall_seconds is not None]
+    return math.fsum(values) if values else None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def make_environment() -> jinja2.Environment:
+    """The Jinja2 environment for the page templates (strict, no autoescape: use ``| md``)."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(
+        md=escape_markdown,
+        percent=format_percent,
+        points=format_points,
+        count=format_count,
+        seconds=format_seconds,
+        magnitude=magnitude,
+        fence=code_fence,
+    )
+    return environment
+
+
+def _text(value: object) -> str | None:
+    """Artifact text as a string (numbers and lists written as JSON), ``None`` when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _pick_text(mapping: object, keys: Iterable[str]) -> dict[str, str | None]:
+    source = _as_dict(mapping)
+    return {key: _text(source.get(key)) for key in keys}
+
+
+def baseline_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The majority baseline: class name and accuracy per split (None when not recorded)."""
+    baseline = _as_dict(_as_dict(dataset).get("majority_baseline"))
+    if not baseline:
+        return None
+    accuracy = _as_dict(baseline.get("accuracy"))
+    return {
+        "class_name": _text(baseline.get("class_name")) or "unknown",
+        "accuracy": {split: _finite(accuracy.get(split)) for split in SPLIT_ORDER},
+    }
+
+
+def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The single test evaluation, or None when the run has none."""
+    test = _as_dict(_as_dict(metrics).get("test"))
+    if not test or _finite(test.get("accuracy")) is None:
+        return None
+    return {
+        "model": _text(test.get("model")),
+        "accuracy": _finite(test.get("accuracy")),
+        "correct": _finite(test.get("correct")),
+        "total": _finite(test.get("total")),
+    }
+
+
+def selection_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the model was chosen: the rule and each candidate's validation score."""
+    selection = _as_dict(_as_dict(metrics).get("selection"))
+    if not selection:
+        return None
+    scores = _as_dict(selection.get("candidates"))
+    names = [name for name in MODEL_ORDER if name in scores]
+    names += sorted(str(name) for name in scores if name not in MODEL_ORDER)
+    candidates = [(name, _finite(scores[name])) for name in names]
+    return {
+        "rule": _text(selection.get("rule")) or "not recorded",
+        "metric": _text(selection.get("metric")) or "not recorded",
+        "candidates": candidates,
+    }
+
+
+def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Dataset facts for the method page (all as text, except the test fraction)."""
+    if dataset is None:
+        return None
+    class_names = dataset.get("class_names")
+    image_size = dataset.get("image_size")
+    return {
+        "class_names": [str(name) for name in class_names] if isinstance(class_names, list) else [],
+        "image_size": " x ".join(str(side) for side in image_size) if isinstance(image_size, list) else _text(image_size),
+        "seed": _text(dataset.get("seed")),
+        "test_fraction": _finite(dataset.get("test_fraction")),
+    }
+
+
+def skipped_view(dataset: dict[str, Any] | None) -> list[dict[str, str | None]]:
+    """Skipped files with their reasons, in the recorded order."""
+    skipped = _as_dict(dataset).get("skipped")
+    if not isinstance(skipped, list):
+        return []
+    return [_pick_text(item, ("file", "reason")) for item in skipped if isinstance(item, dict)]
+
+
+def page_context(run: RunView) -> dict[str, Any]:
+    """The variables every template sees; every value is present (templates use StrictUndefined)."""
+    manifest = run.manifest
+    metrics = _as_dict(run.metrics)
+    models_by_name = {model.name: model for model in run.models}
+    chosen_name = _text(metrics.get("chosen_model"))
+    devices = manifest.get("devices")
+    dataset = dataset_view(run.dataset)
+    return {
+        "run_status": _text(manifest.get("status")) or "unknown",
+        "run_info": _pick_text(
+            manifest,
+            ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name"),
+        ),
+        "data_source": _pick_text(manifest.get("data_source"), ("kind", "location")),
+        "base_weights": _pick_text(manifest.get("base_weights"), ("kind", "location", "sha256")),
+        "versions": [(str(name), _text(value)) for name, value in sorted_items(manifest.get("versions"))],
+        "hardware": [(str(name), _text(value)) for name, value in sorted_items(manifest.get("hardware"))],
+        "devices": [str(device) for device in devices] if isinstance(devices, list) else [],
+        "has_dataset": run.dataset is not None,
+        "has_metrics": run.metrics is not None,
+        "dataset_info": dataset,
+        "class_names": dataset["class_names"] if dataset else [],
+        "models": run.models,
+        "models_by_name": models_by_name,
+        "figures": run.figures,
+        "problems": run.problems,
+        "split_rows": split_rows(run.dataset),
+        "baseline": baseline_view(run.dataset),
+        "skipped": skipped_view(run.dataset),
+        "chosen_name": chosen_name,
+        "selection": selection_view(run.metrics),
+        "test": test_view(run.metrics),
+        "config_rows": flatten_config(manifest.get("config", {})),
+        "total_wall_seconds": total_wall_seconds(run.models),
+        "window": obs.SETTLED_WINDOW_EPOCHS,
+        "overfitting_rule": obs.overfitting_rule_text(),
+        "baseline_rule": obs.baseline_rule_text(),
+        "verdicts": {
+            "strong": obs.VERDICT_STRONG,
+            "mild": obs.VERDICT_MILD,
+            "none": obs.VERDICT_NONE,
+            "unknown": obs.VERDICT_NOT_ENOUGH_DATA,
+        },
+    }
+
+
+def build_pages(run: RunView, environment: jinja2.Environment) -> dict[Path, str]:
+    """Render every page into memory: relative path -> Markdown text."""
+    context = page_context(run)
+    pages = {
+        Path("index.md"): environment.get_template("index.md.j2").render(context),
+        Path("method.md"): environment.get_template("method.md.j2").render(context),
+    }
+    model_template = environment.get_template("model.md.j2")
+    for model in run.models:
+        pages[Path("models") / f"{model.name}.md"] = model_template.render(context, model=model)
+    return pages
+
+
+def remove_generated(docs_dir: Path) -> None:
+    """Delete the previously generated pages and figures; hand-written pages stay."""
+    for name in GENERATED_FILES:
+        path = docs_dir / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    for name in GENERATED_DIRS:
+        path = docs_dir / name
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
+    """Render the run in ``artifacts_dir`` into ``docs_dir``; returns the written files (sorted).
+
+    Raises :class:`ReportError` when the folder or its ``manifest.json`` is missing or unusable.
+    """
+    artifacts_dir = Path(artifacts_dir)
+    docs_dir = Path(docs_dir)
+    run = load_run(artifacts_dir)
+    pages = build_pages(run, make_environment())
+    figure_bytes = {}
+    for name in run.figures:
+        source = artifacts_dir / "figures" / name
+        try:
+            figure_bytes[name] = source.read_bytes()
+        except OSError as error:
+            raise ReportError(f"cannot read figure {source}: {error}") from error
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    remove_generated(docs_dir)
+    written: list[Path] = []
+    for relative, text in sorted(pages.items()):
+        target = docs_dir / relative
+        write_atomically(target, text.encode("utf-8"))
+        written.append(target)
+    for name, data in sorted(figure_bytes.items()):
+        target = docs_dir / FIGURES_SUBDIR / name
+        write_atomically(target, data)
+        written.append(target)
+    return sorted(written)
+

@@ -7,6 +7,7 @@ float images in [0, 255], and ends in logits with one unit per class.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -82,13 +83,18 @@ def build_mobilenet_base(image_size: tuple[int, int], base_weights: str) -> kera
         return keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights="imagenet")
     base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=None)
     if base_weights != "none":
-        try:
-            base.load_weights(base_weights)
-        except Exception as error:  # h5py and Keras raise several types for a wrong file
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                base.load_weights(base_weights)
+                problem = next((str(item.message) for item in caught if "Skipping" in str(item.message)), None)
+            except Exception as error:  # h5py and Keras raise several types for a wrong file
+                problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if problem:
+            # Keras loads a mismatched file partially with only a warning; that must not pass.
             raise ConfigError(
-                f"training.base_weights: {base_weights} does not hold MobileNetV2 (alpha 1.0, no top) "
-                f"weights: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
-            ) from None
+                f"training.base_weights: {base_weights} does not hold MobileNetV2 (alpha 1.0, no top) weights: {problem}"
+            )
     return base
 
 

@@ -297,6 +297,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         "config": config.to_dict(),
         **expected,
         "data_source": data.source,
+        "skipped_files": [{"file": item.path, "reason": item.reason} for item in data.skipped],
         "base_weights": describe_base_weights(config.training.base_weights),
         "versions": package_versions(),
         "devices": devices,

@@ -1,0 +1,38 @@
+"""Shared test set-up: quiet TensorFlow, the project root, and a tiny study config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+SMOKE_CONFIG = PROJECT_ROOT / "experiments" / "configs" / "smoke.toml"
+
+
+def run_cli_command(*arguments: str) -> list[str]:
+    """The command line for `python -m report_builder ARGUMENTS`."""
+    return [sys.executable, "-m", "report_builder", *arguments]
+
+
+def cli_environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    environment["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    return environment
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a TOML config into tmp_path and return its path."""
+
+    def write(text: str, name: str = "config.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

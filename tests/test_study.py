@@ -1,0 +1,154 @@
+"""The runner end to end on the smoke preset: artifacts, skipping, resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
+
+MODELS = ["baseline", "augmented", "preprocessed", "transfer"]
+
+
+def train(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), *extra),
+        cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = train(out)
+    assert result.returncode == 0, result.stderr
+    return out / "smoke", result
+
+
+def test_smoke_run_writes_every_artifact(smoke_run):
+    run_dir, _ = smoke_run
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and manifest["schema_version"] == 1
+    assert set(manifest["models"]) == set(MODELS)
+    assert all(entry["status"] == "complete" and entry["wall_seconds"] > 0 for entry in manifest["models"].values())
+    for key in ("config", "config_hash", "data_fingerprint", "versions", "devices", "hardware", "git_commit", "wall_seconds"):
+        assert key in manifest
+    assert manifest["config"]["training"]["epochs"] == 2
+    assert "tensorflow" in manifest["versions"]
+    for name in MODELS:
+        history = load(run_dir / "models" / name / "history.json")
+        assert [record["epoch"] for record in history["epochs"]] == [1, 2]
+        assert set(history["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+        summary = load(run_dir / "models" / name / "summary.json")
+        assert summary["total_params"] == summary["trainable_params"] + summary["non_trainable_params"]
+        assert (run_dir / "models" / name / "model.keras").is_file()
+        assert not (run_dir / "models" / name / "checkpoint").exists()
+        assert (run_dir / "figures" / f"curves_{name}.png").stat().st_size > 1000
+    for figure in ("data_grid", "augmentation_flip", "augmentation_rotation", "comparison"):
+        assert (run_dir / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = load(run_dir / "metrics.json")
+    candidates = metrics["selection"]["candidates"]
+    assert metrics["chosen_model"] == max(candidates, key=lambda name: (candidates[name], -MODELS.index(name)))
+    assert metrics["test"]["model"] == metrics["chosen_model"]
+    assert metrics["test"]["total"] == 16 and 0 <= metrics["test"]["correct"] <= 16
+    assert not list(run_dir.rglob(".*.tmp.*")), "temporary files left behind"
+
+
+def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    before = {name: (run_dir / "models" / name / "history.json").read_bytes() for name in MODELS}
+    result = train(run_dir.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("skipped, finished with the same config and data") == 4
+    assert "Epoch 1/" not in result.stdout
+    assert before == {name: (run_dir / "models" / name / "history.json").read_bytes() for name in MODELS}
+    changed = train(run_dir.parent, "--epochs", "1", "--models", "baseline")
+    assert changed.returncode == 0, changed.stderr
+    assert "config changed" in changed.stderr
+    assert len(load(run_dir / "models" / "baseline" / "history.json")["epochs"]) == 1
+
+
+def test_offline_download_is_one_clear_message(write_config, tmp_path):
+    config = write_config(
+        "[study]\nmodels = ['baseline']\n[data]\nsource = 'download'\nimage_size = [32, 32]\n"
+        f"url = 'http://127.0.0.1:9/cats_and_dogs_filtered.zip'\ncache_dir = '{tmp_path / 'cache'}'\n"
+        "[training]\nbase_weights = 'none'\n"
+    )
+    result = subprocess.run(run_cli_command("train", "--config", str(config), "--out", str(tmp_path / "out")),
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "http://127.0.0.1:9/cats_and_dogs_filtered.zip" in error_lines[0]
+    assert "--data-dir DIR" in error_lines[0] and "--dataset synthetic" in error_lines[0]
+
+
+def test_bad_config_value_stops_before_anything_is_written(tmp_path):
+    result = train(tmp_path, "--epochs", "0")
+    assert result.returncode == 2
+    assert "training.epochs" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "smoke").exists()
+
+
+def wait_for_epochs(progress: Path, count: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads(progress.read_text())["epochs"]) >= count:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{progress} never reached {count} epochs")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signal):
+    """Stop a real training process in the middle of an epoch, then run the same command again."""
+    config = tmp_path / "slower.toml"  # epochs of about a second, so a signal lands mid-epoch
+    config.write_text(
+        "[study]\nrun_name = 'smoke'\nmodels = ['augmented']\n[data]\nsource = 'synthetic'\nimage_size = [64, 64]\n"
+        "synthetic_train_per_class = 320\nsynthetic_validation_per_class = 40\n[training]\nepochs = 5\nbase_weights = 'none'\n",
+        encoding="utf-8",
+    )
+    command = run_cli_command("train", "--config", str(config), "--out", str(tmp_path))
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "smoke" / "models" / "augmented" / "checkpoint" / "progress.json"
+    try:
+        wait_for_epochs(progress, 2)
+        time.sleep(0.4)  # into the third epoch
+        process.send_signal(stop_signal)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if stop_signal == signal.SIGINT:
+        assert process.returncode == 130, stderr
+        assert "run the same command again to resume" in stderr
+        assert load(tmp_path / "smoke" / "manifest.json")["status"] == "interrupted"
+    else:
+        assert process.returncode == -signal.SIGKILL
+    done_before = len(load(progress)["epochs"])
+    assert 2 <= done_before < 5
+    history_before = load(tmp_path / "smoke" / "models" / "augmented" / "history.json")["epochs"]
+    assert [record["epoch"] for record in history_before] == list(range(1, done_before + 1))
+
+    resumed = subprocess.run(command, cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming augmented after epoch {done_before} of 5" in resumed.stderr
+    history = load(tmp_path / "smoke" / "models" / "augmented" / "history.json")["epochs"]
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]
+    assert history[:done_before] == history_before
+    assert load(tmp_path / "smoke" / "models" / "augmented" / "state.json")["status"] == "complete"
+    assert load(tmp_path / "smoke" / "manifest.json")["status"] == "complete"
+    assert load(tmp_path / "smoke" / "metrics.json")["chosen_model"] == "augmented"

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from experiments.artifacts import write_atomic  # noqa: E402
 
@@ -43,14 +44,14 @@ def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], pa
     return _save(figure, path)
 
 
-def augmentation_demo(image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], title: str, path: Path, copies: int = 4) -> Path:
-    """The original image, then `copies` outputs of a random `transform` of it."""
-    figure, axes = plt.subplots(1, copies + 1, figsize=(2.4 * (copies + 1), 2.7))
+def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]], path: Path) -> Path:
+    """The original image, then each (title, transformed image) of `variants`."""
+    figure, axes = plt.subplots(1, len(variants) + 1, figsize=(2.4 * (len(variants) + 1), 2.7))
     axes[0].imshow(image)
     axes[0].set_title("original", fontsize=10)
-    for index in range(copies):
-        axes[index + 1].imshow(np.clip(transform(image), 0, 255).astype(np.uint8))
-        axes[index + 1].set_title(f"{title} {index + 1}", fontsize=10)
+    for axis, (title, variant) in zip(axes[1:], variants):
+        axis.imshow(np.clip(variant, 0, 255).astype(np.uint8))
+        axis.set_title(title, fontsize=10)
     for axis in axes:
         axis.axis("off")
     figure.tight_layout()
@@ -73,8 +74,10 @@ def training_curves(epochs: list[dict[str, Any]], title: str, path: Path, baseli
     accuracy_axis.set_ylim(0, 1.02)
     for key, label, style in (("loss", "training", "-o"), ("val_loss", "validation", "-s")):
         loss_axis.plot(*_series(epochs, key), style, label=label, markersize=3)
-    loss_axis.set_ylabel("loss (cross-entropy)")
+    loss_axis.set_ylabel("loss (cross-entropy, log scale)")
+    loss_axis.set_yscale("log")  # a first-epoch loss of 10+ would flatten every later epoch
     for axis in (accuracy_axis, loss_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()
@@ -90,6 +93,7 @@ def comparison(histories: dict[str, list[dict[str, Any]]], path: Path, baseline_
         axis.plot(*_series(epochs, "val_accuracy"), "-o", label=model_name, markersize=3)
     if baseline_accuracy is not None:
         axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy")
     axis.set_ylim(0, 1.02)

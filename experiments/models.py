@@ -7,6 +7,7 @@ float images in [0, 255], and ends in logits with one unit per class.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,17 @@ def set_precision(mode: str) -> None:
 def describe_model(model: keras.Model) -> dict[str, Any]:
     """Architecture and parameter counts for summary.json."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    # Keras renders the table with rich, which cuts it at the console width (80 columns when
+    # output is not a terminal, dropping the parameter column); give it room for the full table.
+    saved_columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "160"
+    try:
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    finally:
+        if saved_columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved_columns
     trainable = sum(int(keras.ops.size(weight)) for weight in model.trainable_weights)
     frozen = sum(int(keras.ops.size(weight)) for weight in model.non_trainable_weights)
     layer_rows = []
@@ -152,7 +163,7 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
         layer_rows.append(
             {
                 "name": layer.name,
-                "type": type(layer).__name__ if not isinstance(layer, keras.Model) else f"{layer.name} (model)",
+                "type": type(layer).__name__ if not isinstance(layer, keras.Model) else "Functional (nested model)",
                 "output_shape": str(tuple(layer.output.shape)),
                 "params": int(layer.count_params()),
                 "trainable": bool(layer.trainable and layer_trainable > 0),

@@ -131,21 +131,22 @@ def choose_model(histories: dict[str, list[dict[str, Any]]]) -> tuple[str | None
 
 
 def write_data_figures(run: RunFolder, data: StudyData, seed: int) -> None:
+    """The data grid, and what the augmentation layers of the models do to one training image."""
     import numpy as np
     from keras import layers
 
     from experiments import figures
 
     figures.data_grid(data.train.images, data.train.labels, data.class_names, run.figure("data_grid"))
-    example = data.train.images[0].astype(np.float32)
-    flip = layers.RandomFlip("horizontal_and_vertical", seed=seed)
-    rotate = layers.RandomRotation(0.2, seed=seed)
-    figures.augmentation_demo(
-        data.train.images[0], lambda image: flip(example[None], training=True)[0].numpy(), "flipped", run.figure("augmentation_flip")
-    )
-    figures.augmentation_demo(
-        data.train.images[0], lambda image: rotate(example[None], training=True)[0].numpy(), "rotated", run.figure("augmentation_rotation")
-    )
+    example = data.train.images[0]
+    flips = [("flipped left-right", example[:, ::-1]), ("flipped upside down", example[::-1, :]),
+             ("flipped both ways", example[::-1, ::-1])]
+    figures.augmentation_demo(example, flips, run.figure("augmentation_flip"))
+    rotate = layers.RandomRotation(0.2, seed=seed, name="demo_rotation")
+    batch = np.repeat(example[None].astype(np.float32), 4, axis=0)
+    rotated = np.asarray(rotate(batch, training=True))
+    figures.augmentation_demo(example, [(f"rotated {index + 1}", image) for index, image in enumerate(rotated)],
+                              run.figure("augmentation_rotation"))
 
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str, model_index: int, expected: dict[str, str]) -> dict[str, Any]:

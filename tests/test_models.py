@@ -67,3 +67,10 @@ def test_unreachable_imagenet_weights_stop_before_training(monkeypatch):
     with pytest.raises(DataError) as caught:
         study.preflight(config)
     assert "--base-weights PATH" in str(caught.value) and "--base-weights none" in str(caught.value)
+
+
+def test_summary_text_keeps_the_parameter_column():
+    summary = describe_model(build_model("baseline", (32, 32), class_count=2))
+    header = next(line for line in summary["summary_text"].splitlines() if "Layer (type)" in line)
+    assert "Param #" in header
+    assert "Total params: " in summary["summary_text"]

@@ -188,16 +188,17 @@ def synthetic_images(count_per_class: int, image_size: tuple[int, int], seed: in
             radius = random_generator.uniform(0.15, 0.3) * min(height, width)
             distance = np.hypot(rows - center_row, columns - center_column)
             mask = np.clip(1.5 - distance / radius, 0.0, 1.0)[..., None]
-            colour = np.array([random_generator.uniform(190, 255), random_generator.uniform(90, 170), random_generator.uniform(20, 80)])
+            colour = np.array([random_generator.uniform(140, 255), random_generator.uniform(80, 190), random_generator.uniform(30, 150)])
         else:
             angle = random_generator.uniform(0, np.pi)
             period = random_generator.uniform(0.12, 0.25) * min(height, width)
             phase = random_generator.uniform(0, 2 * np.pi)
             wave = np.sin(2 * np.pi * (rows * np.cos(angle) + columns * np.sin(angle)) / period + phase)
             mask = (wave > 0).astype(np.float32)[..., None]
-            colour = np.array([random_generator.uniform(20, 80), random_generator.uniform(120, 200), random_generator.uniform(190, 255)])
+            colour = np.array([random_generator.uniform(30, 150), random_generator.uniform(90, 190), random_generator.uniform(140, 255)])
+        mask = mask * random_generator.uniform(0.35, 0.8)  # faint shapes: learnable, not trivial
         canvas = canvas * (1 - mask) + colour * mask
-        canvas += random_generator.normal(0, 12, size=canvas.shape)
+        canvas += random_generator.normal(0, 28, size=canvas.shape)
         images[index] = np.clip(canvas, 0, 255).astype(np.uint8)
     return images, labels
 

@@ -102,3 +102,19 @@ def comparison(histories: dict[str, list[dict[str, Any]]], path: Path, baseline_
     axis.set_title("Validation accuracy of every model")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: int = 12, columns: int = 4) -> Path:
+    """Up to `limit` misclassified test images, each captioned with true and predicted class."""
+    shown = min(len(images), limit)
+    rows = max(1, -(-shown // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < shown:
+            axis.imshow(images[index])
+            axis.set_title(captions[index], fontsize=9)
+    if shown == 0:
+        axes[0][0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    figure.tight_layout()
+    return _save(figure, path)

@@ -205,12 +205,31 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
     model = load_trained_model(model_path)
     test_dataset = make_dataset(data.test, config.data.batch_size, shuffle=False, seed=0)
     loss, _ = model.evaluate(test_dataset, verbose=0)
-    logits = model.predict(test_dataset, verbose=0)
-    predictions = np.argmax(logits, axis=1)
-    correct = int(np.sum(predictions == data.test.labels))
+    logits = model.predict(test_dataset, verbose=0).astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = np.argmax(probabilities, axis=1)
+    class_count = len(data.class_names)
+    confusion = np.zeros((class_count, class_count), dtype=int)
+    np.add.at(confusion, (data.test.labels, predicted), 1)
+    correct = int(np.trace(confusion))
     total = len(data.test)
+    predictions = [
+        {"file": name, "label": data.class_names[int(label)], "predicted": data.class_names[int(guess)],
+         "probability": round(float(probability[guess]), 4)}
+        for name, label, guess, probability in zip(data.test.files, data.test.labels, predicted, probabilities)
+    ]
+    wrong = [index for index in range(total) if predicted[index] != data.test.labels[index]]
+    from experiments import figures
+
+    figures.misclassified(
+        data.test.images[wrong],
+        [f"{predictions[index]['label']} as {predictions[index]['predicted']}\n(p = {predictions[index]['probability']:.2f})" for index in wrong],
+        run.figure("misclassified_test"),
+    )
     return {"model": chosen, "loss": float(loss), "accuracy": correct / total if total else None,
-            "correct": correct, "total": total}
+            "correct": correct, "total": total, "class_names": data.class_names,
+            "confusion_matrix": confusion.tolist(), "predictions": predictions}
 
 
 def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, expected: dict[str, str], retrained: set[str]) -> dict[str, Any] | None:

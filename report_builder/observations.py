@@ -310,3 +310,38 @@ def observe_study(
 def _with_previous_name(observation: ModelObservation, previous_name: str) -> ModelObservation:
     """Record which model came before even when it has no history to compare with."""
     return replace(observation, previous_model=previous_name)
+
+
+#: z for a two-sided 95% interval.
+WILSON_Z_95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, total: int, z: float = WILSON_Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval for a proportion `correct / total` (None when total is 0).
+
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0 or total correct,
+    which matters for accuracies near 100% on a couple of hundred test images.
+    """
+    if total <= 0 or not 0 <= correct <= total:
+        return None
+    proportion = correct / total
+    denominator = 1 + z * z / total
+    centre = (proportion + z * z / (2 * total)) / denominator
+    half_width = z * math.sqrt(proportion * (1 - proportion) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+def per_class_scores(class_names: Sequence[str], confusion: Sequence[Sequence[int]]) -> list[dict[str, object]]:
+    """Precision and recall per class from a confusion matrix (rows: true, columns: predicted)."""
+    scores = []
+    for index, name in enumerate(class_names):
+        true_positive = confusion[index][index]
+        predicted = sum(row[index] for row in confusion)
+        actual = sum(confusion[index])
+        scores.append({
+            "name": name,
+            "support": actual,
+            "precision": true_positive / predicted if predicted else None,
+            "recall": true_positive / actual if actual else None,
+        })
+    return scores

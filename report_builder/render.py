@@ -257,7 +257,7 @@ def load_run(artifacts_dir: Path) -> RunView:
 
 
 def _figure_names() -> list[str]:
-    names = ["data_grid.png", "augmentation_flip.png", "augmentation_rotation.png", "comparison.png"]
+    names = ["data_grid.png", "augmentation_flip.png", "augmentation_rotation.png", "comparison.png", "misclassified_test.png"]
     return names + [f"curves_{model}.png" for model in MODEL_ORDER]
 
 
@@ -472,12 +472,33 @@ def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     test = _as_dict(_as_dict(metrics).get("test"))
     if not test or _finite(test.get("accuracy")) is None:
         return None
-    return {
+    view = {
         "model": _text(test.get("model")),
         "accuracy": _finite(test.get("accuracy")),
         "correct": _finite(test.get("correct")),
         "total": _finite(test.get("total")),
+        "interval": None,
+        "confusion": None,
+        "per_class": None,
     }
+    correct, total = _as_int(test.get("correct")), _as_int(test.get("total"))
+    if correct is not None and total is not None:
+        view["interval"] = obs.wilson_interval(correct, total)
+    class_names = test.get("class_names")
+    confusion = test.get("confusion_matrix")
+    if (
+        isinstance(class_names, list)
+        and isinstance(confusion, list)
+        and len(confusion) == len(class_names)
+        and all(isinstance(row, list) and len(row) == len(class_names) for row in confusion)
+        and all(_as_int(cell) is not None and _as_int(cell) >= 0 for row in confusion for cell in row)
+    ):
+        names = [_text(name) or "?" for name in class_names]
+        matrix = [[_as_int(cell) for cell in row] for row in confusion]
+        view["confusion"] = list(zip(names, matrix))
+        view["confusion_names"] = names
+        view["per_class"] = obs.per_class_scores(names, matrix)
+    return view
 
 
 def selection_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:

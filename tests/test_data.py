@@ -72,12 +72,13 @@ def test_majority_baseline_on_unbalanced_training_data(tmp_path):
     assert baseline["accuracy"]["validation"] == pytest.approx(4 / 8)
 
 
-def test_synthetic_classes_are_separable_by_a_simple_colour_rule():
-    images, labels = synthetic_images(50, (32, 32), seed=3)
+def test_synthetic_classes_differ_but_overlap():
+    """Warm blobs against cool stripes: different on average, yet no pixel rule is perfect."""
+    images, labels = synthetic_images(100, (32, 32), seed=3)
     warmth = images[..., 0].astype(float).mean(axis=(1, 2)) - images[..., 2].astype(float).mean(axis=(1, 2))
-    threshold = np.median(warmth)
-    accuracy = np.mean((warmth < threshold).astype(int) == labels)
-    assert accuracy > 0.8
+    assert warmth[labels == 0].mean() > warmth[labels == 1].mean() + 5
+    accuracy = np.mean((warmth < np.median(warmth)).astype(int) == labels)
+    assert 0.6 < accuracy < 1.0
 
 
 def test_offline_download_names_the_url_and_both_alternatives(tmp_path):

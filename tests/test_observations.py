@@ -208,3 +208,32 @@ def test_valid_histories_never_raise_and_facts_are_consistent(epochs, baseline):
         assert -100.0 <= observation.mean_gap_points <= 100.0
     else:
         assert observation.overfitting == obs.VERDICT_NOT_ENOUGH_DATA
+
+
+# --------------------------------------------------------------------------- test-set uncertainty
+
+
+@pytest.mark.parametrize(
+    "correct, total, low, high",
+    [
+        (0, 10, 0.0, 0.2775),  # the classic "zero successes" case: the interval is not empty
+        (10, 10, 0.7225, 1.0),
+        (14, 16, 0.6400, 0.9650),
+        (81, 263, 0.2553, 0.3662),  # Wilson (1927) / Newcombe (1998) worked example
+    ],
+)
+def test_wilson_interval_matches_known_values(correct, total, low, high):
+    interval = obs.wilson_interval(correct, total)
+    assert interval == pytest.approx((low, high), abs=5e-4)
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    assert obs.wilson_interval(0, 0) is None
+    assert obs.wilson_interval(5, 4) is None
+
+
+def test_per_class_precision_and_recall():
+    scores = obs.per_class_scores(["cats", "dogs"], [[6, 2], [0, 8]])
+    assert scores[0] == {"name": "cats", "support": 8, "precision": 1.0, "recall": 0.75}
+    assert scores[1]["precision"] == pytest.approx(0.8) and scores[1]["recall"] == 1.0
+    assert obs.per_class_scores(["a", "b"], [[0, 0], [3, 0]])[1]["precision"] is None

@@ -53,13 +53,17 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         assert (run_dir / "models" / name / "model.keras").is_file()
         assert not (run_dir / "models" / name / "checkpoint").exists()
         assert (run_dir / "figures" / f"curves_{name}.png").stat().st_size > 1000
-    for figure in ("data_grid", "augmentation_flip", "augmentation_rotation", "comparison"):
+    for figure in ("data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test"):
         assert (run_dir / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = load(run_dir / "metrics.json")
     candidates = metrics["selection"]["candidates"]
     assert metrics["chosen_model"] == max(candidates, key=lambda name: (candidates[name], -MODELS.index(name)))
     assert metrics["test"]["model"] == metrics["chosen_model"]
     assert metrics["test"]["total"] == 16 and 0 <= metrics["test"]["correct"] <= 16
+    assert candidates[metrics["chosen_model"]] > 0.6, "the synthetic classes must be learnable"
+    confusion = metrics["test"]["confusion_matrix"]
+    assert sum(map(sum, confusion)) == 16 and confusion[0][0] + confusion[1][1] == metrics["test"]["correct"]
+    assert len(metrics["test"]["predictions"]) == 16
     assert not list(run_dir.rglob(".*.tmp.*")), "temporary files left behind"
 
 

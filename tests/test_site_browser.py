@@ -56,3 +56,20 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     assert pages["index.html"].images >= 2
     assert pages["models/augmented/index.html"].images == 3
     assert all(result.screenshot is not None and result.screenshot.stat().st_size > 0 for result in results)
+
+
+@pytest.mark.slow
+def test_shipped_report_loads_in_a_browser(tmp_path: Path):
+    """The committed report, built as `mkdocs build` would: every image loads, no console errors."""
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
+    site = build_site(project, site_dir=tmp_path / "site")
+    results = load_check_site().check_site(site, tmp_path / "screenshots")
+    problems = [f"{result.path}: {problem}" for result in results for problem in result.problems]
+    assert not problems, "\n".join(problems)
+    assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html"}

@@ -156,3 +156,55 @@ def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signa
     assert load(tmp_path / "smoke" / "models" / "augmented" / "state.json")["status"] == "complete"
     assert load(tmp_path / "smoke" / "manifest.json")["status"] == "complete"
     assert load(tmp_path / "smoke" / "metrics.json")["chosen_model"] == "augmented"
+
+
+def test_skipped_files_reach_the_manifest_and_the_report(tmp_path):
+    """A folder with a corrupt and an empty file trains on the rest and lists both, end to end."""
+    import numpy as np
+    from PIL import Image
+
+    from experiments.data import synthetic_images
+
+    images, labels = synthetic_images(24, (40, 40), seed=1)
+    data_root = tmp_path / "photos"
+    for split, (start, stop) in {"train": (0, 16), "validation": (16, 24)}.items():
+        for label, class_name in enumerate(["<b>cats</b>", "dogs & co"]):
+            folder = data_root / split / class_name
+            folder.mkdir(parents=True)
+            for index in range(start, stop):
+                Image.fromarray(images[labels == label][index]).save(folder / f"{index}.png")
+    (data_root / "train" / "dogs & co" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (data_root / "train" / "<b>cats</b>" / "empty.png").write_bytes(b"")
+    before = sorted((path.relative_to(data_root), path.stat().st_mtime_ns) for path in data_root.rglob("*"))
+    result = subprocess.run(
+        run_cli_command("train", "--config", str(SMOKE_CONFIG), "--data-dir", str(data_root), "--out", str(tmp_path / "out"),
+                        "--models", "baseline", "--epochs", "1"),
+        cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 files skipped" in result.stderr
+    manifest = load(tmp_path / "out" / "smoke" / "manifest.json")
+    skipped = {item["file"]: item["reason"] for item in manifest["skipped_files"]}
+    assert set(skipped) == {"train/dogs & co/broken.jpg", "train/<b>cats</b>/empty.png"}
+    assert skipped["train/<b>cats</b>/empty.png"] == "empty file"
+    assert load(tmp_path / "out" / "smoke" / "dataset.json")["splits"]["train"]["count"] == 32
+    assert sorted((path.relative_to(data_root), path.stat().st_mtime_ns) for path in data_root.rglob("*")) == before
+
+    from report_builder.render import render_report
+
+    docs = tmp_path / "docs"
+    render_report(tmp_path / "out" / "smoke", docs)
+    method = (docs / "method.md").read_text(encoding="utf-8")
+    assert "broken.jpg" in method and "empty file" in method
+    assert "<b>" not in method and "&lt;b&gt;cats&lt;/b&gt;" in method
+
+
+def test_a_folder_that_cannot_make_a_study_stops_with_one_sentence(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "validation"):
+        (tmp_path / "photos" / split / "cats").mkdir(parents=True)
+        Image.new("RGB", (30, 30)).save(tmp_path / "photos" / split / "cats" / "a.png")
+    result = train(tmp_path / "out", "--data-dir", str(tmp_path / "photos"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "only one class folder 'cats'" in result.stderr and str(tmp_path / "photos") in result.stderr

@@ -138,9 +138,17 @@ def fingerprint(class_names: list[str], splits: dict[str, SplitImages]) -> str:
 
 
 def _print_progress(label: str):
+    """A counter that rewrites one line on a terminal and prints every quarter in logs."""
+    interactive = sys.stderr.isatty()
+    next_quarter = [1]
+
     def progress(done: int, total: int) -> None:
-        end = "\n" if done >= total else "\r"
-        print(f"  reading {label} images: {done}/{total}", end=end, file=sys.stderr, flush=True)
+        if interactive:
+            end = "\n" if done >= total else "\r"
+            print(f"  reading {label} images: {done}/{total}", end=end, file=sys.stderr, flush=True)
+        elif done >= total * next_quarter[0] / 4:
+            print(f"  reading {label} images: {done}/{total}", file=sys.stderr, flush=True)
+            next_quarter[0] = int(4 * done / total) + 1
 
     return progress
 

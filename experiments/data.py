@@ -350,4 +350,8 @@ def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Autotuning is off: Keras makes new iterators every epoch, and deleting one waits out the
+    # autotune thread's sleep, which stalled whole epochs by up to 10 s here (benchmarks/README.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

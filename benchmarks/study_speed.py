@@ -49,6 +49,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from experiments.study import processor_name  # noqa: E402  (after the path set-up above)
+
 MODEL_NAMES = ["baseline", "augmented", "preprocessed", "transfer"]
 CNN_MODELS = ["baseline", "augmented", "preprocessed"]
 AUGMENTED_MODELS = ["augmented", "preprocessed", "transfer"]
@@ -395,16 +397,6 @@ def _count_files(folder: Path) -> int:
 # --------------------------------------------------------------------------- parent side
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -470,7 +462,7 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
     flags = cpu_flags()
     isa = ", ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine:     {cpu_model()}, {os.cpu_count()} logical CPUs ({affinity} usable); {isa or 'no AVX info'}")
+    print(f"machine:     {processor_name()}, {os.cpu_count()} logical CPUs ({affinity} usable); {isa or 'no AVX info'}")
     print(f"software:    Python {platform.python_version()}, TensorFlow {any_result['tensorflow']}, Keras {any_result['keras']}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"load:        {load:.2f} (1-minute average at the end; other work on the CPU inflates every number)")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json
+from experiments.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
@@ -49,14 +49,15 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def hardware_and_devices() -> tuple[dict[str, Any], list[str]]:
@@ -69,7 +70,7 @@ def hardware_and_devices() -> tuple[dict[str, Any], list[str]]:
         gpus.append(details.get("device_name", gpu.name))
     hardware = {
         "platform": platform.platform(),
-        "processor": _processor_name(),
+        "processor": processor_name(),
         "cpu_count": os.cpu_count(),
         "gpus": gpus,
     }
@@ -100,22 +101,26 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- decisions
 
 
-def needs_training(run: RunFolder, model_name: str, expected: dict[str, str], force: bool) -> tuple[bool, str]:
-    """Whether `model_name` must be (re)trained, and why, in words for the console."""
+SKIP, RESUME, RESTART = "skip", "resume", "restart"
+
+
+def training_decision(run: RunFolder, model_name: str, expected: dict[str, str], force: bool) -> tuple[str, str]:
+    """What to do with `model_name`: SKIP, RESUME (keep committed epochs) or RESTART (discard
+    them), and why, in words for the console."""
     if force:
-        return True, "--force given"
+        return RESTART, "--force given"
     state = read_json(run.state(model_name))
     if state is None:
-        return True, "not trained yet"
+        return RESUME, "not trained yet"
     history = read_json(run.history(model_name))
     for key, label in (("config_hash", "config"), ("data_fingerprint", "data")):
         if state.get(key) != expected[key]:
-            return True, f"the {label} changed since it was trained ({str(state.get(key))[:10]} -> {expected[key][:10]}); retraining"
+            return RESTART, f"the {label} changed since it was trained ({str(state.get(key))[:10]} -> {expected[key][:10]}); retraining"
     if state.get("status") != "complete" or history is None:
-        return True, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
+        return RESUME, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
     if len(history.get("epochs", [])) != state.get("epochs_planned"):
-        return True, "its history is incomplete; retraining"
-    return False, "finished with the same config and data"
+        return RESTART, "its history is incomplete; retraining"
+    return SKIP, "finished with the same config and data"
 
 
 def choose_model(histories: dict[str, list[dict[str, Any]]]) -> tuple[str | None, dict[str, float | None]]:
@@ -154,7 +159,6 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, model_name: 
     import keras
 
     from experiments import figures
-    from experiments.artifacts import write_atomic
     from experiments.models import build_model, compile_model, describe_model
     from experiments.training import clear_checkpoint, fit, keras_verbosity, load_progress, write_history
 
@@ -335,14 +339,14 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     retrained: set[str] = set()
     try:
         for index, model_name in enumerate(config.study.models):
-            train_it, reason = needs_training(run, model_name, expected, force)
-            if not train_it:
+            action, reason = training_decision(run, model_name, expected, force)
+            if action == SKIP:
                 log(f"[{index + 1}/{len(config.study.models)}] {model_name}: skipped, {reason}")
                 manifest["models"][model_name] = previous_manifest.get("models", {}).get(model_name) or {
                     "status": "complete", "wall_seconds": None, "epochs_completed": config.training.epochs, "error": None}
                 continue
             log(f"[{index + 1}/{len(config.study.models)}] {model_name}: training, {reason}")
-            if reason.startswith("the ") or reason == "--force given":
+            if action == RESTART:
                 from experiments.training import clear_checkpoint
 
                 clear_checkpoint(run, model_name)

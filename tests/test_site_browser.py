@@ -36,6 +36,15 @@ def load_check_site():
     return module
 
 
+def build_and_check(project: Path, tmp_path: Path) -> list:
+    """Build `project` strictly, load every page in Chromium, and fail on any page problem."""
+    site = build_site(project, site_dir=tmp_path / "site")
+    results = load_check_site().check_site(site, tmp_path / "screenshots")
+    problems = [f"{result.path}: {problem}" for result in results for problem in result.problems]
+    assert not problems, "\n".join(problems)
+    return results
+
+
 @pytest.mark.slow
 def test_every_page_loads_with_its_images(tmp_path: Path):
     reason = browser_missing_reason()
@@ -47,11 +56,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
     render_report(run, project / "docs")
-    site = build_site(project, site_dir=tmp_path / "site")
-    check_site = load_check_site()
-    results = check_site.check_site(site, tmp_path / "screenshots")
-    problems = [f"{result.path}: {problem}" for result in results for problem in result.problems]
-    assert not problems, "\n".join(problems)
+    results = build_and_check(project, tmp_path)
     pages = {result.path: result for result in results}
     assert pages["index.html"].images >= 2
     assert pages["models/augmented/index.html"].images == 3
@@ -68,8 +73,5 @@ def test_shipped_report_loads_in_a_browser(tmp_path: Path):
     project.mkdir()
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
-    site = build_site(project, site_dir=tmp_path / "site")
-    results = load_check_site().check_site(site, tmp_path / "screenshots")
-    problems = [f"{result.path}: {problem}" for result in results for problem in result.problems]
-    assert not problems, "\n".join(problems)
+    results = build_and_check(project, tmp_path)
     assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html"}

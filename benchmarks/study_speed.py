@@ -10,7 +10,9 @@ its own cold child process (so each one's peak resident memory can be reported):
 - ours: the project's path. `experiments.images.read_dataset` decodes and resizes every image
   ONCE into uint8 arrays (timed, and counted in our total), then `experiments.data.make_dataset`
   (from_tensor_slices, per-epoch reshuffle, batch, cast to float32, prefetch).
-  `--ours-options` switches on candidate speed levers (see OURS_OPTIONS_HELP) on top of it.
+  By default it trains as the runner does (bfloat16 for the three small CNNs where the CPU has it,
+  cached frozen-base validation for transfer); `--ours-options` switches levers on or off
+  (see OURS_OPTIONS_HELP).
 
 Both pipelines validate on the WHOLE validation folder every epoch (the study itself holds a
 fifth of it out as a test split; here nothing is held out, so both see the same images).
@@ -26,7 +28,7 @@ but not counted) and, as the last line, `speedup: <reference total / our total>`
 
     python benchmarks/study_speed.py --quick            # 2 epochs, four models (< 10 minutes on 2 cores)
     python benchmarks/study_speed.py                    # 20 epochs, as the study trains
-    python benchmarks/study_speed.py --quick --pipelines ours --ours-options bf16-cnn,val-cache \\
+    python benchmarks/study_speed.py --quick --pipelines ours --ours-options fp32,no-val-cache \\
         --reference-from ref.json                       # try levers against a saved reference
 """
 
@@ -63,21 +65,24 @@ PIPELINES = ["reference", "ours"]
 
 OURS_OPTIONS_HELP = """\
 Levers for OUR pipeline, comma separated; each may be limited to some models with
-':model+model' (e.g. bf16:baseline+augmented). Default "": the project's current path.
+':model+model' (e.g. bf16:baseline+augmented). Default "": the project's training path as the
+runner uses it by default: mixed_precision "auto" (bfloat16 for baseline, augmented and
+preprocessed on a CPU with AVX-512 BF16 / AMX and no GPU, float32 otherwise) and, for transfer,
+validation from base features computed once (experiments.training.CachedFeatureValidation).
+  fp32          float32 for every model (the runner's --mixed-precision none)
   bf16          mixed_bfloat16 policy (experiments.models.set_precision("bf16")), all models
-  bf16-cnn      the same for baseline, augmented and preprocessed only (transfer stays float32)
+  bf16-cnn      the same for baseline, augmented and preprocessed only (what "auto" gives here)
+  no-val-cache  transfer: validate with model.evaluate on the images every epoch
   threads=I/J   tf.config.threading inter-op I / intra-op J threads (process wide)
-  val-cache     transfer: the frozen base sees the same validation images every epoch (no
-                augmentation at evaluation), so its pooled validation features are computed
-                once (in epoch 1) and each epoch only evaluates the head on them
   batch-aug     augmentation (the same RandomFlip + RandomRotation) applied to whole batches in
                 the tf.data pipeline (map after batch, parallel calls) instead of inside the model
   spe=N         compile(..., steps_per_execution=N)
   jit           compile(..., jit_compile=True) (XLA)
-  no-autotune   tf.data.Options().autotune.enabled = False on our datasets (all models). With
-                autotune on, deleting a tf.data iterator (Keras makes a new one every epoch, for
-                training and for validation) waits for the autotune thread's sleep to end, and the
-                process sits idle for up to several seconds
+  no-autotune   tf.data.Options().autotune.enabled = False on our datasets (all models). Now a
+                no-op: make_dataset always turns autotune off. With autotune on, deleting a
+                tf.data iterator (Keras makes a new one every epoch, for training and for
+                validation) waits for the autotune thread's sleep to end, and the process sits
+                idle for up to several seconds
 """
 
 
@@ -106,7 +111,7 @@ def parse_ours_options(text: str) -> dict[str, dict]:
             if not value.isdigit() or int(value) < 1:
                 raise SystemExit(f"--ours-options {item}: expected spe=N with N >= 1")
             value = int(value)
-        elif name in ("bf16", "val-cache", "batch-aug", "jit", "no-autotune"):
+        elif name in ("bf16", "fp32", "no-val-cache", "batch-aug", "jit", "no-autotune"):
             if value:
                 raise SystemExit(f"--ours-options {item}: {name} takes no value")
         else:
@@ -195,40 +200,18 @@ def _epoch_recorder():
     return EpochRecorder
 
 
-def _cached_validation(feature_model, validation_images, validation_labels, batch_size: int):
-    """Validation of the transfer model from pooled base features computed once.
+def _timed_cached_validation(images, labels):
+    """The runner's frozen-base validation cache, timed for the `val s` column."""
+    from experiments.training import CachedFeatureValidation
 
-    At evaluation the augmentation layers are the identity and the base is frozen and run
-    with training=False, so the features of the validation images never change; only the
-    dropout (inactive) + dense head must be re-evaluated each epoch. The features are computed
-    at the end of epoch 1 so that the one-off cost lands in epoch 1's time.
-    """
-    import keras
-    import numpy as np
-
-    class CachedValidation(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.features = None
-
+    class TimedCachedValidation(CachedFeatureValidation):
         def on_epoch_end(self, epoch, logs=None):
             started = time.perf_counter()
-            if self.features is None:
-                import tensorflow as tf
-
-                images = tf.data.Dataset.from_tensor_slices(validation_images).batch(batch_size)
-                images = images.map(lambda batch: tf.cast(batch, tf.float32)).prefetch(tf.data.AUTOTUNE)
-                self.features = feature_model.predict(images, verbose=0)
-            head_input = self.model.get_layer("dropout")(self.features, training=False)
-            logits = np.asarray(keras.ops.convert_to_numpy(self.model.get_layer("logits")(head_input)), dtype=np.float64)
-            logits -= logits.max(axis=1, keepdims=True)
-            log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            super().on_epoch_end(epoch, logs)
             if logs is not None:
-                logs["val_loss"] = float(-log_probabilities[np.arange(len(validation_labels)), validation_labels].mean())
-                logs["val_accuracy"] = float((logits.argmax(axis=1) == validation_labels).mean())
                 logs["_validation_seconds"] = time.perf_counter() - started
 
-    return CachedValidation()
+    return TimedCachedValidation(images, labels, BATCH_SIZE)
 
 
 def _batch_augmenter(seed: int):
@@ -276,7 +259,7 @@ def run_child(spec: dict) -> dict:
     import numpy as np
 
     from experiments import models as models_module
-    from experiments.models import build_model, set_precision
+    from experiments.models import build_model, cpu_supports_bf16, precision_for, set_precision
 
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])
@@ -337,7 +320,14 @@ def run_child(spec: dict) -> dict:
 
     for name in spec["models"]:
         model_started = time.perf_counter()
-        precision = "bf16" if lever_for(options, "bf16", name) else "none"
+        if spec["pipeline"] == "reference":
+            precision = "none"
+        elif lever_for(options, "fp32", name):
+            precision = "none"
+        elif lever_for(options, "bf16", name):
+            precision = "bf16"
+        else:  # the runner's default, training.mixed_precision = "auto"
+            precision = precision_for(name, "auto", bool(tf.config.list_physical_devices("GPU")), cpu_supports_bf16())
         set_precision(precision)
         keras.utils.set_random_seed(seed)
         batch_aug = bool(lever_for(options, "batch-aug", name)) and name in AUGMENTED_MODELS
@@ -357,12 +347,8 @@ def run_child(spec: dict) -> dict:
         recorder = EpochRecorder(name)
         callbacks = [recorder]
         model_validation = validation_dataset
-        if lever_for(options, "val-cache", name) and name == "transfer":
-            feature_model = keras.Model(model.inputs, model.get_layer("global_max_pool").output)
-            callbacks = [
-                _cached_validation(feature_model, validation_split.images, validation_split.labels, BATCH_SIZE),
-                recorder,
-            ]
+        if spec["pipeline"] == "ours" and name == "transfer" and not lever_for(options, "no-val-cache", name):
+            callbacks = [_timed_cached_validation(validation_split.images, validation_split.labels), recorder]
             model_validation = None
         build_seconds = time.perf_counter() - model_started
         model.fit(
@@ -471,7 +457,7 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
         f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, seed {args.seed}, base weights {args.base_weights}"
     )
     print("validation:  both pipelines validate on the WHOLE validation folder every epoch (no test hold-out here)")
-    print(f"ours:        --ours-options {args.ours_options or '(none: the project path as it is)'}")
+    print(f"ours:        --ours-options {args.ours_options or '(none: the default training path of the runner)'}")
     if args.reference_options:
         print(f"reference:   --reference-options {args.reference_options} (diagnostic: not the write-ups' pipeline as written)")
     if reused_reference:
@@ -504,8 +490,8 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
             )
     print()
     print(
-        "s/epoch: median over all epochs (epoch 1 includes tf.function tracing, and for ours with val-cache the "
-        "one-off feature pass); later: median of epochs 2+; val s: median seconds of an epoch spent validating; "
+        "s/epoch: median over all epochs (epoch 1 includes tf.function tracing, and for ours' transfer the "
+        "one-off validation feature pass); later: median of epochs 2+; val s: median seconds of an epoch spent validating; "
         "cpu s: median CPU-seconds this process used per epoch (all threads); other: median CPU-seconds OTHER "
         "processes used per epoch (should be ~0; more means the timings were disturbed); img/s: train images / s/epoch; val acc: validation accuracy after the last epoch."
     )

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ArtifactError(OSError):
@@ -106,22 +106,42 @@ class RunFolder:
     def model_dir(self, model_name: str) -> Path:
         return self.root / "models" / model_name
 
-    def history(self, model_name: str) -> Path:
-        return self.model_dir(model_name) / "history.json"
-
     def summary(self, model_name: str) -> Path:
         return self.model_dir(model_name) / "summary.json"
 
-    def state(self, model_name: str) -> Path:
-        return self.model_dir(model_name) / "state.json"
-
-    def model_file(self, model_name: str) -> Path:
-        return self.model_dir(model_name) / "model.keras"
-
-    def checkpoint_dir(self, model_name: str) -> Path:
-        return self.model_dir(model_name) / "checkpoint"
+    def seed_run(self, model_name: str, seed: int) -> "SeedRun":
+        return SeedRun(model_name, seed, self.model_dir(model_name) / f"seed-{seed}")
 
     def check_writable(self) -> None:
         """Fail early, with the folder named, if nothing can be written here."""
         write_json(self.root / ".write-check.json", {"ok": True})
         (self.root / ".write-check.json").unlink(missing_ok=True)
+
+
+class SeedRun:
+    """Paths of one training run: one model, one seed, `models/<model>/seed-<seed>/`."""
+
+    def __init__(self, model_name: str, seed: int, folder: Path):
+        self.model_name = model_name
+        self.seed = seed
+        self.folder = Path(folder)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} (seed {self.seed})"
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.json"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.json"
+
+    @property
+    def model_file(self) -> Path:
+        return self.folder / "model.keras"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / "checkpoint"

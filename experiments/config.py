@@ -18,16 +18,16 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
-MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer")
+MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
 DATA_SOURCES = ("download", "folder", "synthetic")
-MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
+MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
 VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")
 
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 
 # The smallest square image each model accepts: the baseline's three 3x3 convolutions and
 # two poolings need 18 pixels; MobileNetV2 needs 32.
-MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32}
+MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32, "finetune": 32}
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,7 @@ class StudySection:
     out_dir: str = "artifacts"
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
     seed: int = 1337
+    seeds: int = 1
 
 
 @dataclass
@@ -62,8 +63,13 @@ class TrainingSection:
     epochs: int = 20
     learning_rate: float = 0.001
     base_weights: str = "imagenet"
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"
     jit_compile: bool = False
+    deterministic: bool = False
+    validation_feature_cache: bool = True
+    finetune_epochs: int = 10
+    finetune_from_layer: int = 100
+    finetune_learning_rate_factor: float = 0.1
     verbose: str = "auto"
 
 
@@ -84,19 +90,31 @@ class StudyConfig:
     def run_dir(self) -> Path:
         return Path(self.study.out_dir) / self.study.run_name
 
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: one run of every model per seed."""
+        return [self.study.seed + offset for offset in range(self.study.seeds)]
+
 
 SECTIONS = {"study": StudySection, "data": DataSection, "training": TrainingSection}
 
-# Keys that change where results go or how they are shown, not what is computed: they are
-# left out of the hash so that moving a run or adding a model does not retrain the others.
-UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"),
-                 ("training", "verbose"), ("data", "workers"), ("data", "cache_dir")}
+# Keys that change where results go, how they are shown or how fast they come, not what is
+# computed: they are left out of the hash so that moving a run, adding a model or a seed, or
+# caching validation features (same numbers, measured) does not retrain the others.
+UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"), ("study", "seeds"),
+                 ("training", "verbose"), ("training", "validation_feature_cache"),
+                 ("data", "workers"), ("data", "cache_dir")}
+# Keys only the fine-tuning model reads; changing them leaves the other models' hash alone.
+FINETUNE_KEYS = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
+                 ("training", "finetune_learning_rate_factor")}
 
 
-def config_hash(config: StudyConfig) -> str:
-    """A sha256 over every key that changes what a model learns."""
+def config_hash(config: StudyConfig, model_name: str = "finetune") -> str:
+    """A sha256 over every key that changes what `model_name` learns (the seed is recorded
+    per run, not hashed). The default, "finetune", reads every key: the whole study's hash."""
+    ignored = UNHASHED_KEYS | (set() if model_name == "finetune" else FINETUNE_KEYS)
     relevant = {
-        section: {key: value for key, value in values.items() if (section, key) not in UNHASHED_KEYS}
+        section: {key: value for key, value in values.items() if (section, key) not in ignored}
         for section, values in config.to_dict().items()
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
@@ -158,6 +176,12 @@ def validate(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"study.models: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     if len(set(study.models)) != len(study.models):
         raise ConfigError(f"study.models lists a model twice: {study.models}")
+    if "finetune" in study.models and (
+        "transfer" not in study.models or study.models.index("transfer") > study.models.index("finetune")
+    ):
+        raise ConfigError("study.models: finetune continues the transfer model, so transfer must be listed before it")
+    if study.seeds <= 0:
+        raise ConfigError(f"study.seeds must be a positive integer (runs per model), got {study.seeds}")
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")
     if data.source == "folder" and not data.data_dir:
@@ -188,6 +212,16 @@ def validate(config: StudyConfig) -> StudyConfig:
         raise ConfigError(f"training.epochs must be a positive integer, got {training.epochs}")
     if not training.learning_rate > 0 or training.learning_rate != training.learning_rate:
         raise ConfigError(f"training.learning_rate must be a positive number, got {training.learning_rate}")
+    if training.finetune_epochs <= 0:
+        raise ConfigError(f"training.finetune_epochs must be a positive integer, got {training.finetune_epochs}")
+    if training.finetune_from_layer < 0:
+        raise ConfigError(
+            f"training.finetune_from_layer must be 0 or more (the first base layer to unfreeze), got {training.finetune_from_layer}"
+        )
+    if not 0.0 < training.finetune_learning_rate_factor <= 1.0:
+        raise ConfigError(
+            f"training.finetune_learning_rate_factor must be in (0, 1], got {training.finetune_learning_rate_factor}"
+        )
     if training.mixed_precision not in MIXED_PRECISION_CHOICES:
         raise ConfigError(
             f"training.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "

@@ -58,39 +58,73 @@ def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]],
     return _save(figure, path)
 
 
-def _series(epochs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(record["epoch"], record[key]) for record in epochs if record.get(key) is not None]
-    return [epoch for epoch, _ in points], [value for _, value in points]
+def band(runs: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Epoch numbers and the mean, minimum and maximum of `key` over `runs` (one history per
+    seed) at each epoch; missing and null values are left out of that epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for epochs in runs:
+        for record in epochs:
+            if record.get(key) is not None:
+                by_epoch.setdefault(int(record["epoch"]), []).append(float(record[key]))
+    numbers = sorted(by_epoch)
+    values = [np.asarray(by_epoch[number]) for number in numbers]
+    return (np.asarray(numbers), np.asarray([v.mean() for v in values]),
+            np.asarray([v.min() for v in values]), np.asarray([v.max() for v in values]))
 
 
-def training_curves(epochs: list[dict[str, Any]], title: str, path: Path, baseline_accuracy: float | None = None) -> Path:
-    """Accuracy and loss per epoch, training against validation."""
+def _plot_band(axis, runs, key: str, label: str, style: str, color=None, alpha: float = 1.0) -> None:
+    epochs, mean, low, high = band(runs, key)
+    if len(epochs) == 0:
+        return
+    (line,) = axis.plot(epochs, mean, style, label=label, markersize=3, color=color, alpha=alpha)
+    if len(runs) > 1:
+        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.18 * alpha, linewidth=0)
+
+
+def training_curves(
+    runs: list[list[dict[str, Any]]],
+    title: str,
+    path: Path,
+    baseline_accuracy: float | None = None,
+    lead_in: list[list[dict[str, Any]]] | None = None,
+    lead_in_name: str = "",
+) -> Path:
+    """Accuracy and loss per epoch, training against validation: the mean over `runs` (one
+    history per seed) with a min-max band when there are several. `lead_in` runs (the
+    transfer model, for finetune) are drawn faintly first, with a line where they end."""
     figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, style in (("accuracy", "training", "-o"), ("val_accuracy", "validation", "-s")):
-        accuracy_axis.plot(*_series(epochs, key), style, label=label, markersize=3)
+    for axis, keys, ylabel in ((accuracy_axis, ("accuracy", "val_accuracy"), "accuracy"),
+                               (loss_axis, ("loss", "val_loss"), "loss (cross-entropy, log scale)")):
+        for key, label, style, color in ((keys[0], "training", "-o", "tab:blue"), (keys[1], "validation", "-s", "tab:orange")):
+            if lead_in:
+                _plot_band(axis, lead_in, key, f"{label} ({lead_in_name})", "-", color=color, alpha=0.35)
+            _plot_band(axis, runs, key, label, style, color=color)
+        if lead_in:
+            last_lead_in_epoch = max((record["epoch"] for epochs in lead_in for record in epochs), default=None)
+            if last_lead_in_epoch is not None:
+                axis.axvline(last_lead_in_epoch + 0.5, color="grey", linestyle="--", linewidth=1)
+        axis.set_ylabel(ylabel)
     if baseline_accuracy is not None:
         accuracy_axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
-    accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_ylim(0, 1.02)
-    for key, label, style in (("loss", "training", "-o"), ("val_loss", "validation", "-s")):
-        loss_axis.plot(*_series(epochs, key), style, label=label, markersize=3)
-    loss_axis.set_ylabel("loss (cross-entropy, log scale)")
     loss_axis.set_yscale("log")  # a first-epoch loss of 10+ would flatten every later epoch
     for axis in (accuracy_axis, loss_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(title)
+        axis.legend(fontsize=8)
+    seeds_note = f" (mean of {len(runs)} seeds, band: min-max)" if len(runs) > 1 else ""
+    figure.suptitle(title + seeds_note)
     figure.tight_layout()
     return _save(figure, path)
 
 
-def comparison(histories: dict[str, list[dict[str, Any]]], path: Path, baseline_accuracy: float | None = None) -> Path:
-    """Every model's validation accuracy per epoch on one chart."""
+def comparison(histories: dict[str, list[list[dict[str, Any]]]], path: Path, baseline_accuracy: float | None = None) -> Path:
+    """Every model's validation accuracy per epoch on one chart: for each model the mean over
+    its runs (one history per seed) with a min-max band when there are several."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    for model_name, epochs in histories.items():
-        axis.plot(*_series(epochs, "val_accuracy"), "-o", label=model_name, markersize=3)
+    for model_name, runs in histories.items():
+        _plot_band(axis, runs, "val_accuracy", model_name, "-o")
     if baseline_accuracy is not None:
         axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -99,7 +133,8 @@ def comparison(histories: dict[str, list[dict[str, Any]]], path: Path, baseline_
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
     axis.legend()
-    axis.set_title("Validation accuracy of every model")
+    most_runs = max((len(runs) for runs in histories.values()), default=1)
+    axis.set_title("Validation accuracy of every model" + (f" (mean of {most_runs} seeds, band: min-max)" if most_runs > 1 else ""))
     figure.tight_layout()
     return _save(figure, path)
 

@@ -1,8 +1,10 @@
-"""The four models of the study, one builder each, by name.
+"""The five models of the study, one builder each, by name.
 
 Every model is built with the functional API (Keras 3 cannot nest the write-ups'
 `keras.Model(inputs=[i], outputs=[x])` list-output preprocessor inside `Sequential`), takes
-float images in [0, 255], and ends in logits with one unit per class.
+float images in [0, 255], and ends in logits with one unit per class. The fifth, `finetune`,
+is not built from scratch: `make_finetune_model` unfreezes the top of a trained `transfer`
+model's base.
 """
 
 from __future__ import annotations
@@ -52,7 +54,18 @@ SPECS = {
         "The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; only "
         "a global max pooling, dropout and a dense classifier on top are trained.",
     ),
+    "finetune": ModelSpec(
+        "finetune",
+        "Fine-tuning the top of MobileNetV2",
+        "Starting from the trained transfer model, the top layers of the MobileNetV2 base are "
+        "unfrozen (their BatchNorm layers stay in inference mode) and trained further with a "
+        "learning rate ten times lower, so the ImageNet features adapt to cats and dogs without "
+        "being destroyed.",
+    ),
 }
+
+SMALL_CNNS = ("baseline", "augmented", "preprocessed")
+POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _mobilenet_preprocessing() -> layers.Layer:
@@ -103,6 +116,8 @@ def build_model(name: str, image_size: tuple[int, int], class_count: int, base_w
     """Build the study model `name` for images of `image_size` and `class_count` classes."""
     if name not in SPECS:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
+    if name == "finetune":
+        raise ValueError("the finetune model starts from a trained transfer model: use make_finetune_model")
     if class_count < 2:
         raise ValueError(f"a classifier needs two or more classes, got {class_count}")
     inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
@@ -123,6 +138,34 @@ def build_model(name: str, image_size: tuple[int, int], class_count: int, base_w
     return keras.Model(inputs, outputs, name=name)
 
 
+def mobilenet_base_of(model: keras.Model) -> keras.Model:
+    """The nested MobileNetV2 of a transfer or finetune model."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(f"model {model.name!r} has no nested MobileNetV2 base")
+
+
+def make_finetune_model(transfer_model: keras.Model, from_layer: int) -> keras.Model:
+    """The transfer model with its base unfrozen from layer index `from_layer` on.
+
+    BatchNorm layers stay frozen, which in Keras 3 also keeps them in inference mode: they
+    normalise with their ImageNet moving statistics and never update them from the small,
+    augmented batches (that would wreck the features). The base's `training=False` call is not
+    enough on its own: Keras 3 passes the outer fit's training flag through to nested layers,
+    and a test checks that the statistics do not move.
+    """
+    base = mobilenet_base_of(transfer_model)
+    if from_layer >= len(base.layers):
+        raise ConfigError(
+            f"training.finetune_from_layer is {from_layer}, but the MobileNetV2 base has only {len(base.layers)} layers"
+        )
+    base.trainable = True
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= from_layer and not isinstance(layer, layers.BatchNormalization)
+    return keras.Model(transfer_model.inputs, transfer_model.outputs, name="finetune")
+
+
 def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -133,10 +176,34 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
     return model
 
 
-def set_precision(mode: str) -> None:
-    """Set Keras's global dtype policy: "none" (float32), "bf16" or "fp16"."""
-    policy = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def precision_for(model_name: str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
+    """The precision ("none", "bf16" or "fp16") to train `model_name` in.
+
+    "auto" picks bfloat16 only where it was measured to pay (benchmarks/README.md): the three
+    small CNNs on a CPU with native bfloat16 and no GPU. The MobileNetV2 models ran slower in
+    bfloat16 there, and float16 on GPUs has not been measured by this project, so both stay
+    float32 under "auto".
+    """
+    if setting != "auto":
+        return setting
+    return "bf16" if model_name in SMALL_CNNS and bf16_cpu and not gpu_available else "none"
+
+
+def set_precision(mode: str) -> str:
+    """Set Keras's global dtype policy from "none" (float32), "bf16" or "fp16"; return its name."""
+    policy = POLICIES[mode]
     keras.mixed_precision.set_global_policy(policy)
+    return policy
 
 
 def describe_model(model: keras.Model) -> dict[str, Any]:

@@ -4,6 +4,7 @@ evaluate the chosen model on the test split, once.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -14,14 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_atomic, write_json
+from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "matplotlib", "jinja2", "mkdocs", "mkdocs-material")
-SELECTION_RULE = "highest validation accuracy of the final weights (last epoch); the test split is not looked at"
+SELECTION_RULE = ("highest mean over seeds of the last epoch's validation accuracy; within that model, the seed "
+                  "with the highest; the test split is not looked at")
 
 
 class StudyFailed(RuntimeError):
@@ -104,32 +106,62 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
 SKIP, RESUME, RESTART = "skip", "resume", "restart"
 
 
-def training_decision(run: RunFolder, model_name: str, expected: dict[str, str], force: bool) -> tuple[str, str]:
-    """What to do with `model_name`: SKIP, RESUME (keep committed epochs) or RESTART (discard
-    them), and why, in words for the console."""
+def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool) -> tuple[str, str]:
+    """What to do with one run (a model and a seed): SKIP, RESUME (keep committed epochs) or
+    RESTART (discard them), and why, in words for the console."""
     if force:
         return RESTART, "--force given"
-    state = read_json(run.state(model_name))
+    state = read_json(seed_run.state)
     if state is None:
         return RESUME, "not trained yet"
-    history = read_json(run.history(model_name))
-    for key, label in (("config_hash", "config"), ("data_fingerprint", "data")):
-        if state.get(key) != expected[key]:
-            return RESTART, f"the {label} changed since it was trained ({str(state.get(key))[:10]} -> {expected[key][:10]}); retraining"
+    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "transfer model it starts from"}
+    for key, value in expected.items():
+        if state.get(key) != value:
+            return RESTART, f"the {labels.get(key, key)} changed since it was trained ({str(state.get(key))[:10]} -> {value[:10]}); retraining"
+    history = read_json(seed_run.history)
     if state.get("status") != "complete" or history is None:
         return RESUME, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
     if len(history.get("epochs", [])) != state.get("epochs_planned"):
         return RESTART, "its history is incomplete; retraining"
+    if not seed_run.model_file.is_file():
+        return RESTART, f"its model file {seed_run.model_file.name} is missing (artifacts copied without models?); retraining"
     return SKIP, "finished with the same config and data"
 
 
-def choose_model(histories: dict[str, list[dict[str, Any]]]) -> tuple[str | None, dict[str, float | None]]:
-    """The model whose final validation accuracy is highest (study order breaks ties)."""
-    candidates = {name: (epochs[-1].get("val_accuracy") if epochs else None) for name, epochs in histories.items()}
+def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:
+    """The histories, by seed, of this model's finished runs with the current config and data."""
+    runs = {}
+    for seed in config.seeds:
+        seed_run = run.seed_run(model_name, seed)
+        state = read_json(seed_run.state) or {}
+        history = read_json(seed_run.history) or {}
+        if (state.get("status") == "complete" and state.get("config_hash") == config_hash(config, model_name)
+                and state.get("data_fingerprint") == data_fingerprint and history.get("epochs")):
+            runs[seed] = history["epochs"]
+    return runs
+
+
+def last_validation_accuracy(epochs: list[dict[str, Any]]) -> float | None:
+    return epochs[-1].get("val_accuracy") if epochs else None
+
+
+def choose_model(runs_by_model: dict[str, dict[int, list[dict[str, Any]]]]) -> tuple[str | None, int | None, dict[str, float | None], dict[str, float | None]]:
+    """The model with the highest mean (over seeds) last-epoch validation accuracy, then its
+    seed with the highest; study order, then seed order, breaks ties. Test data is not used.
+
+    Returns (model, seed, mean per model, value per seed of the chosen model).
+    """
+    candidates: dict[str, float | None] = {}
+    for name, runs in runs_by_model.items():
+        values = [value for value in map(last_validation_accuracy, runs.values()) if value is not None]
+        candidates[name] = sum(values) / len(values) if values else None
     usable = [(value, -index, name) for index, (name, value) in enumerate(candidates.items()) if value is not None]
     if not usable:
-        return None, candidates
-    return max(usable)[2], candidates
+        return None, None, candidates, {}
+    chosen = max(usable)[2]
+    per_seed = {str(seed): last_validation_accuracy(epochs) for seed, epochs in runs_by_model[chosen].items()}
+    seeds = [(value, -index, int(seed)) for index, (seed, value) in enumerate(per_seed.items()) if value is not None]
+    return chosen, max(seeds)[2], candidates, per_seed
 
 
 # --------------------------------------------------------------------------- steps
@@ -154,53 +186,94 @@ def write_data_figures(run: RunFolder, data: StudyData, seed: int) -> None:
                               run.figure("augmentation_rotation"))
 
 
-def train_one(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str, model_index: int, expected: dict[str, str]) -> dict[str, Any]:
-    """Build, compile and fit one model; write its history, summary, state and model file."""
+def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: int, data_fingerprint: str) -> dict[str, str]:
+    """What a finished run must have been trained from to be reused. For finetune that
+    includes the transfer run it starts from (a digest of its history file)."""
+    expected = {"config_hash": config_hash(config, model_name), "data_fingerprint": data_fingerprint}
+    if model_name == "finetune":
+        transfer_history = run.seed_run("transfer", seed).history
+        expected["starting_point"] = hashlib.sha256(transfer_history.read_bytes()).hexdigest() if transfer_history.is_file() else "missing"
+    return expected
+
+
+def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str, seed: int):
+    """The compiled model to train, and its first and last epoch numbers (0-based start)."""
+    from experiments.models import build_model, compile_model, load_trained_model, make_finetune_model
+
+    training = config.training
+    if model_name != "finetune":
+        model = build_model(model_name, data.image_size, len(data.class_names), training.base_weights, seed)
+        return compile_model(model, training.learning_rate, training.jit_compile), 0, training.epochs
+    transfer_file = run.seed_run("transfer", seed).model_file
+    if not transfer_file.is_file():
+        raise StudyFailed(f"finetune starts from the trained transfer model for seed {seed}, but {transfer_file} is missing")
+    model = make_finetune_model(load_trained_model(transfer_file), training.finetune_from_layer)
+    compile_model(model, training.learning_rate * training.finetune_learning_rate_factor, training.jit_compile)
+    return model, training.epochs, training.epochs + training.finetune_epochs
+
+
+def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str, expected: dict[str, str]) -> dict[str, Any]:
+    """Build (or continue), compile and fit one model for one seed; write its history, state,
+    model file and, for the first seed, its summary."""
     import keras
 
-    from experiments import figures
-    from experiments.models import build_model, compile_model, describe_model
-    from experiments.training import clear_checkpoint, fit, keras_verbosity, load_progress, write_history
+    from experiments.models import describe_model, set_precision
+    from experiments.training import CachedFeatureValidation, clear_checkpoint, fit, keras_verbosity, load_progress, write_history
 
-    seed = config.study.seed + 1000 * model_index
-    keras.utils.set_random_seed(seed)
+    model_name, seed = seed_run.model_name, seed_run.seed
     keras.backend.clear_session()
-    model = build_model(model_name, data.image_size, len(data.class_names), config.training.base_weights, seed)
-    compile_model(model, config.training.learning_rate, config.training.jit_compile)
+    policy = set_precision(precision)
+    keras.utils.set_random_seed(seed)
+    model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
     write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model)})
-    earlier_epochs, _ = load_progress(run, model_name)
-    state = {"schema_version": SCHEMA_VERSION, "model": model_name, **expected, "status": "partial",
-             "epochs_completed": len(earlier_epochs), "epochs_planned": config.training.epochs}
-    write_json(run.state(model_name), state)
+    earlier_epochs, _ = load_progress(seed_run)
+    state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": "partial",
+             "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch}
+    write_json(seed_run.state, state)
+    cached_validation = None
+    if model_name == "transfer" and config.training.validation_feature_cache:
+        cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size)
     result = fit(
         model,
-        run,
-        model_name,
+        seed_run,
         make_dataset(data.train, config.data.batch_size, shuffle=True, seed=seed),
         make_dataset(data.validation, config.data.batch_size, shuffle=False, seed=seed),
-        config.training.epochs,
         state,
+        first_epoch=first_epoch,
+        last_epoch=last_epoch,
+        precision=policy,
+        cached_validation=cached_validation,
         verbose=keras_verbosity(config.training.verbose),
     )
-    write_history(run, model_name, result.epochs)
-    write_atomic(run.model_file(model_name), lambda path: result.model.save(path))
+    write_history(seed_run, result.epochs, policy)
+    write_atomic(seed_run.model_file, lambda path: result.model.save(path))
     state.update(status="complete", epochs_completed=len(result.epochs))
-    write_json(run.state(model_name), state)
-    clear_checkpoint(run, model_name)
-    baseline = data.majority_baseline()["accuracy"]["validation"]
-    figures.training_curves(result.epochs, f"{model_name}: accuracy and loss per epoch", run.figure(f"curves_{model_name}"), baseline)
-    earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_from_epoch])
+    write_json(seed_run.state, state)
+    clear_checkpoint(seed_run)
+    earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_epochs])
     return {"status": "complete", "wall_seconds": round(result.wall_seconds + earlier_seconds, 1),
             "epochs_completed": len(result.epochs), "error": None}
 
 
-def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chosen: str) -> dict[str, Any]:
+def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str) -> None:
+    """The model's curves over its finished seeds (finetune: with transfer's leading in)."""
+    from experiments import figures
+
+    runs = list(finished_runs(run, config, model_name, data.fingerprint).values())
+    if not runs:
+        return
+    lead_in = list(finished_runs(run, config, "transfer", data.fingerprint).values()) if model_name == "finetune" else None
+    figures.training_curves(runs, f"{model_name}: accuracy and loss per epoch", run.figure(f"curves_{model_name}"),
+                            data.majority_baseline()["accuracy"]["validation"], lead_in=lead_in, lead_in_name="transfer")
+
+
+def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chosen: str, seed: int) -> dict[str, Any]:
     """Evaluate the chosen model's saved weights on the test split: the one look at test."""
     import numpy as np
 
     from experiments.models import load_trained_model
 
-    model_path = run.model_file(chosen)
+    model_path = run.seed_run(chosen, seed).model_file
     if not model_path.is_file():
         raise StudyFailed(
             f"the chosen model's file {model_path} is missing, so it cannot be evaluated on the test split; "
@@ -231,51 +304,59 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
         [f"{predictions[index]['label']} as {predictions[index]['predicted']}\n(p = {predictions[index]['probability']:.2f})" for index in wrong],
         run.figure("misclassified_test"),
     )
-    return {"model": chosen, "loss": float(loss), "accuracy": correct / total if total else None,
+    return {"model": chosen, "seed": seed, "loss": float(loss), "accuracy": correct / total if total else None,
             "correct": correct, "total": total, "class_names": data.class_names,
             "confusion_matrix": confusion.tolist(), "predictions": predictions}
 
 
-def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, expected: dict[str, str], retrained: set[str]) -> dict[str, Any] | None:
-    histories = {}
-    for name in config.study.models:
-        state = read_json(run.state(name)) or {}
-        history = read_json(run.history(name)) or {}
-        if state.get("status") == "complete" and state.get("config_hash") == expected["config_hash"]:
-            histories[name] = history.get("epochs", [])
-    chosen, candidates = choose_model(histories)
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, retrained: set[tuple[str, int]]) -> dict[str, Any] | None:
+    runs_by_model = {name: runs for name in config.study.models if (runs := finished_runs(run, config, name, data.fingerprint))}
+    chosen, chosen_seed, candidates, seed_candidates = choose_model(runs_by_model)
     if chosen is None:
         log("No model finished; nothing to evaluate on the test split.")
         return None
+    study_hash = config_hash(config)
     previous = read_json(run.metrics)
     if (
         previous
         and previous.get("chosen_model") == chosen
-        and previous.get("config_hash") == expected["config_hash"]
-        and previous.get("data_fingerprint") == expected["data_fingerprint"]
-        and chosen not in retrained
+        and previous.get("chosen_seed") == chosen_seed
+        and previous.get("config_hash") == study_hash
+        and previous.get("data_fingerprint") == data.fingerprint
+        and (chosen, chosen_seed) not in retrained
         and previous.get("test")
     ):
         test = previous["test"]
-        log(f"Test score of {chosen} is unchanged since the last run; not evaluating again.")
+        log(f"Test score of {chosen} (seed {chosen_seed}) is unchanged since the last run; not evaluating again.")
     else:
-        log(f"Chosen on validation: {chosen} ({candidates[chosen]:.3f}). Evaluating it on the test split, once.")
-        test = evaluate_on_test(config, run, data, chosen)
+        log(f"Chosen on validation: {chosen} (mean {candidates[chosen]:.3f} over {len(runs_by_model[chosen])} seed(s)), "
+            f"seed {chosen_seed}. Evaluating it on the test split, once.")
+        test = evaluate_on_test(config, run, data, chosen, chosen_seed)
     metrics = {
         "schema_version": SCHEMA_VERSION,
-        **expected,
-        "selection": {"metric": "val_accuracy", "rule": SELECTION_RULE, "candidates": candidates},
+        "config_hash": study_hash,
+        "data_fingerprint": data.fingerprint,
+        "selection": {"metric": "val_accuracy", "rule": SELECTION_RULE, "candidates": candidates,
+                      "seed_candidates": seed_candidates},
         "chosen_model": chosen,
+        "chosen_seed": chosen_seed,
         "test": test,
         "validation": {
-            name: {"loss": epochs[-1].get("val_loss"), "accuracy": epochs[-1].get("val_accuracy")}
-            for name, epochs in histories.items() if epochs
+            name: {"loss": _mean([epochs[-1].get("val_loss") for epochs in runs.values()]),
+                   "accuracy": _mean([epochs[-1].get("val_accuracy") for epochs in runs.values()])}
+            for name, runs in runs_by_model.items()
         },
     }
     write_json(run.metrics, metrics)
     from experiments import figures
 
-    figures.comparison(histories, run.figure("comparison"), data.majority_baseline()["accuracy"]["validation"])
+    figures.comparison({name: list(runs.values()) for name, runs in runs_by_model.items()}, run.figure("comparison"),
+                       data.majority_baseline()["accuracy"]["validation"])
     return metrics
 
 
@@ -297,29 +378,55 @@ def preflight(config: StudyConfig) -> None:
         check_base_weights(config.image_size, config.training.base_weights, unavailable)
 
 
+def set_determinism(enabled: bool) -> None:
+    """TensorFlow op determinism (with the per-run seeds): identical histories on one machine."""
+    import tensorflow as tf
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+
+
+def aggregate_model_entry(precision: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """manifest.models[<model>]: its runs, and their totals."""
+    statuses = [entry["status"] for entry in runs.values()]
+    status = "failed" if "failed" in statuses else "complete" if statuses and all(s == "complete" for s in statuses) else "partial"
+    seconds = [entry.get("wall_seconds") for entry in runs.values()]
+    errors = [f"seed {seed}: {entry['error']}" for seed, entry in runs.items() if entry.get("error")]
+    return {
+        "status": status,
+        "wall_seconds": round(sum(seconds), 1) if seconds and all(value is not None for value in seconds) else None,
+        "epochs_completed": sum(entry.get("epochs_completed") or 0 for entry in runs.values()),
+        "error": "; ".join(errors) or None,
+        "precision": precision,
+        "runs": runs,
+    }
+
+
 def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     """Run the configured study into `<out_dir>/<run_name>/` and return the run folder."""
     import keras
+    import tensorflow as tf
 
-    from experiments.models import set_precision
+    from experiments.models import POLICIES, cpu_supports_bf16, precision_for, set_precision
 
     run = RunFolder(config.run_dir)
     run.check_writable()
     started = time.perf_counter()
-    set_precision(config.training.mixed_precision)
+    set_determinism(config.training.deterministic)
     preflight(config)
     log(f"Reading data ({config.data.source})...")
     data = load_study_data(config)
     if data.skipped:
         log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
     log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
-    expected = {"config_hash": config_hash(config), "data_fingerprint": data.fingerprint}
     hardware, devices = hardware_and_devices()
+    gpu_available, bf16_cpu = bool(tf.config.list_physical_devices("GPU")), cpu_supports_bf16()
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_name": config.study.run_name,
         "config": config.to_dict(),
-        **expected,
+        "config_hash": config_hash(config),
+        "data_fingerprint": data.fingerprint,
         "data_source": data.source,
         "skipped_files": [{"file": item.path, "reason": item.reason} for item in data.skipped],
         "base_weights": describe_base_weights(config.training.base_weights),
@@ -330,40 +437,56 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         "started_at": _now(),
         "finished_at": None,
         "status": "running",
+        "seeds": config.seeds,
         "models": {},
     }
-    previous_manifest = read_json(run.manifest) or {}
+    previous_runs = {name: entry.get("runs", {}) for name, entry in (read_json(run.manifest) or {}).get("models", {}).items()
+                     if isinstance(entry, dict)}
     write_json(run.dataset, {"schema_version": SCHEMA_VERSION, **data.describe()})
     write_data_figures(run, data, config.study.seed)
     failures: dict[str, str] = {}
-    retrained: set[str] = set()
+    retrained: set[tuple[str, int]] = set()
+    total_runs = len(config.study.models) * len(config.seeds)
+    step = 0
     try:
-        for index, model_name in enumerate(config.study.models):
-            action, reason = training_decision(run, model_name, expected, force)
-            if action == SKIP:
-                log(f"[{index + 1}/{len(config.study.models)}] {model_name}: skipped, {reason}")
-                manifest["models"][model_name] = previous_manifest.get("models", {}).get(model_name) or {
-                    "status": "complete", "wall_seconds": None, "epochs_completed": config.training.epochs, "error": None}
-                continue
-            log(f"[{index + 1}/{len(config.study.models)}] {model_name}: training, {reason}")
-            if action == RESTART:
-                from experiments.training import clear_checkpoint
+        for model_name in config.study.models:
+            precision = precision_for(model_name, config.training.mixed_precision, gpu_available, bf16_cpu)
+            runs: dict[str, dict[str, Any]] = {}
+            for seed in config.seeds:
+                step += 1
+                seed_run = run.seed_run(model_name, seed)
+                expected = expected_state(config, run, model_name, seed, data.fingerprint)
+                action, reason = training_decision(seed_run, expected, force)
+                where = f"[{step}/{total_runs}] {model_name}, seed {seed}"
+                if action == SKIP:
+                    log(f"{where}: skipped, {reason}")
+                    runs[str(seed)] = previous_runs.get(model_name, {}).get(str(seed)) or {
+                        "status": "complete", "wall_seconds": None, "epochs_completed": None, "error": None}
+                    continue
+                log(f"{where}: training in {POLICIES[precision]}, {reason}")
+                if action == RESTART:
+                    from experiments.training import clear_checkpoint
 
-                clear_checkpoint(run, model_name)
-            manifest["models"][model_name] = {"status": "partial", "wall_seconds": None, "epochs_completed": 0, "error": None}
-            write_json(run.manifest, manifest)
-            try:
-                manifest["models"][model_name] = train_one(config, run, data, model_name, index, expected)
-                retrained.add(model_name)
-            except (KeyboardInterrupt, SystemExit, OSError):
-                raise
-            except Exception as error:  # one model failing must not lose the others
-                message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                log(f"  {model_name} failed: {message}")
-                failures[model_name] = message
-                manifest["models"][model_name] = {"status": "failed", "wall_seconds": None, "epochs_completed": None, "error": message}
-            write_json(run.manifest, manifest)
-        select_and_test(config, run, data, expected, retrained)
+                    clear_checkpoint(seed_run)
+                runs[str(seed)] = {"status": "partial", "wall_seconds": None, "epochs_completed": 0, "error": None}
+                manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
+                write_json(run.manifest, manifest)
+                try:
+                    runs[str(seed)] = train_one(config, run, data, seed_run, precision, expected)
+                    retrained.add((model_name, seed))
+                except (KeyboardInterrupt, SystemExit, OSError):
+                    raise
+                except Exception as error:  # one run failing must not lose the others
+                    message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                    log(f"  {seed_run.label} failed: {message}")
+                    failures[seed_run.label] = message
+                    runs[str(seed)] = {"status": "failed", "wall_seconds": None, "epochs_completed": None, "error": message}
+                manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
+                write_json(run.manifest, manifest)
+            manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
+            write_model_curves(config, run, data, model_name)
+        set_precision("none")
+        select_and_test(config, run, data, retrained)
     except BaseException:
         manifest["status"] = "interrupted"
         manifest["finished_at"] = _now()
@@ -379,5 +502,5 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.manifest, manifest)
     if failures:
-        raise StudyFailed(f"{len(failures)} model(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
+        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
     return run

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
-from experiments.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_atomic, write_json
+from experiments.artifacts import SCHEMA_VERSION, SeedRun, read_json, write_atomic, write_json
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -28,7 +29,7 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 class TrainingResult:
     model: keras.Model
     epochs: list[dict[str, Any]]
-    resumed_from_epoch: int
+    resumed_epochs: int
     wall_seconds: float
 
 
@@ -40,12 +41,12 @@ def _finite_or_none(value: Any) -> float | None:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Record each finished epoch and commit a resumable checkpoint."""
 
-    def __init__(self, run: RunFolder, model_name: str, epochs: list[dict[str, Any]], state: dict[str, Any]):
+    def __init__(self, seed_run: SeedRun, epochs: list[dict[str, Any]], state: dict[str, Any], precision: str):
         super().__init__()
-        self.run = run
-        self.model_name = model_name
+        self.seed_run = seed_run
         self.epochs = epochs
         self.state = state
+        self.precision = precision
         self.epoch_started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -57,35 +58,84 @@ class EpochCheckpoint(keras.callbacks.Callback):
         record.update({key: _finite_or_none(logs[key]) if key in logs else None for key in HISTORY_KEYS})
         record["seconds"] = round(time.perf_counter() - self.epoch_started, 3)
         self.epochs.append(record)
-        checkpoint_dir = self.run.checkpoint_dir(self.model_name)
+        checkpoint_dir = self.seed_run.checkpoint_dir
         checkpoint_name = f"epoch-{epoch + 1:04d}.keras"
         write_atomic(checkpoint_dir / checkpoint_name, lambda path: self.model.save(path))
         write_json(checkpoint_dir / "progress.json", {"schema_version": SCHEMA_VERSION, "checkpoint": checkpoint_name, "epochs": self.epochs})
         for old in checkpoint_dir.glob("epoch-*.keras"):
             if old.name != checkpoint_name:
                 old.unlink(missing_ok=True)
-        write_history(self.run, self.model_name, self.epochs)
+        write_history(self.seed_run, self.epochs, self.precision)
         self.state.update(status="partial", epochs_completed=len(self.epochs))
-        write_json(self.run.state(self.model_name), self.state)
+        write_json(self.seed_run.state, self.state)
 
 
-def write_history(run: RunFolder, model_name: str, epochs: list[dict[str, Any]]) -> None:
-    write_json(run.history(model_name), {"schema_version": SCHEMA_VERSION, "model": model_name, "epochs": epochs})
+class CachedFeatureValidation(keras.callbacks.Callback):
+    """Validate a frozen-base model from base features computed once.
+
+    At evaluation the augmentation layers are the identity and the frozen base runs with
+    training=False, so the pooled features of the validation images are the same every epoch;
+    only the head (dropout, inactive, then the dense logits) changes. The features are computed
+    at the end of the first epoch this callback sees; every epoch's `val_loss` and
+    `val_accuracy` then come from the head alone. It must run before EpochCheckpoint, which
+    records those logs.
+    """
+
+    def __init__(self, images, labels, batch_size: int, feature_layer: str = "global_max_pool", head_layers=("dropout", "logits")):
+        super().__init__()
+        self.images = images
+        self.labels = np.asarray(labels)
+        self.batch_size = batch_size
+        self.feature_layer = feature_layer
+        self.head_layers = head_layers
+        self.features = None
+
+    def _compute_features(self):
+        import tensorflow as tf
+
+        feature_model = keras.Model(self.model.inputs, self.model.get_layer(self.feature_layer).output)
+        batches = tf.data.Dataset.from_tensor_slices(self.images).batch(self.batch_size)
+        batches = batches.map(lambda batch: tf.cast(batch, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
+        return feature_model.predict(batches.prefetch(tf.data.AUTOTUNE), verbose=0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.features is None:
+            self.features = self._compute_features()
+        outputs = self.features
+        for name in self.head_layers:
+            outputs = self.model.get_layer(name)(outputs, training=False)
+        logits = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
+        if logs is not None:
+            loss, accuracy = softmax_cross_entropy(logits, self.labels)
+            logs["val_loss"], logs["val_accuracy"] = loss, accuracy
 
 
-def load_progress(run: RunFolder, model_name: str) -> tuple[list[dict[str, Any]], Path | None]:
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy of integer `labels` under softmax(`logits`), and the accuracy."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    return loss, float((logits.argmax(axis=1) == labels).mean())
+
+
+def write_history(seed_run: SeedRun, epochs: list[dict[str, Any]], precision: str) -> None:
+    write_json(seed_run.history, {"schema_version": SCHEMA_VERSION, "model": seed_run.model_name,
+                                  "seed": seed_run.seed, "precision": precision, "epochs": epochs})
+
+
+def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]:
     """The committed history and checkpoint file of an interrupted fit, if there is one."""
-    progress = read_json(run.checkpoint_dir(model_name) / "progress.json")
+    progress = read_json(seed_run.checkpoint_dir / "progress.json")
     if not progress or not isinstance(progress.get("epochs"), list):
         return [], None
-    checkpoint = run.checkpoint_dir(model_name) / str(progress.get("checkpoint", ""))
+    checkpoint = seed_run.checkpoint_dir / str(progress.get("checkpoint", ""))
     if not checkpoint.is_file():
         return [], None
     return progress["epochs"], checkpoint
 
 
-def clear_checkpoint(run: RunFolder, model_name: str) -> None:
-    shutil.rmtree(run.checkpoint_dir(model_name), ignore_errors=True)
+def clear_checkpoint(seed_run: SeedRun) -> None:
+    shutil.rmtree(seed_run.checkpoint_dir, ignore_errors=True)
 
 
 def keras_verbosity(setting: str) -> int:
@@ -97,37 +147,45 @@ def keras_verbosity(setting: str) -> int:
 
 def fit(
     model: keras.Model,
-    run: RunFolder,
-    model_name: str,
+    seed_run: SeedRun,
     train_dataset,
     validation_dataset,
-    total_epochs: int,
     state: dict[str, Any],
+    first_epoch: int = 0,
+    last_epoch: int = 1,
+    precision: str = "float32",
+    cached_validation: CachedFeatureValidation | None = None,
     verbose: int = 2,
 ) -> TrainingResult:
-    """Train `model` (already compiled) up to `total_epochs`, resuming a committed checkpoint.
+    """Train `model` (already compiled) for epochs `first_epoch + 1` .. `last_epoch`, resuming
+    a committed checkpoint. (`first_epoch` is above 0 when a model continues another's training.)
 
-    `state` is the model's state.json content (config hash, data fingerprint, ...); it is
-    updated and written after every epoch.
+    `state` is the run's state.json content (config hash, data fingerprint, ...); it is updated
+    and written after every epoch. With `cached_validation`, validation comes from that callback
+    and `validation_dataset` is not used.
     """
-    epochs, checkpoint = load_progress(run, model_name)
-    resumed_from = 0
-    if checkpoint is not None and 0 < len(epochs) <= total_epochs:
+    planned = last_epoch - first_epoch
+    epochs, checkpoint = load_progress(seed_run)
+    resumed = 0
+    if checkpoint is not None and 0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1:
         model = keras.models.load_model(checkpoint)
-        resumed_from = len(epochs)
-        print(f"  resuming {model_name} after epoch {resumed_from} of {total_epochs}", file=sys.stderr, flush=True)
+        resumed = len(epochs)
+        print(f"  resuming {seed_run.label} after epoch {first_epoch + resumed} of {last_epoch}", file=sys.stderr, flush=True)
     else:
         epochs = []
-        clear_checkpoint(run, model_name)
+        clear_checkpoint(seed_run)
     started = time.perf_counter()
-    if resumed_from < total_epochs:
+    if resumed < planned:
+        callbacks = [EpochCheckpoint(seed_run, epochs, state, precision)]
+        if cached_validation is not None:
+            callbacks.insert(0, cached_validation)
         model.fit(
             train_dataset,
-            validation_data=validation_dataset,
-            epochs=total_epochs,
-            initial_epoch=resumed_from,
-            callbacks=[EpochCheckpoint(run, model_name, epochs, state)],
+            validation_data=None if cached_validation is not None else validation_dataset,
+            epochs=last_epoch,
+            initial_epoch=first_epoch + resumed,
+            callbacks=callbacks,
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline already reshuffles every epoch
         )
-    return TrainingResult(model, epochs, resumed_from, time.perf_counter() - started)
+    return TrainingResult(model, epochs, resumed, time.perf_counter() - started)

@@ -27,9 +27,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["download", "folder", "synthetic"], help="data source (overrides the config)")
     parser.add_argument("--base-weights", help="MobileNetV2 weights: imagenet, none, or a local .weights.h5 file")
     parser.add_argument("--epochs", type=int, help="epochs per model")
-    parser.add_argument("--models", help="comma-separated subset: baseline,augmented,preprocessed,transfer")
-    parser.add_argument("--seed", type=int, help="seed for splits, shuffling and initialisation")
-    parser.add_argument("--mixed-precision", choices=["none", "bf16", "fp16"], help="mixed precision policy")
+    parser.add_argument("--models", help="comma-separated subset: baseline,augmented,preprocessed,transfer,finetune")
+    parser.add_argument("--seed", type=int, help="seed for the test split and the first training run")
+    parser.add_argument("--seeds", type=int, help="train every model N times, with seeds seed, seed+1, ... (default 1)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="TensorFlow op determinism: the same machine gives identical histories (slower)")
+    parser.add_argument("--mixed-precision", choices=["auto", "none", "bf16", "fp16"],
+                        help="auto (default): bfloat16 for the three small CNNs on CPUs with AVX-512 BF16/AMX, else float32")
     parser.add_argument("--jit-compile", action="store_true", default=None, help="compile train steps with XLA")
     parser.add_argument("--out", help="output folder for runs (default: artifacts)")
     parser.add_argument("--run-name", help="name of the run folder inside --out")
@@ -65,7 +69,8 @@ def config_overrides(arguments: argparse.Namespace) -> dict[str, object]:
         overrides["data.data_dir"] = arguments.data_dir
     if getattr(arguments, "dataset", None):
         overrides["data.source"] = arguments.dataset
-    simple = {"base_weights": "training.base_weights", "epochs": "training.epochs", "seed": "study.seed",
+    simple = {"base_weights": "training.base_weights", "epochs": "training.epochs", "seed": "study.seed", "seeds": "study.seeds",
+              "deterministic": "training.deterministic",
               "mixed_precision": "training.mixed_precision", "jit_compile": "training.jit_compile",
               "out": "study.out_dir", "run_name": "study.run_name"}
     for attribute, key in simple.items():

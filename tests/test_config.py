@@ -20,7 +20,9 @@ from tests.conftest import SMOKE_CONFIG
 
 def test_default_config_is_the_reference_study():
     config = load_config()
-    assert config.study.models == ["baseline", "augmented", "preprocessed", "transfer"]
+    assert config.study.models == ["baseline", "augmented", "preprocessed", "transfer", "finetune"]
+    assert config.seeds == [1337]  # one run per model unless --seeds says otherwise
+    assert config.training.mixed_precision == "auto"
     assert config.image_size == (160, 160)
     assert config.data.batch_size == 32
     assert config.training.epochs == 20
@@ -58,6 +60,13 @@ def test_command_line_overrides_file_values():
         ("[training]\nmixed_precision = 'fp8'\n", "training.mixed_precision"),
         ("[training]\nlearning_rate = -0.1\n", "training.learning_rate"),
         ("[training\n", "not valid TOML"),
+        ("[study]\nseeds = 0\n", "study.seeds"),
+        ("[study]\nmodels = ['finetune', 'transfer']\n", "transfer must be listed before it"),
+        ("[study]\nmodels = ['baseline', 'finetune']\n", "transfer must be listed before it"),
+        ("[training]\nfinetune_epochs = 0\n", "training.finetune_epochs"),
+        ("[training]\nfinetune_from_layer = -1\n", "training.finetune_from_layer"),
+        ("[training]\nfinetune_learning_rate_factor = 2.0\n", "training.finetune_learning_rate_factor"),
+        ("[training]\ndeterministic = 'yes'\n", "training.deterministic"),
     ],
 )
 def test_bad_values_stop_with_the_key_named(write_config, text, named):
@@ -85,6 +94,19 @@ def test_hash_ignores_output_location_but_not_training_values():
     assert config_hash(first) == config_hash(second)
     second.training.epochs = 3
     assert config_hash(first) != config_hash(second)
+
+
+def test_more_seeds_or_other_finetune_settings_do_not_retrain_the_other_models():
+    first, second = StudyConfig(), StudyConfig()
+    second.study.seeds = 5
+    second.training.validation_feature_cache = False  # a speed lever with the same numbers
+    assert config_hash(first) == config_hash(second)
+    second.training.finetune_epochs = 3
+    for name in ("baseline", "augmented", "preprocessed", "transfer"):
+        assert config_hash(first, name) == config_hash(second, name)
+    assert config_hash(first, "finetune") != config_hash(second, "finetune")
+    second.training.mixed_precision = "none"
+    assert config_hash(first, "baseline") != config_hash(second, "baseline")
 
 
 toml_scalars = st.one_of(

@@ -74,3 +74,86 @@ def test_summary_text_keeps_the_parameter_column():
     header = next(line for line in summary["summary_text"].splitlines() if "Layer (type)" in line)
     assert "Param #" in header
     assert "Total params: " in summary["summary_text"]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "setting", "gpu", "bf16_cpu", "expected"),
+    [
+        ("baseline", "auto", False, True, "bf16"),  # measured ~2x faster on AVX-512 BF16 CPUs
+        ("preprocessed", "auto", False, True, "bf16"),
+        ("transfer", "auto", False, True, "none"),  # measured slower in bfloat16
+        ("finetune", "auto", False, True, "none"),
+        ("baseline", "auto", False, False, "none"),  # no native bfloat16: emulated, slow
+        ("baseline", "auto", True, True, "none"),  # GPUs: float16 not measured by us, stay float32
+        ("transfer", "bf16", False, False, "bf16"),  # an explicit setting is obeyed
+        ("baseline", "none", False, True, "none"),
+    ],
+)
+def test_auto_precision_only_where_it_was_measured_to_pay(model_name, setting, gpu, bf16_cpu, expected):
+    from experiments.models import precision_for
+
+    assert precision_for(model_name, setting, gpu, bf16_cpu) == expected
+
+
+def _trained_finetune_model(tmp_path):
+    import numpy as np
+
+    from experiments.models import compile_model, make_finetune_model
+
+    transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=1)
+    model = compile_model(make_finetune_model(transfer, from_layer=100), 1e-3)
+    images = np.random.default_rng(0).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    return model, images, np.array([0, 1] * 4)
+
+
+def test_finetune_unfreezes_the_top_but_keeps_batchnorm_statistics(tmp_path):
+    import keras
+    import numpy as np
+
+    from experiments.models import mobilenet_base_of
+
+    model, images, labels = _trained_finetune_model(tmp_path)
+    base = mobilenet_base_of(model)
+    assert not any(layer.trainable_weights for layer in base.layers[:100])
+    batch_norms = [layer for layer in base.layers[100:] if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(layer.trainable for layer in batch_norms)
+    assert all(layer.trainable for layer in base.layers[100:] if layer not in batch_norms)
+    statistics_before = [np.array(layer.moving_mean) for layer in batch_norms]
+    kernel_before = np.array(base.layers[-3].weights[0]) if base.layers[-3].weights else None
+    model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
+    assert all(np.array_equal(before, np.array(layer.moving_mean)) for before, layer in zip(statistics_before, batch_norms)), \
+        "BatchNorm moving statistics changed: the base must run in inference mode"
+    if kernel_before is not None:
+        assert not np.array_equal(kernel_before, np.array(base.layers[-3].weights[0])), "the unfrozen top did not train"
+
+
+def test_finetune_model_keeps_its_frozen_layers_through_save_and_load(tmp_path):
+    import keras
+
+    model, _, _ = _trained_finetune_model(tmp_path)
+    model.save(tmp_path / "finetune.keras")
+    loaded = keras.models.load_model(tmp_path / "finetune.keras")
+    assert loaded.name == "finetune"
+    assert describe_model(loaded)["trainable_params"] == describe_model(model)["trainable_params"]
+
+
+def test_finetune_from_layer_beyond_the_base_is_named():
+    from experiments.models import make_finetune_model
+
+    transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
+    with pytest.raises(ConfigError, match="finetune_from_layer"):
+        make_finetune_model(transfer, from_layer=500)
+
+
+def test_frozen_transfer_model_keeps_batchnorm_statistics():
+    import keras
+    import numpy as np
+
+    from experiments.models import compile_model, mobilenet_base_of
+
+    model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=1), 1e-3)
+    batch_norms = [layer for layer in mobilenet_base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [np.array(layer.moving_variance) for layer in batch_norms]
+    images = np.random.default_rng(1).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    model.fit(images, np.array([0, 1] * 4), epochs=1, batch_size=4, verbose=0)
+    assert all(np.array_equal(old, np.array(layer.moving_variance)) for old, layer in zip(before, batch_norms))

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
 
-MODELS = ["baseline", "augmented", "preprocessed", "transfer"]
+MODELS = ["baseline", "augmented", "preprocessed", "transfer", "finetune"]
+SEEDS = [7, 8]  # smoke.toml has seed = 7; the fixture trains with --seeds 2
 
 
 def train(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -29,36 +30,58 @@ def load(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    result = train(out)
+    result = train(out, "--seeds", "2")
     assert result.returncode == 0, result.stderr
     return out / "smoke", result
+
+
+def seed_folder(run_dir: Path, model: str, seed: int) -> Path:
+    return run_dir / "models" / model / f"seed-{seed}"
 
 
 def test_smoke_run_writes_every_artifact(smoke_run):
     run_dir, _ = smoke_run
     manifest = load(run_dir / "manifest.json")
-    assert manifest["status"] == "complete" and manifest["schema_version"] == 1
+    assert manifest["status"] == "complete" and manifest["schema_version"] == 2
+    assert manifest["seeds"] == SEEDS
     assert set(manifest["models"]) == set(MODELS)
     assert all(entry["status"] == "complete" and entry["wall_seconds"] > 0 for entry in manifest["models"].values())
+    assert all(set(entry["runs"]) == {"7", "8"} for entry in manifest["models"].values())
     for key in ("config", "config_hash", "data_fingerprint", "versions", "devices", "hardware", "git_commit", "wall_seconds"):
         assert key in manifest
     assert manifest["config"]["training"]["epochs"] == 2
     assert "tensorflow" in manifest["versions"]
     for name in MODELS:
-        history = load(run_dir / "models" / name / "history.json")
-        assert [record["epoch"] for record in history["epochs"]] == [1, 2]
-        assert set(history["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+        for seed in SEEDS:
+            history = load(seed_folder(run_dir, name, seed) / "history.json")
+            assert history["seed"] == seed and history["model"] == name
+            expected_epochs = [3] if name == "finetune" else [1, 2]  # finetune continues transfer's 2 epochs
+            assert [record["epoch"] for record in history["epochs"]] == expected_epochs
+            assert set(history["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+            assert (seed_folder(run_dir, name, seed) / "model.keras").is_file()
+            assert not (seed_folder(run_dir, name, seed) / "checkpoint").exists()
+            assert load(seed_folder(run_dir, name, seed) / "state.json")["seed"] == seed
         summary = load(run_dir / "models" / name / "summary.json")
         assert summary["total_params"] == summary["trainable_params"] + summary["non_trainable_params"]
-        assert (run_dir / "models" / name / "model.keras").is_file()
-        assert not (run_dir / "models" / name / "checkpoint").exists()
         assert (run_dir / "figures" / f"curves_{name}.png").stat().st_size > 1000
+    # the two seeds are two different trainings, not one run written twice
+    first, second = (load(seed_folder(run_dir, "baseline", seed) / "history.json")["epochs"] for seed in SEEDS)
+    assert [record["loss"] for record in first] != [record["loss"] for record in second]
+    transfer = load(run_dir / "models" / "transfer" / "summary.json")
+    finetune = load(run_dir / "models" / "finetune" / "summary.json")
+    assert finetune["total_params"] == transfer["total_params"]
+    assert finetune["trainable_params"] > 100 * transfer["trainable_params"], "fine-tuning unfreezes the top of the base"
     for figure in ("data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test"):
         assert (run_dir / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = load(run_dir / "metrics.json")
     candidates = metrics["selection"]["candidates"]
     assert metrics["chosen_model"] == max(candidates, key=lambda name: (candidates[name], -MODELS.index(name)))
-    assert metrics["test"]["model"] == metrics["chosen_model"]
+    for name in MODELS:  # candidates are means over the seeds of the last epoch's validation accuracy
+        last = [load(seed_folder(run_dir, name, seed) / "history.json")["epochs"][-1]["val_accuracy"] for seed in SEEDS]
+        assert candidates[name] == pytest.approx(sum(last) / 2)
+    seed_candidates = metrics["selection"]["seed_candidates"]
+    assert metrics["chosen_seed"] == int(max(seed_candidates, key=lambda seed: (seed_candidates[seed], -int(seed))))
+    assert metrics["test"]["model"] == metrics["chosen_model"] and metrics["test"]["seed"] == metrics["chosen_seed"]
     assert metrics["test"]["total"] == 16 and 0 <= metrics["test"]["correct"] <= 16
     assert candidates[metrics["chosen_model"]] > 0.6, "the synthetic classes must be learnable"
     confusion = metrics["test"]["confusion_matrix"]
@@ -69,16 +92,24 @@ def test_smoke_run_writes_every_artifact(smoke_run):
 
 def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
     run_dir, _ = smoke_run
-    before = {name: (run_dir / "models" / name / "history.json").read_bytes() for name in MODELS}
-    result = train(run_dir.parent)
+    def histories() -> dict:
+        return {(name, seed): (seed_folder(run_dir, name, seed) / "history.json").read_bytes() for name in MODELS for seed in SEEDS}
+
+    before = histories()
+    result = train(run_dir.parent, "--seeds", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("skipped, finished with the same config and data") == 4
+    assert result.stderr.count("skipped, finished with the same config and data") == 10
     assert "Epoch 1/" not in result.stdout
-    assert before == {name: (run_dir / "models" / name / "history.json").read_bytes() for name in MODELS}
+    assert before == histories()
+    assert "not evaluating again" in result.stderr
+    # a third seed trains only the new runs; finetune's own settings leave the others alone
+    more = train(run_dir.parent, "--seeds", "3", "--models", "transfer,finetune", "--epochs", "2")
+    assert more.returncode == 0, more.stderr
+    assert more.stderr.count("skipped, finished") == 4 and more.stderr.count("not trained yet") == 2
     changed = train(run_dir.parent, "--epochs", "1", "--models", "baseline")
     assert changed.returncode == 0, changed.stderr
     assert "config changed" in changed.stderr
-    assert len(load(run_dir / "models" / "baseline" / "history.json")["epochs"]) == 1
+    assert len(load(seed_folder(run_dir, "baseline", 7) / "history.json")["epochs"]) == 1
 
 
 def test_offline_download_is_one_clear_message(write_config, tmp_path):
@@ -127,7 +158,8 @@ def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signa
     )
     command = run_cli_command("train", "--config", str(config), "--out", str(tmp_path))
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = tmp_path / "smoke" / "models" / "augmented" / "checkpoint" / "progress.json"
+    run_folder = tmp_path / "smoke" / "models" / "augmented" / "seed-1337"
+    progress = run_folder / "checkpoint" / "progress.json"
     try:
         wait_for_epochs(progress, 2)
         time.sleep(0.4)  # into the third epoch
@@ -144,16 +176,16 @@ def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signa
         assert process.returncode == -signal.SIGKILL
     done_before = len(load(progress)["epochs"])
     assert 2 <= done_before < 5
-    history_before = load(tmp_path / "smoke" / "models" / "augmented" / "history.json")["epochs"]
+    history_before = load(run_folder / "history.json")["epochs"]
     assert [record["epoch"] for record in history_before] == list(range(1, done_before + 1))
 
     resumed = subprocess.run(command, cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming augmented after epoch {done_before} of 5" in resumed.stderr
-    history = load(tmp_path / "smoke" / "models" / "augmented" / "history.json")["epochs"]
+    assert f"resuming augmented (seed 1337) after epoch {done_before} of 5" in resumed.stderr
+    history = load(run_folder / "history.json")["epochs"]
     assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]
     assert history[:done_before] == history_before
-    assert load(tmp_path / "smoke" / "models" / "augmented" / "state.json")["status"] == "complete"
+    assert load(run_folder / "state.json")["status"] == "complete"
     assert load(tmp_path / "smoke" / "manifest.json")["status"] == "complete"
     assert load(tmp_path / "smoke" / "metrics.json")["chosen_model"] == "augmented"
 
@@ -208,3 +240,24 @@ def test_a_folder_that_cannot_make_a_study_stops_with_one_sentence(tmp_path):
     result = train(tmp_path / "out", "--data-dir", str(tmp_path / "photos"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "only one class folder 'cats'" in result.stderr and str(tmp_path / "photos") in result.stderr
+
+
+def test_deterministic_runs_give_identical_histories(tmp_path):
+    """--deterministic: two separate processes, same machine, same seeds -> the same numbers."""
+    metric_keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def history_of(out: Path) -> list:
+        result = train(out, "--models", "baseline,augmented", "--deterministic", "--seeds", "1")
+        assert result.returncode == 0, result.stderr
+        return [[{key: record[key] for key in metric_keys} for record in load(seed_folder(out / "smoke", name, 7) / "history.json")["epochs"]]
+                for name in ("baseline", "augmented")]
+
+    first, second = history_of(tmp_path / "first"), history_of(tmp_path / "second")
+    assert first == second
+    assert load(tmp_path / "first" / "smoke" / "manifest.json")["config"]["training"]["deterministic"] is True
+
+
+def test_finetune_without_transfer_is_a_config_error(tmp_path):
+    result = train(tmp_path, "--models", "baseline,finetune")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "transfer must be listed before it" in result.stderr

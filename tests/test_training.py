@@ -1,0 +1,66 @@
+"""Training helpers: validation from cached frozen-base features, and model selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.study import choose_model
+
+
+def test_cached_validation_gives_the_numbers_model_evaluate_gives():
+    """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation."""
+    import keras
+
+    from experiments.data import Split, make_dataset
+    from experiments.models import build_model, compile_model
+    from experiments.training import CachedFeatureValidation
+
+    keras.utils.set_random_seed(3)
+    model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=3), 1e-2)
+    rng = np.random.default_rng(3)
+    train = Split(rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 12, dtype=np.int32), [f"t{i}" for i in range(24)])
+    validation = Split(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 10, dtype=np.int32), [f"v{i}" for i in range(20)])
+    cached = CachedFeatureValidation(validation.images, validation.labels, batch_size=8)
+    seen = []
+
+    class Compare(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            loss, accuracy = self.model.evaluate(make_dataset(validation, 8, shuffle=False, seed=0), verbose=0)
+            seen.append((logs["val_loss"], logs["val_accuracy"], loss, accuracy))
+
+    model.fit(make_dataset(train, 8, shuffle=True, seed=0), epochs=3, callbacks=[cached, Compare()], verbose=0)
+    assert len(seen) == 3
+    for cached_loss, cached_accuracy, loss, accuracy in seen:
+        assert cached_loss == pytest.approx(loss, rel=1e-4, abs=1e-5)
+        assert cached_accuracy == pytest.approx(accuracy)
+    assert len({round(loss, 6) for loss, *_ in seen}) > 1, "the head trained, so the validation loss must move"
+
+
+def test_softmax_cross_entropy_against_hand_values():
+    from experiments.training import softmax_cross_entropy
+
+    logits = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    loss, accuracy = softmax_cross_entropy(logits, np.array([0, 0, 0]))
+    expected = np.mean([np.log(2), np.log(1 + np.exp(-2)), np.log(1 + np.exp(3))])
+    assert loss == pytest.approx(expected)
+    assert accuracy == pytest.approx(2 / 3)  # argmax of [0, 0] is class 0; [0, 3] is wrong
+
+
+def _runs(*last_values):
+    return {1337 + index: [{"epoch": 1, "val_accuracy": 0.1}, {"epoch": 2, "val_accuracy": value}] for index, value in enumerate(last_values)}
+
+
+def test_choose_model_uses_the_mean_over_seeds_then_the_best_seed():
+    runs = {"baseline": _runs(0.70, 0.90, 0.50), "transfer": _runs(0.80, 0.76, 0.78)}
+    chosen, seed, candidates, per_seed = choose_model(runs)
+    assert candidates["baseline"] == pytest.approx(0.70) and candidates["transfer"] == pytest.approx(0.78)
+    assert chosen == "transfer"  # its single best seed (0.80) is below baseline's (0.90): means decide
+    assert seed == 1337 and per_seed == {"1337": 0.80, "1338": 0.76, "1339": 0.78}
+
+
+def test_choose_model_breaks_ties_by_study_order_and_skips_missing_values():
+    runs = {"baseline": _runs(0.8), "augmented": _runs(0.8), "transfer": {1337: [{"epoch": 1, "val_accuracy": None}]}}
+    chosen, seed, candidates, _ = choose_model(runs)
+    assert chosen == "baseline" and seed == 1337 and candidates["transfer"] is None
+    assert choose_model({})[0] is None

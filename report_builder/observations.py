@@ -1,8 +1,11 @@
-"""Turn a model's training history into plain facts for the write-up.
+"""Turn a model's training histories into plain facts for the write-up.
 
 Everything here is pure: no TensorFlow, no file access. A history is the ``epochs`` list of
-``models/<model>/history.json`` (see ``docs/guide/artifacts.md``); values may be ``None``
-(the schema allows ``null``) or NaN. Missing or unusable values never raise: the matching
+``models/<model>/seed-<seed>/history.json`` (see ``docs/guide/artifacts.md``); values may be
+``None`` (the schema allows ``null``) or NaN. Every model is trained once per seed:
+:func:`summarise_seeds` aggregates the seeds' histories (mean, sample standard deviation, min
+and max per epoch), :func:`observe_model` reads the facts off the mean curve, and
+:func:`compare_models` is the one rule for saying whether one model beats another. Missing or unusable values never raise: the matching
 facts are ``None`` and the verdicts say "not enough data". Data of the wrong *type* (a string
 where a number belongs, an accuracy outside 0..1) raises ``ValueError`` with a clear message.
 """
@@ -10,7 +13,7 @@ where a number belongs, an accuracy outside 0..1) raises ``ValueError`` with a c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 # --- The rules, in one place. The report renders its rule text from these constants. ---
@@ -85,6 +88,8 @@ class EpochRecord:
     epoch: int
     accuracy: float | None
     val_accuracy: float | None
+    loss: float | None = None
+    val_loss: float | None = None
 
 
 def overfitting_rule_text() -> str:
@@ -152,6 +157,8 @@ def clean_history(epochs: object, model: str = "model") -> list[EpochRecord]:
                 epoch=epoch_number,
                 accuracy=clean_accuracy(raw.get("accuracy"), f"{where}: accuracy"),
                 val_accuracy=clean_accuracy(raw.get("val_accuracy"), f"{where}: val_accuracy"),
+                loss=clean_number(raw.get("loss"), f"{where}: loss"),
+                val_loss=clean_number(raw.get("val_loss"), f"{where}: val_loss"),
             )
         )
     return records
@@ -345,3 +352,242 @@ def per_class_scores(class_names: Sequence[str], confusion: Sequence[Sequence[in
             "recall": true_positive / actual if actual else None,
         })
     return scores
+
+
+# --------------------------------------------------------------------------- seeds
+
+#: The numbers of a history record that are aggregated over seeds, per epoch.
+CURVE_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One number measured once per seed: how many usable values, mean, sample std, min, max."""
+
+    count: int
+    mean: float | None
+    std: float | None  # sample standard deviation (n - 1); None with fewer than two values
+    minimum: float | None
+    maximum: float | None
+
+
+@dataclass(frozen=True)
+class EpochSpread:
+    """One epoch number across the seeds that ran it: the spread of each metric."""
+
+    epoch: int
+    loss: Spread
+    accuracy: Spread
+    val_loss: Spread
+    val_accuracy: Spread
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's run of a model: its last epoch and its best epoch on validation."""
+
+    seed: int
+    epoch_count: int
+    last_epoch: int | None
+    last_val_accuracy: float | None
+    best_epoch: int | None
+    best_val_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """A model over all of its seeds (seeds in numeric order)."""
+
+    model: str
+    seeds: tuple[SeedResult, ...]
+    epochs: tuple[EpochSpread, ...]
+    last_val: Spread  # over seeds: each seed's last-epoch validation accuracy
+    best_val: Spread  # over seeds: each seed's best-epoch validation accuracy
+
+    @property
+    def seed_count(self) -> int:
+        """How many seeds have a history (usable or not)."""
+        return len(self.seeds)
+
+    @property
+    def best_epochs(self) -> tuple[int | None, ...]:
+        """Each seed's best epoch, in seed order."""
+        return tuple(result.best_epoch for result in self.seeds)
+
+
+def sample_std(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (divides by n - 1); ``None`` with fewer than two values."""
+    if len(values) < 2:
+        return None
+    centre = mean_of(values) or 0.0
+    return math.sqrt(math.fsum((value - centre) ** 2 for value in values) / (len(values) - 1))
+
+
+def spread_of(values: Iterable[float | None]) -> Spread:
+    """Count, mean, sample std, min and max of the usable (non-``None``) values."""
+    usable = [value for value in values if value is not None]
+    return Spread(
+        count=len(usable),
+        mean=mean_of(usable),
+        std=sample_std(usable),
+        minimum=min(usable) if usable else None,
+        maximum=max(usable) if usable else None,
+    )
+
+
+def aggregate_epochs(runs: Mapping[int, Sequence[EpochRecord]]) -> list[EpochSpread]:
+    """Per epoch number (ascending), the spread over seeds of every metric in CURVE_METRICS.
+
+    Epochs are matched by their number, so a seed that stopped early simply contributes to
+    fewer epochs (each spread's ``count`` says how many seeds it covers).
+    """
+    by_epoch: dict[int, list[EpochRecord]] = {}
+    for records in runs.values():
+        for record in records:
+            by_epoch.setdefault(record.epoch, []).append(record)
+    return [
+        EpochSpread(epoch, **{metric: spread_of(getattr(record, metric) for record in records) for metric in CURVE_METRICS})
+        for epoch, records in sorted(by_epoch.items())
+    ]
+
+
+def mean_curve(epochs: Sequence[EpochSpread]) -> list[dict[str, object]]:
+    """The mean over seeds as a history ``epochs`` list, the input :func:`observe_model` reads."""
+    return [{"epoch": item.epoch, **{metric: getattr(item, metric).mean for metric in CURVE_METRICS}} for item in epochs]
+
+
+def seed_result(seed: int, records: Sequence[EpochRecord]) -> SeedResult:
+    """The last and the best epoch of one seed's cleaned history."""
+    best_number, best_value = best_epoch(records)
+    last = records[-1] if records else None
+    return SeedResult(
+        seed=seed,
+        epoch_count=len(records),
+        last_epoch=last.epoch if last else None,
+        last_val_accuracy=last.val_accuracy if last else None,
+        best_epoch=best_number,
+        best_val_accuracy=best_value,
+    )
+
+
+def summarise_seeds(model: str, histories: Mapping[int, object]) -> SeedSummary:
+    """Aggregate one model's histories, given as seed -> ``epochs`` list (seeds sorted numerically).
+
+    Raises ``ValueError`` naming the model and the seed when a history is malformed.
+    """
+    runs = {seed: clean_history(histories[seed], f"{model} (seed {seed})") for seed in sorted(histories)}
+    results = tuple(seed_result(seed, records) for seed, records in runs.items())
+    return SeedSummary(
+        model=model,
+        seeds=results,
+        epochs=tuple(aggregate_epochs(runs)),
+        last_val=spread_of(result.last_val_accuracy for result in results),
+        best_val=spread_of(result.best_val_accuracy for result in results),
+    )
+
+
+# --------------------------------------------------------------------------- uncertainty and comparisons
+
+COMPARISON_WITHIN_NOISE = "within noise"
+COMPARISON_BETTER = "better"
+COMPARISON_UNKNOWN = "not comparable"
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """A model's mean over seeds of the last epoch's validation accuracy, with a 95% interval."""
+
+    mean: float | None
+    std: float | None
+    seeds: int  # how many seeds the mean is over
+    correct: int | None  # round(mean * total): the mean read as a count of validation images
+    total: int | None  # images in the validation split
+    interval: tuple[float, float] | None  # 95% Wilson interval for correct / total
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare_models` for two named models."""
+
+    first: str
+    second: str
+    first_estimate: AccuracyEstimate
+    second_estimate: AccuracyEstimate
+    verdict: str  # COMPARISON_WITHIN_NOISE, COMPARISON_BETTER or COMPARISON_UNKNOWN
+
+    @property
+    def difference_points(self) -> float | None:
+        """First minus second mean, in rounded percentage points."""
+        return difference_points(self.first_estimate.mean, self.second_estimate.mean)
+
+    @property
+    def first_is_better(self) -> bool:
+        """True only when the rule ranks the first model above the second."""
+        if self.verdict != COMPARISON_BETTER:
+            return False
+        return (self.first_estimate.mean or 0.0) > (self.second_estimate.mean or 0.0)
+
+    @property
+    def better(self) -> str | None:
+        """The model the rule calls better, ``None`` unless the verdict is "better"."""
+        if self.verdict != COMPARISON_BETTER:
+            return None
+        return self.first if self.first_is_better else self.second
+
+    @property
+    def worse(self) -> str | None:
+        """The other model of a ranked pair, ``None`` unless the verdict is "better"."""
+        if self.verdict != COMPARISON_BETTER:
+            return None
+        return self.second if self.first_is_better else self.first
+
+
+def accuracy_estimate(spread: Spread, validation_count: object) -> AccuracyEstimate:
+    """The 95% Wilson interval for a mean validation accuracy over seeds.
+
+    The mean is read as ``correct = round(mean * n)`` right answers out of the ``n``
+    validation images (``validation_count``); without a positive count there is no interval.
+    """
+    total = validation_count if isinstance(validation_count, int) and not isinstance(validation_count, bool) else None
+    total = total if total is not None and total > 0 else None
+    correct = round(spread.mean * total) if spread.mean is not None and total is not None else None
+    interval = wilson_interval(correct, total) if correct is not None and total is not None else None
+    return AccuracyEstimate(spread.mean, spread.std, spread.count, correct, total, interval)
+
+
+def intervals_overlap(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Whether two closed intervals share at least one point (touching counts as overlapping)."""
+    return first[0] <= second[1] and second[0] <= first[1]
+
+
+def compare_models(first: str, first_estimate: AccuracyEstimate, second: str, second_estimate: AccuracyEstimate) -> Comparison:
+    """The report's one rule for saying whether one model beats another.
+
+    Each model is summarised by its mean over seeds of the last epoch's validation accuracy
+    and that mean's 95% Wilson interval (:func:`accuracy_estimate`). When the two intervals
+    overlap (touching counts), the difference is *within noise* and the report must not rank
+    the two models. Only when the intervals do not overlap is the model with the higher mean
+    called *better*. When either side has no interval (no usable accuracy, or no validation
+    count to size it), the models are *not comparable* and are not ranked either.
+
+    Overlap is a deliberately cautious test: intervals can overlap a little while a real
+    difference exists, so "within noise" means "this run cannot tell them apart", not "equal".
+    """
+    if first_estimate.interval is None or second_estimate.interval is None:
+        verdict = COMPARISON_UNKNOWN
+    elif intervals_overlap(first_estimate.interval, second_estimate.interval):
+        verdict = COMPARISON_WITHIN_NOISE
+    else:
+        verdict = COMPARISON_BETTER
+    return Comparison(first, second, first_estimate, second_estimate, verdict)
+
+
+def noise_rule_text() -> str:
+    """The comparison rule of :func:`compare_models` in words."""
+    return (
+        "we take each model's mean over seeds of the last epoch's validation accuracy, read it as "
+        "round(mean \u00d7 n) correct answers out of the n validation images and put a 95% Wilson "
+        "interval around it; when two models' intervals overlap we call the models "
+        f"\u201c{COMPARISON_WITHIN_NOISE}\u201d of each other and do not rank them, and only when the "
+        "intervals are apart do we call the one with the higher mean better"
+    )

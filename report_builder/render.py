@@ -24,8 +24,15 @@ import jinja2
 
 from report_builder import observations as obs
 
-SCHEMA_VERSION = 1
-MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer")
+SCHEMA_VERSION = 2
+MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
+#: A model that starts from another one's final weights; its epochs continue that model's numbering.
+CONTINUES = {"finetune": "transfer"}
+#: Validation accuracy the reference write-ups report after fine-tuning. It is their figure,
+#: quoted with that attribution on the finetune page, never a result of this run.
+REFERENCE_FINETUNE_VAL_ACCURACY = 0.98
+RERUN_COMMAND = "python -m report_builder train"
+SEED_FOLDER = re.compile(r"seed-(\d+)")
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -65,7 +72,9 @@ def escape_markdown(value: object) -> str:
         return ""
     text = str(value)
     text = " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
-    text = html.escape(text, quote=True)
+    # Quotes become &quot; but apostrophes stay: html.escape would write &#x27;, whose "#" the
+    # next step would backslash-escape into text that shows up literally.
+    text = html.escape(text, quote=False).replace('"', "&quot;")
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     text = _LINE_START_SPECIAL.sub(r"\\\1", text)
     text = _ORDERED_LIST_START.sub(r"\1\\\2", text)
@@ -136,6 +145,35 @@ def format_seconds(value: object) -> str:
     return text
 
 
+def format_std(value: object) -> str:
+    """A standard deviation (a fraction) in points without the unit: 0.0123 -> "1.2"; "—" when unknown.
+
+    With a single seed there is no sample standard deviation, so it shows as a dash.
+    """
+    number = _finite(value)
+    if number is None:
+        return "\u2014"
+    return _no_negative_zero(f"{number * 100:.{obs.POINTS_DECIMALS}f}")
+
+
+def format_interval(value: object) -> str:
+    """A (low, high) pair of fractions: "93.1% to 97.2%"; "n/a" when unknown."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return "n/a"
+    return f"{format_percent(value[0])} to {format_percent(value[1])}"
+
+
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def number_word(value: object) -> str:
+    """Small counts as words (3 -> "three"), larger ones as digits."""
+    number = _as_int(value)
+    if number is None:
+        return "n/a"
+    return _NUMBER_WORDS[number] if 0 <= number < len(_NUMBER_WORDS) else format_count(number)
+
+
 def magnitude(value: object) -> float | None:
     """Absolute value (for wording like "3.4 points lower")."""
     number = _finite(value)
@@ -172,6 +210,46 @@ class ModelView:
     next: str | None
     validation_accuracy: float | None
     selection_score: float | None
+    over_seeds: obs.SeedSummary | None = None  # the aggregate over this model's seeds
+    seed_rows: list[SeedRow] = field(default_factory=list)
+    missing_seeds: list[int] = field(default_factory=list)
+    accuracy: obs.AccuracyEstimate | None = None  # mean last-epoch validation accuracy, 95% interval
+    precision: str | None = None
+    comparison: obs.Comparison | None = None  # against the previous model in study order
+    lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
+
+    @property
+    def seed_count(self) -> int:
+        """How many seeds have a history for this model."""
+        return self.over_seeds.seed_count if self.over_seeds is not None else 0
+
+    @property
+    def epoch_range(self) -> tuple[int, int] | None:
+        """First and last epoch number over all seeds (``None`` without epochs)."""
+        if self.over_seeds is None or not self.over_seeds.epochs:
+            return None
+        return self.over_seeds.epochs[0].epoch, self.over_seeds.epochs[-1].epoch
+
+
+@dataclass
+class SeedRow:
+    """One seed's run of a model, for the per-seed table."""
+
+    result: obs.SeedResult
+    precision: str | None
+    wall_seconds: float | None
+    status_label: str
+    complete: bool
+
+
+@dataclass
+class SeedRun:
+    """What one ``seed-<seed>/`` folder of a model holds."""
+
+    seed: int
+    epochs: object  # the history's ``epochs`` list, validated by observations
+    precision: str | None
+    epochs_planned: int | None
 
 
 @dataclass
@@ -184,11 +262,12 @@ class RunView:
     metrics: dict[str, Any] | None
     models: list[ModelView]
     figures: list[str]
+    seeds: list[int]
     problems: list[str] = field(default_factory=list)
 
 
 def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
-    """Read a schema-1 JSON object. Missing or broken optional files become a problem note."""
+    """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -216,11 +295,67 @@ def read_json(path: Path, problems: list[str], required: bool = False) -> dict[s
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
+        if required and _is_older_schema(version):
+            raise older_schema_error(path.parent, f"{path.name} has schema_version {version}")
         if required:
             raise ReportError(f"artifact file {path}: {message}")
         problems.append(f"{_relative_name(path)}: {message}")
         return None
     return data
+
+
+def _is_older_schema(version: object) -> bool:
+    return isinstance(version, int) and not isinstance(version, bool) and 0 < version < SCHEMA_VERSION
+
+
+def older_schema_error(artifacts_dir: Path, detail: str) -> ReportError:
+    """The one error for a run folder written by an older version of the study."""
+    return ReportError(
+        f"the run in {artifacts_dir} was written by an older version of the study ({detail}); "
+        f"this report needs artifact schema {SCHEMA_VERSION}, with one training run per seed. "
+        f"Rerun `{RERUN_COMMAND}` to regenerate it."
+    )
+
+
+def reject_seedless_models(artifacts_dir: Path) -> None:
+    """Raise :func:`older_schema_error` for a schema-1 model folder (history.json, no seed folders)."""
+    for name in MODEL_ORDER:
+        model_dir = artifacts_dir / "models" / name
+        if (model_dir / "history.json").is_file() and not seed_folders(model_dir):
+            raise older_schema_error(artifacts_dir, f"models/{name}/history.json and no seed-<seed>/ folders")
+
+
+def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
+    """A model's ``seed-<seed>/`` folders as ``(seed, path)``, seeds in numeric order."""
+    if not model_dir.is_dir():
+        return []
+    found = []
+    for path in model_dir.iterdir():
+        match = SEED_FOLDER.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
+    """Every seed folder of a model that has a readable history, in numeric seed order."""
+    runs = []
+    for seed, folder in seed_folders(model_dir):
+        history = read_json(folder / "history.json", problems)
+        if history is None:
+            continue
+        state = _as_dict(read_json(folder / "state.json", problems))
+        precision = _text(history.get("precision"))
+        runs.append(SeedRun(seed, history.get("epochs"), precision, _as_int(state.get("epochs_planned"))))
+    return runs
+
+
+def run_seeds(manifest: dict[str, Any]) -> list[int]:
+    """The run's training seeds from the manifest, in numeric order (empty when not recorded)."""
+    seeds = manifest.get("seeds")
+    if not isinstance(seeds, list):
+        return []
+    return sorted({seed for seed in seeds if isinstance(seed, int) and not isinstance(seed, bool)})
 
 
 def _relative_name(path: Path) -> str:
@@ -247,13 +382,15 @@ def load_run(artifacts_dir: Path) -> RunView:
         raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
     problems: list[str] = []
     manifest = read_json(artifacts_dir / "manifest.json", problems, required=True) or {}
+    reject_seedless_models(artifacts_dir)
     dataset = read_json(artifacts_dir / "dataset.json", problems)
     metrics = read_json(artifacts_dir / "metrics.json", problems)
     figures = sorted(
         name for name in _figure_names() if (artifacts_dir / "figures" / name).is_file()
     )
     models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems)
-    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, problems)
+    seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
+    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
 
 
 def _figure_names() -> list[str]:
@@ -267,6 +404,13 @@ def _baseline_validation_accuracy(dataset: dict[str, Any] | None) -> float | Non
     return value if value is not None and 0.0 <= value <= 1.0 else None
 
 
+def _validation_count(dataset: dict[str, Any] | None) -> int | None:
+    """Images in the validation split (the n of every validation interval), ``None`` when unknown."""
+    splits = _as_dict(_as_dict(dataset).get("splits"))
+    count = _as_int(_as_dict(splits.get("validation")).get("count"))
+    return count if count is not None and count > 0 else None
+
+
 def load_models(
     artifacts_dir: Path,
     manifest: dict[str, Any],
@@ -278,31 +422,79 @@ def load_models(
     """Load every model of the study, in study order, run or not."""
     manifest_models = _as_dict(manifest.get("models"))
     baseline = _baseline_validation_accuracy(dataset)
+    validation_count = _validation_count(dataset)
     validation = _as_dict(_as_dict(metrics).get("validation"))
     candidates = _as_dict(_as_dict(_as_dict(metrics).get("selection")).get("candidates"))
+    all_seeds = run_seeds(manifest)
     views: list[ModelView] = []
     previous_observation: obs.ModelObservation | None = None
     for index, name in enumerate(MODEL_ORDER):
         model_dir = artifacts_dir / "models" / name
         entry = _as_dict(manifest_models.get(name))
         status = str(entry.get("status", "not_run")) if entry else "not_run"
-        history = read_json(model_dir / "history.json", problems)
+        runs = read_seed_runs(model_dir, problems)
         summary = read_json(model_dir / "summary.json", problems)
-        state = read_json(model_dir / "state.json", problems)
-        observation, observation_error = None, None
-        if history is not None:
+        seeds, observation, observation_error = None, None, None
+        if runs:
             try:
-                observation = obs.observe_model(name, history.get("epochs"), baseline, previous_observation)
+                seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
+                observation = obs.observe_model(name, obs.mean_curve(seeds.epochs), baseline, previous_observation)
             except ValueError as error:
-                observation_error = str(error)
+                seeds, observation_error = None, str(error)
         if observation is not None and observation.previous_model is None and index > 0:
             observation = obs.replace(observation, previous_model=MODEL_ORDER[index - 1])
         previous_observation = observation
-        views.append(
-            _model_view(name, index, status, entry, summary, state, observation, observation_error,
-                        figures, _as_dict(validation.get(name)), candidates.get(name))
-        )
+        view = _model_view(name, index, status, entry, summary, runs, observation, observation_error,
+                           figures, _as_dict(validation.get(name)), candidates.get(name))
+        _add_seeds(view, seeds, runs, entry, all_seeds, validation_count)
+        views.append(view)
+    _add_comparisons(views)
     return views
+
+
+def _add_seeds(
+    view: ModelView,
+    seeds: obs.SeedSummary | None,
+    runs: list[SeedRun],
+    entry: dict[str, Any],
+    all_seeds: list[int],
+    validation_count: int | None,
+) -> None:
+    """Fill in the per-seed facts of a model view: rows, missing seeds, the accuracy estimate."""
+    precisions = sorted({run.precision for run in runs if run.precision})
+    view.precision = _text(entry.get("precision")) or (", ".join(precisions) if precisions else None)
+    if seeds is None:
+        return
+    view.over_seeds = seeds
+    run_entries = _as_dict(entry.get("runs"))
+    by_seed = {run.seed: run for run in runs}
+    view.seed_rows = [_seed_row(result, by_seed[result.seed], _as_dict(run_entries.get(str(result.seed))))
+                      for result in seeds.seeds]
+    found = {result.seed for result in seeds.seeds}
+    view.missing_seeds = [seed for seed in all_seeds if seed not in found] if view.status != "not_run" else []
+    view.accuracy = obs.accuracy_estimate(seeds.last_val, validation_count)
+
+
+def _seed_row(result: obs.SeedResult, run: SeedRun, entry: dict[str, Any]) -> SeedRow:
+    status = str(entry.get("status", STATUS_COMPLETE)) if entry else STATUS_COMPLETE
+    return SeedRow(
+        result=result,
+        precision=run.precision,
+        wall_seconds=_finite(entry.get("wall_seconds")),
+        status_label=STATUS_LABELS.get(status, "did not finish"),
+        complete=status == STATUS_COMPLETE,
+    )
+
+
+def _add_comparisons(views: list[ModelView]) -> None:
+    """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
+    by_name = {view.name: view for view in views}
+    for view, previous in zip(views[1:], views[:-1]):
+        if view.accuracy is not None and previous.accuracy is not None:
+            view.comparison = obs.compare_models(view.name, view.accuracy, previous.name, previous.accuracy)
+        source = by_name.get(CONTINUES.get(view.name, ""))
+        if source is not None and source.epoch_range is not None:
+            view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
 
 
 def _model_view(
@@ -311,7 +503,7 @@ def _model_view(
     status: str,
     entry: dict[str, Any],
     summary: dict[str, Any] | None,
-    state: dict[str, Any] | None,
+    runs: list[SeedRun],
     observation: obs.ModelObservation | None,
     observation_error: str | None,
     figures: list[str],
@@ -341,8 +533,8 @@ def _model_view(
         complete=status == STATUS_COMPLETE,
         error=None if error is None else str(error),
         wall_seconds=_finite(entry.get("wall_seconds")),
-        epochs_completed=_as_int(entry.get("epochs_completed", _as_dict(state).get("epochs_completed"))),
-        epochs_planned=_as_int(_as_dict(state).get("epochs_planned")),
+        epochs_completed=_epochs_completed(runs, entry),
+        epochs_planned=_epochs_planned(runs, entry),
         title=_text(summary_data.get("title")) or f"The {name} model",
         description=_text(summary_data.get("description")),
         has_summary=summary is not None,
@@ -359,6 +551,21 @@ def _model_view(
         validation_accuracy=_finite(validation.get("accuracy")),
         selection_score=_finite(selection_score),
     )
+
+
+def _epochs_completed(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+    """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
+    recorded = _as_int(entry.get("epochs_completed"))
+    if recorded is not None or not runs:
+        return recorded
+    return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
+
+
+def _epochs_planned(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+    """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
+    planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
+    run_count = len(_as_dict(entry.get("runs"))) or len(runs)
+    return max(planned) * run_count if planned else None
 
 
 # --------------------------------------------------------------------------- view helpers
@@ -437,6 +644,9 @@ def make_environment() -> jinja2.Environment:
         seconds=format_seconds,
         magnitude=magnitude,
         fence=code_fence,
+        std=format_std,
+        interval=format_interval,
+        words=number_word,
     )
     return environment
 
@@ -474,6 +684,7 @@ def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     view = {
         "model": _text(test.get("model")),
+        "seed": _text(test.get("seed")),
         "accuracy": _finite(test.get("accuracy")),
         "correct": _finite(test.get("correct")),
         "total": _finite(test.get("total")),
@@ -514,7 +725,34 @@ def selection_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         "rule": _text(selection.get("rule")) or "not recorded",
         "metric": _text(selection.get("metric")) or "not recorded",
         "candidates": candidates,
+        "seed_candidates": seed_candidates(selection.get("seed_candidates")),
+        "chosen_seed": _text(_as_dict(metrics).get("chosen_seed")),
     }
+
+
+def seed_candidates(scores: object) -> list[tuple[str, float | None]]:
+    """The chosen model's per-seed validation scores as (seed, score), numeric seeds first in order."""
+    def order(seed: str) -> tuple[int, int, str]:
+        return (0, int(seed), "") if seed.isdigit() else (1, 0, seed)
+
+    scores = _as_dict(scores)
+    return [(str(seed), _finite(scores[seed])) for seed in sorted(scores, key=lambda key: order(str(key)))]
+
+
+def runner_up(models: Iterable[ModelView], chosen: str | None) -> ModelView | None:
+    """The model with the highest mean last-epoch validation accuracy other than ``chosen``."""
+    others = [model for model in models if model.name != chosen and model.accuracy is not None
+              and model.accuracy.mean is not None]
+    return max(others, key=lambda model: model.accuracy.mean, default=None)
+
+
+def chosen_comparison(models: list[ModelView], chosen: str | None) -> obs.Comparison | None:
+    """The chosen model against the runner-up, by :func:`observations.compare_models`."""
+    by_name = {model.name: model for model in models}
+    winner, second = by_name.get(chosen or ""), runner_up(models, chosen)
+    if winner is None or winner.accuracy is None or second is None:
+        return None
+    return obs.compare_models(winner.name, winner.accuracy, second.name, second.accuracy)
 
 
 def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -570,6 +808,10 @@ def page_context(run: RunView) -> dict[str, Any]:
         "baseline": baseline_view(run.dataset),
         "skipped": skipped_view(run.dataset),
         "chosen_name": chosen_name,
+        "chosen_comparison": chosen_comparison(run.models, chosen_name),
+        "seeds": run.seeds,
+        "validation_count": _validation_count(run.dataset),
+        "reference_finetune_accuracy": REFERENCE_FINETUNE_VAL_ACCURACY,
         "selection": selection_view(run.metrics),
         "test": test_view(run.metrics),
         "config_rows": flatten_config(manifest.get("config", {})),
@@ -577,6 +819,12 @@ def page_context(run: RunView) -> dict[str, Any]:
         "window": obs.SETTLED_WINDOW_EPOCHS,
         "overfitting_rule": obs.overfitting_rule_text(),
         "baseline_rule": obs.baseline_rule_text(),
+        "noise_rule": obs.noise_rule_text(),
+        "noise": {
+            "within": obs.COMPARISON_WITHIN_NOISE,
+            "better": obs.COMPARISON_BETTER,
+            "unknown": obs.COMPARISON_UNKNOWN,
+        },
         "verdicts": {
             "strong": obs.VERDICT_STRONG,
             "mild": obs.VERDICT_MILD,

@@ -1,20 +1,26 @@
-"""Write synthetic artifact folders that follow docs/guide/artifacts.md exactly.
+"""Write synthetic artifact folders that follow docs/guide/artifacts.md (schema 2) exactly.
 
 Not a test module: the report tests import it to make runs with chosen histories (an
-overfitting model, a steady one, one no better than the baseline), partial runs and hostile
-class names, without TensorFlow.
+overfitting model, a steady one, one no better than the baseline), several seeds per model,
+a finetune model whose epochs continue transfer's, partial runs and hostile class names,
+without TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer")
+MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
+SCHEMA_VERSION = 2
+DEFAULT_SEEDS = (1337, 1338, 1339)
+#: How far apart the seeds' validation accuracies are, per step (their mean stays the given history).
+SEED_STEP = 0.01
 HOSTILE_CLASS = "<script>alert(1)</script>"
 
 MODEL_TITLES = {
@@ -22,10 +28,13 @@ MODEL_TITLES = {
     "augmented": ("Adding data augmentation", "Random flips and rotations, so the model sees more varied pictures."),
     "preprocessed": ("MobileNetV2 input scaling", "Scale the pixels the way MobileNetV2 expects, to prepare for transfer."),
     "transfer": ("Transfer learning on a frozen MobileNetV2", "Reuse ImageNet features and train only a small head."),
+    "finetune": ("Fine-tuning the top of MobileNetV2", "Unfreeze the top of the base and keep training at a tenth of the learning rate."),
 }
 
 
-def make_history(train: Sequence[float | None], validation: Sequence[float | None]) -> list[dict[str, Any]]:
+def make_history(
+    train: Sequence[float | None], validation: Sequence[float | None], first_epoch: int = 1
+) -> list[dict[str, Any]]:
     """History epochs from train and validation accuracy lists of the same length."""
     if len(train) != len(validation):
         raise ValueError("train and validation accuracy lists must have the same length")
@@ -33,7 +42,7 @@ def make_history(train: Sequence[float | None], validation: Sequence[float | Non
     for index, (train_accuracy, val_accuracy) in enumerate(zip(train, validation)):
         epochs.append(
             {
-                "epoch": index + 1,
+                "epoch": first_epoch + index,
                 "loss": None if train_accuracy is None else round(1.0 - train_accuracy, 4),
                 "accuracy": train_accuracy,
                 "val_loss": None if val_accuracy is None else round(1.0 - val_accuracy, 4),
@@ -72,14 +81,53 @@ def transfer_history(epochs: int = 10) -> list[dict[str, Any]]:
     return make_history(train, validation)
 
 
+def finetune_history(epochs: int = 10, first_epoch: int = 11) -> list[dict[str, Any]]:
+    """Fine-tuning after transfer: epochs continue transfer's numbering, validation near 0.96."""
+    train = [round(0.95 + 0.003 * index, 4) for index in range(epochs)]
+    validation = [round(0.955 + 0.001 * index, 4) for index in range(epochs)]
+    return make_history(train, validation, first_epoch=first_epoch)
+
+
 def default_histories() -> dict[str, list[dict[str, Any]]]:
-    """One model of each kind: at baseline, overfitting, steady, strong."""
+    """One model of each kind: at baseline, overfitting, steady, strong, fine-tuned."""
     return {
         "baseline": at_baseline_history(),
         "augmented": overfitting_history(),
         "preprocessed": steady_history(),
         "transfer": transfer_history(),
+        "finetune": finetune_history(),
     }
+
+
+def seed_offsets(count: int, step: float = SEED_STEP) -> list[float]:
+    """Offsets that sum to zero: 3 seeds -> [-step, 0, +step]; 1 seed -> [0]."""
+    return [step * (index - (count - 1) / 2) for index in range(count)]
+
+
+def spread_over_seeds(
+    epochs: list[dict[str, Any]], seeds: Sequence[int], step: float = SEED_STEP
+) -> dict[int, list[dict[str, Any]]]:
+    """One history per seed: the same history with validation accuracy shifted by :func:`seed_offsets`.
+
+    The offsets cancel, so the mean over seeds is the given history (for values away from 0 and 1).
+    """
+    runs = {}
+    for seed, offset in zip(seeds, seed_offsets(len(seeds), step)):
+        shifted = []
+        for record in epochs:
+            value = record["val_accuracy"]
+            if isinstance(value, float) and value == value:
+                value = round(min(max(value + offset, 0.0), 1.0), 6)
+            shifted.append({**record, "val_accuracy": value})
+        runs[seed] = shifted
+    return runs
+
+
+def per_seed(history: Sequence[dict[str, Any]] | Mapping[int, list[dict[str, Any]]], seeds: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """A model's histories by seed: a mapping is taken as is, a single history is spread over ``seeds``."""
+    if isinstance(history, Mapping):
+        return {int(seed): list(epochs) for seed, epochs in history.items()}
+    return spread_over_seeds(list(history), seeds)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -94,19 +142,19 @@ def write_png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (
 
 
 def summary_for(model: str) -> dict[str, Any]:
-    frozen = 2257984 if model == "transfer" else 0
+    frozen = {"transfer": 2257984, "finetune": 1861952}.get(model, 0)
     layers = [
         {"name": "input_layer", "type": "InputLayer", "output_shape": "(None, 160, 160, 3)", "params": 0, "trainable": True},
         {"name": "conv2d", "type": "Conv2D", "output_shape": "(None, 158, 158, 32)", "params": 896, "trainable": True},
         {"name": "dense", "type": "Dense", "output_shape": "(None, 2)", "params": 1666, "trainable": True},
     ]
-    if model == "transfer":
+    if model in ("transfer", "finetune"):
         layers.insert(1, {"name": "mobilenetv2_1.00_160", "type": "Functional", "output_shape": "(None, 5, 5, 1280)",
-                          "params": frozen, "trainable": False})
-    trainable = 2562
+                          "params": 2257984, "trainable": model == "finetune"})
+    trainable = 2562 if model != "finetune" else 2260546 - frozen
     title, description = MODEL_TITLES[model]
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "model": model,
         "title": title,
         "description": description,
@@ -122,7 +170,8 @@ def write_artifacts(
     run_dir: Path,
     *,
     class_names: Sequence[str] = ("cats", "dogs"),
-    histories: Mapping[str, list[dict[str, Any]] | None] | None = None,
+    histories: Mapping[str, list[dict[str, Any]] | Mapping[int, list[dict[str, Any]]] | None] | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     model_status: Mapping[str, str] | None = None,
     model_errors: Mapping[str, str] | None = None,
     write_dataset: bool = True,
@@ -130,82 +179,106 @@ def write_artifacts(
     write_figures: bool = True,
     skipped: Sequence[Mapping[str, str]] | None = None,
     baseline_accuracy: float = 0.5,
+    validation_per_class: int = 200,
     run_status: str | None = None,
     config_extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a complete synthetic run folder and return it.
+    """Write a complete synthetic schema-2 run folder and return it.
 
-    ``histories`` maps model -> epochs list; a model mapped to ``None`` (or left out, when a
-    mapping is given) gets no model folder and is absent from the manifest. ``model_status``
-    overrides the manifest status per model ("partial", "failed", ...).
+    ``histories`` maps model -> one epochs list (spread over ``seeds`` by
+    :func:`spread_over_seeds`) or seed -> epochs list; a model mapped to ``None`` (or left out,
+    when a mapping is given) gets no model folder and is absent from the manifest.
+    ``model_status`` overrides the manifest status per model ("partial", "failed", ...).
     """
     histories = default_histories() if histories is None else dict(histories)
+    runs_by_model = {model: per_seed(history, seeds) for model, history in histories.items() if history is not None}
     model_status = dict(model_status or {})
     model_errors = dict(model_errors or {})
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_models: dict[str, Any] = {}
     for index, model in enumerate(MODEL_ORDER):
-        epochs = histories.get(model)
-        if epochs is None:
+        runs = runs_by_model.get(model)
+        if runs is None:
             continue
         status = model_status.get(model, "complete")
-        manifest_models[model] = {
-            "status": status,
-            "wall_seconds": 60.5 + 30.25 * index,
-            "epochs_completed": len(epochs),
-            "error": model_errors.get(model),
-        }
-        model_dir = run_dir / "models" / model
-        write_json(model_dir / "history.json", {"schema_version": 1, "model": model, "epochs": epochs})
-        write_json(model_dir / "summary.json", summary_for(model))
-        write_json(
-            model_dir / "state.json",
-            {"schema_version": 1, "model": model, "config_hash": "c0ffee", "data_fingerprint": "f00d",
-             "status": "complete" if status == "complete" else "partial",
-             "epochs_completed": len(epochs), "epochs_planned": 10},
-        )
+        manifest_models[model] = write_model(run_dir / "models" / model, model, index, runs, status)
+        manifest_models[model]["error"] = model_errors.get(model)
     all_complete = all(entry["status"] == "complete" for entry in manifest_models.values())
     status = run_status or ("complete" if all_complete and len(manifest_models) == len(MODEL_ORDER) else "failed")
-    config = {"run": {"name": "cats-vs-dogs", "seed": 1337}, "training": {"epochs": 10, "batch_size": 32, "learning_rate": 0.001}}
-    if config_extra:
-        config["extra"] = dict(config_extra)
-    write_json(
-        run_dir / "manifest.json",
-        {
-            "schema_version": 1,
-            "run_name": "cats-vs-dogs",
-            "config": config,
-            "config_hash": "c0ffee" * 10 + "abcd",
-            "data_fingerprint": "f00d" * 16,
-            "data_source": {"kind": "synthetic", "location": "generator: coloured_shapes_v1"},
-            "base_weights": {"kind": "none", "location": None, "sha256": None},
-            "versions": {"python": "3.11.7", "numpy": "2.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
-            "devices": ["/physical_device:CPU:0"],
-            "hardware": {"platform": "Linux-x86_64", "processor": "test CPU", "cpu_count": 2, "gpus": []},
-            "git_commit": "0123456789abcdef0123456789abcdef01234567",
-            "started_at": "2026-11-22T03:00:00+00:00",
-            "finished_at": "2026-11-22T03:10:00+00:00" if status == "complete" else None,
-            "status": status,
-            "models": manifest_models,
-        },
-    )
+    write_json(run_dir / "manifest.json", manifest_for(status, sorted(seeds), manifest_models, config_extra))
     if write_dataset:
-        write_json(run_dir / "dataset.json", dataset_for(class_names, skipped, baseline_accuracy))
+        write_json(run_dir / "dataset.json", dataset_for(class_names, skipped, baseline_accuracy, validation_per_class))
     if write_metrics:
-        write_json(run_dir / "metrics.json", metrics_for(histories))
+        write_json(run_dir / "metrics.json", metrics_for(runs_by_model, class_names))
     if write_figures:
-        write_figures_for(run_dir, [model for model in MODEL_ORDER if histories.get(model) is not None])
+        write_figures_for(run_dir, [model for model in MODEL_ORDER if model in runs_by_model], write_metrics)
     return run_dir
 
 
-def dataset_for(class_names: Sequence[str], skipped: Sequence[Mapping[str, str]] | None, baseline: float) -> dict[str, Any]:
+def precision_for(model: str) -> str:
+    return "float32" if model in ("transfer", "finetune") else "mixed_bfloat16"
+
+
+def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list[dict[str, Any]]], status: str) -> dict[str, Any]:
+    """Write a model's summary and per-seed history and state; return its manifest entry."""
+    write_json(model_dir / "summary.json", summary_for(model))
+    run_entries = {}
+    for seed, epochs in sorted(runs.items()):
+        seed_dir = model_dir / f"seed-{seed}"
+        write_json(seed_dir / "history.json", {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed,
+                                               "precision": precision_for(model), "epochs": epochs})
+        run_status = "complete" if status == "complete" else "partial"
+        write_json(
+            seed_dir / "state.json",
+            {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed, "config_hash": "c0ffee", "data_fingerprint": "f00d",
+             "status": run_status, "epochs_completed": len(epochs), "epochs_planned": 10},
+        )
+        run_entries[str(seed)] = {"status": run_status, "wall_seconds": 20.0 + 10.0 * index, "epochs_completed": len(epochs),
+                                  "error": None}
+    return {
+        "status": status,
+        "wall_seconds": math.fsum(entry["wall_seconds"] for entry in run_entries.values()),
+        "epochs_completed": sum(entry["epochs_completed"] for entry in run_entries.values()),
+        "precision": precision_for(model),
+        "runs": run_entries,
+    }
+
+
+def manifest_for(status: str, seeds: Sequence[int], models: Mapping[str, Any], config_extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = {"run": {"name": "cats-vs-dogs", "seed": 1337}, "training": {"epochs": 10, "batch_size": 32, "learning_rate": 0.001}}
+    if config_extra:
+        config["extra"] = dict(config_extra)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_name": "cats-vs-dogs",
+        "config": config,
+        "config_hash": "c0ffee" * 10 + "abcd",
+        "data_fingerprint": "f00d" * 16,
+        "data_source": {"kind": "synthetic", "location": "generator: coloured_shapes_v1"},
+        "base_weights": {"kind": "none", "location": None, "sha256": None},
+        "versions": {"python": "3.11.7", "numpy": "2.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
+        "devices": ["/physical_device:CPU:0"],
+        "hardware": {"platform": "Linux-x86_64", "processor": "test CPU", "cpu_count": 2, "gpus": []},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "started_at": "2026-11-22T03:00:00+00:00",
+        "finished_at": "2026-11-22T03:10:00+00:00" if status == "complete" else None,
+        "status": status,
+        "seeds": list(seeds),
+        "models": dict(models),
+    }
+
+
+def dataset_for(
+    class_names: Sequence[str], skipped: Sequence[Mapping[str, str]] | None, baseline: float, validation_per_class: int = 200
+) -> dict[str, Any]:
     splits = {}
-    for split, per_class in (("train", 20), ("validation", 8), ("test", 2)):
-        counts = {name: per_class + (1 if index == 0 else 0) for index, name in enumerate(class_names)}
+    for split, per_class in (("train", 20), ("validation", validation_per_class), ("test", 10)):
+        extra = 1 if split == "train" else 0  # the first class is the training split's majority
+        counts = {name: per_class + (extra if index == 0 else 0) for index, name in enumerate(class_names)}
         files = [f"{split}/{name}/{name}.{number}.jpg" for name in class_names for number in range(counts[name])]
         splits[split] = {"count": sum(counts.values()), "label_counts": counts, "files": files}
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "class_names": list(class_names),
         "image_size": [160, 160],
         "seed": 1337,
@@ -220,34 +293,75 @@ def dataset_for(class_names: Sequence[str], skipped: Sequence[Mapping[str, str]]
     }
 
 
-def metrics_for(histories: Mapping[str, list[dict[str, Any]] | None]) -> dict[str, Any]:
+def last_val_accuracy(epochs: Sequence[Mapping[str, Any]]) -> float | None:
+    value = epochs[-1]["val_accuracy"] if epochs else None
+    return value if isinstance(value, float) and value == value else None
+
+
+def metrics_for(runs_by_model: Mapping[str, Mapping[int, list[dict[str, Any]]]], class_names: Sequence[str]) -> dict[str, Any]:
+    """Selection as the runner does it: best mean last-epoch validation accuracy, then the best seed."""
     candidates = {}
     for model in MODEL_ORDER:
-        epochs = histories.get(model)
-        if epochs:
-            candidates[model] = epochs[-1]["val_accuracy"]
-    usable = {name: value for name, value in candidates.items() if value is not None}
-    chosen = max(sorted(usable), key=lambda name: usable[name]) if usable else None
+        values = [last_val_accuracy(epochs) for epochs in runs_by_model.get(model, {}).values()]
+        usable = [value for value in values if value is not None]
+        if usable:
+            candidates[model] = round(math.fsum(usable) / len(usable), 6)
+    chosen = max(sorted(candidates), key=lambda name: candidates[name]) if candidates else None
+    seed_scores = {str(seed): last_val_accuracy(epochs) for seed, epochs in sorted(runs_by_model.get(chosen, {}).items())}
+    usable_seeds = {seed: value for seed, value in seed_scores.items() if value is not None}
+    chosen_seed = int(max(sorted(usable_seeds), key=lambda seed: usable_seeds[seed])) if usable_seeds else None
     metrics: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
+        "config_hash": "c0ffee" * 10 + "abcd",
+        "data_fingerprint": "f00d" * 16,
         "selection": {
             "metric": "val_accuracy",
-            "rule": "highest validation accuracy of the final weights (last epoch); test data is not looked at",
+            "rule": "highest mean over seeds of the last epoch's validation accuracy; within that model, the seed with the highest; the test split is not looked at",
             "candidates": candidates,
+            "seed_candidates": seed_scores,
         },
         "chosen_model": chosen,
+        "chosen_seed": chosen_seed,
         "validation": {name: {"loss": 0.3, "accuracy": value} for name, value in candidates.items()},
     }
     if chosen is not None:
-        metrics["test"] = {"model": chosen, "loss": 0.11, "accuracy": 0.95, "correct": 19, "total": 20}
+        metrics["test"] = test_for(chosen, chosen_seed, class_names)
     return metrics
 
 
-def write_figures_for(run_dir: Path, models: Sequence[str]) -> None:
+def test_for(model: str, seed: int | None, class_names: Sequence[str]) -> dict[str, Any]:
+    """Ten test images per class, all right except one image of the second class (19 of 20 for two)."""
+    size = len(class_names)
+    confusion = [[10 if row == column else 0 for column in range(size)] for row in range(size)]
+    confusion[1][1], confusion[1][0] = 9, 1
+    total = 10 * size
+    return {
+        "model": model, "seed": seed, "loss": 0.11, "accuracy": (total - 1) / total, "correct": total - 1, "total": total,
+        "class_names": list(class_names), "confusion_matrix": confusion,
+        "predictions": [{"file": f"validation/{class_names[1]}/x.jpg", "label": class_names[1],
+                         "predicted": class_names[0], "probability": 0.81}],
+    }
+
+
+def write_figures_for(run_dir: Path, models: Sequence[str], misclassified: bool = True) -> None:
     figures = run_dir / "figures"
     write_png(figures / "data_grid.png", (200, 120, 40))
     write_png(figures / "augmentation_flip.png", (40, 120, 200))
     write_png(figures / "augmentation_rotation.png", (40, 200, 120))
     write_png(figures / "comparison.png", (120, 40, 200))
+    if misclassified:
+        write_png(figures / "misclassified_test.png", (220, 60, 60))
     for index, model in enumerate(models):
         write_png(figures / f"curves_{model}.png", (30 * index, 90, 160))
+
+
+def downgrade_to_schema_1(run_dir: Path) -> None:
+    """Turn a schema-2 folder into what the old runner wrote: one history per model, no seed folders."""
+    for model_dir in sorted((run_dir / "models").iterdir()):
+        seed_dirs = sorted(model_dir.glob("seed-*"))
+        history = json.loads((seed_dirs[0] / "history.json").read_text(encoding="utf-8"))
+        write_json(model_dir / "history.json", {"schema_version": 1, "model": history["model"], "epochs": history["epochs"]})
+        for seed_dir in seed_dirs:
+            for path in seed_dir.iterdir():
+                path.unlink()
+            seed_dir.rmdir()

@@ -237,3 +237,144 @@ def test_per_class_precision_and_recall():
     assert scores[0] == {"name": "cats", "support": 8, "precision": 1.0, "recall": 0.75}
     assert scores[1]["precision"] == pytest.approx(0.8) and scores[1]["recall"] == 1.0
     assert obs.per_class_scores(["a", "b"], [[0, 0], [3, 0]])[1]["precision"] is None
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def epoch(number, accuracy, val_accuracy, loss=None, val_loss=None):
+    return {"epoch": number, "accuracy": accuracy, "val_accuracy": val_accuracy, "loss": loss, "val_loss": val_loss}
+
+
+THREE_SEEDS = {  # given out of order: the summary must sort the seeds numerically
+    1339: [epoch(1, 0.80, 0.70, 0.8, 0.8), epoch(2, 0.90, 0.70)],
+    1337: [epoch(1, 0.60, 0.50, 0.9, 1.0), epoch(2, 0.70, 0.60)],
+    1338: [epoch(1, 0.70, 0.60, 0.7, None), epoch(2, 0.80, 0.80)],
+}
+
+
+def test_aggregation_over_seeds_matches_hand_computed_values():
+    summary = obs.summarise_seeds("m", THREE_SEEDS)
+    assert [result.seed for result in summary.seeds] == [1337, 1338, 1339]
+    first, second = summary.epochs
+    assert (first.epoch, second.epoch) == (1, 2)
+    # epoch 1 validation accuracy 0.5, 0.6, 0.7: mean 0.6, sample std sqrt((0.01 + 0 + 0.01) / 2) = 0.1
+    assert first.val_accuracy.count == 3
+    assert first.val_accuracy.mean == pytest.approx(0.6)
+    assert first.val_accuracy.std == pytest.approx(0.1)
+    assert (first.val_accuracy.minimum, first.val_accuracy.maximum) == (0.5, 0.7)
+    assert first.accuracy.mean == pytest.approx(0.7) and first.accuracy.std == pytest.approx(0.1)
+    assert first.loss.mean == pytest.approx(0.8) and first.loss.std == pytest.approx(0.1)
+    # val_loss is missing for seed 1338: 1.0 and 0.8 -> mean 0.9, std sqrt(0.02 / 1)
+    assert first.val_loss.count == 2
+    assert first.val_loss.mean == pytest.approx(0.9)
+    assert first.val_loss.std == pytest.approx(math.sqrt(0.02))
+    assert second.loss.count == 0 and second.loss.mean is None and second.loss.std is None
+    assert second.val_accuracy.mean == pytest.approx(0.7)
+    assert (second.val_accuracy.minimum, second.val_accuracy.maximum) == (0.6, 0.8)
+
+
+def test_per_seed_last_and_best_epochs():
+    summary = obs.summarise_seeds("m", THREE_SEEDS)
+    rows = [(r.seed, r.last_epoch, r.last_val_accuracy, r.best_epoch, r.best_val_accuracy) for r in summary.seeds]
+    assert rows == [(1337, 2, 0.60, 2, 0.60), (1338, 2, 0.80, 2, 0.80), (1339, 2, 0.70, 1, 0.70)]  # ties: earliest
+    assert summary.best_epochs == (2, 2, 1)
+    assert summary.last_val.mean == pytest.approx(0.7) and summary.last_val.std == pytest.approx(0.1)
+    assert summary.best_val.mean == pytest.approx(0.7) and summary.best_val.std == pytest.approx(0.1)
+
+
+def test_observations_run_on_the_mean_curve():
+    summary = obs.summarise_seeds("m", THREE_SEEDS)
+    observation = obs.observe_model("m", obs.mean_curve(summary.epochs), baseline_accuracy=0.5)
+    assert (observation.last_epoch, observation.last_val_accuracy) == (2, pytest.approx(0.7))
+    assert observation.last_train_accuracy == pytest.approx(0.8)
+    assert (observation.best_epoch, observation.best_val_accuracy) == (2, pytest.approx(0.7))
+    assert observation.settled.mean == pytest.approx(0.65)
+    assert observation.mean_gap_points == pytest.approx(10.0)  # (0.7 - 0.6 + 0.8 - 0.7) / 2
+
+
+def test_sample_standard_deviation_divides_by_n_minus_one():
+    assert obs.sample_std([0.8, 0.9]) == pytest.approx(0.1 / math.sqrt(2))
+    assert obs.sample_std([0.5]) is None
+    assert obs.sample_std([]) is None
+    assert obs.sample_std([0.3, 0.3, 0.3]) == 0.0
+
+
+def test_one_seed_has_no_spread():
+    summary = obs.summarise_seeds("m", {1337: THREE_SEEDS[1337]})
+    assert summary.seed_count == 1
+    assert summary.last_val.mean == 0.6 and summary.last_val.std is None
+    assert summary.epochs[0].val_accuracy.std is None
+    assert summary.epochs[0].val_accuracy.minimum == summary.epochs[0].val_accuracy.maximum == 0.5
+
+
+def test_seeds_that_stopped_early_cover_fewer_epochs():
+    summary = obs.summarise_seeds("m", {1: [epoch(1, 0.5, 0.5), epoch(2, 0.6, 0.6)], 2: [epoch(1, 0.7, 0.7)]})
+    assert [item.val_accuracy.count for item in summary.epochs] == [2, 1]
+    assert summary.epochs[1].val_accuracy.std is None
+    assert summary.last_val.mean == pytest.approx(0.65)  # each seed's own last epoch
+
+
+def test_continued_epoch_numbers_are_kept():
+    runs = {1337: fixtures.finetune_history(epochs=3, first_epoch=21), 1338: fixtures.finetune_history(epochs=3, first_epoch=21)}
+    summary = obs.summarise_seeds("finetune", runs)
+    assert [item.epoch for item in summary.epochs] == [21, 22, 23]
+    assert [result.last_epoch for result in summary.seeds] == [23, 23]
+    observation = obs.observe_model("finetune", obs.mean_curve(summary.epochs))
+    assert (observation.settled.first_epoch, observation.settled.last_epoch) == (21, 23)
+
+
+def test_malformed_seed_history_names_the_seed():
+    with pytest.raises(ValueError, match=r"finetune \(seed 1338\), epoch 1: accuracy"):
+        obs.summarise_seeds("finetune", {1337: [epoch(1, 0.5, 0.5)], 1338: [epoch(1, "high", 0.5)]})
+
+
+# --------------------------------------------------------------------------- intervals and the noise rule
+
+
+def estimate(mean, total=400, std=0.01, seeds=3):
+    return obs.accuracy_estimate(obs.Spread(seeds, mean, std, mean, mean), total)
+
+
+def test_accuracy_estimate_reads_the_mean_as_a_count():
+    result = estimate(0.7)
+    assert (result.correct, result.total) == (280, 400)
+    assert result.interval == obs.wilson_interval(280, 400)
+    assert estimate(0.70049).correct == 280 and estimate(0.70126).correct == 281
+    assert estimate(0.7, total=None).interval is None
+    assert estimate(0.7, total=True).interval is None
+    assert estimate(None).interval is None and estimate(None).correct is None
+
+
+def test_overlapping_intervals_are_within_noise():
+    comparison = obs.compare_models("finetune", estimate(0.965), "transfer", estimate(0.955))
+    assert comparison.verdict == obs.COMPARISON_WITHIN_NOISE
+    assert comparison.better is None and comparison.worse is None and not comparison.first_is_better
+    assert comparison.difference_points == pytest.approx(1.0)
+
+
+def test_separated_intervals_rank_the_higher_mean_either_way_round():
+    up = obs.compare_models("augmented", estimate(0.80), "baseline", estimate(0.50))
+    assert up.verdict == obs.COMPARISON_BETTER
+    assert (up.better, up.worse, up.first_is_better) == ("augmented", "baseline", True)
+    down = obs.compare_models("augmented", estimate(0.50), "baseline", estimate(0.80))
+    assert (down.better, down.worse, down.first_is_better) == ("baseline", "augmented", False)
+    assert down.difference_points == pytest.approx(-30.0)
+
+
+def test_without_an_interval_nothing_is_ranked():
+    comparison = obs.compare_models("a", estimate(0.9, total=None), "b", estimate(0.5, total=None))
+    assert comparison.verdict == obs.COMPARISON_UNKNOWN and comparison.better is None
+    assert obs.compare_models("a", estimate(None), "b", estimate(0.5)).verdict == obs.COMPARISON_UNKNOWN
+
+
+def test_touching_intervals_count_as_overlapping():
+    assert obs.intervals_overlap((0.1, 0.2), (0.2, 0.3))
+    assert obs.intervals_overlap((0.1, 0.5), (0.2, 0.3))
+    assert not obs.intervals_overlap((0.1, 0.2), (0.21, 0.3))
+    assert not obs.intervals_overlap((0.21, 0.3), (0.1, 0.2))
+
+
+def test_noise_rule_text_names_the_rule():
+    text = obs.noise_rule_text()
+    assert obs.COMPARISON_WITHIN_NOISE in text and "95% Wilson interval" in text and "overlap" in text

@@ -13,11 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
+from report_builder.__main__ import main as cli_main  # noqa: E402
 from report_builder.render import (  # noqa: E402
+    REFERENCE_FINETUNE_VAL_ACCURACY,
     ReportError,
     escape_markdown,
+    format_interval,
     format_percent,
     format_points,
+    format_std,
     render_report,
 )
 from report_builder.site import SiteBuildError, build_site  # noqa: E402
@@ -40,6 +44,19 @@ def read(path: Path) -> str:
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def fixture_estimate(model: str, history=None, seeds=fixtures.DEFAULT_SEEDS, validation_count: int = 400):
+    """The accuracy estimate the report should print for a fixture model, computed independently."""
+    runs = fixtures.per_seed(history if history is not None else fixtures.default_histories()[model], seeds)
+    summary = obs.summarise_seeds(model, runs)
+    return summary, obs.accuracy_estimate(summary.last_val, validation_count)
+
+
+def render_pages(run: Path, tmp_path: Path) -> dict[str, str]:
+    """Render ``run`` and return every Markdown page by its path relative to docs/."""
+    docs = tmp_path / "docs"
+    return {str(page.relative_to(docs)): read(page) for page in render_report(run, docs) if page.suffix == ".md"}
 
 
 # --------------------------------------------------------------------------- escaping and formatting
@@ -76,6 +93,10 @@ def test_number_formatting_is_stable():
     assert format_points(-2.0) == "-2.0 points"
     assert format_points(0.0) == "0.0 points"
     assert format_points(1.0, signed=False) == "1.0 point"
+    assert format_std(0.0123) == "1.2"
+    assert format_std(None) == "\u2014"
+    assert format_interval((0.931, 0.972)) == "93.1% to 97.2%"
+    assert format_interval(None) == "n/a"
 
 
 # --------------------------------------------------------------------------- complete run
@@ -96,6 +117,7 @@ def test_complete_run_writes_every_page_and_figure(complete_run: Path, tmp_path:
         + [f"assets/figures/{name}" for name in (
             "augmentation_flip.png", "augmentation_rotation.png", "comparison.png", "data_grid.png",
             "curves_baseline.png", "curves_augmented.png", "curves_preprocessed.png", "curves_transfer.png",
+            "curves_finetune.png", "misclassified_test.png",
         )]
     )
     assert all(path.is_file() for path in written)
@@ -106,12 +128,19 @@ def test_index_numbers_come_from_the_artifacts(complete_run: Path, tmp_path: Pat
     docs = tmp_path / "docs"
     render_report(complete_run, docs)
     index = read(docs / "index.md")
-    augmented = obs.observe_model("augmented", fixtures.overfitting_history(), 0.5)
-    settled = augmented.settled
-    expected_range = f"{format_percent(settled.minimum)} to {format_percent(settled.maximum)}, mean {format_percent(settled.mean)}"
-    assert expected_range in index
+    summary, estimate = fixture_estimate("augmented")
+    best = summary.best_val
+    expected_row = (
+        f"| [augmented](models/augmented.md) | 3 | {format_percent(estimate.mean)} ± {format_std(estimate.std)} "
+        f"| {format_interval(estimate.interval)} | {format_percent(best.mean)} ± {format_std(best.std)} | 6, 6, 6 |"
+    )
+    assert expected_row in index
+    assert "| 3 | 63.0% ± 1.0 | 58.2% to 67.6% | 65.0% ± 1.0 | 6, 6, 6 |" in index  # and by hand
     assert "**19 of 20**" in index and "**95.0%**" in index
-    assert "chosen model is **transfer**" in index
+    assert "chosen model is **finetune**, trained with seed **1339**" in index
+    assert "| 1339 (chosen) |" in index
+    assert "Both the model and its seed were chosen on validation accuracy alone" in index
+    assert "| **dogs** | 1 | 9 |" in index and "misclassified_test.png" in index
     assert "right 50.0% of the time on validation" in index
     assert "![A few training images of each class](assets/figures/data_grid.png)" in index
     assert '=== "Training"' in index and '=== "Test"' in index
@@ -133,7 +162,8 @@ def test_model_pages_word_the_verdict_from_the_facts(complete_run: Path, tmp_pat
     assert "| no clear overfitting; no better than the baseline |" in index
     assert "| overfits strongly |" in index
     assert "clearly learned something" in augmented
-    assert "Compared with the previous model, baseline" in augmented
+    assert "## Compared with baseline" in augmented
+    assert "**augmented is better than baseline**" in augmented
     assert "**no clear overfitting**" in preprocessed
     assert "../assets/figures/augmentation_flip.png" in augmented
     assert "augmentation_flip" not in baseline
@@ -153,7 +183,11 @@ def test_method_page_lists_config_versions_and_skipped_files(complete_run: Path,
     assert r"| train/cats/broken\_1.jpg | truncated |" in method
     assert "c0ffee" in method and "f00d" in method
     assert "0123456789abcdef0123456789abcdef01234567" in method
-    assert "**423.5 s (7 min 4 s)**" in method  # 60.5 + 90.75 + 121.0 + 151.25
+    assert "**600.0 s (10 min 0 s)**" in method  # three seeds of 20, 30, 40, 50 and 60 s
+    assert r"| [augmented](models/augmented.md) | complete | 3 | mixed\_bfloat16 | 30 | 90.0 s (1 min 30 s) |" in method
+    assert "sample* standard deviation over seeds (dividing by n − 1" in method
+    assert obs.noise_rule_text() in method
+    assert "The validation split has 400 images." in method
 
 
 def test_render_is_deterministic(complete_run: Path, tmp_path: Path):
@@ -225,7 +259,7 @@ def test_partial_run_renders_what_exists(tmp_path: Path):
     transfer = read(docs / "models" / "transfer.md")
     assert "Not run" in transfer and "no training history" in transfer
     preprocessed = read(docs / "models" / "preprocessed.md")
-    assert "Did not finish" in preprocessed and "3 of 10 epochs" in preprocessed
+    assert "Did not finish" in preprocessed and "9 of 30 epochs completed over all seeds" in preprocessed
     assert r"Interrupted &lt;b&gt;by&lt;/b&gt; user\_1" in preprocessed
     assert not (docs / "assets" / "figures" / "curves_transfer.png").exists()
     assert "curves_transfer" not in transfer
@@ -233,18 +267,23 @@ def test_partial_run_renders_what_exists(tmp_path: Path):
 
 def test_missing_dataset_and_broken_history_do_not_crash(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", write_dataset=False, write_figures=False)
-    (run / "models" / "augmented" / "history.json").write_text("{broken", encoding="utf-8")
+    (run / "models" / "augmented" / "seed-1337" / "history.json").write_text("{broken", encoding="utf-8")
     (run / "models" / "preprocessed" / "summary.json").unlink()
-    bad_history = {"schema_version": 1, "model": "transfer", "epochs": [{"epoch": 1, "accuracy": "high", "val_accuracy": 0.5}]}
-    (run / "models" / "transfer" / "history.json").write_text(json.dumps(bad_history), encoding="utf-8")
+    bad_history = {"schema_version": 2, "model": "transfer", "seed": 1338, "precision": "float32",
+                   "epochs": [{"epoch": 1, "accuracy": "high", "val_accuracy": 0.5}]}
+    (run / "models" / "transfer" / "seed-1338" / "history.json").write_text(json.dumps(bad_history), encoding="utf-8")
     docs = tmp_path / "docs"
     render_report(run, docs)
     index = read(docs / "index.md")
     assert "No dataset description" in index
     assert "![" not in index
-    assert "models/augmented/history.json: not valid JSON" in read(docs / "method.md")
+    assert "models/augmented/seed-1337/history.json: not valid JSON" in read(docs / "method.md")
+    augmented = read(docs / "models" / "augmented.md")
+    assert "| 1337 |" not in augmented and "| 1338 |" in augmented and "Over two seeds" in augmented
     assert "no architecture summary" in read(docs / "models" / "preprocessed.md")
-    assert "could not be read" in read(docs / "models" / "transfer.md")
+    transfer = read(docs / "models" / "transfer.md")
+    assert "could not be read" in transfer and "transfer (seed 1338)" in transfer
+    assert "no interval to judge that difference by, so we do not rank them" in index
     baseline = read(docs / "models" / "baseline.md")
     assert "Without a majority baseline" in baseline
     assert not (docs / "assets" / "figures").exists() or not list((docs / "assets" / "figures").iterdir())
@@ -275,6 +314,154 @@ def test_hostile_class_names_are_escaped_in_markdown(tmp_path: Path):
         if page.suffix == ".md":
             text = read(page)
             assert "<script" not in text and "<img" not in text
+
+
+# --------------------------------------------------------------------------- seeds, noise and finetune
+
+
+def test_curves_say_mean_and_min_max_band_over_seeds(complete_run: Path, tmp_path: Path):
+    pages = render_pages(complete_run, tmp_path)
+    assert "mean over 3 seeds with a min-max band" in pages["models/baseline.md"]
+    assert "shaded band around it runs from the lowest to the highest seed" in pages["models/baseline.md"]
+    assert "min-max band over 3 seeds](assets/figures/comparison.png)" in pages["index.md"]
+    assert "read from the mean curve over the three seeds" in pages["models/augmented.md"]
+
+
+def test_model_page_has_a_per_seed_table(complete_run: Path, tmp_path: Path):
+    augmented = render_pages(complete_run, tmp_path)["models/augmented.md"]
+    # overfitting_history ends at 0.63 and peaks at 0.65 in epoch 6; the seeds sit 1 point apart
+    assert r"| 1337 | 10 | 62.0% | 6 | 64.0% | mixed\_bfloat16 | 30.0 s |" in augmented
+    assert r"| 1339 | 10 | 64.0% | 6 | 66.0% | mixed\_bfloat16 | 30.0 s |" in augmented
+    assert "| **Mean ± std** | | **63.0% ± 1.0** | | **65.0% ± 1.0** | | |" in augmented
+    assert "With 400 validation images, that mean is worth about 252 correct answers" in augmented
+    assert "runs from **58.2%** to **67.6%**" in augmented
+
+
+def test_finetune_page_continues_transfer_and_quotes_the_reference(complete_run: Path, tmp_path: Path):
+    pages = render_pages(complete_run, tmp_path)
+    finetune = pages["models/finetune.md"]
+    _, mine = fixture_estimate("finetune")
+    _, transfer = fixture_estimate("transfer")
+    assert "# Fine-tuning the top of MobileNetV2" in finetune
+    assert "../assets/figures/curves_finetune.png" in finetune
+    assert "starts with transfer's epochs 1 to 10" in finetune and "its own epochs are 11 to 20" in finetune
+    assert "## Compared with transfer" in finetune
+    assert "**finetune and transfer are within noise of each other**: their 95% intervals overlap" in finetune
+    assert f"finetune {format_percent(mine.mean)}, interval {format_interval(mine.interval)}" in finetune
+    assert f"transfer {format_percent(transfer.mean)}, interval {format_interval(transfer.interval)}" in finetune
+    assert "is better than" not in finetune
+    assert "The reference write-ups this study follows report about" in finetune
+    assert f"{format_percent(REFERENCE_FINETUNE_VAL_ACCURACY, 0)} validation accuracy after fine-tuning" in finetune
+    assert "their figure" in finetune and "not something this run\nmeasured" in finetune
+    assert "[finetune](models/finetune.md)" in pages["index.md"]
+    assert "Next: [finetune](finetune.md)" in pages["models/transfer.md"]
+
+
+def test_chosen_model_within_noise_of_runner_up_is_not_ranked(complete_run: Path, tmp_path: Path):
+    index = render_pages(complete_run, tmp_path)["index.md"]
+    honest_test = index[index.index("## The honest test"):]
+    assert "The runner-up on validation is transfer." in honest_test
+    assert "**finetune and transfer are within noise of each other**" in honest_test
+    assert "treat the two as equally good" in honest_test
+    assert "**finetune is better than transfer**" not in index
+
+
+def test_clearly_separated_models_are_ranked(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["finetune"] = fixtures.make_history([0.99] * 10, [0.995] * 10, first_epoch=11)
+    histories["transfer"] = fixtures.make_history([0.85] * 10, [0.85] * 10)
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    pages = render_pages(run, tmp_path)
+    finetune, index = pages["models/finetune.md"], pages["index.md"]
+    assert "**finetune is better than transfer**" in finetune
+    assert "and the two intervals do not overlap" in finetune
+    assert "within noise" not in finetune
+    honest_test = index[index.index("## The honest test"):]
+    assert "**finetune is better than transfer**" in honest_test
+    assert "treat the two as equally good" not in honest_test
+    assert "includes their figure" in finetune  # 99.5% with an interval around 98%
+
+
+def test_overlapping_intervals_in_study_order_say_within_noise(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["augmented"] = fixtures.make_history([0.6] * 10, [0.52] * 10)  # baseline ends at 0.505
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    pages = render_pages(run, tmp_path)
+    sentence = "**augmented and baseline are within noise of each other**: their 95% intervals overlap"
+    assert sentence in pages["models/augmented.md"]
+    assert f"- {sentence}" in pages["index.md"]
+    assert "augmented is better than baseline" not in pages["index.md"]
+    assert "**preprocessed is better than augmented**" in pages["models/preprocessed.md"]
+
+
+def test_one_seed_shows_no_band_and_dashes_for_std(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(1337,))
+    pages = render_pages(run, tmp_path)
+    for name, text in pages.items():
+        assert "band" not in text and "min-max" not in text, name
+    index = pages["index.md"]
+    assert "| [augmented](models/augmented.md) | 1 | 63.0% ± \u2014 |" in index
+    assert "Every model was trained once, with seed 1337" in index
+    augmented = pages["models/augmented.md"]
+    assert "| **Mean ± std** | | **63.0% ± \u2014** | | **65.0% ± \u2014** | | |" in augmented
+    assert "with a single seed there is no spread to report" in augmented
+    assert "mean curve" not in augmented
+    assert "Every model was trained once, with seed 1337" in pages["method.md"]
+
+
+def test_seeds_are_read_in_numeric_order(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(9, 10, 100))
+    augmented = render_pages(run, tmp_path)["models/augmented.md"]
+    assert augmented.index("| 9 |") < augmented.index("| 10 |") < augmented.index("| 100 |")
+
+
+def test_missing_finetune_renders_the_rest(tmp_path: Path):
+    histories = fixtures.default_histories()
+    del histories["finetune"]
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    pages = render_pages(run, tmp_path)
+    assert "| [finetune](models/finetune.md) (not run) |" in pages["index.md"]
+    assert "Not run" in pages["models/finetune.md"]
+    assert "reference write-ups" not in pages["models/finetune.md"]
+    assert "chosen model is **transfer**" in pages["index.md"]
+    assert "The finetune model is the exception" not in pages["method.md"]
+
+
+def test_a_seed_missing_from_a_model_is_named(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["baseline"] = {1337: fixtures.at_baseline_history(), 1338: fixtures.at_baseline_history()}
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    pages = render_pages(run, tmp_path)
+    assert "| [baseline](models/baseline.md) | 2 of 3 |" in pages["index.md"]
+    assert "Seed 1339 of this run has no history for this model" in pages["models/baseline.md"]
+
+
+# --------------------------------------------------------------------------- older runs
+
+
+def test_schema_1_manifest_gives_one_clear_error(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    manifest = json.loads(read(run / "manifest.json"))
+    manifest["schema_version"] = 1
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ReportError, match=r"older version of the study.*Rerun `python -m report_builder train`"):
+        render_report(run, tmp_path / "docs")
+
+
+def test_schema_1_model_folder_gives_one_clear_error(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    fixtures.downgrade_to_schema_1(run)
+    with pytest.raises(ReportError, match=r"older version of the study \(models/baseline/history.json"):
+        render_report(run, tmp_path / "docs")
+
+
+def test_schema_1_run_on_the_command_line_is_one_sentence(tmp_path: Path, capsys):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    fixtures.downgrade_to_schema_1(run)
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: the run in ") and "python -m report_builder train" in error
+    assert "Traceback" not in error and not (tmp_path / "docs").exists()
 
 
 # --------------------------------------------------------------------------- mkdocs builds
@@ -321,3 +508,10 @@ def test_build_site_reports_mkdocs_output_on_failure(tmp_path: Path):
 def test_build_site_without_config(tmp_path: Path):
     with pytest.raises(SiteBuildError, match="mkdocs.yml"):
         build_site(tmp_path)
+
+
+def test_apostrophes_survive_escaping():
+    from report_builder.render import escape_markdown
+
+    assert escape_markdown("the last epoch's accuracy") == "the last epoch's accuracy"
+    assert escape_markdown('say "hi" & <go>') == "say &quot;hi&quot; &amp; &lt;go&gt;"

@@ -37,7 +37,7 @@ def test_shipped_site_builds_strictly(tmp_path):
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     site = build_site(project, strict=True, site_dir=tmp_path / "site")
-    assert (site / "index.html").is_file() and (site / "models" / "transfer" / "index.html").is_file()
+    assert (site / "index.html").is_file() and (site / "models" / "finetune" / "index.html").is_file()
 
 
 def test_shipped_run_is_a_real_complete_run():
@@ -47,4 +47,7 @@ def test_shipped_run_is_a_real_complete_run():
     assert manifest["status"] == "complete"
     assert manifest["data_source"]["kind"] in ("folder", "download")
     assert manifest["config"]["training"]["epochs"] == 20
-    assert set(manifest["models"]) == {"baseline", "augmented", "preprocessed", "transfer"}
+    assert set(manifest["models"]) == {"baseline", "augmented", "preprocessed", "transfer", "finetune"}
+    assert len(manifest["seeds"]) >= 3, "the shipped report shows the spread over at least three seeds"
+    assert all(entry["status"] == "complete" and set(entry["runs"]) == {str(seed) for seed in manifest["seeds"]}
+               for entry in manifest["models"].values())

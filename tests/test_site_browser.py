@@ -74,4 +74,4 @@ def test_shipped_report_loads_in_a_browser(tmp_path: Path):
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     results = build_and_check(project, tmp_path)
-    assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html"}
+    assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html", "models/finetune/index.html"}

@@ -190,6 +190,7 @@ def read_dataset(
     validation_scan = _scan_split(data_root, "validation")
     _check_same_classes(train_scan, validation_scan)
     total = len(train_scan.candidates) + len(validation_scan.candidates)
+    _check_memory_for(data_root, total, (height, width))
     train = _decode_scan(train_scan, (height, width), worker_count, progress, 0, total)
     validation = _decode_scan(
         validation_scan, (height, width), worker_count, progress, len(train_scan.candidates), total
@@ -281,6 +282,34 @@ def _checked_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise ValueError(f"image_size must be two positive integers, got {image_size!r}")
     return height, width
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_memory_for(data_root: Path, image_count: int, image_size: tuple[int, int]) -> None:
+    """Stop before decoding when the uint8 arrays alone would not fit in the available memory."""
+    height, width = image_size
+    needed = image_count * height * width * 3
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise DataError(
+            f"Decoding the {image_count} images under '{data_root}' at {height}x{width} needs "
+            f"{needed / 2**30:.1f} GiB of memory (uint8) but only {available / 2**30:.1f} GiB is "
+            "available; use a smaller data.image_size or fewer images."
+        )
 
 
 def _checked_worker_count(workers: int | None) -> int:

@@ -436,3 +436,35 @@ def test_random_bytes_are_used_or_skipped(random_root: Path, prefix: bytes, body
 def test_module_has_no_tensorflow_import() -> None:
     source = Path(images_module.__file__).read_text(encoding="utf-8")
     assert "tensorflow" not in source
+
+
+def test_data_larger_than_memory_stops_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_two_class_split(tmp_path, "train")
+    make_two_class_split(tmp_path, "validation")
+    image_count = len(list(tmp_path.rglob("*.jpg")))
+    needed = image_count * IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
+
+    def refuse_to_decode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoding started although the data cannot fit")
+
+    monkeypatch.setattr(images_module, "available_memory_bytes", lambda: needed - 1)
+    monkeypatch.setattr(images_module, "_decode_scan", refuse_to_decode)
+    expect_data_error(
+        read_dataset, tmp_path, IMAGE_SIZE,
+        naming=[str(tmp_path), f"{image_count} images", "16x20", "data.image_size"],
+    )
+
+
+def test_data_that_fits_exactly_is_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_two_class_split(tmp_path, "train")
+    make_two_class_split(tmp_path, "validation")
+    image_count = len(list(tmp_path.rglob("*.jpg")))
+    monkeypatch.setattr(images_module, "available_memory_bytes", lambda: image_count * IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3)
+    train, validation = read_dataset(tmp_path, IMAGE_SIZE)
+    assert len(train.files) + len(validation.files) == image_count
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="reads Linux /proc/meminfo")
+def test_available_memory_is_read_on_linux() -> None:
+    available = images_module.available_memory_bytes()
+    assert available is not None and 0 < available < 2**50

@@ -17,7 +17,9 @@ its own cold child process (so each one's peak resident memory can be reported):
 Both pipelines validate on the WHOLE validation folder every epoch (the study itself holds a
 fifth of it out as a test split; here nothing is held out, so both see the same images).
 Both call keras.utils.set_random_seed(seed) before building each model, and build the models
-with experiments.models.build_model.
+with experiments.models.build_model. The reference runs with TensorFlow's default CPU kernels
+(on an AVX2-only CPU that means oneDNN off); ours asks for oneDNN as the runner does
+(experiments.runtime.prefer_onednn).
 
 Printed per model and pipeline: median seconds per epoch (over all epochs; epoch 1 also holds
 tf.function tracing, so it is shown on its own as well), seconds per epoch spent in
@@ -62,6 +64,7 @@ IMAGE_SIZE = (160, 160)
 BATCH_SIZE = 32
 LEARNING_RATE = 0.001
 PIPELINES = ["reference", "ours"]
+REFERENCE_OPTIONS = ["no-autotune", "onednn"]
 
 OURS_OPTIONS_HELP = """\
 Levers for OUR pipeline, comma separated; each may be limited to some models with
@@ -78,6 +81,8 @@ validation from base features computed once (experiments.training.CachedFeatureV
                 the tf.data pipeline (map after batch, parallel calls) instead of inside the model
   spe=N         compile(..., steps_per_execution=N)
   jit           compile(..., jit_compile=True) (XLA)
+  no-onednn     TF_ENABLE_ONEDNN_OPTS=0 for our process: TensorFlow's Eigen kernels instead of the
+                oneDNN ones the runner asks for (process wide, so all models)
   no-autotune   tf.data.Options().autotune.enabled = False on our datasets (all models). Now a
                 no-op: make_dataset always turns autotune off. With autotune on, deleting a
                 tf.data iterator (Keras makes a new one every epoch, for training and for
@@ -111,7 +116,7 @@ def parse_ours_options(text: str) -> dict[str, dict]:
             if not value.isdigit() or int(value) < 1:
                 raise SystemExit(f"--ours-options {item}: expected spe=N with N >= 1")
             value = int(value)
-        elif name in ("bf16", "fp32", "no-val-cache", "batch-aug", "jit", "no-autotune"):
+        elif name in ("bf16", "fp32", "no-val-cache", "batch-aug", "jit", "no-autotune", "no-onednn"):
             if value:
                 raise SystemExit(f"--ours-options {item}: {name} takes no value")
         else:
@@ -261,6 +266,8 @@ def run_child(spec: dict) -> dict:
     from experiments import models as models_module
     from experiments.models import build_model, cpu_supports_bf16, precision_for, set_precision
 
+    from experiments.runtime import describe_cpu_kernels
+
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])
     seed = spec["seed"]
@@ -269,6 +276,7 @@ def run_child(spec: dict) -> dict:
         "ours_options": spec["ours_options_text"] if spec["pipeline"] == "ours" else spec.get("reference_options_text", ""),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "cpu_kernels": describe_cpu_kernels(),
         "import_seconds": import_seconds,
         "models": {},
     }
@@ -402,6 +410,28 @@ def installed_version(package: str) -> str:
         return "not installed"
 
 
+def child_environment(pipeline: str, reference_options: list[str], ours_options: dict, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a pipeline's child starts with; it decides the CPU kernels TensorFlow loads.
+
+    The reference gets TensorFlow's default kernels whatever this shell exports (`onednn`
+    diagnostic: oneDNN on). Ours gets what the runner asks for (`prefer_onednn`, which keeps a
+    TF_ENABLE_ONEDNN_OPTS the user exported), or oneDNN off with the `no-onednn` lever.
+    """
+    from experiments.runtime import ONEDNN_VARIABLE, prefer_onednn
+
+    environment = dict(os.environ if base is None else base)
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if pipeline == "reference":
+        environment.pop(ONEDNN_VARIABLE, None)
+        if "onednn" in reference_options:
+            environment[ONEDNN_VARIABLE] = "1"
+    elif "no-onednn" in ours_options:
+        environment[ONEDNN_VARIABLE] = "0"
+    else:
+        prefer_onednn(environment)
+    return environment
+
+
 def spawn(pipeline: str, args, ours_options: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="study_speed_") as folder:
         spec_path = Path(folder) / "spec.json"
@@ -415,13 +445,12 @@ def spawn(pipeline: str, args, ours_options: dict) -> dict:
             "seed": args.seed,
             "ours_options": ours_options,
             "ours_options_text": args.ours_options,
-            "reference_options": {"no-autotune": {"value": True, "models": MODEL_NAMES}} if args.reference_options else {},
-            "reference_options_text": args.reference_options,
+            "reference_options": {name: {"value": True, "models": MODEL_NAMES} for name in args.reference_options},
+            "reference_options_text": ",".join(args.reference_options),
             "result_path": str(result_path),
         }
         spec_path.write_text(json.dumps(spec))
-        environment = dict(os.environ)
-        environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        environment = child_environment(pipeline, args.reference_options, ours_options)
         print(f"[{pipeline}] starting a fresh process ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         completed = subprocess.run(
@@ -450,6 +479,8 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine:     {processor_name()}, {os.cpu_count()} logical CPUs ({affinity} usable); {isa or 'no AVX info'}")
     print(f"software:    Python {platform.python_version()}, TensorFlow {any_result['tensorflow']}, Keras {any_result['keras']}")
+    kernels = ", ".join(f"{pipeline} {results[pipeline].get('cpu_kernels', 'not recorded')}" for pipeline in PIPELINES if pipeline in results)
+    print(f"CPU kernels: {kernels}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"load:        {load:.2f} (1-minute average at the end; other work on the CPU inflates every number)")
     print(
@@ -459,7 +490,7 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
     print("validation:  both pipelines validate on the WHOLE validation folder every epoch (no test hold-out here)")
     print(f"ours:        --ours-options {args.ours_options or '(none: the default training path of the runner)'}")
     if args.reference_options:
-        print(f"reference:   --reference-options {args.reference_options} (diagnostic: not the write-ups' pipeline as written)")
+        print(f"reference:   --reference-options {','.join(args.reference_options)} (diagnostic: not the write-ups' pipeline as written)")
     if reused_reference:
         print(f"reference:   reused from {reused_reference} (measured earlier, same data/epochs/models)")
     print()
@@ -530,7 +561,7 @@ def parse_arguments(argv: list[str] | None = None):
     parser.add_argument("--base-weights", default=None, help="MobileNetV2 weights for transfer: a .weights.h5 path, 'imagenet' or 'none' (default: the local file under ../shared/weights if present, else none)")
     parser.add_argument("--quick", action="store_true", help="2 epochs per model")
     parser.add_argument("--ours-options", default="", help="speed levers for our pipeline, comma separated (see below)")
-    parser.add_argument("--reference-options", default="", choices=["", "no-autotune"], help="diagnostic only: 'no-autotune' runs the reference with tf.data autotuning off (then it is no longer the write-ups' pipeline)")
+    parser.add_argument("--reference-options", default="", help="diagnostics only, comma separated: 'no-autotune' runs the reference with tf.data autotuning off, 'onednn' with oneDNN kernels forced on (either way it is no longer the write-ups' pipeline as TensorFlow runs it by default)")
     parser.add_argument("--pipelines", default="reference,ours", help="which pipelines to run (default: %(default)s)")
     parser.add_argument("--reference-from", type=Path, default=None, help="reuse the reference result of an earlier --json-out file instead of running it")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all measurements to this JSON file")
@@ -547,6 +578,10 @@ def parse_arguments(argv: list[str] | None = None):
     unknown = [name for name in args.models if name not in MODEL_NAMES]
     if unknown or not args.models:
         parser.error(f"--models: unknown {', '.join(unknown) or '(empty)'}; known: {', '.join(MODEL_NAMES)}")
+    args.reference_options = [name.strip() for name in args.reference_options.split(",") if name.strip()]
+    unknown = [name for name in args.reference_options if name not in REFERENCE_OPTIONS]
+    if unknown:
+        parser.error(f"--reference-options: unknown {', '.join(unknown)}; known: {', '.join(REFERENCE_OPTIONS)}")
     args.pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     if not args.pipelines or any(p not in PIPELINES for p in args.pipelines):
         parser.error(f"--pipelines: choose from {', '.join(PIPELINES)}")

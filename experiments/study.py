@@ -19,6 +19,7 @@ from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json,
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
+from experiments.runtime import describe_cpu_kernels
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "matplotlib", "jinja2", "mkdocs", "mkdocs-material")
@@ -75,6 +76,7 @@ def hardware_and_devices() -> tuple[dict[str, Any], list[str]]:
         "processor": processor_name(),
         "cpu_count": os.cpu_count(),
         "gpus": gpus,
+        "cpu_kernels": describe_cpu_kernels(),
     }
     return hardware, devices
 

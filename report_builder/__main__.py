@@ -122,6 +122,9 @@ def command_build(arguments: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    from experiments.runtime import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow is imported; TF_ENABLE_ONEDNN_OPTS=0 keeps it off
     from experiments.artifacts import ArtifactError
     from experiments.config import ConfigError
     from report_builder.render import ReportError

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from experiments.runtime import prefer_onednn  # noqa: E402
+
+prefer_onednn()  # the tests train on the CPU kernels the runner uses (before TensorFlow loads)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
 SMOKE_CONFIG = PROJECT_ROOT / "experiments" / "configs" / "smoke.toml"

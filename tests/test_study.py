@@ -51,6 +51,13 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         assert key in manifest
     assert manifest["config"]["training"]["epochs"] == 2
     assert "tensorflow" in manifest["versions"]
+    # the runner records which CPU kernels TensorFlow ran: what TF_ENABLE_ONEDNN_OPTS asked for
+    # (conftest, like the runner, asks for oneDNN on x86-64 unless the user chose)
+    kernels = manifest["hardware"]["cpu_kernels"]
+    assert kernels in ("oneDNN", "Eigen (oneDNN off)", "unknown")
+    choice = cli_environment().get("TF_ENABLE_ONEDNN_OPTS")
+    if choice in ("0", "1") and kernels != "unknown":
+        assert kernels == ("oneDNN" if choice == "1" else "Eigen (oneDNN off)")
     for name in MODELS:
         for seed in SEEDS:
             history = load(seed_folder(run_dir, name, seed) / "history.json")

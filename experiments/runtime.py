@@ -1,0 +1,56 @@
+"""TensorFlow settings that are fixed for the whole process and must be made before it is imported.
+
+oneDNN. TensorFlow's x86-64 wheels carry oneDNN's CPU kernels but switch them on by default only
+on CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX. On an AVX2-only CPU (an AMD EPYC Zen 3, say) they
+stay off and convolutions run on Eigen. Measured on such a CPU, oneDNN roughly halves the small
+CNNs' training time (benchmarks/README.md), so the runner asks for it on every x86-64 CPU. A
+`TF_ENABLE_ONEDNN_OPTS` already in the environment is the user's choice and is left alone
+(`TF_ENABLE_ONEDNN_OPTS=0` turns oneDNN off). Where oneDNN is already TensorFlow's default,
+asking for it changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+X86_64_NAMES = ("x86_64", "amd64")
+
+
+def prefer_onednn(environment: dict[str, str] | None = None, machine: str | None = None) -> bool:
+    """Ask TensorFlow for oneDNN kernels on x86-64 unless the user chose; True if this set it.
+
+    Call it before TensorFlow is imported: TensorFlow reads the variable once, at import. It
+    works on `environment` (default: this process's) so that a parent can prepare a child's.
+    """
+    environment = os.environ if environment is None else environment
+    if ONEDNN_VARIABLE in environment:
+        return False
+    if (machine or platform.machine()).lower() not in X86_64_NAMES:
+        return False
+    if environment is os.environ and "tensorflow" in sys.modules:
+        return False  # too late to matter for this process; say nothing false about it
+    environment[ONEDNN_VARIABLE] = "1"
+    return True
+
+
+def onednn_enabled() -> bool | None:
+    """Whether the TensorFlow in this process runs oneDNN's CPU kernels (None: cannot tell)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, but what TensorFlow itself asks
+    except ImportError:
+        return None
+    try:
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:  # an API change must not break a run that only wants to record it
+        return None
+
+
+def describe_cpu_kernels() -> str:
+    """For the manifest: which CPU kernels TensorFlow used, in words."""
+    enabled = onednn_enabled()
+    if enabled is None:
+        return "unknown"
+    return "oneDNN" if enabled else "Eigen (oneDNN off)"

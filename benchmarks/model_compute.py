@@ -30,7 +30,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-import keras  # noqa: E402  (after the path set-up above)
+from experiments.runtime import describe_cpu_kernels, prefer_onednn  # noqa: E402  (after the path set-up above)
+
+prefer_onednn()  # the CPU kernels the runner trains on; must come before Keras loads TensorFlow
+
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.models import POLICIES, build_model, compile_model, make_finetune_model, set_precision  # noqa: E402
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         generator.integers(0, 256, size=(1000, *IMAGE_SIZE, 3), dtype=np.uint8).astype("float32"),
         generator.integers(0, 2, size=1000),
     )
-    print(f"backend:  Keras {keras.__version__} on {keras.backend.backend()}; devices: {describe_devices()}")
+    kernels = f"; CPU kernels: {describe_cpu_kernels()}" if keras.backend.backend() == "tensorflow" else ""
+    print(f"backend:  Keras {keras.__version__} on {keras.backend.backend()}; devices: {describe_devices()}{kernels}")
     print(f"machine:  {processor_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}")
     print(f"setup:    random float32 images in memory, 2000 train + 1000 validation, {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
           f"batch {BATCH_SIZE}, {args.epochs} epochs, random weights")

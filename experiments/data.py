@@ -351,7 +351,7 @@ def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
         deterministic=True,
     )
     # Autotuning is off: Keras makes new iterators every epoch, and deleting one waits out the
-    # autotune thread's sleep, which stalled whole epochs by up to 10 s here (benchmarks/README.md).
+    # autotune thread's sleep, which stalled whole epochs by 10 to 20 s here (benchmarks/README.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -5,15 +5,25 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "model_compute.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    """A benchmark script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def model_compute():
-    spec = importlib.util.spec_from_file_location("model_compute", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("model_compute")
+
+
+@pytest.fixture(scope="module")
+def study_speed():
+    return load_script("study_speed")
 
 
 def test_defaults_time_the_four_study_models_in_float32(model_compute):
@@ -35,17 +45,6 @@ def test_bad_options_stop_with_a_message_naming_the_option(model_compute, capsys
     with pytest.raises(SystemExit):
         model_compute.parse_arguments(argv)
     assert message in capsys.readouterr().err
-
-
-SPEED_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "study_speed.py"
-
-
-@pytest.fixture(scope="module")
-def study_speed():
-    spec = importlib.util.spec_from_file_location("study_speed", SPEED_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_reference_runs_on_tensorflow_s_default_kernels_whatever_the_shell_exports(study_speed):

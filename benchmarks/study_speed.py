@@ -53,7 +53,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from experiments.study import processor_name  # noqa: E402  (after the path set-up above)
+from experiments.runtime import ONEDNN_VARIABLE, describe_cpu_kernels, prefer_onednn  # noqa: E402  (after the path set-up above; imports no TensorFlow)
+from experiments.study import processor_name  # noqa: E402
 
 MODEL_NAMES = ["baseline", "augmented", "preprocessed", "transfer"]
 CNN_MODELS = ["baseline", "augmented", "preprocessed"]
@@ -266,8 +267,6 @@ def run_child(spec: dict) -> dict:
     from experiments import models as models_module
     from experiments.models import build_model, cpu_supports_bf16, precision_for, set_precision
 
-    from experiments.runtime import describe_cpu_kernels
-
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])
     seed = spec["seed"]
@@ -417,8 +416,6 @@ def child_environment(pipeline: str, reference_options: list[str], ours_options:
     diagnostic: oneDNN on). Ours gets what the runner asks for (`prefer_onednn`, which keeps a
     TF_ENABLE_ONEDNN_OPTS the user exported), or oneDNN off with the `no-onednn` lever.
     """
-    from experiments.runtime import ONEDNN_VARIABLE, prefer_onednn
-
     environment = dict(os.environ if base is None else base)
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if pipeline == "reference":

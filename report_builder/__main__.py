@@ -5,15 +5,15 @@
 - build:  `mkdocs build --strict` into site/;
 - all:    train, render, build.
 
-User errors (a bad config value, a missing folder, no network) print one sentence and exit
-with status 2; an interrupted run exits with 130 and resumes when the same command is run again.
+User errors (a bad config value, a missing folder, no network, a folder that is not the
+report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
+with status 130 or 143, and an interrupted training resumes when the same command is run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +54,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     render.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config whose run to render by default")
     _add_render_options(render)
     build = commands.add_parser("build", help="mkdocs build --strict into site/")
+    build.add_argument("--docs", type=Path, default=PROJECT_ROOT / "docs", help="rendered docs folder to build (default: docs/)")
     build.add_argument("--site-dir", type=Path, help="output folder (default: site/)")
     everything = commands.add_parser("all", help="train, render and build")
     _add_train_options(everything)
@@ -82,15 +83,10 @@ def config_overrides(arguments: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def command_train(arguments: argparse.Namespace) -> Path:
     from experiments.config import load_config
 
     config = load_config(arguments.config, config_overrides(arguments))
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
     from experiments.study import run_study
 
     run = run_study(config, force=arguments.force)
@@ -115,49 +111,66 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
 def command_build(arguments: argparse.Namespace) -> None:
     from report_builder.site import build_site
 
-    site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir)
+    site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir, docs_dir=arguments.docs)
     print(f"Site built in {site}; preview it with `mkdocs serve`")
 
 
+INTERRUPTED_MESSAGES = {
+    "train": "Interrupted. Finished epochs are saved; run the same command again to resume.",
+    "render": "Interrupted. The docs folder holds the previous report or the new one, whole; nothing else changed.",
+    "build": "Interrupted. The site folder holds the previous site or the new one, whole; nothing else changed.",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    from experiments.runtime import prefer_onednn
+    from experiments import interrupts
 
-    prefer_onednn()  # before TensorFlow is imported; TF_ENABLE_ONEDNN_OPTS=0 keeps it off
-    from experiments.artifacts import ArtifactError
-    from experiments.config import ConfigError
-    from report_builder.render import ReportError
-    from report_builder.site import SiteBuildError
-
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, ReportError, SiteBuildError, ArtifactError)
+    interrupts.install_handlers()  # Ctrl-C and SIGTERM: a clean stop, exit 130 / 143
+    phase = "train"
     try:
+        arguments = parse_arguments(argv)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+        from experiments.runtime import prefer_onednn
+
+        prefer_onednn()  # before TensorFlow is imported; TF_ENABLE_ONEDNN_OPTS=0 keeps it off
+        from experiments.artifacts import ArtifactError
+        from experiments.config import ConfigError
         from experiments.images import DataError
+        from report_builder.publish import PublishError
+        from report_builder.render import ReportError
+        from report_builder.site import SiteBuildError
 
-        user_errors += (DataError,)
-        if arguments.command == "train":
-            command_train(arguments)
-        elif arguments.command == "render":
-            command_render(arguments)
-        elif arguments.command == "build":
-            command_build(arguments)
-        else:
-            run_dir = command_train(arguments)
-            command_render(arguments, run_dir=None if arguments.artifacts else run_dir)
-            command_build(arguments)
-    except user_errors as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted. Finished epochs are saved; run the same command again to resume.", file=sys.stderr)
-        return 130
-    except Exception as error:
-        from experiments.study import StudyFailed
-
-        if isinstance(error, StudyFailed):
+        user_errors = (ConfigError, ReportError, SiteBuildError, ArtifactError, PublishError, DataError)
+        try:
+            phase = "train" if arguments.command in ("train", "all") else arguments.command
+            if arguments.command == "train":
+                command_train(arguments)
+            elif arguments.command == "render":
+                command_render(arguments)
+            elif arguments.command == "build":
+                command_build(arguments)
+            else:
+                run_dir = command_train(arguments)
+                interrupts.raise_if_interrupted()
+                phase = "render"
+                command_render(arguments, run_dir=None if arguments.artifacts else run_dir)
+                interrupts.raise_if_interrupted()
+                phase = "build"
+                command_build(arguments)
+        except user_errors as error:
             print(f"error: {error}", file=sys.stderr)
-            return 1
-        raise
+            return 2
+        except Exception as error:
+            from experiments.study import StudyFailed
+
+            if isinstance(error, StudyFailed):
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            raise
+        interrupts.raise_if_interrupted()  # a stop whose exception something swallowed
+    except KeyboardInterrupt as error:
+        print("\n" + INTERRUPTED_MESSAGES[phase], file=sys.stderr)
+        return interrupts.exit_status(error)
     return 0
 
 

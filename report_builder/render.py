@@ -13,8 +13,7 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import jinja2
 
 from report_builder import observations as obs
+from report_builder.publish import publish_tree
 
 SCHEMA_VERSION = 2
 MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
@@ -37,9 +37,6 @@ SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 FIGURES_SUBDIR = Path("assets") / "figures"
-#: What :func:`render_report` regenerates; everything else under docs/ is left alone.
-GENERATED_FILES = ("index.md", "method.md")
-GENERATED_DIRS = ("models", str(FIGURES_SUBDIR))
 
 STATUS_COMPLETE = "complete"
 STATUS_LABELS = {
@@ -270,6 +267,11 @@ def read_json(path: Path, problems: list[str], required: bool = False) -> dict[s
     """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        if required:
+            raise ReportError(f"artifact file {path} is not UTF-8 text (byte {error.start})") from None
+        problems.append(f"{_relative_name(path)}: not UTF-8 text")
+        return None
     except FileNotFoundError:
         if required:
             raise ReportError(f"required artifact file is missing: {path}") from None
@@ -385,9 +387,7 @@ def load_run(artifacts_dir: Path) -> RunView:
     reject_seedless_models(artifacts_dir)
     dataset = read_json(artifacts_dir / "dataset.json", problems)
     metrics = read_json(artifacts_dir / "metrics.json", problems)
-    figures = sorted(
-        name for name in _figure_names() if (artifacts_dir / "figures" / name).is_file()
-    )
+    figures = sorted(name for name in _figure_names() if is_regular_file_of(artifacts_dir, Path("figures") / name))
     models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
@@ -847,37 +847,36 @@ def build_pages(run: RunView, environment: jinja2.Environment) -> dict[Path, str
     return pages
 
 
-def remove_generated(docs_dir: Path) -> None:
-    """Delete the previously generated pages and figures; hand-written pages stay."""
-    for name in GENERATED_FILES:
-        path = docs_dir / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-    for name in GENERATED_DIRS:
-        path = docs_dir / name
-        if path.is_symlink():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+def is_regular_file_of(artifacts_dir: Path, relative: Path) -> bool:
+    """True for a regular file inside the run folder: not a link, not a special file, and not
+    reached through a linked folder (only the run's own files are published)."""
+    path = artifacts_dir / relative
     try:
-        with handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        return path.resolve().is_relative_to(artifacts_dir.resolve()) and not any(
+            (artifacts_dir / parent).is_symlink() for parent in relative.parents if parent != Path(".")
+        )
+    except OSError:
+        return False
+
+
+def forbidden_targets(artifacts_dir: Path, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
+    """Folders the docs must be neither inside nor around: the run, and the data it read."""
+    forbidden = [(artifacts_dir, "the run folder")]
+    location = _text(_as_dict(manifest.get("data_source")).get("location"))
+    if location and Path(location).is_dir():
+        forbidden.append((Path(location), "the data folder"))
+    return forbidden
 
 
 def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
     """Render the run in ``artifacts_dir`` into ``docs_dir``; returns the written files (sorted).
 
-    Raises :class:`ReportError` when the folder or its ``manifest.json`` is missing or unusable.
+    The pages and figures replace the previous render's as one step (see
+    :mod:`report_builder.publish`); files in ``docs_dir`` that no render wrote are kept.
+    Raises :class:`ReportError` when the folder or its ``manifest.json`` is missing or unusable,
+    and :class:`~report_builder.publish.PublishError` when ``docs_dir`` is not the report's to write.
     """
     artifacts_dir = Path(artifacts_dir)
     docs_dir = Path(docs_dir)
@@ -889,17 +888,15 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
         try:
             figure_bytes[name] = source.read_bytes()
         except OSError as error:
-            raise ReportError(f"cannot read figure {source}: {error}") from error
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    remove_generated(docs_dir)
-    written: list[Path] = []
-    for relative, text in sorted(pages.items()):
-        target = docs_dir / relative
-        write_atomically(target, text.encode("utf-8"))
-        written.append(target)
-    for name, data in sorted(figure_bytes.items()):
-        target = docs_dir / FIGURES_SUBDIR / name
-        write_atomically(target, data)
-        written.append(target)
-    return sorted(written)
+            raise ReportError(f"cannot read figure {source}: {error.strerror or error}") from None
+    files = {relative.as_posix(): text.encode("utf-8") for relative, text in pages.items()}
+    files.update({(FIGURES_SUBDIR / name).as_posix(): data for name, data in figure_bytes.items()})
 
+    def write(staging: Path) -> list[str]:
+        for relative, data in sorted(files.items()):
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return sorted(files)
+
+    return publish_tree(docs_dir, write, kind="docs", forbidden=forbidden_targets(artifacts_dir, run.manifest))

@@ -1,4 +1,9 @@
-"""Build the MkDocs site from the rendered docs/ folder."""
+"""Build the MkDocs site from a rendered docs folder.
+
+The site is built into a staging folder and swapped in whole (see
+:mod:`report_builder.publish`): a failed, killed or concurrent build leaves the previous site,
+and a folder that report-builder did not build is never emptied.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report_builder.publish import publish_tree, recover
+
 BUILD_TIMEOUT_SECONDS = 600
 
 
@@ -14,23 +21,42 @@ class SiteBuildError(RuntimeError):
     """``mkdocs build`` failed; the message carries mkdocs's own output."""
 
 
-def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = None) -> Path:
+def _mkdocs_command(config_file: Path, docs_dir: Path, site_dir: Path, strict: bool) -> list[str]:
+    """``mkdocs build`` with the docs folder given explicitly (the mkdocs CLI has no option for it)."""
+    return [sys.executable, "-m", "report_builder.site", str(config_file), str(docs_dir), str(site_dir),
+            "strict" if strict else "lenient"]
+
+
+def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = None,
+               docs_dir: Path | None = None) -> Path:
     """Run ``mkdocs build`` (``--strict`` by default) for ``project_root/mkdocs.yml``.
 
-    Returns the folder the site was written to (``site_dir`` or ``project_root/site``).
-    Raises :class:`SiteBuildError` naming the config file and quoting mkdocs's output.
+    ``docs_dir`` (default: the config's, ``docs/``) is the folder built; ``site_dir`` (default
+    ``project_root/site``) receives the site. Returns the site folder. Raises
+    :class:`SiteBuildError` naming the config file and quoting mkdocs's output, or
+    :class:`~report_builder.publish.PublishError` when ``site_dir`` is not the site's to replace.
     """
     project_root = Path(project_root).resolve()
     config_file = project_root / "mkdocs.yml"
     if not config_file.is_file():
         raise SiteBuildError(f"no MkDocs config found: {config_file}")
-    output_dir = Path(site_dir).resolve() if site_dir is not None else project_root / "site"
-    command = [
-        sys.executable, "-m", "mkdocs", "build", "--clean",
-        "--config-file", str(config_file), "--site-dir", str(output_dir),
-    ]
-    if strict:
-        command.append("--strict")
+    docs_dir = Path(os.path.abspath(docs_dir)) if docs_dir is not None else project_root / "docs"
+    output_dir = Path(os.path.abspath(site_dir)) if site_dir is not None else project_root / "site"
+    recover(docs_dir)
+    if not docs_dir.is_dir():
+        raise SiteBuildError(f"no docs folder to build: {docs_dir} (run `python -m report_builder render` first)")
+
+    def write(staging: Path) -> list[str]:
+        _run_mkdocs(_mkdocs_command(config_file, docs_dir, staging, strict), config_file, project_root, strict)
+        return [path.relative_to(staging).as_posix() for path in sorted(staging.rglob("*"))
+                if path.is_file() and not path.is_symlink() and not path.name.startswith(".report-builder")]
+
+    publish_tree(output_dir, write, kind="site",
+                 forbidden=[(docs_dir, "the docs folder it is built from"), (project_root / "report_builder", "the program")])
+    return output_dir
+
+
+def _run_mkdocs(command: list[str], config_file: Path, project_root: Path, strict: bool) -> None:
     try:
         result = subprocess.run(
             command,
@@ -51,4 +77,25 @@ def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = 
             f"mkdocs build{' --strict' if strict else ''} failed for {config_file} "
             f"(exit code {result.returncode}):\n{output}"
         )
-    return output_dir
+
+
+def _build_in_this_process(config_file: str, docs_dir: str, site_dir: str, strictness: str) -> int:
+    """The child process: mkdocs's own build, with docs_dir and site_dir given."""
+    import logging
+
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import MkDocsException
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s -  %(message)s")
+    try:
+        config = load_config(config_file, docs_dir=docs_dir, site_dir=site_dir, strict=strictness == "strict")
+        build(config)
+    except MkDocsException as error:
+        print(f"Aborted: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_build_in_this_process(*sys.argv[1:5]))

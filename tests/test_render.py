@@ -24,6 +24,7 @@ from report_builder.render import (  # noqa: E402
     format_std,
     render_report,
 )
+from report_builder.publish import MARKER, marker_text  # noqa: E402
 from report_builder.site import SiteBuildError, build_site  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,7 @@ def make_project(tmp_path: Path) -> Path:
     (project / "docs").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
+    (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write here
     return project
 
 
@@ -201,11 +203,14 @@ def test_render_is_deterministic(complete_run: Path, tmp_path: Path):
 
 def test_render_replaces_generated_files_only(complete_run: Path, tmp_path: Path):
     docs = tmp_path / "docs"
-    (docs / "models").mkdir(parents=True)
+    render_report(complete_run, docs)
+    marker = json.loads(read(docs / MARKER))
+    marker["files"] += ["models/stale.md", "assets/figures/stale.png"]  # an earlier render wrote these
+    (docs / MARKER).write_text(json.dumps(marker), encoding="utf-8")
     (docs / "models" / "stale.md").write_text("old", encoding="utf-8")
-    (docs / "assets" / "figures").mkdir(parents=True)
     (docs / "assets" / "figures" / "stale.png").write_bytes(b"old")
     (docs / "assets" / "extra.css").write_text("keep", encoding="utf-8")
+    (docs / "models" / "mine.md").write_text("keep", encoding="utf-8")
     (docs / "guide").mkdir()
     (docs / "guide" / "hand.md").write_text("keep", encoding="utf-8")
     render_report(complete_run, docs)
@@ -213,6 +218,9 @@ def test_render_replaces_generated_files_only(complete_run: Path, tmp_path: Path
     assert not (docs / "assets" / "figures" / "stale.png").exists()
     assert read(docs / "assets" / "extra.css") == "keep"
     assert read(docs / "guide" / "hand.md") == "keep"
+    assert read(docs / "models" / "mine.md") == "keep"
+    assert "models/mine.md" not in read(docs / MARKER) and "models/baseline.md" in read(docs / MARKER)
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".docs.")] == [".docs.lock"]
 
 
 # --------------------------------------------------------------------------- errors and partial runs

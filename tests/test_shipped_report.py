@@ -9,7 +9,7 @@ from report_builder.site import build_site
 from tests.conftest import PROJECT_ROOT
 
 SHIPPED_RUN = PROJECT_ROOT / "artifacts" / "cats-vs-dogs"
-GENERATED = ("index.md", "method.md", "models", "assets/figures")
+GENERATED = ("index.md", "method.md", "models", "assets/figures", ".report-builder.json")
 
 
 def generated_files(docs):
@@ -28,7 +28,11 @@ def test_committed_docs_are_rendered_from_committed_artifacts(tmp_path):
     rendered, committed = generated_files(docs), generated_files(PROJECT_ROOT / "docs")
     assert sorted(rendered) == sorted(committed)
     changed = [name for name in rendered if rendered[name] != committed[name]]
-    assert not changed, f"docs/ is stale for {changed}: run `python -m report_builder render`"
+    assert not changed, (
+        f"docs/ differs from a fresh render of the committed artifacts in {changed}. Find out why before "
+        "re-rendering: if the change to the code was meant to change the report, read the diff of the rendered "
+        "pages and commit them with it (`python -m report_builder render`); if not, the code change is the bug."
+    )
 
 
 def test_shipped_site_builds_strictly(tmp_path):

@@ -1,0 +1,401 @@
+"""render and build never lose a file: they write only what they own, and atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report_fixtures as fixtures  # noqa: E402
+from conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
+from report_builder import publish  # noqa: E402
+from report_builder.__main__ import main as cli_main  # noqa: E402
+from report_builder.publish import MARKER, PublishError, marker_text, publish_tree  # noqa: E402
+from report_builder.render import render_report  # noqa: E402
+from report_builder.site import build_site  # noqa: E402
+
+
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every file (bytes) and link (target) under ``root``, by relative path."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[relative] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[relative] = path.read_bytes()
+    return found
+
+
+def user_folder(root: Path) -> Path:
+    """A folder of a user's files: nested, a link, an empty folder, odd names."""
+    (root / "notes" / "deep").mkdir(parents=True)
+    (root / "notes" / "deep" / "plan.md").write_text("my plan", encoding="utf-8")
+    (root / "index.md").write_text("my own home page", encoding="utf-8")
+    (root / "photo <b>1<i>.jpg").write_bytes(b"\xff\xd8 not really")
+    (root / "empty").mkdir()
+    os.symlink("notes/deep/plan.md", root / "link.md")
+    return root
+
+
+def assert_whole_report(docs: Path) -> set[str]:
+    """The docs folder holds one complete report: every listed file exists and every figure a
+    page links to is there. Returns the listed files."""
+    listed = set(json.loads((docs / MARKER).read_text(encoding="utf-8"))["files"])
+    for name in listed:
+        assert (docs / name).is_file(), f"{name} is listed but missing"
+    for page in docs.rglob("*.md"):
+        for link in re.findall(r"\]\(([^)\s]+\.png)\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / link).resolve().is_file(), f"{page.name} links to missing {link}"
+    return listed
+
+
+# --------------------------------------------------------------------------- what is refused
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return fixtures.write_artifacts(tmp_path / "artifacts" / "run")
+
+
+def test_a_folder_of_the_users_files_is_refused_and_untouched(run: Path, tmp_path: Path):
+    target = user_folder(tmp_path / "mine")
+    before = snapshot(target)
+    with pytest.raises(PublishError, match=r"refusing to write into .*mine: it holds files report-builder did not write"):
+        render_report(run, target)
+    assert snapshot(target) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["artifacts", "mine"]  # not even a lock file
+
+
+def test_every_user_file_is_kept_beside_the_report(run: Path, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # the user opts in
+    (docs / "guide").mkdir()
+    (docs / "guide" / "hand.md").write_text("hand-written", encoding="utf-8")
+    (docs / "models").mkdir()
+    (docs / "models" / "notes.md").write_text("mine", encoding="utf-8")
+    os.symlink("guide/hand.md", docs / "link.md")
+    (docs / "empty").mkdir()
+    before = snapshot(docs)
+    del before[MARKER]
+    for _ in range(2):
+        render_report(run, docs)
+        after = snapshot(docs)
+        assert {name: after[name] for name in before} == before
+        assert (docs / "empty").is_dir()
+        assert_whole_report(docs)
+
+
+def test_a_generated_path_held_by_a_user_file_is_refused(run: Path, tmp_path: Path):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    marker = json.loads((docs / MARKER).read_text())
+    marker["files"].remove("method.md")  # as if the user had written method.md themselves
+    (docs / MARKER).write_text(json.dumps(marker))
+    (docs / "method.md").write_text("mine", encoding="utf-8")
+    before = snapshot(docs)
+    with pytest.raises(PublishError, match=r"method\.md was not written by report-builder"):
+        render_report(run, docs)
+    assert snapshot(docs) == before
+
+
+@pytest.mark.parametrize("where", ["run", "inside run", "around run", "data", "inside data"])
+def test_the_run_and_the_data_are_never_a_target(tmp_path: Path, where: str):
+    data = tmp_path / "photos"
+    (data / "train" / "cats").mkdir(parents=True)
+    run = fixtures.write_artifacts(tmp_path / "out" / "run", config_extra=None)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data_source"] = {"kind": "folder", "location": str(data)}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    target = {"run": run, "inside run": run / "docs", "around run": tmp_path / "out",
+              "data": data, "inside data": data / "report"}[where]
+    before = snapshot(tmp_path)
+    with pytest.raises(PublishError, match="refusing to write into"):
+        render_report(run, target)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_or_a_link_as_target_is_refused(run: Path, tmp_path: Path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(PublishError, match="is a file, not a folder"):
+        render_report(run, tmp_path / "a-file")
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "linked")
+    with pytest.raises(PublishError, match="symbolic link"):
+        render_report(run, tmp_path / "linked")
+
+
+def test_cli_refusal_is_one_sentence_with_status_2(run: Path, tmp_path: Path, capsys):
+    target = user_folder(tmp_path / "mine")
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(target)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: refusing to write into") and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_read_only_parent_gives_one_sentence(run: Path, tmp_path: Path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(publish.tempfile, "mkdtemp", denied)
+    with pytest.raises(PublishError, match="cannot write in .*Permission denied"):
+        render_report(run, tmp_path / "docs")
+
+
+# --------------------------------------------------------------------------- atomic replacement
+
+
+def test_a_full_disk_at_any_file_leaves_the_old_report(run: Path, tmp_path: Path, monkeypatch):
+    docs = tmp_path / "docs"
+    (docs / "guide").mkdir(parents=True)
+    (docs / MARKER).write_text(marker_text("docs", []))
+    (docs / "guide" / "hand.md").write_text("keep")
+    render_report(run, docs)
+    before = snapshot(docs)
+    other = fixtures.write_artifacts(tmp_path / "artifacts" / "other", class_names=("owls", "larks"))
+    real_write_bytes = Path.write_bytes
+    file_count = len(render_report(other, tmp_path / "count"))
+    for failing_call in range(1, file_count + 1):
+        calls = {"count": 0}
+
+        def write_bytes(self, data, _real=real_write_bytes, _calls=calls, _failing=failing_call):
+            _calls["count"] += 1
+            if _calls["count"] == _failing:
+                raise OSError(28, "No space left on device", str(self))
+            return _real(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        with pytest.raises(PublishError, match="No space left on device.*is unchanged"):
+            render_report(other, docs)
+        monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
+        assert snapshot(docs) == before
+        assert [path.name for path in tmp_path.iterdir() if ".docs.staging" in path.name] == []
+    render_report(other, docs)
+    assert "owls" in (docs / "index.md").read_text() and (docs / "guide" / "hand.md").read_text() == "keep"
+
+
+def test_a_stop_between_the_two_renames_of_the_fallback_swap_is_mended(run: Path, tmp_path: Path, monkeypatch):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    (docs / "mine.md").write_text("keep")
+    before = snapshot(docs)
+    monkeypatch.setattr(publish, "_exchange", lambda first, second: False)  # no renameat2 (macOS, NFS)
+    real_rename = os.rename
+
+    def rename(source, destination):
+        if Path(destination) == docs:
+            raise KeyboardInterrupt  # killed with the old tree aside and the new one in staging
+        return real_rename(source, destination)
+
+    monkeypatch.setattr(publish.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        render_report(run, docs)
+    assert not docs.exists()
+    monkeypatch.setattr(publish.os, "rename", real_rename)
+    build_dir = tmp_path / "project"
+    render_report(run, docs)  # the next render puts the old tree back, then replaces it
+    assert snapshot(docs) == before
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".docs")) == [".docs.lock"]
+    assert not build_dir.exists()
+
+
+def test_two_renders_at_once_both_succeed_and_leave_one_whole_report(run: Path, tmp_path: Path):
+    other = fixtures.write_artifacts(tmp_path / "artifacts" / "other", class_names=("owls", "larks"))
+    docs = tmp_path / "docs"
+    commands = [run_cli_command("render", "--artifacts", str(artifacts), "--docs", str(docs)) for artifacts in (run, other, run, other)]
+    processes = [subprocess.Popen(command, env=cli_environment(), stderr=subprocess.PIPE, text=True) for command in commands]
+    results = [(process.wait(timeout=120), process.stderr.read()) for process in processes]
+    assert all(code == 0 for code, _ in results), results
+    assert_whole_report(docs)
+    assert [path.name for path in tmp_path.iterdir() if ".docs.staging" in path.name or ".docs.old" in path.name] == []
+
+
+KILLER = r"""
+import sys
+from report_builder.render import render_report
+while True:
+    for artifacts in sys.argv[2:]:
+        render_report(artifacts, sys.argv[1])
+        print("rendered", flush=True)
+"""
+
+
+def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_path: Path):
+    """kill -9 a process that renders two different runs in turn, many times at random moments."""
+    project = tmp_path / "project"
+    docs = project / "docs"
+    shutil.copytree(PROJECT_ROOT / "docs" / "guide", docs / "guide")
+    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
+    (docs / MARKER).write_text(marker_text("docs", []))
+    first = fixtures.write_artifacts(tmp_path / "a", class_names=("wrens", "finches"))
+    second = fixtures.write_artifacts(tmp_path / "b", class_names=("owls", "larks"))
+    render_report(first, docs)
+    guide = snapshot(docs / "guide")
+    generator = random.Random(20261125)
+    for _ in range(12):
+        process = subprocess.Popen([sys.executable, "-c", KILLER, str(docs), str(first), str(second)],
+                                   env=cli_environment(), stdout=subprocess.PIPE, text=True)
+        process.stdout.readline()  # it has rendered once: Python and Jinja2 are loaded
+        time.sleep(generator.uniform(0.0, 0.25))
+        process.kill()
+        process.wait()
+        listed = assert_whole_report(docs)
+        index = (docs / "index.md").read_text()
+        assert ("owls" in index) != ("wrens" in index)
+        assert all(name in listed for name in ("index.md", "method.md", "models/baseline.md"))
+        assert snapshot(docs / "guide") == guide
+    site = build_site(project, strict=True, site_dir=tmp_path / "site")
+    assert (site / "index.html").is_file()
+    render_report(first, docs)  # and the next render tidies whatever the kills left beside it
+    assert sorted(path.name for path in project.iterdir() if path.name.startswith(".docs")) == [".docs.lock"]
+
+
+def test_leftovers_that_are_not_ours_are_never_removed(run: Path, tmp_path: Path):
+    lookalike = tmp_path / ".docs.staging-mine"  # a user's folder that happens to match the pattern
+    lookalike.mkdir()
+    (lookalike / "precious.txt").write_text("keep")
+    render_report(run, tmp_path / "docs")
+    assert (lookalike / "precious.txt").read_text() == "keep"
+
+
+# --------------------------------------------------------------------------- files and figures
+
+
+def test_pages_are_written_with_the_users_umask(run: Path, tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        written = render_report(run, tmp_path / "docs")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in written} == {0o644}
+    assert stat.S_IMODE((tmp_path / "docs").stat().st_mode) == 0o755
+
+
+def test_only_regular_files_of_the_run_reach_the_site(run: Path, tmp_path: Path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"private bytes")
+    comparison = run / "figures" / "comparison.png"
+    comparison.unlink()
+    os.symlink(secret, comparison)
+    docs = tmp_path / "docs"
+    written = render_report(run, docs)
+    assert not (docs / "assets" / "figures" / "comparison.png").exists()
+    assert all(path.read_bytes() != b"private bytes" for path in written)
+    assert "comparison.png" not in (docs / "index.md").read_text()
+    assert_whole_report(docs)
+
+
+def test_a_binary_artifact_is_a_problem_note_not_a_traceback(run: Path, tmp_path: Path, capsys):
+    (run / "metrics.json").write_bytes(b"\xff\xfe\x00binary")
+    render_report(run, tmp_path / "docs")
+    assert "metrics.json: not UTF-8 text" in (tmp_path / "docs" / "method.md").read_text()
+    (run / "manifest.json").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")]) == 2
+    assert "manifest.json is not UTF-8 text" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- build
+
+
+def project_with_docs(tmp_path: Path, run: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
+    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
+    (project / "docs" / MARKER).write_text(marker_text("docs", []))
+    render_report(run, project / "docs")
+    return project
+
+
+def test_build_refuses_a_folder_it_did_not_build(run: Path, tmp_path: Path):
+    project = project_with_docs(tmp_path, run)
+    target = user_folder(tmp_path / "mine")
+    before = snapshot(target)
+    with pytest.raises(PublishError, match="refusing to write into"):
+        build_site(project, site_dir=target)
+    assert snapshot(target) == before
+    with pytest.raises(PublishError, match="inside the docs folder"):
+        build_site(project, site_dir=project / "docs" / "site")
+
+
+def test_build_replaces_its_own_site_and_keeps_a_failed_builds_predecessor(run: Path, tmp_path: Path):
+    project = project_with_docs(tmp_path, run)
+    site = build_site(project, site_dir=tmp_path / "site")
+    (site / "CNAME").write_text("example.org")  # a file the user added to the built site
+    built = snapshot(site)
+    (project / "docs" / "guide" / "publishing.md").unlink()  # the strict build now fails
+    with pytest.raises(Exception, match="mkdocs build --strict failed"):
+        build_site(project, site_dir=site)
+    assert snapshot(site) == built
+    shutil.copy(PROJECT_ROOT / "docs" / "guide" / "publishing.md", project / "docs" / "guide")
+    build_site(project, site_dir=site)
+    assert (site / "CNAME").read_text() == "example.org"
+
+
+def test_all_builds_the_docs_it_rendered(tmp_path: Path, monkeypatch):
+    """`all --docs DIR` renders into DIR and builds the site from DIR, not from docs/."""
+    run = fixtures.write_artifacts(tmp_path / "artifacts" / "run", class_names=("owls", "larks"))
+    docs = tmp_path / "elsewhere"
+    shutil.copytree(PROJECT_ROOT / "docs" / "guide", docs / "guide")
+    (docs / MARKER).write_text(marker_text("docs", []))
+    import report_builder.__main__ as cli
+
+    monkeypatch.setattr(cli, "command_train", lambda arguments: run)
+    assert cli_main(["all", "--docs", str(docs), "--site-dir", str(tmp_path / "site")]) == 0
+    assert "owls" in (tmp_path / "site" / "index.html").read_text()
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("command, signal_number, status, words", [
+    ("render", signal.SIGINT, 130, "docs folder holds the previous report or the new one"),
+    ("render", signal.SIGTERM, 143, "docs folder holds the previous report or the new one"),
+    ("build", signal.SIGINT, 130, "site folder holds the previous site or the new one"),
+])
+def test_a_stop_request_gives_its_status_and_a_message_for_the_command(
+        run: Path, tmp_path: Path, monkeypatch, capsys, restore_signal_handlers, command, signal_number, status, words):
+    import report_builder.__main__ as cli
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal_number)
+        time.sleep(1)
+
+    monkeypatch.setattr(cli, f"command_{command}", stopped)
+    assert cli_main([command, "--docs", str(tmp_path / "docs")] if command == "render" else [command]) == status
+    error = capsys.readouterr().err
+    assert words in error and "resume" not in error
+
+
+def test_a_swallowed_interrupt_still_stops_with_130(run: Path, tmp_path: Path, monkeypatch, capsys, restore_signal_handlers):
+    import report_builder.__main__ as cli
+
+    def swallowing(arguments):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # what a finaliser inside a library does ("Exception ignored in ...")
+
+    monkeypatch.setattr(cli, "command_render", swallowing)
+    assert cli_main(["render"]) == 130
+    assert "Interrupted" in capsys.readouterr().err

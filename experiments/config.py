@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,16 @@ DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 # The smallest square image each model accepts: the baseline's three 3x3 convolutions and
 # two poolings need 18 pixels; MobileNetV2 needs 32.
 MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32, "finetune": 32}
+
+
+# Seeds feed numpy and TensorFlow; keep every training seed a non-negative 31-bit integer.
+SEED_LIMIT = 2**31
+MAXIMUM_SEEDS = 1000
+# Keys whose string values are used as paths or folder names.
+PATH_KEYS = (("study", "run_name"), ("study", "out_dir"), ("data", "data_dir"), ("data", "cache_dir"),
+             ("training", "base_weights"))
+# The longest file or folder name (one path component) common file systems accept, in bytes.
+NAME_MAX_BYTES = 255
 
 
 class ConfigError(ValueError):
@@ -167,7 +180,10 @@ def _apply(config: StudyConfig, values: dict[str, Any], origin: str) -> None:
 def validate(config: StudyConfig) -> StudyConfig:
     """Check values that are well typed but unusable. Returns the config."""
     study, data, training = config.study, config.data, config.training
-    if not study.run_name or "/" in study.run_name or study.run_name in (".", ".."):
+    _check_finite_numbers(config)
+    _check_path_strings(config)
+    if (not study.run_name or "/" in study.run_name or (os.altsep and os.altsep in study.run_name)
+            or study.run_name in (".", "..")):
         raise ConfigError(f"study.run_name must be a plain folder name, got {study.run_name!r}")
     if not study.models:
         raise ConfigError("study.models must name at least one model")
@@ -180,8 +196,7 @@ def validate(config: StudyConfig) -> StudyConfig:
         "transfer" not in study.models or study.models.index("transfer") > study.models.index("finetune")
     ):
         raise ConfigError("study.models: finetune continues the transfer model, so transfer must be listed before it")
-    if study.seeds <= 0:
-        raise ConfigError(f"study.seeds must be a positive integer (runs per model), got {study.seeds}")
+    _check_seeds(study)
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")
     if data.source == "folder" and not data.data_dir:
@@ -202,6 +217,8 @@ def validate(config: StudyConfig) -> StudyConfig:
     for key in ("synthetic_train_per_class", "synthetic_validation_per_class"):
         if getattr(data, key) <= 0:
             raise ConfigError(f"data.{key} must be a positive integer, got {getattr(data, key)}")
+    if data.source == "synthetic":
+        check_synthetic_test_split(data.synthetic_validation_per_class, data.test_fraction)
     if data.workers < 0:
         raise ConfigError(f"data.workers must be 0 (automatic) or a positive integer, got {data.workers}")
     if data.archive_sha256 and (
@@ -237,7 +254,133 @@ def validate(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"training.base_weights: no such weights file: {weights_path}")
         if not weights_path.name.endswith(".h5"):
             raise ConfigError(f"training.base_weights: {weights_path} is not a Keras .weights.h5 file")
+    check_output_outside_data(config)
     return config
+
+
+def _check_finite_numbers(config: StudyConfig) -> None:
+    """Every float key must be a finite number (TOML allows inf and nan)."""
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if item.type in ("float", float) and isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section_name}.{item.name} must be a finite number, got {value}")
+
+
+def _path_problem(value: str) -> str | None:
+    """Why `value` cannot be used as a path, or None."""
+    if "\0" in value:
+        return "contains a NUL byte"
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeError:
+        return "contains characters that cannot be encoded in a file name"
+    if any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
+        return f"has a file or folder name longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
+def _check_path_strings(config: StudyConfig) -> None:
+    """Strings used as paths or names must be ones the file system can hold."""
+    for section_name, key in PATH_KEYS:
+        value = getattr(getattr(config, section_name), key)
+        problem = _path_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ConfigError(f"{section_name}.{key} {problem}, so it cannot be used as a path: {value!r}")
+
+
+def _check_seeds(study: StudySection) -> None:
+    """study.seed .. study.seed + study.seeds - 1 must all be valid numpy/TensorFlow seeds."""
+    if study.seeds <= 0:
+        raise ConfigError(f"study.seeds must be a positive integer (runs per model), got {study.seeds}")
+    if study.seeds > MAXIMUM_SEEDS:
+        raise ConfigError(f"study.seeds must be at most {MAXIMUM_SEEDS} (runs per model), got {study.seeds}")
+    if study.seed < 0:
+        raise ConfigError(f"study.seed must be 0 or more, got {study.seed}")
+    if study.seed + study.seeds - 1 >= SEED_LIMIT:
+        raise ConfigError(
+            f"study.seed {study.seed} with study.seeds {study.seeds} uses seeds up to "
+            f"{study.seed + study.seeds - 1}, but every seed must be below 2**31 ({SEED_LIMIT})"
+        )
+
+
+def held_out_count(count: int, test_fraction: float) -> int:
+    """How many of a class's `count` validation images go to the test split (as
+    experiments.data.split_validation draws them: Python's round, half to even)."""
+    return int(round(count * test_fraction))
+
+
+def minimum_images_per_class(test_fraction: float) -> int:
+    """The fewest validation images a class needs so that `test_fraction` of them leaves at
+    least one test image and at least one validation image (round half to even included)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    # round(n * f) >= 1 and n - round(n * f) >= 1 each hold from some n on (both sides grow with
+    # n): start just below the exact estimates 1 / (2f) and 1 / (2(1 - f)), then step up to the
+    # first n that passes with the very float arithmetic split_validation uses.
+    fraction = Fraction(test_fraction)
+    count = max(1, int(max(Fraction(1, 2) / fraction, Fraction(1, 2) / (1 - fraction))) - 2)
+    if count > 2**53:  # beyond any real data set, and beyond exact float products
+        return count + 2
+    while not (held_out_count(count, test_fraction) >= 1 and count - held_out_count(count, test_fraction) >= 1):
+        count += 1
+    return count
+
+
+def split_size_problem(count: int, test_fraction: float) -> str | None:
+    """Why a class of `count` validation images cannot give both a test and a validation
+    image at `test_fraction` (the end of a sentence), or None when it can."""
+    test_count = held_out_count(count, test_fraction)
+    if test_count >= 1 and count - test_count >= 1:
+        return None
+    noun = "image" if count == 1 else "images"
+    return (
+        f"has {count} {noun}; data.test_fraction {test_fraction} needs at least "
+        f"{minimum_images_per_class(test_fraction)} per class to leave both a test and a validation image"
+    )
+
+
+def check_synthetic_test_split(validation_per_class: int, test_fraction: float) -> None:
+    """ConfigError when the synthetic source's validation classes are too small to split."""
+    problem = split_size_problem(validation_per_class, test_fraction)
+    if problem is not None:
+        raise ConfigError(
+            f"data.synthetic_validation_per_class is too small: each synthetic validation class {problem}"
+        )
+
+
+def _resolved(path: str, expand_user: bool) -> Path:
+    """`path` made absolute with symbolic links resolved (as far as it exists)."""
+    candidate = Path(path)
+    try:
+        if expand_user:
+            candidate = candidate.expanduser()
+        return candidate.resolve()
+    except (OSError, RuntimeError):  # no home folder, or a symlink loop: the absolute path
+        return Path(os.path.abspath(candidate))
+
+
+def check_output_outside_data(config: StudyConfig) -> None:
+    """The run folder must not lie inside the data folder (the next run would read its figures
+    as images), nor the data folder inside the run folder. Paths are compared resolved."""
+    if config.data.source != "folder" or not config.data.data_dir:
+        return
+    data_dir = _resolved(config.data.data_dir, expand_user=True)  # as experiments.data reads it
+    out_dir = _resolved(config.study.out_dir or ".", expand_user=False)
+    run_dir = _resolved(str(out_dir / config.study.run_name), expand_user=False)  # it may be a link
+    for key, folder in (("study.out_dir", out_dir), ("the run folder (study.out_dir/study.run_name)", run_dir)):
+        if folder.is_relative_to(data_dir):
+            place = "is the data folder" if folder == data_dir else "is inside the data folder"
+            raise ConfigError(
+                f"{key} {folder} {place} data.data_dir {data_dir}, so the next run would read this "
+                "run's figures as images; choose an --out outside the data folder"
+            )
+    if data_dir.is_relative_to(run_dir):
+        raise ConfigError(
+            f"data.data_dir {data_dir} is inside the run folder {run_dir} (study.out_dir/study.run_name), "
+            "which the study writes into; choose an --out or --run-name that does not contain the data"
+        )
 
 
 def parse_config_text(text: str, origin: str = "<string>") -> dict[str, Any]:

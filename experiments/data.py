@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.config import StudyConfig
+from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
 from experiments.images import DataError, SkippedFile, SplitImages, read_dataset
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
@@ -124,6 +124,19 @@ def split_validation(validation: Split, test_fraction: float, seed: int) -> tupl
     )
 
 
+def check_validation_classes_can_split(
+    class_names: list[str], labels: np.ndarray, test_fraction: float, validation_dir: Path
+) -> None:
+    """Raise DataError unless every class of the validation split gives at least one test image
+    and keeps at least one validation image at `test_fraction` (as split_validation draws them).
+    Classes are checked in name order; the first too small one is named."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    for class_name, count in zip(class_names, counts):
+        problem = split_size_problem(int(count), test_fraction)
+        if problem is not None:
+            raise DataError(f"Class folder '{validation_dir / class_name}' {problem}.")
+
+
 def fingerprint(class_names: list[str], splits: dict[str, SplitImages]) -> str:
     """sha256 over class names and every used file's relative path and content digest."""
     digest = hashlib.sha256(json.dumps(class_names).encode())
@@ -157,6 +170,9 @@ def _from_folder(config: StudyConfig, data_root: Path, source: dict[str, Any]) -
     workers = config.data.workers or None
     train, validation = read_dataset(
         data_root, config.image_size, workers=workers, progress=_print_progress(str(data_root))
+    )
+    check_validation_classes_can_split(
+        validation.class_names, validation.labels, config.data.test_fraction, data_root / "validation"
     )
     validation_split, test_split = split_validation(
         Split(validation.images, validation.labels, validation.files),
@@ -214,6 +230,7 @@ def synthetic_images(count_per_class: int, image_size: tuple[int, int], seed: in
 def _synthetic(config: StudyConfig) -> StudyData:
     image_size = config.image_size
     seed = config.study.seed
+    check_synthetic_test_split(config.data.synthetic_validation_per_class, config.data.test_fraction)
     train_images, train_labels = synthetic_images(config.data.synthetic_train_per_class, image_size, seed)
     validation_images, validation_labels = synthetic_images(
         config.data.synthetic_validation_per_class, image_size, seed + 1

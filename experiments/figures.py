@@ -1,4 +1,9 @@
-"""Matplotlib figures made from the data and the training histories, saved as PNG."""
+"""Matplotlib figures made from the data and the training histories, saved as PNG.
+
+Every text these figures draw (titles, captions, legends, axis labels) is drawn literally:
+class names come from folder names, and one such as `cost$_$` or `a$x^2$` must show as
+written, not as matplotlib math text (or a parse error).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,23 @@ from experiments.artifacts import write_atomic  # noqa: E402
 
 FIGURE_DPI = 110
 PNG_METADATA = {"Software": None}  # keep the files free of version strings that churn diffs
+# Keyword arguments that make a matplotlib Text draw its string as it is: no math text between
+# dollar signs, no LaTeX even if an rcParams file turns text.usetex on.
+LITERAL = {"parse_math": False, "usetex": False}
+
+
+def _literal(texts) -> None:
+    """Make already-created Text artists (a legend's entries) draw their strings literally."""
+    for text in texts:
+        text.set_parse_math(False)
+        text.set_usetex(False)
+
+
+def _legend(axis, **options):
+    """axis.legend(**options) with every entry drawn literally."""
+    legend = axis.legend(**options)
+    _literal(legend.get_texts())
+    return legend
 
 
 def _save(figure, path: Path) -> Path:
@@ -39,7 +61,7 @@ def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], pa
             axis.axis("off")
             if column < len(indices):
                 axis.imshow(images[indices[column]])
-                axis.set_title(class_name, fontsize=11)
+                axis.set_title(class_name, fontsize=11, **LITERAL)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -48,10 +70,10 @@ def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]],
     """The original image, then each (title, transformed image) of `variants`."""
     figure, axes = plt.subplots(1, len(variants) + 1, figsize=(2.4 * (len(variants) + 1), 2.7))
     axes[0].imshow(image)
-    axes[0].set_title("original", fontsize=10)
+    axes[0].set_title("original", fontsize=10, **LITERAL)
     for axis, (title, variant) in zip(axes[1:], variants):
         axis.imshow(np.clip(variant, 0, 255).astype(np.uint8))
-        axis.set_title(title, fontsize=10)
+        axis.set_title(title, fontsize=10, **LITERAL)
     for axis in axes:
         axis.axis("off")
     figure.tight_layout()
@@ -103,18 +125,18 @@ def training_curves(
             last_lead_in_epoch = max((record["epoch"] for epochs in lead_in for record in epochs), default=None)
             if last_lead_in_epoch is not None:
                 axis.axvline(last_lead_in_epoch + 0.5, color="grey", linestyle="--", linewidth=1)
-        axis.set_ylabel(ylabel)
+        axis.set_ylabel(ylabel, **LITERAL)
     if baseline_accuracy is not None:
         accuracy_axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
     accuracy_axis.set_ylim(0, 1.02)
     loss_axis.set_yscale("log")  # a first-epoch loss of 10+ would flatten every later epoch
     for axis in (accuracy_axis, loss_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("epoch")
+        axis.set_xlabel("epoch", **LITERAL)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        _legend(axis, fontsize=8)
     seeds_note = f" (mean of {len(runs)} seeds, band: min-max)" if len(runs) > 1 else ""
-    figure.suptitle(title + seeds_note)
+    figure.suptitle(title + seeds_note, **LITERAL)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -128,13 +150,14 @@ def comparison(histories: dict[str, list[list[dict[str, Any]]]], path: Path, bas
     if baseline_accuracy is not None:
         axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation accuracy")
+    axis.set_xlabel("epoch", **LITERAL)
+    axis.set_ylabel("validation accuracy", **LITERAL)
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
-    axis.legend()
+    _legend(axis)
     most_runs = max((len(runs) for runs in histories.values()), default=1)
-    axis.set_title("Validation accuracy of every model" + (f" (mean of {most_runs} seeds, band: min-max)" if most_runs > 1 else ""))
+    axis.set_title("Validation accuracy of every model" + (f" (mean of {most_runs} seeds, band: min-max)" if most_runs > 1 else ""),
+                   **LITERAL)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -148,8 +171,8 @@ def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: in
         axis.axis("off")
         if index < shown:
             axis.imshow(images[index])
-            axis.set_title(captions[index], fontsize=9)
+            axis.set_title(captions[index], fontsize=9, **LITERAL)
     if shown == 0:
-        axes[0][0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+        axes[0][0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center", **LITERAL)
     figure.tight_layout()
     return _save(figure, path)

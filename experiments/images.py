@@ -30,6 +30,10 @@ Decoding rules (documented choices):
   keras ``image_dataset_from_directory``.  Large JPEGs are first reduced by
   the decoder (``Image.draft``, powers of two, never below the target size).
 
+Symbolic links to folders are never followed, whether inside a class folder or
+as a class folder (a link to /usr would be scanned whole); they are listed as
+skipped.  The data root and the split folders themselves may be links.
+
 The user's folder is only ever opened for reading.
 """
 
@@ -63,6 +67,9 @@ ROTATING_EXIF_ORIENTATIONS = frozenset({5, 6, 7, 8})
 EXIF_ORIENTATION_TAG = 0x0112
 
 ProgressCallback = Callable[[int, int], None]
+# Symlinked folders are never followed (one pointing at /usr would be scanned whole): not in a
+# class folder, and not as a class folder either.  They are listed with this reason.
+LINKED_FOLDER_REASON = "link to a folder (not followed)"
 
 
 class DataError(Exception):
@@ -133,15 +140,17 @@ def list_class_folders(split_dir: Path) -> list[str]:
     """Return the sorted names of the non-hidden sub-folders of ``split_dir``.
 
     Hidden folders (name starting with '.') such as ``.ipynb_checkpoints`` are
-    not classes and are ignored.  Raises DataError if ``split_dir`` is not a
-    folder or a folder name is not valid UTF-8.
+    not classes and are ignored, and so are symbolic links to folders (never
+    followed, like linked folders inside a class folder; the scan lists them
+    as skipped).  ``split_dir`` itself may be a link.  Raises DataError if
+    ``split_dir`` is not a folder or a folder name is not valid UTF-8.
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise DataError(f"'{split_dir}' is not a folder.")
     class_names = []
     for entry in _sorted_entries(split_dir):
-        if entry.name.startswith(".") or not entry.is_dir():
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
         if not _is_valid_utf8(entry.name):
             raise DataError(
@@ -338,18 +347,20 @@ def _scan_split(data_root: Path, split: str) -> _SplitScan:
         expected = " and ".join(f"{data_root}/{name}/<class>/" for name in SPLIT_NAMES)
         raise DataError(f"Data folder '{data_root}' has no '{split}' folder; expected {expected}.")
     class_names = list_class_folders(split_dir)
+    loose = _loose_files_in_split(data_root, split_dir)
+    linked_note = _linked_folders_note([item for item in loose if item.reason == LINKED_FOLDER_REASON])
     if not class_names:
         raise DataError(
-            f"Folder '{split_dir}' has no class folders; put each class's images in "
+            f"Folder '{split_dir}' has no class folders{linked_note}; put each class's images in "
             f"'{split_dir}/<class name>/'."
         )
     if len(class_names) == 1:
         raise DataError(
-            f"Folder '{split_dir}' has only one class folder '{class_names[0]}'; "
+            f"Folder '{split_dir}' has only one class folder '{class_names[0]}'{linked_note}; "
             "a study needs two or more."
         )
     scan = _SplitScan(split_dir=split_dir, class_names=class_names)
-    scan.skipped.extend(_loose_files_in_split(data_root, split_dir))
+    scan.skipped.extend(loose)
     for label, class_name in enumerate(class_names):
         candidates, skipped = _scan_class_folder(data_root, split_dir / class_name, label)
         scan.candidates.extend(candidates)
@@ -360,15 +371,28 @@ def _scan_split(data_root: Path, split: str) -> _SplitScan:
 
 
 def _loose_files_in_split(data_root: Path, split_dir: Path) -> list[SkippedFile]:
-    """Files lying directly in the split folder belong to no class; list them."""
+    """Files lying directly in the split folder belong to no class, and links to folders are
+    not followed (hidden ones are ignored, like hidden folders); list them."""
     skipped = []
     for entry in _sorted_entries(split_dir):
-        if entry.is_dir():
+        if entry.is_dir(follow_symlinks=False):
             continue
         relative_path = _relative_posix(data_root, entry.path)
+        if entry.is_dir():  # a symbolic link to a folder
+            if not entry.name.startswith("."):
+                skipped.append(SkippedFile(relative_path, LINKED_FOLDER_REASON))
+            continue
         reason = _hidden_reason(entry.name) or "not inside a class folder"
         skipped.append(SkippedFile(relative_path, reason))
     return skipped
+
+
+def _linked_folders_note(linked: list[SkippedFile]) -> str:
+    """' (links to folders are not followed: 'a', 'b')' for error messages, or ''."""
+    if not linked:
+        return ""
+    names = [item.path.rsplit("/", 1)[-1] for item in linked]
+    return f" (links to folders are not followed: {_quoted(names)})"
 
 
 def _scan_class_folder(
@@ -383,8 +407,7 @@ def _scan_class_folder(
             if folder_name.startswith("."):
                 skipped.append(SkippedFile(_relative_posix(data_root, folder_path), "hidden folder"))
             elif os.path.islink(folder_path):
-                reason = "link to a folder (not followed)"
-                skipped.append(SkippedFile(_relative_posix(data_root, folder_path), reason))
+                skipped.append(SkippedFile(_relative_posix(data_root, folder_path), LINKED_FOLDER_REASON))
         folder_names[:] = sorted(
             name
             for name in folder_names
@@ -456,14 +479,31 @@ def _check_same_classes(train_scan: _SplitScan, validation_scan: _SplitScan) -> 
     missing_from_validation = sorted(train_classes - validation_classes)
     missing_from_train = sorted(validation_classes - train_classes)
     if missing_from_validation:
-        problems.append(f"missing from '{validation_scan.split_dir}': {_quoted(missing_from_validation)}")
+        problems.append(
+            f"missing from '{validation_scan.split_dir}': {_quoted(missing_from_validation)}"
+            + _linked_folders_note(_linked_among(validation_scan, missing_from_validation))
+        )
     if missing_from_train:
-        problems.append(f"missing from '{train_scan.split_dir}': {_quoted(missing_from_train)}")
+        problems.append(
+            f"missing from '{train_scan.split_dir}': {_quoted(missing_from_train)}"
+            + _linked_folders_note(_linked_among(train_scan, missing_from_train))
+        )
     raise DataError(
         f"The class folders of '{train_scan.split_dir}' and '{validation_scan.split_dir}' differ ("
         + "; ".join(problems)
         + ")."
     )
+
+
+def _linked_among(scan: _SplitScan, names: list[str]) -> list[SkippedFile]:
+    """The skipped links to folders directly in the scan's split folder named in `names`."""
+    return [
+        item
+        for item in scan.skipped
+        if item.reason == LINKED_FOLDER_REASON
+        and item.path.count("/") == 1
+        and item.path.rsplit("/", 1)[-1] in names
+    ]
 
 
 # --------------------------------------------------------------------------

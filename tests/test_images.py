@@ -312,6 +312,61 @@ def test_unreadable_special_files_are_skipped(tmp_path: Path) -> None:
     assert split.skipped[0].reason.startswith("could not read file")
 
 
+def test_a_linked_class_folder_is_skipped_like_other_linked_folders(tmp_path: Path) -> None:
+    """A class folder that is a symbolic link is not followed (one pointing at /usr would be
+    scanned whole); it is listed among the skipped entries, as linked sub-folders are."""
+    make_two_class_split(tmp_path, "train")
+    outside = tmp_path / "elsewhere"
+    write(outside / "birds" / "b.jpg", colour_jpeg())
+    (tmp_path / "train" / "birds").symlink_to(outside / "birds", target_is_directory=True)
+    (tmp_path / "train" / "system").symlink_to("/usr", target_is_directory=True)
+    (tmp_path / "train" / "cats" / "nested").symlink_to(outside / "birds", target_is_directory=True)
+    (tmp_path / "train" / ".hidden-link").symlink_to(outside / "birds", target_is_directory=True)
+    assert list_class_folders(tmp_path / "train") == ["cats", "dogs"]
+    split = read_split(tmp_path, "train", IMAGE_SIZE)
+    assert split.class_names == ["cats", "dogs"]
+    assert split.files == ["train/cats/a.jpg", "train/dogs/a.jpg"]
+    linked = "link to a folder (not followed)"
+    assert SkippedFile("train/birds", linked) in split.skipped
+    assert SkippedFile("train/system", linked) in split.skipped
+    assert SkippedFile("train/cats/nested", linked) in split.skipped
+    assert not any("hidden-link" in item.path for item in split.skipped)
+
+
+def test_a_linked_split_folder_is_still_read(tmp_path: Path) -> None:
+    """The split folders themselves (and the data root) may be links."""
+    real = tmp_path / "real"
+    make_two_class_split(real, "train")
+    make_two_class_split(real, "validation")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "train").symlink_to(real / "train", target_is_directory=True)
+    (root / "validation").symlink_to(real / "validation", target_is_directory=True)
+    train, validation = read_dataset(root, IMAGE_SIZE)
+    assert train.files == ["train/cats/a.jpg", "train/dogs/a.jpg"] and len(validation.files) == 2
+
+
+def test_a_linked_second_class_folder_leaves_one_class(tmp_path: Path) -> None:
+    write(tmp_path / "train" / "cats" / "a.jpg", colour_jpeg())
+    write(tmp_path / "elsewhere" / "dogs" / "a.jpg", colour_jpeg())
+    (tmp_path / "train" / "dogs").symlink_to(tmp_path / "elsewhere" / "dogs", target_is_directory=True)
+    expect_data_error(
+        read_split, tmp_path, "train", IMAGE_SIZE,
+        naming=[str(tmp_path / "train"), "only one class folder 'cats'", "links to folders are not followed: 'dogs'"],
+    )
+
+
+def test_a_class_linked_in_one_split_only_is_named(tmp_path: Path) -> None:
+    make_two_class_split(tmp_path, "train", ("birds", "cats", "dogs"))
+    make_two_class_split(tmp_path, "validation", ("cats", "dogs"))
+    write(tmp_path / "elsewhere" / "birds" / "a.jpg", colour_jpeg())
+    (tmp_path / "validation" / "birds").symlink_to(tmp_path / "elsewhere" / "birds", target_is_directory=True)
+    expect_data_error(
+        read_dataset, tmp_path, IMAGE_SIZE,
+        naming=[str(tmp_path / "validation"), "'birds'", "links to folders are not followed"],
+    )
+
+
 # --------------------------------------------------------------------------
 # Errors that stop the study
 # --------------------------------------------------------------------------

@@ -44,6 +44,7 @@ STATUS_LABELS = {
     "partial": "did not finish",
     "running": "did not finish",
     "failed": "did not finish",
+    "diverged": "diverged",
     "not_run": "not run",
 }
 
@@ -55,6 +56,8 @@ class ReportError(Exception):
 # --------------------------------------------------------------------------- escaping
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|#!])")
+#: Control characters (NUL and the like) have no business in a page; they show as U+FFFD.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_START_SPECIAL = re.compile(r"^([-+])(?=\s|$)")
 _ORDERED_LIST_START = re.compile(r"^(\d+)([.)])(?=\s|$)")
 
@@ -69,6 +72,7 @@ def escape_markdown(value: object) -> str:
         return ""
     text = str(value)
     text = " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+    text = _CONTROL_CHARACTERS.sub("\ufffd", text)
     # Quotes become &quot; but apostrophes stay: html.escape would write &#x27;, whose "#" the
     # next step would backslash-escape into text that shows up literally.
     text = html.escape(text, quote=False).replace('"', "&quot;")

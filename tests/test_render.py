@@ -523,3 +523,23 @@ def test_apostrophes_survive_escaping():
 
     assert escape_markdown("the last epoch's accuracy") == "the last epoch's accuracy"
     assert escape_markdown('say "hi" & <go>') == "say &quot;hi&quot; &amp; &lt;go&gt;"
+
+
+def test_control_characters_in_artifact_text_never_reach_a_page(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=("ca\x00ts", "do\x1bgs"),
+                                   skipped=[{"file": "train/a\x00b.jpg", "reason": "bad\x7f"}])
+    for page in render_report(run, tmp_path / "docs"):
+        if page.suffix == ".md":
+            text = read(page)
+            assert not any(character in text for character in "\x00\x1b\x7f"), page.name
+    assert "ca\ufffdts" in read(tmp_path / "docs" / "index.md")
+
+
+def test_a_diverged_model_is_called_diverged(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", model_status={"augmented": "diverged"},
+                                   model_errors={"augmented": "seed 1337: loss became NaN in epoch 3"})
+    pages = render_pages(run, tmp_path)
+    assert '!!! danger "Diverged"' in pages["models/augmented.md"]
+    assert "loss became NaN in epoch 3" in pages["models/augmented.md"]
+    assert "[augmented](models/augmented.md) (diverged)" in pages["index.md"]
+    assert "| [augmented](models/augmented.md) | diverged |" in pages["method.md"]

@@ -121,3 +121,119 @@ def test_a_corrupt_cached_archive_is_fetched_again(tmp_path, monkeypatch):
     assert fetches == ["http://example.invalid/x.zip"]
     assert (folder / "train" / "cats" / "readme.txt").exists()
     assert (datasets / "cats_and_dogs_filtered.zip.sha256").exists()
+
+
+# --------------------------------------------------------------------------- folder data: labels and fingerprint
+
+# Unbalanced on purpose: reversed labels would turn the 8-of-11 majority baseline on validation
+# into 3 of 11, and a label per class into the other class's.
+COLOUR_STUDY = {"train": {"cats": 5, "dogs": 3}, "validation": {"cats": 10, "dogs": 4}}
+
+
+def colour_image(class_name: str, index: int) -> Image.Image:
+    """Cats are red-ish, dogs blue-ish; every file has its own shade, so every file has its own bytes."""
+    shade = 10 * index
+    colour = (180 + shade % 70, 20 + shade % 40, 40) if class_name == "cats" else (30, 40 + shade % 50, 170 + shade % 80)
+    return Image.new("RGB", (20, 16), colour)
+
+
+def write_colour_study(root) -> None:
+    for split, counts in COLOUR_STUDY.items():
+        for class_name, count in counts.items():
+            folder = root / split / class_name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                colour_image(class_name, index + (100 if split == "validation" else 0)).save(folder / f"{class_name[0]}{index}.png")
+
+
+def folder_config(root):
+    return load_config(SMOKE_CONFIG, {"data.source": "folder", "data.data_dir": str(root)})
+
+
+def red_or_blue(images: np.ndarray) -> np.ndarray:
+    """A fixed classifier that needs no training: 0 (cats) where red outweighs blue, else 1 (dogs)."""
+    channels = images.astype(np.float64).mean(axis=(1, 2))
+    return (channels[:, 2] > channels[:, 0]).astype(np.int32)
+
+
+def test_folder_labels_follow_each_file_s_class_folder(tmp_path):
+    write_colour_study(tmp_path)
+    data = load_study_data(folder_config(tmp_path))
+    assert data.class_names == ["cats", "dogs"]
+    for split_name, split in data.splits.items():
+        assert len(split) > 0 and split.labels.dtype == np.int32
+        for file, label in zip(split.files, split.labels):
+            folder_split, class_name, _ = file.split("/")
+            assert folder_split == ("train" if split_name == "train" else "validation")
+            assert data.class_names[label] == class_name, f"{file} in {split_name} is labelled {data.class_names[label]}"
+        accuracy = float(np.mean(red_or_blue(split.images) == split.labels))
+        assert accuracy == 1.0, f"the colour rule scores {accuracy} on {split_name}: images and labels do not match"
+    assert data.label_counts(data.validation) == {"cats": 8, "dogs": 3}
+    assert data.label_counts(data.test) == {"cats": 2, "dogs": 1}
+    baseline = data.majority_baseline()
+    assert baseline["class_name"] == "cats"
+    assert baseline["accuracy"]["validation"] == pytest.approx(8 / 11)
+    assert baseline["accuracy"]["test"] == pytest.approx(2 / 3)
+
+
+def test_the_pipeline_keeps_every_image_with_its_label(tmp_path):
+    from experiments.data import make_dataset
+
+    write_colour_study(tmp_path)
+    data = load_study_data(folder_config(tmp_path))
+    for split in data.splits.values():  # evaluation order is file order
+        batches = list(make_dataset(split, batch_size=3, shuffle=False, seed=0).as_numpy_iterator())
+        assert np.concatenate([labels for _, labels in batches]).tolist() == split.labels.tolist()
+        images = np.concatenate([images for images, _ in batches])
+        assert images.dtype == np.float32
+        np.testing.assert_array_equal(images, split.images.astype(np.float32))
+    # training batches are shuffled, but each image still travels with its own label
+    shuffled = list(make_dataset(data.train, batch_size=3, shuffle=True, seed=1).as_numpy_iterator())
+    labels = np.concatenate([labels for _, labels in shuffled])
+    assert sorted(labels.tolist()) == sorted(data.train.labels.tolist())
+    assert (red_or_blue(np.concatenate([images for images, _ in shuffled])) == labels).all()
+
+
+def test_the_fingerprint_follows_every_file_s_name_class_and_bytes(tmp_path):
+    import os
+    import shutil
+
+    write_colour_study(tmp_path)
+    config = folder_config(tmp_path)
+
+    def fingerprint_now() -> str:
+        return load_study_data(config).fingerprint
+
+    original = fingerprint_now()
+    assert fingerprint_now() == original
+    os.utime(tmp_path / "train" / "cats" / "c0.png", (0, 0))  # a new date alone changes nothing
+    assert fingerprint_now() == original
+
+    for path in (tmp_path / "train" / "cats" / "c1.png", tmp_path / "validation" / "dogs" / "d2.png"):
+        saved = path.read_bytes()
+        colour_image(path.parent.name, 55).save(path)  # same name, other bytes
+        assert path.read_bytes() != saved
+        assert fingerprint_now() != original, f"changing the bytes of {path.relative_to(tmp_path)} kept the fingerprint"
+        path.write_bytes(saved)
+        assert fingerprint_now() == original
+
+    # the last cats file moves to dogs under a name that sorts first there: the files' order and
+    # bytes stay the same, only its class changes
+    source, target = tmp_path / "train" / "cats" / "c4.png", tmp_path / "train" / "dogs" / "c4.png"
+    shutil.move(source, target)
+    assert fingerprint_now() != original
+    shutil.move(target, source)
+    assert fingerprint_now() == original
+
+    added = tmp_path / "train" / "dogs" / "d9.png"
+    colour_image("dogs", 9).save(added)
+    assert fingerprint_now() != original
+    added.unlink()
+    assert fingerprint_now() == original
+
+    removed = tmp_path / "validation" / "cats" / "c3.png"
+    saved = removed.read_bytes()
+    removed.unlink()
+    assert fingerprint_now() != original
+    removed.write_bytes(saved)
+    assert fingerprint_now() == original

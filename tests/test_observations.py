@@ -60,6 +60,37 @@ def test_at_baseline_model():
     assert 0 <= observation.gain_over_baseline_points <= obs.AT_BASELINE_MARGIN_POINTS
 
 
+@pytest.mark.parametrize(
+    "val_accuracy, gain, at_baseline",
+    [
+        (0.519, 1.9, True),  # just inside the margin
+        (0.52, 2.0, True),  # exactly at the margin: "at most 2 points above" is still no better
+        (0.521, 2.1, False),  # just outside
+    ],
+)
+def test_the_baseline_margin_boundary(val_accuracy, gain, at_baseline):
+    assert obs.AT_BASELINE_MARGIN_POINTS == 2.0  # the cases below are written for a 2-point margin
+    observation = obs.observe_model("m", fixtures.make_history([0.6] * 5, [val_accuracy] * 5), baseline_accuracy=0.5)
+    assert observation.gain_over_baseline_points == gain
+    assert observation.at_baseline is at_baseline
+    assert observation.baseline_verdict == (obs.BASELINE_NO_BETTER if at_baseline else obs.BASELINE_BETTER)
+    assert obs.baseline_verdict(gain) == (at_baseline, observation.baseline_verdict)
+
+
+def test_records_without_an_epoch_number_count_from_one():
+    records = [{"accuracy": 0.6, "val_accuracy": 0.5}, {"accuracy": 0.7, "val_accuracy": 0.8},
+               {"accuracy": 0.8, "val_accuracy": 0.6}]
+    observation = obs.observe_model("m", records)
+    assert (observation.best_epoch, observation.best_val_accuracy) == (2, 0.8)
+    assert observation.last_epoch == 3
+    assert (observation.settled.first_epoch, observation.settled.last_epoch) == (1, 3)
+    summary = obs.summarise_seeds("m", {1: records})
+    assert summary.best_epochs == (2,) and summary.seeds[0].last_epoch == 3
+    assert [item.epoch for item in summary.epochs] == [1, 2, 3]
+    # an explicit number wins over the position
+    assert obs.observe_model("m", [{"epoch": 7, "accuracy": 0.5, "val_accuracy": 0.5}]).best_epoch == 7
+
+
 def test_below_baseline_is_no_better_than_baseline():
     observation = obs.observe_model("m", fixtures.make_history([0.6] * 3, [0.4] * 3), baseline_accuracy=0.55)
     assert observation.gain_over_baseline_points == pytest.approx(-15.0)
@@ -183,13 +214,35 @@ def epochs_of(value_strategy):
     )
 
 
-@settings(max_examples=200, deadline=None)
+def usable_accuracy(value) -> bool:
+    """The history schema, stated independently: null, a non-finite number (read as missing)
+    or a number in 0..1; never a boolean or a string."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not math.isfinite(value) or 0.0 <= value <= 1.0
+
+
+@settings(max_examples=300, deadline=None)
 @given(epochs=epochs_of(any_value), baseline=any_value)
 def test_arbitrary_histories_raise_only_value_error(epochs, baseline):
+    bad_epochs = [record["epoch"] for record in epochs
+                  if not (usable_accuracy(record["accuracy"]) and usable_accuracy(record["val_accuracy"]))]
     try:
-        obs.observe_model("m", epochs, baseline_accuracy=baseline)
-    except ValueError:
-        pass
+        observation = obs.observe_model("m", epochs, baseline_accuracy=baseline)
+    except ValueError as error:
+        message = str(error)
+        if bad_epochs:  # the first bad record is named
+            assert message.startswith(f"history of m, epoch {bad_epochs[0]}: "), message
+        else:
+            assert not usable_accuracy(baseline), f"a usable history and baseline were rejected: {message}"
+            assert message.startswith("majority baseline validation accuracy"), message
+    else:
+        assert not bad_epochs, f"epoch {bad_epochs[0]} holds an unusable value, but no ValueError was raised"
+        assert usable_accuracy(baseline), f"the baseline {baseline!r} is unusable, but no ValueError was raised"
+        assert observation.epoch_count == len(epochs)
+        assert observation.overfitting in obs.VERDICTS
 
 
 @settings(max_examples=200, deadline=None)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 
-from experiments.runtime import ONEDNN_VARIABLE, describe_cpu_kernels, onednn_enabled, prefer_onednn
+import pytest
+
+from experiments.runtime import ONEDNN_VARIABLE, X86_64_NAMES, prefer_onednn
+from tests.conftest import PROJECT_ROOT
 
 
 def test_oneDNN_is_asked_for_on_x86_64_when_the_user_has_not_chosen():
@@ -28,15 +34,27 @@ def test_other_processors_keep_tensorflow_s_default():
         assert environment == {}
 
 
-def test_the_recorded_kernels_match_what_tensorflow_loaded():
-    import tensorflow as tf  # noqa: F401  (the question is about the TensorFlow in this process)
+ONEDNN_LOG_LINE = "oneDNN custom operations are on"
+PROBE = "from experiments.runtime import describe_cpu_kernels; print('kernels:', describe_cpu_kernels())"
 
-    enabled = onednn_enabled()
-    assert enabled in (True, False, None)
-    expected = {True: "oneDNN", False: "Eigen (oneDNN off)", None: "unknown"}[enabled]
-    assert describe_cpu_kernels() == expected
-    # conftest asked for oneDNN before TensorFlow loaded; on x86-64 it must have taken effect
-    if os.environ.get(ONEDNN_VARIABLE) == "1" and enabled is not None:
-        assert enabled is True
-    if os.environ.get(ONEDNN_VARIABLE) == "0" and enabled is not None:
-        assert enabled is False
+
+@pytest.mark.skipif(platform.machine().lower() not in X86_64_NAMES,
+                    reason="TF_ENABLE_ONEDNN_OPTS switches oneDNN on and off only in TensorFlow's x86-64 wheels")
+def test_the_recorded_kernels_match_what_tensorflow_loaded():
+    """Two fresh pythons, one told TF_ENABLE_ONEDNN_OPTS=0 and one =1: each must record the kernels
+    it was told to use, and TensorFlow's own start-up log must agree."""
+    children = {}
+    for choice in ("0", "1"):
+        environment = {**os.environ, ONEDNN_VARIABLE: choice, "TF_CPP_MIN_LOG_LEVEL": "0",
+                       "PYTHONPATH": str(PROJECT_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        children[choice] = subprocess.Popen([sys.executable, "-c", PROBE], cwd=PROJECT_ROOT, env=environment,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {choice: child.communicate(timeout=180) for choice, child in children.items()}
+    for choice, child in children.items():
+        assert child.returncode == 0, results[choice][1]
+    (off_out, off_log), (on_out, on_log) = results["0"], results["1"]
+    assert "kernels: Eigen (oneDNN off)" in off_out.splitlines()
+    assert "kernels: oneDNN" in on_out.splitlines()
+    assert ONEDNN_LOG_LINE not in off_log
+    if ONEDNN_LOG_LINE in on_log + off_log:  # TensorFlow versions that announce oneDNN must announce it here
+        assert ONEDNN_LOG_LINE in on_log

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from html.parser import HTMLParser
+from urllib.parse import unquote, urlsplit
+
+import yaml
 
 from report_builder.render import render_report
 from report_builder.site import build_site
@@ -41,7 +45,60 @@ def test_shipped_site_builds_strictly(tmp_path):
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     site = build_site(project, strict=True, site_dir=tmp_path / "site")
-    assert (site / "index.html").is_file() and (site / "models" / "finetune" / "index.html").is_file()
+    pages = nav_pages(yaml.safe_load((PROJECT_ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    assert "index.md" in pages and "models/finetune.md" in pages and "method.md" in pages
+    for page in pages:
+        built = site / ("index.html" if page == "index.md" else page.removesuffix(".md") + "/index.html")
+        assert built.is_file(), f"the nav names {page}, but the site has no {built.relative_to(site)}"
+    broken = []
+    html_pages = sorted(site.rglob("*.html"))
+    for html_page in html_pages:
+        for attribute, url in page_references(html_page.read_text(encoding="utf-8")):
+            target = local_target(site, html_page, url)
+            if target is not None and not target.is_file():
+                broken.append(f"{html_page.relative_to(site)}: {attribute}={url}")
+    assert not broken, "references to files the site does not have:\n" + "\n".join(broken)
+    figures = [html_page for html_page in html_pages
+               if any("assets/figures/" in url for _, url in page_references(html_page.read_text(encoding="utf-8")))]
+    assert len(figures) >= 6, "the report's figures are not referenced from its pages"
+
+
+def nav_pages(nav) -> list[str]:
+    """Every page file the mkdocs.yml nav names (entries are "file", {"title": "file"} or {"title": [...]})."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, dict):
+        return [page for value in nav.values() for page in nav_pages(value)]
+    return [page for item in nav for page in nav_pages(item)]
+
+
+class _References(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if value and (name == "src" or (name == "href" and tag in ("a", "link"))):
+                self.found.append((f"{tag}.{name}", value))
+
+
+def page_references(text: str) -> list[tuple[str, str]]:
+    parser = _References()
+    parser.feed(text)
+    return parser.found
+
+
+def local_target(site, html_page, url: str):
+    """The file in the site a relative URL points at, or None for external and in-page links."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not parts.path:
+        return None
+    path = unquote(parts.path)
+    target = (site / path.lstrip("/")) if path.startswith("/") else (html_page.parent / path)
+    if path.endswith("/") or target.is_dir():
+        target = target / "index.html"
+    return target
 
 
 def test_shipped_run_is_a_real_complete_run():

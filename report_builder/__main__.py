@@ -126,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     from experiments import interrupts
 
     interrupts.install_handlers()  # Ctrl-C and SIGTERM: a clean stop, exit 130 / 143
+    if hasattr(sys.stdout, "reconfigure"):  # a folder name that is not valid UTF-8 still prints
+        sys.stdout.reconfigure(errors="backslashreplace")
+        sys.stderr.reconfigure(errors="backslashreplace")
     phase = "train"
     try:
         arguments = parse_arguments(argv)
+        phase = "train" if arguments.command in ("train", "all") else arguments.command
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
         from experiments.runtime import prefer_onednn
 
@@ -142,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
         user_errors = (ConfigError, ReportError, SiteBuildError, ArtifactError, PublishError, DataError)
         try:
-            phase = "train" if arguments.command in ("train", "all") else arguments.command
             if arguments.command == "train":
                 command_train(arguments)
             elif arguments.command == "render":

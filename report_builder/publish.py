@@ -4,38 +4,41 @@
 ``site/``. Both go through :func:`publish_tree`:
 
 1. A lock beside the target (``.<name>.lock``) lets one writer at a time in; a second waits.
-2. The target must be missing, empty, or carry the marker file ``.report-builder.json`` that
-   lists the files an earlier render or build wrote there. Anything else (a folder of the
-   user's, a run folder, the project root) is refused with one sentence, before any change.
+2. The target must be missing, empty, or carry the marker file ``.report-builder.json`` (of the
+   same kind: docs or site) that lists the files an earlier call wrote there. Anything else (a
+   folder of the user's, a run folder, the data, the project root) is refused with one sentence,
+   before anything is written.
 3. The new tree is written into a staging folder beside the target. Files in the target that
-   the marker does not list (hand-written pages such as ``docs/guide/``) are hard-linked (or
-   copied) into it, unchanged; then the marker, listing only what was generated.
+   the marker does not list (hand-written pages such as ``docs/guide/``) are hard-linked into it
+   (same file, same inode); folders are recreated with their mode, owner and times. A file that
+   cannot be hard-linked (another file system, a mount point) stops the call with one sentence.
 4. The staging folder and the target are swapped in one step (Linux ``renameat2`` with
-   ``RENAME_EXCHANGE``; elsewhere two renames, with the old tree put back by the next call if a
-   kill falls between them). A kill, a full disk or a second writer at any moment leaves the
-   old tree or the new one, whole.
-5. The old tree, now in the staging folder, is removed: the files its marker listed, and the
-   user's files whose identical copy is in the new tree. Anything else is kept and named.
+   ``RENAME_EXCHANGE``; elsewhere two renames, undone by the next call if a kill falls between).
+5. The old tree, now in the staging folder, is removed: the files its marker listed, and links
+   to files that are still in the new tree. Anything else is kept and named.
+
+Which folders beside the target are report-builder's own is written down in a journal
+(``.<name>.publish.json``) before they are created, with what they hold, so a later call can
+finish what a killed one started: a folder is never taken for ours because of its name or
+because it holds a marker.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
+import secrets
 import shutil
 import stat
 import sys
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from filelock import FileLock, Timeout
-
 MARKER = ".report-builder.json"
-#: Present in a staging folder until its marker is written: proof that the folder is ours.
-STAGING_SENTINEL = ".report-builder-staging"
 GENERATOR = "report-builder"
 LOCK_WAIT_NOTICE_SECONDS = 1.0
 
@@ -44,11 +47,18 @@ class PublishError(Exception):
     """A target folder cannot be written safely; the message names the path."""
 
 
+def _describe(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
 # --------------------------------------------------------------------------- the marker
 
 
-def read_marker(folder: Path) -> set[str] | None:
-    """The files a marker in ``folder`` lists (POSIX relative paths), or None without a marker."""
+def read_marker(folder: Path, kind: str | None = None) -> set[str] | None:
+    """The files a marker in ``folder`` lists (POSIX relative paths), or None without a marker.
+
+    Raises :class:`PublishError` for a marker that is not report-builder's, or of another kind.
+    """
     path = folder / MARKER
     if path.is_symlink() or not path.is_file():
         return None
@@ -58,22 +68,44 @@ def read_marker(folder: Path) -> set[str] | None:
         raise PublishError(f"{path} is not a readable report-builder marker ({error}); "
                            "remove it only if the folder holds nothing of yours") from None
     files = data.get("files") if isinstance(data, dict) else None
-    if data.get("generator") != GENERATOR or not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+    if not isinstance(data, dict) or data.get("generator") != GENERATOR or not isinstance(files, list) \
+            or not all(isinstance(name, str) for name in files):
         raise PublishError(f"{path} is not a report-builder marker; refusing to write into {folder}")
+    found_kind = data.get("kind", kind)
+    if kind is not None and found_kind != kind:
+        raise PublishError(f"refusing to write into {folder}: it holds a {found_kind} folder, not a {kind} folder")
     return {name for name in files if _is_safe_relative(name)}
 
 
-def marker_text(kind: str, files: Iterable[str]) -> str:
+def marker_text(kind: str, files: Iterable[str], protected: Iterable[str] = ()) -> str:
+    """The marker's text. ``protected`` names folders no later output may go into (for docs: the
+    run and the data they were rendered from, relative to the docs folder's parent), so that
+    ``build`` can refuse them too."""
     data = {"generator": GENERATOR, "kind": kind,
             "note": "Files listed here were written by report-builder and are replaced on the next run; "
                     "every other file in this folder is kept.",
             "files": sorted(set(files))}
+    if protected:
+        data["protected"] = sorted(set(protected))
     return json.dumps(data, indent=2) + "\n"
+
+
+def protected_folders(folder: Path) -> list[tuple[Path, str]]:
+    """The folders a marker says must not receive output, as (folder, description) pairs
+    (recorded relative to the folder that holds ``folder``)."""
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = data.get("protected") if isinstance(data, dict) else None
+    return [(folder.parent / name, "a folder the report was rendered from,") for name in names
+            if isinstance(name, str) and name] if isinstance(names, list) else []
 
 
 def _is_safe_relative(name: str) -> bool:
     path = PurePosixPath(name)
-    return bool(name) and not path.is_absolute() and ".." not in path.parts and name != MARKER
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "." not in name.split("/") \
+        and name != MARKER
 
 
 # --------------------------------------------------------------------------- checks
@@ -83,7 +115,12 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_target(target: Path, forbidden: Iterable[tuple[Path, str]] = ()) -> set[str]:
+def is_run_folder(folder: Path) -> bool:
+    """A run folder of the study: a manifest.json beside a models/ folder."""
+    return (folder / "manifest.json").is_file() and (folder / "models").is_dir()
+
+
+def check_target(target: Path, kind: str, forbidden: Iterable[tuple[Path, str]] = ()) -> set[str]:
     """Refuse a target that is not ours to replace; return the files its marker lists.
 
     ``forbidden`` holds (folder, description) pairs the target must be neither inside nor
@@ -94,20 +131,29 @@ def check_target(target: Path, forbidden: Iterable[tuple[Path, str]] = ()) -> se
     resolved = target.resolve()
     for folder, description in forbidden:
         folder = Path(folder).resolve()
-        if _inside(resolved, folder) or _inside(folder, resolved):
-            raise PublishError(f"refusing to write into {target}: it {'is inside' if _inside(resolved, folder) and resolved != folder else 'is' if resolved == folder else 'contains'} "
-                               f"{description} {folder}")
+        if resolved == folder:
+            raise PublishError(f"refusing to write into {target}: it is {description} {folder}")
+        if _inside(resolved, folder):
+            raise PublishError(f"refusing to write into {target}: it is inside {description} {folder}")
+        if _inside(folder, resolved):
+            raise PublishError(f"refusing to write into {target}: it contains {description} {folder}")
+    for folder in (resolved, *resolved.parents):
+        if is_run_folder(folder):
+            raise PublishError(f"refusing to write into {target}: {folder} is a run folder of the study")
     if not target.exists():
         return set()
     if not target.is_dir():
         raise PublishError(f"{target} is a file, not a folder")
-    owned = read_marker(target)
+    if os.path.ismount(target):
+        raise PublishError(f"refusing to write into {target}: it is a mount point, and the {kind} folder is "
+                           "replaced as a whole; use a folder inside it")
+    owned = read_marker(target, kind)
     if owned is not None:
         return owned
     try:
         entries = [entry.name for entry in os.scandir(target)]
     except OSError as error:
-        raise PublishError(f"cannot read {target}: {error.strerror or error}") from None
+        raise PublishError(f"cannot read {target}: {_describe(error)}") from None
     if entries:
         shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
         raise PublishError(
@@ -115,6 +161,87 @@ def check_target(target: Path, forbidden: Iterable[tuple[Path, str]] = ()) -> se
             f"{MARKER} marker; choose an empty or new folder, or move those files away"
         )
     return set()
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+@contextmanager
+def folder_lock(target: Path, report: Callable[[str], None], reader: bool = False) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``target`` (an fcntl lock: released by the kernel if we die).
+
+    The lock file is created if missing and never truncated; it must be a plain file of its own.
+    A ``reader`` of a folder it cannot create a lock beside (read-only) goes on without one:
+    nobody can be writing there either.
+    """
+    path = target.parent / f".{target.name}.lock"
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        if reader and error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            yield
+            return
+        raise PublishError(f"cannot create the lock file {path}: {_describe(error)}") from None
+    try:
+        details = os.fstat(descriptor)
+        if not stat.S_ISREG(details.st_mode) or details.st_nlink != 1:
+            raise PublishError(f"{path} is not a lock file of report-builder's (a link or a special file); move it away")
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"waiting for another process that is writing {target} ...")
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as error:
+            raise PublishError(f"cannot lock {path}: {_describe(error)}") from None
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+class Journal:
+    """``.<name>.publish.json`` beside the target: the folders this program made there and what
+    each holds, written before the folder is made or changes role."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.path = target.parent / f".{target.name}.publish.json"
+
+    def read(self) -> list[dict]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return []  # unreadable: remember nothing, so touch nothing
+        entries = data.get("folders") if isinstance(data, dict) else None
+        return [entry for entry in entries if isinstance(entry, dict) and _is_own_name(self.target, entry.get("name"))] \
+            if isinstance(entries, list) else []
+
+    def write(self, entries: list[dict]) -> None:
+        if not entries:
+            self.path.unlink(missing_ok=True)
+            return
+        temporary = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"generator": GENERATOR, "folders": entries}, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, self.path)
+
+    def add(self, entry: dict) -> None:
+        self.write([item for item in self.read() if item["name"] != entry["name"]] + [entry])
+
+    def remove(self, name: str) -> None:
+        self.write([item for item in self.read() if item["name"] != name])
+
+
+def _is_own_name(target: Path, name: object) -> bool:
+    return isinstance(name, str) and "/" not in name and name.startswith(f".{target.name}.") \
+        and (".staging-" in name or ".old-" in name)
+
+
+def _new_name(target: Path, role: str) -> Path:
+    return target.parent / f".{target.name}.{role}-{secrets.token_hex(6)}"
 
 
 # --------------------------------------------------------------------------- the swap
@@ -138,50 +265,38 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def _swap_in(staging: Path, target: Path) -> Path | None:
+def _swap_in(staging: Path, target: Path, journal: Journal, entry: dict) -> Path | None:
     """Put ``staging`` at ``target``; return where the old tree now is (None if there was none)."""
     if not target.exists():
         os.rename(staging, target)
         return None
     if _exchange(staging, target):
         return staging
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.rmdir(old)
-    os.rename(target, old)  # a kill between these two renames is mended by recover()
+    old = _new_name(target, "old")
+    journal.add({**entry, "name": old.name, "role": "old"})
+    os.rename(target, old)  # a kill between these two renames is undone by recover()
     os.rename(staging, target)
     return old
 
 
-def _leftovers(target: Path, kind: str) -> list[Path]:
-    prefix = f".{target.name}.{kind}-"
-    try:
-        candidates = [path for path in target.parent.iterdir()
-                      if path.name.startswith(prefix) and path.is_dir() and not path.is_symlink()]
-    except OSError:
-        return []
-    return sorted(path for path in candidates if (path / STAGING_SENTINEL).is_file() or _has_marker(path))
-
-
-def _has_marker(folder: Path) -> bool:
-    try:
-        return read_marker(folder) is not None
-    except PublishError:
-        return False
-
-
 def recover(target: Path) -> None:
     """Put back an old tree that a kill left aside (between the two renames of the fallback swap)."""
+    target = Path(os.path.abspath(target))
     if target.exists() or target.is_symlink():
         return
-    aside = [path for path in _leftovers(target, "old") if read_marker(path) is not None]
-    if aside:
-        os.rename(aside[-1], target)
+    journal = Journal(target)
+    for entry in journal.read():
+        folder = target.parent / entry["name"]
+        if entry.get("role") == "old" and folder.is_dir() and not folder.is_symlink():
+            os.rename(folder, target)
+            journal.remove(entry["name"])
+            return
 
 
 # --------------------------------------------------------------------------- copying and cleaning
 
 
-def _walk(folder: Path) -> Iterable[tuple[str, os.DirEntry[str] | Path, bool]]:
+def _walk(folder: Path) -> Iterator[tuple[str, os.DirEntry[str], bool]]:
     """(relative POSIX path, entry, is_dir) for everything under ``folder``, not following links."""
     stack = [(folder, "")]
     while stack:
@@ -196,69 +311,82 @@ def _walk(folder: Path) -> Iterable[tuple[str, os.DirEntry[str] | Path, bool]]:
                     yield relative, entry, False
 
 
+def _copy_folder_details(source: Path, destination: Path) -> None:
+    """Mode, owner (where allowed) and times of a folder, as they were."""
+    details = os.lstat(source)
+    try:
+        os.chown(destination, details.st_uid, details.st_gid)
+    except OSError:
+        pass
+    os.chmod(destination, stat.S_IMODE(details.st_mode))
+    os.utime(destination, ns=(details.st_atime_ns, details.st_mtime_ns))
+
+
 def _carry_over(target: Path, staging: Path, owned: set[str], generated: set[str]) -> None:
-    """Link (or copy) every file of ``target`` that is not ours into ``staging``, unchanged."""
+    """Hard-link every file of ``target`` that is not ours into ``staging``, unchanged."""
     generated_dirs = {str(parent) for name in generated for parent in PurePosixPath(name).parents}
+    folders: list[tuple[Path, Path]] = [(target, staging)]
     for relative, entry, is_dir in _walk(target):
         if relative == MARKER or relative in owned:
             continue
-        destination = staging / relative
+        source, destination = Path(entry.path), staging / relative
         if is_dir:
             if relative in generated:
-                raise PublishError(f"{target / relative} is a folder of yours where the report writes a file; move it away")
+                raise PublishError(f"{source} is a folder of yours where the report writes a file; move it away")
+            if os.path.ismount(source):
+                raise PublishError(f"{source} is a mount point inside {target}; report-builder replaces the folder "
+                                   "as a whole, so move the mount elsewhere")
             destination.mkdir(exist_ok=True)
+            folders.append((source, destination))
             continue
         if relative in generated or relative in generated_dirs:
-            raise PublishError(
-                f"{target / relative} was not written by report-builder but the new report writes a file there; "
-                "move it away or choose another folder"
-            )
+            raise PublishError(f"{source} was not written by report-builder but the new {target.name} has a file "
+                               "there; move it away or choose another folder")
         destination.parent.mkdir(parents=True, exist_ok=True)
         if entry.is_symlink():
-            os.symlink(os.readlink(entry.path), destination)
+            os.symlink(os.readlink(source), destination)
             continue
         try:
-            os.link(entry.path, destination, follow_symlinks=False)
-        except OSError:
-            if not entry.is_file(follow_symlinks=False):
-                raise PublishError(f"cannot keep {target / relative}: it is not a regular file") from None
-            shutil.copy2(entry.path, destination, follow_symlinks=False)
+            os.link(source, destination, follow_symlinks=False)
+        except OSError as error:
+            raise PublishError(f"cannot keep {source} in place while replacing {target} ({_describe(error)}: it "
+                               "cannot be hard-linked, for example it is on another file system); move it away") from None
+    for source, destination in reversed(folders):  # deepest first: linking changed their times
+        if source != target:
+            _copy_folder_details(source, destination)
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def _linked_in_target(path: Path, target: Path, relative: str) -> bool:
+    """True when ``path`` is the same file as the target's one at ``relative`` (a hard link) or a
+    symbolic link with the same text: removing it loses nothing."""
     try:
-        a, b = os.lstat(first), os.lstat(second)
+        mine, theirs = os.lstat(path), os.lstat(target / relative)
     except OSError:
         return False
-    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
-        return True
-    if stat.S_ISLNK(a.st_mode) and stat.S_ISLNK(b.st_mode):
-        return os.readlink(first) == os.readlink(second)
-    if not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)) or a.st_size != b.st_size:
-        return False
-    with open(first, "rb") as one, open(second, "rb") as other:
-        while True:
-            block = one.read(1 << 20)
-            if block != other.read(1 << 20):
-                return False
-            if not block:
-                return True
+    if stat.S_ISLNK(mine.st_mode):
+        return stat.S_ISLNK(theirs.st_mode) and os.readlink(path) == os.readlink(target / relative)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
-def discard_tree(folder: Path, target: Path) -> list[str]:
-    """Remove a staging or old tree of ours: the files its marker lists (or, without a marker,
-    the files a render wrote before it was stopped), and files identical to the target's.
-    Returns what had to be kept (relative paths); the folder stays when that is not empty."""
-    listed = read_marker(folder)
+def discard_tree(folder: Path, target: Path, owned: set[str]) -> list[str]:
+    """Remove an old or staging tree of ours: files in ``owned`` (what report-builder wrote
+    there) and links to files still in ``target``. Returns what had to be kept (relative paths);
+    the folder stays when that is not empty."""
     kept: list[str] = []
     directories: list[Path] = []
     for relative, entry, is_dir in list(_walk(folder)):
         path = Path(entry.path)
         if is_dir:
-            directories.append(path)
+            if os.path.ismount(path):
+                kept.append(relative + "/")
+            else:
+                directories.append(path)
             continue
-        if relative in (MARKER, STAGING_SENTINEL) or listed is None or relative in listed or _same_file(path, target / relative):
-            path.unlink()
+        if relative == MARKER or relative in owned or _linked_in_target(path, target, relative):
+            try:
+                path.unlink()
+            except OSError:
+                kept.append(relative)
         else:
             kept.append(relative)
     for directory in sorted(directories, key=lambda item: len(item.parts), reverse=True):
@@ -266,21 +394,38 @@ def discard_tree(folder: Path, target: Path) -> list[str]:
             directory.rmdir()
         except OSError:
             pass
-    if not kept:
-        (folder / MARKER).unlink(missing_ok=True)
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
     return kept
 
 
-def _tidy(target: Path, report: Callable[[str], None]) -> None:
-    for leftover in _leftovers(target, "staging") + _leftovers(target, "old"):
-        kept = discard_tree(leftover, target)
-        if kept:
-            report(f"kept {leftover}: it holds {len(kept)} file(s) that are in neither the marker nor {target} "
-                   f"(first: {kept[0]}); look at them, then remove it yourself")
+def _tidy(target: Path, journal: Journal, report: Callable[[str], None]) -> None:
+    """Finish what a killed call left beside the target, from the journal."""
+    for entry in journal.read():
+        folder = target.parent / entry["name"]
+        if folder.is_dir() and not folder.is_symlink():
+            if entry.get("role") == "writing":  # never swapped: only our output and links into the target
+                owned = None
+            else:  # may hold the old tree or the new: either's files are ours, the rest are links
+                owned = set(entry.get("old_files", [])) | set(entry.get("new_files", []))
+            kept = discard_tree(folder, target, owned) if owned is not None else _discard_unswapped(folder, target)
+            if kept:
+                report(f"kept {folder}: it holds {len(kept)} file(s) that are in neither report-builder's list "
+                       f"nor {target} (first: {kept[0]}); look at them, then remove it yourself")
+                continue
+        journal.remove(entry["name"])
+
+
+def _discard_unswapped(folder: Path, target: Path) -> list[str]:
+    """A staging folder that was never swapped in holds what this program wrote and hard links
+    to the target's files: everything in it may go, except a mount point."""
+    kept = [relative + "/" for relative, entry, is_dir in _walk(folder) if is_dir and os.path.ismount(entry.path)]
+    if kept:
+        return kept
+    shutil.rmtree(folder, ignore_errors=True)
+    return []
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -290,20 +435,13 @@ def _default_report(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _folder_mode(target: Path) -> int:
-    if target.is_dir():
-        return stat.S_IMODE(target.stat().st_mode)
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 def publish_tree(
     target: Path,
     write: Callable[[Path], Iterable[str]],
     kind: str,
     forbidden: Iterable[tuple[Path, str]] = (),
     report: Callable[[str], None] = _default_report,
+    protect: bool = False,
 ) -> list[Path]:
     """Replace the report-builder files in ``target`` with what ``write(staging)`` writes.
 
@@ -314,58 +452,72 @@ def publish_tree(
     """
     target = Path(os.path.abspath(target))
     forbidden = list(forbidden)
-    if not (target.exists() or target.is_symlink()) and _leftovers(target, "old"):
-        pass  # a kill left the old tree aside; recover() below puts it back first
-    else:
-        check_target(target, forbidden)  # refuse before writing anything, even the lock file
+    journal = Journal(target)
+    if target.exists() or target.is_symlink() or not journal.read():
+        check_target(target, kind, forbidden)  # refuse before writing anything, even the lock file
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PublishError(f"cannot create {target.parent}: {error.strerror or error}") from None
-    lock = FileLock(str(target.parent / f".{target.name}.lock"))
-    try:
+        raise PublishError(f"cannot create {target.parent}: {_describe(error)}") from None
+    with folder_lock(target, report):
         try:
-            lock.acquire(timeout=LOCK_WAIT_NOTICE_SECONDS)
-        except Timeout:
-            report(f"waiting for another process that is writing {target} ...")
-            lock.acquire()
-    except OSError as error:
-        raise PublishError(f"cannot write in {target.parent}: {error.strerror or error}") from None
-    try:
-        recover(target)
-        _tidy(target, report)
-        owned = check_target(target, forbidden)
-        return _publish_locked(target, write, kind, owned, report)
-    finally:
-        lock.release()
+            recover(target)
+            _tidy(target, journal, report)
+        except OSError as error:
+            raise PublishError(f"cannot tidy what an interrupted call left beside {target}: {_describe(error)}") from None
+        owned = check_target(target, kind, forbidden)
+        protected = [os.path.relpath(Path(folder).resolve(), target.parent.resolve()) for folder, _ in forbidden] if protect else []
+        return _publish_locked(target, write, kind, owned, journal, report, protected)
 
 
 def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: str, owned: set[str],
-                    report: Callable[[str], None]) -> list[Path]:
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-        (staging / STAGING_SENTINEL).touch()
-    except OSError as error:
-        raise PublishError(f"cannot write in {target.parent}: {error.strerror or error}") from None
+                    journal: Journal, report: Callable[[str], None], protected: list[str]) -> list[Path]:
+    staging = _new_name(target, "staging")
+    entry = {"name": staging.name, "role": "writing"}
     swapped = False
     try:
-        os.chmod(staging, _folder_mode(target))
-        generated = set(write(staging))
+        journal.add(entry)
+        staging.mkdir()
+        if target.is_dir():
+            _copy_folder_details(target, staging)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(staging, 0o777 & ~mask)
+        generated = {name for name in write(staging) if _is_safe_relative(name)}
         if target.is_dir():
             _carry_over(target, staging, owned, generated)
-        (staging / MARKER).write_text(marker_text(kind, generated), encoding="utf-8")
-        (staging / STAGING_SENTINEL).unlink()
-        old = _swap_in(staging, target)
+        (staging / MARKER).write_text(marker_text(kind, generated, protected), encoding="utf-8")
+        entry = {**entry, "role": "swapping", "old_files": sorted(owned), "new_files": sorted(generated)}
+        journal.add(entry)
+        old = _swap_in(staging, target, journal, entry)
         swapped = True
     except OSError as error:
         where = error.filename or target
-        raise PublishError(f"cannot write {where}: {error.strerror or error}; {target} is unchanged") from None
+        raise PublishError(f"cannot write {where}: {_describe(error)}; {target} is unchanged") from None
     finally:
-        if not swapped:  # only our output and links or copies of files still in the target
-            shutil.rmtree(staging, ignore_errors=True)
+        if not swapped:  # only our output and links to files still in the target
+            try:
+                _discard_unswapped(staging, target)
+                journal.remove(staging.name)
+            except OSError:
+                pass  # the journal still names it: the next call tidies it
     if old is not None:
-        kept = discard_tree(old, target)
-        if kept:
-            report(f"kept {old}: {len(kept)} file(s) appeared in {target} while it was being written "
-                   f"(first: {kept[0]}); move them back, then remove that folder")
+        try:
+            kept = discard_tree(old, target, owned)
+            if kept:
+                report(f"kept {old}: {len(kept)} file(s) there could not be removed or appeared while "
+                       f"{target} was being written (first: {kept[0]}); look at them, then remove that folder")
+            else:
+                journal.remove(old.name)
+            if old != staging:
+                journal.remove(staging.name)
+        except OSError as error:
+            report(f"{target} is written; tidying the previous version beside it stopped ({_describe(error)}) "
+                   "and is finished by the next call")
     return sorted(target / name for name in generated)
+
+
+def wait_for_folder(target: Path, report: Callable[[str], None] = _default_report):
+    """The lock of ``target``, for a reader that must not see it change meanwhile (build reads docs)."""
+    return folder_lock(Path(os.path.abspath(target)), report, reader=True)

@@ -866,11 +866,15 @@ def is_regular_file_of(artifacts_dir: Path, relative: Path) -> bool:
 
 
 def forbidden_targets(artifacts_dir: Path, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
-    """Folders the docs must be neither inside nor around: the run, and the data it read."""
+    """Folders the docs must be neither inside nor around: the run, and the data it read. A
+    relative data location is taken both from here and from where the run was most likely
+    trained (the folder holding the output folder)."""
     forbidden = [(artifacts_dir, "the run folder")]
     location = _text(_as_dict(manifest.get("data_source")).get("location"))
-    if location and Path(location).is_dir():
-        forbidden.append((Path(location), "the data folder"))
+    if location and "://" not in location:
+        candidates = [Path(location)] if Path(location).is_absolute() else \
+            [Path.cwd() / location, artifacts_dir.resolve().parent.parent / location]
+        forbidden += [(candidate, "the data folder") for candidate in candidates if candidate.is_dir()]
     return forbidden
 
 
@@ -903,4 +907,4 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
             target.write_bytes(data)
         return sorted(files)
 
-    return publish_tree(docs_dir, write, kind="docs", forbidden=forbidden_targets(artifacts_dir, run.manifest))
+    return publish_tree(docs_dir, write, kind="docs", forbidden=forbidden_targets(artifacts_dir, run.manifest), protect=True)

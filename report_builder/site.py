@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report_builder.publish import publish_tree, recover
+from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 
 BUILD_TIMEOUT_SECONDS = 600
 
@@ -42,24 +42,46 @@ def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = 
         raise SiteBuildError(f"no MkDocs config found: {config_file}")
     docs_dir = Path(os.path.abspath(docs_dir)) if docs_dir is not None else project_root / "docs"
     output_dir = Path(os.path.abspath(site_dir)) if site_dir is not None else project_root / "site"
-    recover(docs_dir)
-    if not docs_dir.is_dir():
-        raise SiteBuildError(f"no docs folder to build: {docs_dir} (run `python -m report_builder render` first)")
+    missing = SiteBuildError(f"no docs folder to build: {docs_dir} (run `python -m report_builder render` first)")
+    if not docs_dir.is_dir() and not docs_dir.parent.is_dir():
+        raise missing
+    with wait_for_folder(docs_dir):  # a render swapping docs/ meanwhile would mix two reports
+        recover(docs_dir)
+        if not docs_dir.is_dir():
+            raise missing
+        return _build_locked(config_file, project_root, docs_dir, output_dir, strict)
+
+
+def _build_locked(config_file: Path, project_root: Path, docs_dir: Path, output_dir: Path, strict: bool) -> Path:
 
     def write(staging: Path) -> list[str]:
         _run_mkdocs(_mkdocs_command(config_file, docs_dir, staging, strict), config_file, project_root, strict)
         return [path.relative_to(staging).as_posix() for path in sorted(staging.rglob("*"))
                 if path.is_file() and not path.is_symlink() and not path.name.startswith(".report-builder")]
 
-    publish_tree(output_dir, write, kind="site",
-                 forbidden=[(docs_dir, "the docs folder it is built from"), (project_root / "report_builder", "the program")])
+    forbidden = [(docs_dir, "the docs folder it is built from"), (project_root / "report_builder", "the program")]
+    publish_tree(output_dir, write, kind="site", forbidden=forbidden + protected_folders(docs_dir))
     return output_dir
+
+
+def _die_with_parent() -> None:
+    """In the mkdocs child (Linux): be killed when the parent dies, so a killed build leaves no
+    process writing into its staging folder."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _run_mkdocs(command: list[str], config_file: Path, project_root: Path, strict: bool) -> None:
     try:
         result = subprocess.run(
             command,
+            preexec_fn=_die_with_parent,
             cwd=project_root,
             env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # silence Material's end-of-life banner
             capture_output=True,
@@ -93,6 +115,9 @@ def _build_in_this_process(config_file: str, docs_dir: str, site_dir: str, stric
         build(config)
     except MkDocsException as error:
         print(f"Aborted: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"Aborted: cannot write {error.filename or site_dir}: {error.strerror or error}", file=sys.stderr)
         return 1
     return 0
 

@@ -145,13 +145,81 @@ def test_cli_refusal_is_one_sentence_with_status_2(run: Path, tmp_path: Path, ca
     assert error.startswith("error: refusing to write into") and error.count("\n") == 1 and "Traceback" not in error
 
 
-def test_a_read_only_parent_gives_one_sentence(run: Path, tmp_path: Path, monkeypatch):
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path))
+def test_a_folder_that_cannot_be_written_gives_one_sentence(run: Path, tmp_path: Path, monkeypatch):
+    real_open = os.open
 
-    monkeypatch.setattr(publish.tempfile, "mkdtemp", denied)
-    with pytest.raises(PublishError, match="cannot write in .*Permission denied"):
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".docs.lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(publish.os, "open", denied)
+    with pytest.raises(PublishError, match="cannot create the lock file .*Permission denied"):
         render_report(run, tmp_path / "docs")
+    monkeypatch.setattr(publish.os, "open", real_open)
+    real_mkdir = Path.mkdir
+
+    def full(self, *args, **kwargs):
+        if ".docs.staging-" in self.name:
+            raise OSError(28, "No space left on device", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full)
+    with pytest.raises(PublishError, match="No space left on device"):
+        render_report(run, tmp_path / "docs")
+
+
+def test_a_marker_that_is_not_an_object_or_of_another_kind_is_refused(run: Path, tmp_path: Path):
+    for text in ("[]", "null", '"x"', "42", '{"generator": "someone else", "files": []}'):
+        target = tmp_path / f"t{len(text)}{text[:1].isalpha()}"
+        target.mkdir(exist_ok=True)
+        (target / MARKER).write_text(text)
+        with pytest.raises(PublishError, match="not a report-builder marker"):
+            render_report(run, target)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / MARKER).write_text(marker_text("site", ["index.html"]))
+    (site / "index.html").write_text("<html>")
+    with pytest.raises(PublishError, match="holds a site folder, not a docs folder"):
+        render_report(run, site)
+    assert (site / "index.html").read_text() == "<html>"
+
+
+def test_a_lock_file_that_is_a_link_to_a_users_file_is_refused_untouched(run: Path, tmp_path: Path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    os.link(precious, tmp_path / ".docs.lock")
+    with pytest.raises(PublishError, match="not a lock file"):
+        render_report(run, tmp_path / "docs")
+    assert precious.read_text() == "keep me"
+
+
+def test_a_data_folder_recorded_relative_to_another_folder_is_still_refused(tmp_path: Path, monkeypatch):
+    project = tmp_path / "project"
+    data = project / "data" / "photos"
+    (data / "train" / "cats").mkdir(parents=True)
+    run = fixtures.write_artifacts(project / "artifacts" / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data_source"] = {"kind": "folder", "location": "data/photos"}  # as trained from project/
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)  # rendered from elsewhere
+    with pytest.raises(PublishError, match="the data folder"):
+        render_report(run, data / "train" / "docs")
+    assert not (data / "train" / "docs").exists()
+
+
+def test_build_refuses_the_run_and_the_data_the_docs_came_from(tmp_path: Path):
+    data = tmp_path / "photos"
+    (data / "train" / "cats").mkdir(parents=True)
+    run = fixtures.write_artifacts(tmp_path / "out" / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data_source"] = {"kind": "folder", "location": str(data)}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    project = project_with_docs(tmp_path, run)
+    for site in (run / "site", data / "train" / "site", tmp_path / "out" / "run"):
+        with pytest.raises(PublishError, match="refusing to write into"):
+            build_site(project, site_dir=site)
+    assert not (run / "site").exists() and not (data / "train" / "site").exists()
 
 
 # --------------------------------------------------------------------------- atomic replacement
@@ -262,12 +330,95 @@ def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_pa
     assert sorted(path.name for path in project.iterdir() if path.name.startswith(".docs")) == [".docs.lock"]
 
 
-def test_leftovers_that_are_not_ours_are_never_removed(run: Path, tmp_path: Path):
-    lookalike = tmp_path / ".docs.staging-mine"  # a user's folder that happens to match the pattern
-    lookalike.mkdir()
-    (lookalike / "precious.txt").write_text("keep")
-    render_report(run, tmp_path / "docs")
-    assert (lookalike / "precious.txt").read_text() == "keep"
+def test_folders_that_only_look_like_ours_are_never_touched(run: Path, tmp_path: Path):
+    """Only folders the journal names are tidied: not a name that matches, not a copied marker."""
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    backup = tmp_path / ".docs.old-backup-2024"
+    shutil.copytree(docs, backup)
+    (backup / "index.md").write_text("edited by me")
+    staging = tmp_path / ".docs.staging-mine"
+    staging.mkdir()
+    (staging / "precious.txt").write_text("keep")
+    before = snapshot(backup), snapshot(staging)
+    render_report(run, docs)
+    assert (snapshot(backup), snapshot(staging)) == before
+    shutil.rmtree(docs)  # no docs/ now: the backup must not be "recovered" into it either
+    render_report(run, docs)
+    assert (snapshot(backup), snapshot(staging)) == before
+
+
+def test_tidying_stopped_half_way_is_finished_by_the_next_call(run: Path, tmp_path: Path, monkeypatch):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    (docs / "mine.md").write_text("keep")
+    other = fixtures.write_artifacts(tmp_path / "artifacts" / "other", class_names=("owls", "larks"))
+    real_unlink = Path.unlink
+    calls = {"count": 0}
+
+    def unlink(self, *args, **kwargs):
+        if ".docs.staging-" in str(self):
+            calls["count"] += 1
+            if calls["count"] == 3:
+                raise KeyboardInterrupt  # killed while removing the old tree
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        render_report(other, docs)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert "owls" in (docs / "index.md").read_text()  # the new report is in place
+    assert [path.name for path in tmp_path.iterdir() if ".docs.staging-" in path.name]  # the old one beside it
+    render_report(other, docs)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".docs")) == [".docs.lock"]
+    assert (docs / "mine.md").read_text() == "keep"
+
+
+def test_a_file_that_cannot_be_linked_stops_the_render_and_stays(run: Path, tmp_path: Path, monkeypatch):
+    """A user's file on another file system (a mount inside docs/) is never copied and deleted."""
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    (docs / "notes").mkdir()
+    (docs / "notes" / "team.md").write_text("team notes")
+    before = snapshot(docs)
+
+    def cross_device(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(publish.os, "link", cross_device)
+    with pytest.raises(PublishError, match=r"cannot keep .*team\.md in place"):
+        render_report(run, docs)
+    assert snapshot(docs) == before
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".docs")) == [".docs.lock"]
+
+
+def test_a_users_folders_keep_their_mode_and_times(run: Path, tmp_path: Path):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    private = docs / "private"
+    private.mkdir()
+    (private / "key.txt").write_text("secret")
+    os.chmod(private, 0o700)
+    os.utime(private, (1_000_000_000, 1_000_000_000))
+    render_report(run, docs)
+    details = os.stat(private)
+    assert stat.S_IMODE(details.st_mode) == 0o700 and details.st_mtime == 1_000_000_000
+
+
+def test_a_file_that_cannot_be_removed_from_the_old_tree_is_named_not_a_traceback(run: Path, tmp_path: Path, monkeypatch, capsys):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    real_unlink = Path.unlink
+
+    def immutable(self, *args, **kwargs):
+        if ".docs.staging-" in str(self) and self.name == "index.md":
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", immutable)
+    render_report(run, docs)
+    assert "could not be removed" in capsys.readouterr().err
+    assert_whole_report(docs)
 
 
 # --------------------------------------------------------------------------- files and figures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from html.parser import HTMLParser
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,8 @@ def generated_files(docs):
         candidates = [path] if path.is_file() else sorted(item for item in path.rglob("*") if item.is_file())
         for item in candidates:
             files[item.relative_to(docs).as_posix()] = item.read_bytes()
+    marker = ".report-builder.json"  # its list of files; the protected folders depend on where docs/ is
+    files[marker] = json.dumps(json.loads(files[marker])["files"]).encode()
     return files
 
 

@@ -2,7 +2,8 @@
 
 The layout and the JSON schema are documented in docs/guide/artifacts.md; this module is the
 only writer. Every write goes to a temporary file in the destination folder and is renamed
-into place, so an interrupted run never leaves half a file behind.
+into place, so an interrupted run never leaves half a file behind. Files get the mode a plain
+`open()` would give them under the user's umask (mkstemp alone makes them 0600).
 """
 
 from __future__ import annotations
@@ -15,6 +16,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 SCHEMA_VERSION = 2
+
+
+def _read_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask cannot be read without briefly changing it.
+UMASK = _read_umask()
 
 
 class ArtifactError(OSError):
@@ -33,7 +45,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(temporary_path)`, then rename the result onto `path`."""
+    """Call `write(temporary_path)`, then rename the result onto `path`, with mode 0o666 less
+    the umask (as `open()` would create it)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +59,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     temporary_path = Path(temporary_name)
     try:
         write(temporary_path)
+        os.chmod(temporary_path, 0o666 & ~UMASK)
         os.replace(temporary_path, path)
     except OSError as error:
         temporary_path.unlink(missing_ok=True)
@@ -112,6 +126,11 @@ class RunFolder:
     def seed_run(self, model_name: str, seed: int) -> "SeedRun":
         return SeedRun(model_name, seed, self.model_dir(model_name) / f"seed-{seed}")
 
+    @property
+    def lock_file(self) -> Path:
+        """Held while the manifest is written and while the chosen model is tested."""
+        return self.root / ".manifest.lock"
+
     def check_writable(self) -> None:
         """Fail early, with the folder named, if nothing can be written here."""
         write_json(self.root / ".write-check.json", {"ok": True})
@@ -145,3 +164,13 @@ class SeedRun:
     @property
     def checkpoint_dir(self) -> Path:
         return self.folder / "checkpoint"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the one process that decides about and trains this run."""
+        return self.folder / ".cell.lock"
+
+    @property
+    def owner_file(self) -> Path:
+        """Who holds the lock (pid, host, what it does), for the other processes' messages."""
+        return self.folder / ".cell.owner.json"

@@ -1,5 +1,12 @@
-"""The study: read the data, then for each model skip, resume or train; choose on validation;
-evaluate the chosen model on the test split, once.
+"""The study: read the data, then for each model and seed (a "cell") skip, resume or train;
+choose on validation; evaluate the chosen model on the test split, once.
+
+Several `train` processes may work on one run folder at once. Each cell has a lock
+(`models/<model>/seed-<seed>/.cell.lock`): only its holder decides about the cell and trains it.
+A process that finds a cell held goes on with the others and comes back to it at the end,
+waiting for the holder. A finetune cell also holds the transfer cell it starts from. Each
+cell's `state.json` is the truth about it; `manifest.json` is derived from the cells' states
+under the run's lock (`.manifest.lock`), which also guards choosing and testing the model.
 """
 
 from __future__ import annotations
@@ -8,17 +15,23 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection, Iterator
+
+from filelock import FileLock, Timeout
 
 from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
+from experiments.interrupts import raise_if_interrupted
 from experiments.runtime import describe_cpu_kernels
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +50,18 @@ def log(message: str) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _now_precise() -> str:
+    """Now, to the millisecond: states are compared with a command's start time."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _at_or_after(moment: object, since: datetime) -> bool:
+    try:
+        return isinstance(moment, str) and datetime.fromisoformat(moment) >= since
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- environment
@@ -105,23 +130,40 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- decisions
 
 
-SKIP, RESUME, RESTART = "skip", "resume", "restart"
+SKIP, RESUME, RESTART, SETTLED = "skip", "resume", "restart", "settled"
+# What a state.json's status can be; the manifest's run entries use the same words.
+COMPLETE, PARTIAL, FAILED, DIVERGED = "complete", "partial", "failed", "diverged"
+CELL_STATUSES = (COMPLETE, PARTIAL, FAILED, DIVERGED)
 
 
-def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool) -> tuple[str, str]:
-    """What to do with one run (a model and a seed): SKIP, RESUME (keep committed epochs) or
-    RESTART (discard them), and why, in words for the console."""
+def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
+                      since: datetime | None = None) -> tuple[str, str]:
+    """What to do with one run (a model and a seed): SKIP, RESUME (keep committed epochs),
+    RESTART (discard them) or SETTLED (another process ended it in failure since `since`, when
+    this command started: report it, do not train it again), and why, in words for the console."""
+    state = read_json(seed_run.state)
+    history = read_json(seed_run.history)
+    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "transfer model it starts from"}
+    same_inputs = state is not None and all(state.get(key) == value for key, value in expected.items())
+    if same_inputs and since is not None and _at_or_after(state.get("finished_at"), since):
+        # another process finished it while this one waited: --force does not retrain it twice
+        if (state.get("status") == COMPLETE and history is not None and seed_run.model_file.is_file()
+                and len(history.get("epochs", [])) == state.get("epochs_planned")):
+            return SKIP, "finished by another process since this command started"
+        if state.get("status") in (FAILED, DIVERGED):
+            return SETTLED, f"{state['status']} in another process since this command started ({state.get('error')})"
     if force:
         return RESTART, "--force given"
-    state = read_json(seed_run.state)
     if state is None:
         return RESUME, "not trained yet"
-    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "transfer model it starts from"}
     for key, value in expected.items():
         if state.get(key) != value:
             return RESTART, f"the {labels.get(key, key)} changed since it was trained ({str(state.get(key))[:10]} -> {value[:10]}); retraining"
-    history = read_json(seed_run.history)
-    if state.get("status") != "complete" or history is None:
+    if state.get("status") == DIVERGED:
+        return RESTART, f"it diverged last time ({state.get('error')}); training again from the start"
+    if state.get("status") != COMPLETE or history is None:
+        if state.get("status") == FAILED:
+            return RESUME, f"it failed last time ({state.get('error')}); trying again"
         return RESUME, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
     if len(history.get("epochs", [])) != state.get("epochs_planned"):
         return RESTART, "its history is incomplete; retraining"
@@ -130,15 +172,20 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool) 
     return SKIP, "finished with the same config and data"
 
 
+def finished_for(state: dict[str, Any] | None, config: StudyConfig, model_name: str, data_fingerprint: str) -> bool:
+    """Whether a cell's state says it finished training with the current config and data."""
+    return bool(state) and state.get("status") == COMPLETE and state.get("config_hash") == config_hash(config, model_name) \
+        and state.get("data_fingerprint") == data_fingerprint
+
+
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:
-    """The histories, by seed, of this model's finished runs with the current config and data."""
+    """The histories, by seed, of this model's finished runs with the current config and data
+    (failed, diverged and unfinished runs are left out: they are never chosen or tested)."""
     runs = {}
     for seed in config.seeds:
         seed_run = run.seed_run(model_name, seed)
-        state = read_json(seed_run.state) or {}
         history = read_json(seed_run.history) or {}
-        if (state.get("status") == "complete" and state.get("config_hash") == config_hash(config, model_name)
-                and state.get("data_fingerprint") == data_fingerprint and history.get("epochs")):
+        if finished_for(read_json(seed_run.state), config, model_name, data_fingerprint) and history.get("epochs"):
             runs[seed] = history["epochs"]
     return runs
 
@@ -214,9 +261,14 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
     return model, training.epochs, training.epochs + training.finetune_epochs
 
 
-def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str, expected: dict[str, str]) -> dict[str, Any]:
+def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
+              expected: dict[str, str], on_started: Callable[[], None] | None = None) -> dict[str, Any]:
     """Build (or continue), compile and fit one model for one seed; write its history, state,
-    model file and, for the first seed, its summary."""
+    model file and its model's summary. The caller holds the cell's lock.
+
+    state.json holds everything the manifest says about the run (status, wall_seconds,
+    epochs_completed, error, precision); `on_started` is called once it says "partial".
+    Raises TrainingDiverged (experiments.training) when the loss stops being finite."""
     import keras
 
     from experiments.models import describe_model, set_precision
@@ -229,9 +281,12 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
     write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model)})
     earlier_epochs, _ = load_progress(seed_run)
-    state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": "partial",
-             "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch}
+    state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": PARTIAL,
+             "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch,
+             "wall_seconds": None, "error": None, "precision": policy, "started_at": _now_precise(), "finished_at": None}
     write_json(seed_run.state, state)
+    if on_started is not None:
+        on_started()
     cached_validation = None
     if model_name == "transfer" and config.training.validation_feature_cache:
         cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size)
@@ -249,12 +304,26 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     )
     write_history(seed_run, result.epochs, policy)
     write_atomic(seed_run.model_file, lambda path: result.model.save(path))
-    state.update(status="complete", epochs_completed=len(result.epochs))
+    earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_epochs])
+    state.update(status=COMPLETE, epochs_completed=len(result.epochs), wall_seconds=round(result.wall_seconds + earlier_seconds, 1),
+                 finished_at=_now_precise())
     write_json(seed_run.state, state)
     clear_checkpoint(seed_run)
-    earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_epochs])
-    return {"status": "complete", "wall_seconds": round(result.wall_seconds + earlier_seconds, 1),
-            "epochs_completed": len(result.epochs), "error": None}
+    return state
+
+
+def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, error: str, precision: str | None) -> None:
+    """Write a failed or diverged run's state: its status, the error, the epochs still committed."""
+    from experiments.training import load_progress
+
+    state = read_json(seed_run.state)
+    if not state or any(state.get(key) != value for key, value in expected.items()):
+        state = {}  # a state from other inputs says nothing about this attempt
+    state.update({"schema_version": SCHEMA_VERSION, "model": seed_run.model_name, "seed": seed_run.seed, **expected,
+                  "status": status, "epochs_completed": len(load_progress(seed_run)[0]), "wall_seconds": None,
+                  "error": error, "finished_at": _now_precise()})
+    state.setdefault("precision", precision)
+    write_json(seed_run.state, state)
 
 
 def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str) -> None:
@@ -316,13 +385,25 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, retrained: set[tuple[str, int]]) -> dict[str, Any] | None:
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> dict[str, Any] | None:
+    """Choose on validation among the finished runs and evaluate the choice on test, once;
+    write metrics.json. Call it holding the run lock (see `run_lock`): two processes must not
+    evaluate at once. The test score is reused while the chosen run's history (so its training)
+    is the one it was computed for, whichever process trained it."""
     runs_by_model = {name: runs for name in config.study.models if (runs := finished_runs(run, config, name, data.fingerprint))}
     chosen, chosen_seed, candidates, seed_candidates = choose_model(runs_by_model)
     if chosen is None:
         log("No model finished; nothing to evaluate on the test split.")
         return None
     study_hash = config_hash(config)
+    chosen_history = _file_digest(run.seed_run(chosen, chosen_seed).history)
     previous = read_json(run.metrics)
     if (
         previous
@@ -330,7 +411,8 @@ def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, retrai
         and previous.get("chosen_seed") == chosen_seed
         and previous.get("config_hash") == study_hash
         and previous.get("data_fingerprint") == data.fingerprint
-        and (chosen, chosen_seed) not in retrained
+        and chosen_history is not None
+        and previous.get("chosen_history_sha256") == chosen_history
         and previous.get("test")
     ):
         test = previous["test"]
@@ -347,6 +429,7 @@ def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData, retrai
                       "seed_candidates": seed_candidates},
         "chosen_model": chosen,
         "chosen_seed": chosen_seed,
+        "chosen_history_sha256": chosen_history,
         "test": test,
         "validation": {
             name: {"loss": _mean([epochs[-1].get("val_loss") for epochs in runs.values()]),
@@ -388,10 +471,117 @@ def set_determinism(enabled: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def aggregate_model_entry(precision: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """manifest.models[<model>]: its runs, and their totals."""
+# --------------------------------------------------------------------------- locks
+
+
+LOCK_POLL_SECONDS = 0.5
+
+
+def _acquire(lock: FileLock, interruptible: bool = True, timeout: float | None = None) -> bool:
+    """Block until `lock` is held; between tries a recorded Ctrl-C / SIGTERM stops the wait.
+    With `timeout`, give up after that many seconds (returns False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_POLL_SECONDS if deadline is None else max(0.0, min(LOCK_POLL_SECONDS, deadline - time.monotonic())))
+            return True
+        except Timeout:
+            if interruptible:
+                raise_if_interrupted()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+
+@contextmanager
+def run_lock(run: RunFolder, interruptible: bool = True, timeout: float | None = None) -> Iterator[bool]:
+    """Hold the run's lock (`<run>/.manifest.lock`): for writing manifest.json and for choosing
+    and testing the model. Yields whether it is held (False only after `timeout` seconds)."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run.lock_file))
+    held = _acquire(lock, interruptible, timeout)
+    try:
+        yield held
+    finally:
+        if held:
+            lock.release()
+
+
+class CellLock:
+    """One process at a time decides about a cell (a model and a seed) and trains it.
+
+    An exclusive lock on `<cell>/.cell.lock` (flock, through filelock: the kernel drops it when the
+    holder dies, even by SIGKILL); `<cell>/.cell.owner.json` says who holds it, for the messages
+    of the processes that find it held."""
+
+    def __init__(self, seed_run: SeedRun):
+        self.seed_run = seed_run
+        seed_run.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(seed_run.lock_file))
+
+    def try_acquire(self, task: str) -> bool:
+        """Take the lock if nobody holds it; `task` says what for (shown to the others)."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self._claim(task)
+        return True
+
+    def acquire(self, task: str) -> None:
+        """Wait for the lock (a Ctrl-C or SIGTERM still stops the wait)."""
+        _acquire(self._lock)
+        self._claim(task)
+
+    def _claim(self, task: str) -> None:
+        try:
+            write_json(self.seed_run.owner_file, {"pid": os.getpid(), "host": socket.gethostname(), "task": task,
+                                                  "since": _now()})
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            self.seed_run.owner_file.unlink(missing_ok=True)
+        finally:
+            self._lock.release()
+
+    def holder(self) -> tuple[str, str]:
+        """Who holds the lock, and what for, in words: ("another process (pid 123)", "training transfer, seed 7")."""
+        owner = read_json(self.seed_run.owner_file) or {}
+        who = "another process"
+        if isinstance(owner.get("pid"), int):
+            who += f" (pid {owner['pid']}" + (f" on {owner['host']}" if owner.get("host") not in (None, socket.gethostname()) else "") + ")"
+        task = owner.get("task") if isinstance(owner.get("task"), str) else None
+        return who, task or f"training {self.seed_run.model_name}, seed {self.seed_run.seed}"
+
+
+# --------------------------------------------------------------------------- the manifest, derived from the cells
+
+
+def run_entry(state: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]:
+    """manifest.models[<model>].runs[<seed>], from the cell's state. `fallback` (the manifest's
+    old entry) fills only keys that a state written before states held them lacks."""
+    status = state.get("status") if state.get("status") in CELL_STATUSES else PARTIAL
+    entry = {"status": status}
+    for key in ("wall_seconds", "epochs_completed", "error"):
+        entry[key] = state[key] if key in state else fallback.get(key)
+    return entry
+
+
+def aggregate_model_entry(precision: str | None, runs: dict[str, dict[str, Any]], planned_runs: int | None = None) -> dict[str, Any]:
+    """manifest.models[<model>]: its runs, and their totals. `complete` only when every planned
+    run is; `failed` when any failed; `diverged` when any diverged and none failed."""
     statuses = [entry["status"] for entry in runs.values()]
-    status = "failed" if "failed" in statuses else "complete" if statuses and all(s == "complete" for s in statuses) else "partial"
+    planned = len(runs) if planned_runs is None else planned_runs
+    if FAILED in statuses:
+        status = FAILED
+    elif DIVERGED in statuses:
+        status = DIVERGED
+    elif statuses and len(statuses) >= planned and all(s == COMPLETE for s in statuses):
+        status = COMPLETE
+    else:
+        status = PARTIAL
     seconds = [entry.get("wall_seconds") for entry in runs.values()]
     errors = [f"seed {seed}: {entry['error']}" for seed, entry in runs.items() if entry.get("error")]
     return {
@@ -404,26 +594,233 @@ def aggregate_model_entry(precision: str, runs: dict[str, dict[str, Any]]) -> di
     }
 
 
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def derive_models(run: RunFolder, config: StudyConfig, data_fingerprint: str | None,
+                  previous: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """manifest.models, read fresh from every planned cell's state.json, and every planned
+    cell's status ("not_run" for a cell with no state for this config and data).
+
+    A state written for another config (or other data, when `data_fingerprint` is given) is not
+    this study's: the cell counts as not run. `previous` (the old manifest) only fills in
+    wall_seconds and the like for states written before states held them."""
+    old_models = _as_dict(_as_dict(previous).get("models"))
+    models: dict[str, Any] = {}
+    statuses: list[str] = []
+    for model_name in config.study.models:
+        expected_hash = config_hash(config, model_name)
+        old_entry = _as_dict(old_models.get(model_name))
+        runs: dict[str, dict[str, Any]] = {}
+        precisions: set[str] = set()
+        for seed in config.seeds:
+            state = read_json(run.seed_run(model_name, seed).state)
+            if (not state or state.get("config_hash") != expected_hash
+                    or (data_fingerprint is not None and state.get("data_fingerprint") != data_fingerprint)):
+                statuses.append("not_run")
+                continue
+            runs[str(seed)] = run_entry(state, _as_dict(_as_dict(old_entry.get("runs")).get(str(seed))))
+            statuses.append(runs[str(seed)]["status"])
+            if isinstance(state.get("precision"), str):
+                precisions.add(state["precision"])
+        if runs:
+            precision = ", ".join(sorted(precisions)) or old_entry.get("precision")
+            models[model_name] = aggregate_model_entry(precision, runs, len(config.seeds))
+    return models, statuses
+
+
+def study_status(statuses: list[str], phase: str, previous_status: object = None) -> str:
+    """The manifest's top-level status from the cells' statuses and what this process is doing:
+    "running" (training), "interrupted" (stopped by a signal or an error), "finished" (done with
+    every cell) or "healing" (a command's first look at an existing manifest)."""
+    if phase == "running":
+        return "running"
+    if phase == "interrupted":
+        return "interrupted"  # the study (and its one test evaluation) did not run to its end
+    if statuses and all(status == COMPLETE for status in statuses):
+        return "complete"
+    if any(status in (FAILED, DIVERGED) for status in statuses):
+        return "failed"
+    if phase == "healing" and previous_status in ("running", "interrupted"):
+        return str(previous_status)
+    return "interrupted" if phase == "healing" else "failed"
+
+
+def write_manifest(run: RunFolder, config: StudyConfig, phase: str, header: dict[str, Any] | None = None,
+                   data_fingerprint: str | None = None) -> dict[str, Any] | None:
+    """Write manifest.json: `header` (what this process knows: config, versions, ...) with
+    `models` and `status` derived from the cells' states, read under the run lock, so the
+    manifest never contradicts them whichever process writes last. Without `header` the existing
+    manifest is healed: its models and status are derived again (nothing is written if there is
+    none). Returns what was written."""
+    if header is None and not run.manifest.is_file():
+        return None
+    interruptible = phase != "interrupted"
+    with run_lock(run, interruptible=interruptible, timeout=None if interruptible else 10.0) as held:
+        if not held:
+            log(f"  could not take {run.lock_file.name} within 10 s; {run.manifest.name} not updated")
+            return None
+        previous = read_json(run.manifest)
+        if header is None:
+            if previous is None:
+                return None
+            header = {**previous, "run_name": config.study.run_name, "config": config.to_dict(),
+                      "config_hash": config_hash(config), "seeds": config.seeds}
+            if data_fingerprint is None and isinstance(previous.get("data_fingerprint"), str):
+                data_fingerprint = previous["data_fingerprint"]
+        models, statuses = derive_models(run, config, data_fingerprint, previous)
+        manifest = {**header, "status": study_status(statuses, phase, _as_dict(previous).get("status")), "models": models}
+        write_json(run.manifest, manifest)
+        return manifest
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+DEFERRED, SKIPPED = "deferred", "skipped"
+
+
+@dataclass
+class CellContext:
+    """What any process or worker needs to run cells of one study."""
+
+    run: RunFolder
+    config: StudyConfig
+    data: StudyData
+    force: bool = False
+    since: datetime | None = None  # when this command started (see training_decision)
+    gpu_available: bool = False
+    bf16_cpu: bool = False
+    on_started: Callable[[], None] | None = None  # called when a cell starts training (state "partial")
+
+
+@dataclass
+class CellOutcome:
+    """What became of one cell in this process: SKIPPED, DEFERRED (held elsewhere: come back to
+    it), COMPLETE (trained here), FAILED or DIVERGED (`error` says why)."""
+
+    model_name: str
+    seed: int
+    status: str
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} (seed {self.seed})"
+
+
+def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = False,
+             coming_back: Collection[tuple[str, int]] = (), where: str | None = None) -> CellOutcome:
+    """Run one cell, holding its lock (and, for finetune, the lock of the transfer cell it starts
+    from): skip it if finished, else resume or train it; a failure or a diverging loss is written
+    into its state and returned, not raised.
+
+    If another process holds a lock: without `wait`, return DEFERRED at once; with `wait`, wait
+    for it and decide then (normally: skipped, finished). `coming_back` lists the cells this
+    process will come back to: a finetune cell whose transfer cell is among them is deferred."""
+    run = context.run
+    where = where or f"{model_name}, seed {seed}"
+    seed_run = run.seed_run(model_name, seed)
+    locks: list[tuple[CellLock, str]] = []
+    if model_name == "finetune":
+        locks.append((CellLock(run.seed_run("transfer", seed)), f"training finetune, seed {seed}, which starts from transfer, seed {seed}"))
+    locks.append((CellLock(seed_run), f"training {model_name}, seed {seed}"))
+    held: list[CellLock] = []
+    try:
+        for lock, task in locks:
+            if not lock.try_acquire(task):
+                who, their_task = lock.holder()
+                if not wait:
+                    if lock.seed_run is seed_run:
+                        log(f"{where}: held by {who}; coming back to it")
+                    else:
+                        log(f"{where}: starts from transfer, seed {seed}, which {who} holds; coming back to it")
+                    return CellOutcome(model_name, seed, DEFERRED)
+                log(f"{where}: waiting for {who} that is {their_task}")
+                lock.acquire(task)
+            held.append(lock)
+        return _run_held_cell(context, seed_run, where, coming_back)
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_back: Collection[tuple[str, int]]) -> CellOutcome:
+    from experiments.models import POLICIES, precision_for
+    from experiments.training import TrainingDiverged, clear_checkpoint
+
+    run, config, data = context.run, context.config, context.data
+    model_name, seed = seed_run.model_name, seed_run.seed
+    expected = expected_state(config, run, model_name, seed, data.fingerprint)
+    if model_name == "finetune":
+        transfer_state = read_json(run.seed_run("transfer", seed).state)
+        if not finished_for(transfer_state, config, "transfer", data.fingerprint):
+            if ("transfer", seed) in coming_back:
+                log(f"{where}: starts from transfer, seed {seed}, which is not finished yet; coming back to it")
+                return CellOutcome(model_name, seed, DEFERRED)
+            status = (transfer_state or {}).get("status", "not trained")
+            message = f"it starts from transfer, seed {seed}, which did not finish ({status})"
+            log(f"{where}: not trained: {message}")
+            record_unfinished(seed_run, expected, FAILED, message, None)
+            return CellOutcome(model_name, seed, FAILED, message)
+    action, reason = training_decision(seed_run, expected, context.force, context.since)
+    if action == SKIP:
+        log(f"{where}: skipped, {reason}")
+        return CellOutcome(model_name, seed, SKIPPED)
+    if action == SETTLED:
+        state = read_json(seed_run.state) or {}
+        log(f"{where}: {reason}")
+        return CellOutcome(model_name, seed, state.get("status", FAILED), state.get("error"))
+    precision = precision_for(model_name, config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
+    log(f"{where}: training in {POLICIES[precision]}, {reason}")
+    if action == RESTART:
+        clear_checkpoint(seed_run)
+    try:
+        train_one(config, run, data, seed_run, precision, expected, context.on_started)
+    except (KeyboardInterrupt, SystemExit, OSError):
+        raise
+    except TrainingDiverged as error:
+        message = str(error)
+        log(f"  {seed_run.label} diverged: {message}; stopped it, going on with the others")
+        record_unfinished(seed_run, expected, DIVERGED, message, POLICIES[precision])
+        return CellOutcome(model_name, seed, DIVERGED, message)
+    except Exception as error:  # one run failing must not lose the others
+        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        log(f"  {seed_run.label} failed: {message}")
+        record_unfinished(seed_run, expected, FAILED, message, POLICIES[precision])
+        return CellOutcome(model_name, seed, FAILED, message)
+    return CellOutcome(model_name, seed, COMPLETE)
+
+
+# --------------------------------------------------------------------------- the study
+
+
 def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
-    """Run the configured study into `<out_dir>/<run_name>/` and return the run folder."""
+    """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
+
+    Other `train` processes may work on the same run at the same time: cells one of them holds
+    are left to it and waited for at the end (see `run_cell`)."""
     import keras
     import tensorflow as tf
 
-    from experiments.models import POLICIES, cpu_supports_bf16, precision_for, set_precision
+    from experiments.models import cpu_supports_bf16, set_precision
 
     run = RunFolder(config.run_dir)
     run.check_writable()
+    since = datetime.now(timezone.utc)
     started = time.perf_counter()
+    write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
     set_determinism(config.training.deterministic)
     preflight(config)
     log(f"Reading data ({config.data.source})...")
     data = load_study_data(config)
+    raise_if_interrupted()
     if data.skipped:
         log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
     log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
     hardware, devices = hardware_and_devices()
-    gpu_available, bf16_cpu = bool(tf.config.list_physical_devices("GPU")), cpu_supports_bf16()
-    manifest: dict[str, Any] = {
+    header: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_name": config.study.run_name,
         "config": config.to_dict(),
@@ -442,67 +839,59 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         "seeds": config.seeds,
         "models": {},
     }
-    previous_runs = {name: entry.get("runs", {}) for name, entry in (read_json(run.manifest) or {}).get("models", {}).items()
-                     if isinstance(entry, dict)}
+
+    def refresh_manifest(phase: str = "running") -> None:
+        write_manifest(run, config, phase, header, data.fingerprint)
+
     write_json(run.dataset, {"schema_version": SCHEMA_VERSION, **data.describe()})
     write_data_figures(run, data, config.study.seed)
+    refresh_manifest()
+    context = CellContext(run, config, data, force=force, since=since,
+                          gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
+                          on_started=refresh_manifest)
     failures: dict[str, str] = {}
-    retrained: set[tuple[str, int]] = set()
-    total_runs = len(config.study.models) * len(config.seeds)
-    step = 0
-    try:
-        for model_name in config.study.models:
-            precision = precision_for(model_name, config.training.mixed_precision, gpu_available, bf16_cpu)
-            runs: dict[str, dict[str, Any]] = {}
-            for seed in config.seeds:
-                step += 1
-                seed_run = run.seed_run(model_name, seed)
-                expected = expected_state(config, run, model_name, seed, data.fingerprint)
-                action, reason = training_decision(seed_run, expected, force)
-                where = f"[{step}/{total_runs}] {model_name}, seed {seed}"
-                if action == SKIP:
-                    log(f"{where}: skipped, {reason}")
-                    runs[str(seed)] = previous_runs.get(model_name, {}).get(str(seed)) or {
-                        "status": "complete", "wall_seconds": None, "epochs_completed": None, "error": None}
-                    continue
-                log(f"{where}: training in {POLICIES[precision]}, {reason}")
-                if action == RESTART:
-                    from experiments.training import clear_checkpoint
+    cells = [(model_name, seed) for model_name in config.study.models for seed in config.seeds]
 
-                    clear_checkpoint(seed_run)
-                runs[str(seed)] = {"status": "partial", "wall_seconds": None, "epochs_completed": 0, "error": None}
-                manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
-                write_json(run.manifest, manifest)
-                try:
-                    runs[str(seed)] = train_one(config, run, data, seed_run, precision, expected)
-                    retrained.add((model_name, seed))
-                except (KeyboardInterrupt, SystemExit, OSError):
-                    raise
-                except Exception as error:  # one run failing must not lose the others
-                    message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                    log(f"  {seed_run.label} failed: {message}")
-                    failures[seed_run.label] = message
-                    runs[str(seed)] = {"status": "failed", "wall_seconds": None, "epochs_completed": None, "error": message}
-                manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
-                write_json(run.manifest, manifest)
-            manifest["models"][model_name] = aggregate_model_entry(POLICIES[precision], runs)
+    def settle(outcome: CellOutcome) -> None:
+        if outcome.status in (FAILED, DIVERGED):
+            failures[outcome.label] = outcome.error or outcome.status
+        refresh_manifest()
+
+    try:
+        deferred: list[tuple[str, int]] = []
+        for step, (model_name, seed) in enumerate(cells, 1):
+            raise_if_interrupted()
+            outcome = run_cell(context, model_name, seed, coming_back=deferred,
+                               where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
+            if outcome.status == DEFERRED:
+                deferred.append((model_name, seed))
+                continue
+            settle(outcome)
+            if seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
+                write_model_curves(config, run, data, model_name)
+        for index, (model_name, seed) in enumerate(deferred):
+            raise_if_interrupted()
+            outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
+                               where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
+            settle(outcome)
+        for model_name in dict.fromkeys(name for name, _ in deferred):
             write_model_curves(config, run, data, model_name)
+        raise_if_interrupted()
         set_precision("none")
-        select_and_test(config, run, data, retrained)
+        with run_lock(run):
+            select_and_test(config, run, data)
     except BaseException:
-        manifest["status"] = "interrupted"
-        manifest["finished_at"] = _now()
+        header["finished_at"] = _now()
         try:
-            write_json(run.manifest, manifest)
+            refresh_manifest("interrupted")
         except OSError:
             pass
         raise
     finally:
         keras.backend.clear_session()
-    manifest["status"] = "failed" if failures else "complete"
-    manifest["finished_at"] = _now()
-    manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(run.manifest, manifest)
+    header["finished_at"] = _now()
+    header["wall_seconds"] = round(time.perf_counter() - started, 1)
+    refresh_manifest("finished")
     if failures:
         raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
     return run

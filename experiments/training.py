@@ -5,6 +5,9 @@ After each epoch the model (weights and optimizer state) is saved as
 holds the history so far, is renamed into place. That rename is the commit point: a kill at
 any moment leaves either the previous epoch's state or the new one, never a mix, and the
 resumed history has every epoch exactly once.
+
+An epoch whose training loss is NaN or infinite stops the fit at once and is not committed
+(the checkpoint keeps the last finite epoch); `fit` then raises :class:`TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import keras
 import numpy as np
 
 from experiments.artifacts import SCHEMA_VERSION, SeedRun, read_json, write_atomic, write_json
+from experiments.interrupts import raise_if_interrupted
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -33,13 +37,24 @@ class TrainingResult:
     wall_seconds: float
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; `epoch` is its number (1-based, as in the history)."""
+
+    def __init__(self, epoch: int, loss: float):
+        self.epoch = epoch
+        self.loss = loss
+        kind = "NaN" if math.isnan(loss) else "infinite"
+        super().__init__(f"loss became {kind} in epoch {epoch}")
+
+
 def _finite_or_none(value: Any) -> float | None:
     number = float(value)
     return number if math.isfinite(number) else None
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Record each finished epoch and commit a resumable checkpoint."""
+    """Record each finished epoch and commit a resumable checkpoint; stop, committing nothing,
+    at the first epoch whose training loss is not finite (`diverged` then holds (epoch, loss))."""
 
     def __init__(self, seed_run: SeedRun, epochs: list[dict[str, Any]], state: dict[str, Any], precision: str):
         super().__init__()
@@ -48,12 +63,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.state = state
         self.precision = precision
         self.epoch_started = 0.0
+        self.diverged: tuple[int, float] | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = (epoch + 1, float(loss))
+            self.model.stop_training = True  # weights are garbage now: keep the last finite checkpoint
+            raise_if_interrupted()
+            return
         record = {"epoch": epoch + 1}
         record.update({key: _finite_or_none(logs[key]) if key in logs else None for key in HISTORY_KEYS})
         record["seconds"] = round(time.perf_counter() - self.epoch_started, 3)
@@ -68,6 +90,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         write_history(self.seed_run, self.epochs, self.precision)
         self.state.update(status="partial", epochs_completed=len(self.epochs))
         write_json(self.seed_run.state, self.state)
+        raise_if_interrupted()  # a stop whose KeyboardInterrupt TensorFlow swallowed still stops here
 
 
 class CachedFeatureValidation(keras.callbacks.Callback):
@@ -162,7 +185,8 @@ def fit(
 
     `state` is the run's state.json content (config hash, data fingerprint, ...); it is updated
     and written after every epoch. With `cached_validation`, validation comes from that callback
-    and `validation_dataset` is not used.
+    and `validation_dataset` is not used. Raises :class:`TrainingDiverged` when an epoch's
+    training loss is not finite (the epochs before it stay committed).
     """
     planned = last_epoch - first_epoch
     epochs, checkpoint = load_progress(seed_run)
@@ -176,7 +200,8 @@ def fit(
         clear_checkpoint(seed_run)
     started = time.perf_counter()
     if resumed < planned:
-        callbacks = [EpochCheckpoint(seed_run, epochs, state, precision)]
+        checkpoint_callback = EpochCheckpoint(seed_run, epochs, state, precision)
+        callbacks = [checkpoint_callback]
         if cached_validation is not None:
             callbacks.insert(0, cached_validation)
         model.fit(
@@ -188,4 +213,6 @@ def fit(
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline already reshuffles every epoch
         )
+        if checkpoint_callback.diverged is not None:
+            raise TrainingDiverged(*checkpoint_callback.diverged)
     return TrainingResult(model, epochs, resumed, time.perf_counter() - started)

@@ -59,3 +59,36 @@ def test_permission_denied_is_named_even_as_root(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(ArtifactError, match="manifest.json: Permission denied"):
         write_json(tmp_path / "manifest.json", {})
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_users_umask(tmp_path, umask, mode):
+    """mkstemp makes 0600 files; every artifact gets 0666 less the umask, as open() would give it.
+    The umask is read once, at import, so a fresh interpreter runs with it set."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from experiments.artifacts import write_atomic, write_json\n"
+        "folder = Path(sys.argv[1])\n"
+        "write_json(folder / 'state.json', {'ok': True})\n"
+        "write_atomic(folder / 'model.bin', lambda path: path.write_bytes(b'weights'))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=PROJECT_ROOT, umask=umask, check=True, timeout=60)
+    for name in ("state.json", "model.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["model.bin", "state.json"]
+
+
+def test_umask_is_read_at_import_and_left_as_it_was(monkeypatch, tmp_path):
+    from experiments import artifacts
+
+    before = os.umask(0o022)
+    os.umask(before)
+    assert artifacts.UMASK == artifacts._read_umask() == before  # reading it does not change it
+    monkeypatch.setattr(artifacts, "UMASK", 0o027)
+    assert write_json(tmp_path / "manifest.json", {}).stat().st_mode & 0o777 == 0o640

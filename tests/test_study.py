@@ -268,3 +268,97 @@ def test_finetune_without_transfer_is_a_config_error(tmp_path):
     result = train(tmp_path, "--models", "baseline,finetune")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "transfer must be listed before it" in result.stderr
+
+
+DIVERGING_CONFIG = """
+[study]
+run_name = "diverging"
+models = ["baseline", "augmented"]
+seed = 7
+[data]
+source = "synthetic"
+image_size = [24, 24]
+batch_size = 16
+synthetic_train_per_class = 32
+synthetic_validation_per_class = 10
+[training]
+epochs = 4
+base_weights = "none"
+mixed_precision = "none"
+verbose = "silent"
+"""
+
+
+def test_a_diverging_loss_stops_the_run_and_fails_the_study(write_config, tmp_path):
+    """A learning rate of 1e6 sends the loss to NaN: the run stops in that epoch, the cell says
+    "diverged", the others still train, and the study exits 1 naming model, seed and epoch."""
+    config = write_config(DIVERGING_CONFIG.replace("epochs = 4", "epochs = 4\nlearning_rate = 1e6"))
+    result = subprocess.run(run_cli_command("train", "--config", str(config), "--out", str(tmp_path / "out")),
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "baseline (seed 7): loss became NaN in epoch 1" in error[0], result.stderr
+    assert "augmented (seed 7): loss became NaN in epoch 1" in error[0], "the other model trained (and diverged) too"
+    run_dir = tmp_path / "out" / "diverging"
+    for model in ("baseline", "augmented"):
+        state = load(seed_folder(run_dir, model, 7) / "state.json")
+        assert state["status"] == "diverged" and state["error"] == "loss became NaN in epoch 1"
+        assert not (seed_folder(run_dir, model, 7) / "model.keras").exists()
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "failed"
+    assert manifest["models"]["baseline"]["runs"]["7"]["status"] == "diverged"
+    assert manifest["models"]["baseline"]["status"] == "diverged"
+    assert not (run_dir / "metrics.json").exists(), "nothing finished, so nothing is chosen or tested"
+    from report_builder.render import render_report
+
+    render_report(run_dir, tmp_path / "docs")
+    page = (tmp_path / "docs" / "models" / "baseline.md").read_text(encoding="utf-8")
+    assert '!!! danger "Diverged"' in page and "loss became NaN in epoch 1" in page
+
+
+def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config, tmp_path, monkeypatch):
+    """augmented's loss turns NaN in its third epoch (the poisoned loss below): its first two
+    epochs stay committed, baseline is chosen and tested, and the study fails naming the epoch."""
+    import keras
+
+    from experiments import study
+    from experiments.config import load_config
+
+    config = load_config(write_config(DIVERGING_CONFIG.replace('run_name = "diverging"', f'run_name = "diverging"\nout_dir = "{tmp_path}"')))
+    real_build = study.build_for_training
+
+    def poisoned_build(config, run, data, model_name, seed):
+        model, first_epoch, last_epoch = real_build(config, run, data, model_name, seed)
+        if model_name == "augmented":  # 64 images in batches of 16: step 8 starts epoch 3
+            cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+            def loss(y_true, y_pred):
+                return cross_entropy(y_true, y_pred) + keras.ops.where(model.optimizer.iterations >= 8, float("nan"), 0.0)
+
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+        return model, first_epoch, last_epoch
+
+    monkeypatch.setattr(study, "build_for_training", poisoned_build)
+    messages = []
+    monkeypatch.setattr(study, "log", messages.append)
+    with pytest.raises(study.StudyFailed, match=r"augmented \(seed 7\): loss became NaN in epoch 3"):
+        study.run_study(config)
+    assert "  augmented (seed 7) diverged: loss became NaN in epoch 3; stopped it, going on with the others" in messages
+    run_dir = tmp_path / "diverging"
+    state = load(seed_folder(run_dir, "augmented", 7) / "state.json")
+    assert (state["status"], state["error"], state["epochs_completed"]) == ("diverged", "loss became NaN in epoch 3", 2)
+    assert [record["epoch"] for record in load(seed_folder(run_dir, "augmented", 7) / "history.json")["epochs"]] == [1, 2]
+    metrics = load(run_dir / "metrics.json")
+    assert metrics["chosen_model"] == "baseline" and set(metrics["selection"]["candidates"]) == {"baseline"}
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "failed" and manifest["models"]["baseline"]["status"] == "complete"
+    assert manifest["models"]["augmented"]["runs"]["7"] == {"status": "diverged", "wall_seconds": None,
+                                                           "epochs_completed": 2, "error": "loss became NaN in epoch 3"}
+
+    monkeypatch.setattr(study, "build_for_training", real_build)
+    messages.clear()
+    study.run_study(config)
+    assert "[2/2] augmented, seed 7: training in float32, it diverged last time (loss became NaN in epoch 3); training again from the start" in messages
+    assert load(seed_folder(run_dir, "augmented", 7) / "state.json")["status"] == "complete"
+    assert load(run_dir / "manifest.json")["status"] == "complete"

@@ -64,3 +64,60 @@ def test_choose_model_breaks_ties_by_study_order_and_skips_missing_values():
     chosen, seed, candidates, _ = choose_model(runs)
     assert chosen == "baseline" and seed == 1337 and candidates["transfer"] is None
     assert choose_model({})[0] is None
+
+
+def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
+    """A two-class dense model on 32 random points, 4 steps an epoch; with `nan_from_step` its
+    loss is NaN from that optimizer step on (step 8 is epoch 3's first)."""
+    import keras
+    import tensorflow as tf
+
+    from experiments.artifacts import SeedRun
+
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    points, labels = rng.normal(size=(32, 4)).astype("float32"), np.array([0, 1] * 16, dtype=np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((points, labels)).batch(8)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss(y_true, y_pred):
+        value = cross_entropy(y_true, y_pred)
+        if nan_from_step is None:
+            return value
+        return value + keras.ops.where(model.optimizer.iterations >= nan_from_step, float("nan"), 0.0)
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
+    return model, dataset, SeedRun("baseline", 5, tmp_path / "seed-5")
+
+
+def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
+    from experiments.artifacts import read_json
+    from experiments.training import TrainingDiverged, fit, load_progress
+
+    model, dataset, seed_run = _tiny_fit_setup(tmp_path, nan_from_step=8)
+    state = {"status": "partial"}
+    with pytest.raises(TrainingDiverged, match="^loss became NaN in epoch 3$") as caught:
+        fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=6, verbose=0)
+    assert caught.value.epoch == 3
+    epochs, checkpoint = load_progress(seed_run)
+    assert [record["epoch"] for record in epochs] == [1, 2], "the NaN epoch is not committed, and training stopped"
+    assert checkpoint is not None and checkpoint.name == "epoch-0002.keras"
+    history = read_json(seed_run.history)["epochs"]
+    assert [record["epoch"] for record in history] == [1, 2] and all(record["loss"] is not None for record in history)
+    assert state["epochs_completed"] == 2
+
+
+def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_path, monkeypatch):
+    """A KeyboardInterrupt that TensorFlow swallowed still stops training at the epoch's end."""
+    import signal
+
+    from experiments import interrupts
+    from experiments.training import fit, load_progress
+
+    model, dataset, seed_run = _tiny_fit_setup(tmp_path)
+    monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)
+    with pytest.raises(interrupts.Interrupted):
+        fit(model, seed_run, dataset, dataset, {"status": "partial"}, first_epoch=0, last_epoch=4, verbose=0)
+    epochs, checkpoint = load_progress(seed_run)
+    assert [record["epoch"] for record in epochs] == [1] and checkpoint.name == "epoch-0001.keras"

@@ -1,0 +1,251 @@
+"""Several `train` processes on one run: one writer per cell, a manifest derived from the cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
+
+# Small enough that a cell takes a second or two, so that two processes started together meet.
+CHAIN_CONFIG = """
+[study]
+run_name = "shared"
+models = ["baseline", "transfer", "finetune"]
+seed = 7
+seeds = 2
+[data]
+source = "synthetic"
+image_size = [32, 32]
+batch_size = 16
+synthetic_train_per_class = 32
+synthetic_validation_per_class = 10
+[training]
+epochs = 1
+finetune_epochs = 1
+base_weights = "none"
+mixed_precision = "none"
+verbose = "silent"
+"""
+CELLS = [(model, seed) for model in ("baseline", "transfer", "finetune") for seed in (7, 8)]
+TRAINING_LINE = re.compile(r"\] (\w+), seed (\d+)(?: \(back to it\))?: training in ")
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def assert_manifest_agrees_with_the_cells(run_dir: Path, cells: list[tuple[str, int]]) -> dict:
+    """Every planned cell's state.json says what the manifest's run entry says."""
+    manifest = load(run_dir / "manifest.json")
+    for model, seed in cells:
+        state = load(run_dir / "models" / model / f"seed-{seed}" / "state.json")
+        entry = manifest["models"][model]["runs"][str(seed)]
+        assert entry == {key: state[key] for key in ("status", "wall_seconds", "epochs_completed", "error")}, (model, seed)
+    for model in {model for model, _ in cells}:
+        runs = manifest["models"][model]["runs"]
+        statuses = {entry["status"] for entry in runs.values()}
+        expected = ("failed" if "failed" in statuses else "diverged" if "diverged" in statuses
+                    else "complete" if statuses == {"complete"} else "partial")
+        assert manifest["models"][model]["status"] == expected, model
+        assert manifest["models"][model]["epochs_completed"] == sum(entry["epochs_completed"] for entry in runs.values())
+    return manifest
+
+
+def wait_for_text(paths: list[Path], text: str, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sum(path.read_text(errors="replace").count(text) for path in paths if path.exists())
+        if found >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} did not appear {count} times in {paths}: "
+                         + "\n".join(path.read_text(errors="replace") for path in paths if path.exists()))
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """Two `train` processes started together on one run, while the test itself holds the
+    baseline seed-7 cell: both must leave it, go on, come back and wait for it."""
+    from experiments.artifacts import RunFolder
+    from experiments.study import CellLock
+
+    root = tmp_path_factory.mktemp("concurrent")
+    config = root / "chain.toml"
+    config.write_text(CHAIN_CONFIG, encoding="utf-8")
+    run_dir = root / "out" / "shared"
+    held = CellLock(RunFolder(run_dir).seed_run("baseline", 7))
+    assert held.try_acquire("training baseline, seed 7")
+    logs = [root / "first.err", root / "second.err"]
+    command = run_cli_command("train", "--config", str(config), "--out", str(root / "out"))
+    processes = []
+    try:
+        for log in logs:
+            with open(log, "w") as handle:
+                processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(),
+                                                  stdout=subprocess.DEVNULL, stderr=handle))
+        wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2)
+        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2)
+    finally:
+        held.release()
+        for process in processes:
+            try:
+                process.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return run_dir, config, [process.returncode for process in processes], [log.read_text() for log in logs]
+
+
+def test_two_processes_train_every_cell_exactly_once(shared_run):
+    run_dir, _, codes, stderrs = shared_run
+    assert codes == [0, 0], "\n".join(stderrs)
+    trained = [match.groups() for stderr in stderrs for match in TRAINING_LINE.finditer(stderr)]
+    assert sorted((model, int(seed)) for model, seed in trained) == sorted(CELLS), "\n".join(stderrs)
+    for stderr in stderrs:  # the one that did not train a cell skipped it, having waited when it was held
+        assert "Traceback" not in stderr
+        assert stderr.count("skipped, finished") + len(TRAINING_LINE.findall(stderr)) == len(CELLS), stderr
+    assert sum(stderr.count("Evaluating it on the test split, once.") for stderr in stderrs) == 1, "\n".join(stderrs)
+    manifest = assert_manifest_agrees_with_the_cells(run_dir, CELLS)
+    assert manifest["status"] == "complete"
+    assert all(entry["status"] == "complete" for entry in manifest["models"].values())
+    for model, seed in CELLS:
+        folder = run_dir / "models" / model / f"seed-{seed}"
+        expected = [2] if model == "finetune" else [1]
+        assert [record["epoch"] for record in load(folder / "history.json")["epochs"]] == expected
+        assert (folder / "model.keras").is_file() and not (folder / "checkpoint").exists()
+        assert not (folder / ".cell.owner.json").exists(), "a released lock leaves no owner behind"
+    metrics = load(run_dir / "metrics.json")
+    assert (metrics["chosen_model"], metrics["chosen_seed"]) in CELLS
+    assert not list(run_dir.rglob(".*.tmp.*")), "temporary files left behind"
+
+
+def test_a_stale_manifest_is_healed_by_the_next_train(shared_run):
+    run_dir, config, codes, _ = shared_run
+    assert codes == [0, 0]
+    manifest_path = run_dir / "manifest.json"
+    stale = load(manifest_path)
+    stale["status"] = "interrupted"
+    stale["models"]["transfer"]["status"] = "partial"
+    stale["models"]["transfer"]["runs"]["8"].update(status="partial", epochs_completed=0, wall_seconds=None)
+    del stale["models"]["finetune"]
+    manifest_path.write_text(json.dumps(stale), encoding="utf-8")
+    result = subprocess.run(run_cli_command("train", "--config", str(config), "--out", str(run_dir.parent)),
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("skipped, finished with the same config and data") == len(CELLS), result.stderr
+    assert "not evaluating again" in result.stderr
+    manifest = assert_manifest_agrees_with_the_cells(run_dir, CELLS)
+    assert manifest["status"] == "complete"
+    assert manifest["models"]["transfer"]["status"] == manifest["models"]["finetune"]["status"] == "complete"
+
+
+def _in_process_config(tmp_path: Path, models: list[str], seeds: int):
+    from experiments.config import load_config
+
+    path = tmp_path / "in-process.toml"
+    path.write_text(CHAIN_CONFIG.replace('models = ["baseline", "transfer", "finetune"]', f"models = {json.dumps(models)}")
+                    .replace("seeds = 2", f"seeds = {seeds}")
+                    .replace('run_name = "shared"', f'run_name = "held"\nout_dir = "{tmp_path / "out"}"'), encoding="utf-8")
+    return load_config(path)
+
+
+def test_healing_derives_models_and_status_from_the_states(tmp_path):
+    """The manifest a crashed process left is rewritten from the cells, without training."""
+    from experiments.artifacts import RunFolder, write_json
+    from experiments.config import config_hash
+    from experiments.study import write_manifest
+
+    config = _in_process_config(tmp_path, ["baseline"], 2)
+    run = RunFolder(config.run_dir)
+    for seed, status, error in ((7, "complete", None), (8, "diverged", "loss became NaN in epoch 1")):
+        write_json(run.seed_run("baseline", seed).state, {
+            "model": "baseline", "seed": seed, "config_hash": config_hash(config, "baseline"), "data_fingerprint": "data",
+            "status": status, "epochs_completed": 1 if status == "complete" else 0, "epochs_planned": 1,
+            "wall_seconds": 2.5 if status == "complete" else None, "error": error, "precision": "float32"})
+    write_json(run.manifest, {"schema_version": 2, "data_fingerprint": "data", "status": "running", "seeds": [7, 8],
+                              "models": {"baseline": {"status": "complete", "runs": {}}}})
+    manifest = write_manifest(run, config, "healing")
+    assert manifest == load(run.manifest)
+    assert manifest["status"] == "failed"
+    baseline = manifest["models"]["baseline"]
+    assert baseline["status"] == "diverged" and baseline["precision"] == "float32"
+    assert baseline["runs"]["7"] == {"status": "complete", "wall_seconds": 2.5, "epochs_completed": 1, "error": None}
+    assert baseline["runs"]["8"]["status"] == "diverged" and baseline["error"] == "seed 8: loss became NaN in epoch 1"
+    # a state trained for other data is not this study's: the cell counts as not run
+    write_json(run.seed_run("baseline", 8).state, {**load(run.seed_run("baseline", 8).state), "data_fingerprint": "other"})
+    manifest = write_manifest(run, config, "healing")
+    assert set(manifest["models"]["baseline"]["runs"]) == {"7"} and manifest["models"]["baseline"]["status"] == "partial"
+    assert manifest["status"] == "interrupted", "cells not run, and nobody said it is running"
+    assert write_manifest(RunFolder(tmp_path / "nothing"), config, "healing") is None, "no manifest, nothing to heal"
+    assert not (tmp_path / "nothing").exists()
+
+
+def _hold_until(seed_run, release_when: threading.Event) -> threading.Thread:
+    """Hold a cell's lock from another thread (its own flock, as another process would) until
+    `release_when` is set. (filelock's locks belong to the thread that takes them.)"""
+    from experiments.study import CellLock
+
+    taken = threading.Event()
+
+    def hold():
+        lock = CellLock(seed_run)
+        assert lock.try_acquire(f"training {seed_run.model_name}, seed {seed_run.seed}")
+        taken.set()
+        release_when.wait(timeout=120)
+        lock.release()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(timeout=30)
+    return thread
+
+
+@pytest.mark.parametrize(("models", "seeds", "held"), [(["baseline"], 2, "baseline"), (["transfer", "finetune"], 1, "transfer")])
+def test_a_held_cell_is_left_then_waited_for(tmp_path, monkeypatch, models, seeds, held):
+    """A cell another holder has is left for later, the others go on (a finetune cell waits for
+    the transfer cell it starts from), and at the end the process waits for it and decides again."""
+    from experiments import study
+    from experiments.artifacts import RunFolder
+
+    config = _in_process_config(tmp_path, models, seeds)
+    messages: list[str] = []
+    waiting = threading.Event()
+
+    def log(message: str) -> None:
+        messages.append(message)
+        if "waiting for another process" in message:
+            waiting.set()
+
+    monkeypatch.setattr(study, "log", log)
+    holder = _hold_until(RunFolder(config.run_dir).seed_run(held, 7), waiting)
+    study.run_study(config)
+    holder.join(timeout=10)
+    pid = os.getpid()
+    text = "\n".join(messages)
+    if held == "baseline":
+        expected_order = [
+            f"[1/2] baseline, seed 7: held by another process (pid {pid}); coming back to it",
+            "[2/2] baseline, seed 8: training in",
+            f"[1/2] baseline, seed 7 (back to it): waiting for another process (pid {pid}) that is training baseline, seed 7",
+            "[1/2] baseline, seed 7 (back to it): training in float32, not trained yet",
+        ]
+    else:
+        expected_order = [
+            f"[1/2] transfer, seed 7: held by another process (pid {pid}); coming back to it",
+            f"[2/2] finetune, seed 7: starts from transfer, seed 7, which another process (pid {pid}) holds; coming back to it",
+            f"[1/2] transfer, seed 7 (back to it): waiting for another process (pid {pid}) that is training transfer, seed 7",
+            "[1/2] transfer, seed 7 (back to it): training in float32, not trained yet",
+            "[2/2] finetune, seed 7 (back to it): training in float32, not trained yet",
+        ]
+    positions = [next((index for index, message in enumerate(messages) if message.startswith(line)), None) for line in expected_order]
+    assert None not in positions and positions == sorted(positions), text
+    cells = [(model, seed) for model in models for seed in config.seeds]
+    manifest = assert_manifest_agrees_with_the_cells(config.run_dir, cells)
+    assert manifest["status"] == "complete", text

@@ -256,6 +256,35 @@ MUTATIONS = (
         ("tests/test_claims.py::test_a_run_without_a_test_evaluation_does_not_claim_one",),
         "a run without a test evaluation still claims to have tested the chosen model once",
     ),
+    # ---- never lose a file
+    Mutation(
+        "carry-over-skipped", "report_builder/publish.py",
+        "        if target.is_dir():\n            _carry_over(target, staging, owned, generated)\n",
+        "",
+        ("tests/test_publish.py",),
+        "render drops the user's own files from docs/ (they are not carried into the new tree)",
+    ),
+    Mutation(
+        "refuse-without-marker-off", "report_builder/publish.py",
+        "    if entries:\n        shown =",
+        "    if False:\n        shown =",
+        ("tests/test_publish.py",),
+        "a non-empty folder without the marker is written into",
+    ),
+    Mutation(
+        "tidy-trusts-names", "report_builder/publish.py",
+        "    return isinstance(name, str) and \"/\" not in name and name.startswith(f\".{target.name}.\") \\\n        and (\".staging-\" in name or \".old-\" in name)",
+        "    return isinstance(name, str) and \"/\" not in name",
+        ("tests/test_publish.py",),
+        "the journal may name any folder beside the target for removal",
+    ),
+    Mutation(
+        "diverged-called-failed", "experiments/study.py",
+        "    if FAILED in statuses:\n        status = FAILED\n    elif DIVERGED in statuses:\n        status = DIVERGED",
+        "    if FAILED in statuses:\n        status = FAILED\n    elif DIVERGED in statuses:\n        status = FAILED",
+        ("tests/test_concurrency.py", "tests/test_study.py"),
+        "a diverged model is reported as failed",
+    ),
 )
 
 

@@ -39,3 +39,18 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _isolate_stop_requests():
+    """A test that runs the command line in-process installs its Ctrl-C / SIGTERM handlers and may
+    leave a recorded stop request behind; neither may reach the next test."""
+    import signal
+
+    from experiments import interrupts
+
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    interrupts._received = None

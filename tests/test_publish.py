@@ -550,3 +550,19 @@ def test_a_swallowed_interrupt_still_stops_with_130(run: Path, tmp_path: Path, m
     monkeypatch.setattr(cli, "command_render", swallowing)
     assert cli_main(["render"]) == 130
     assert "Interrupted" in capsys.readouterr().err
+
+
+def test_a_journal_naming_other_folders_never_removes_them(run: Path, tmp_path: Path):
+    """The journal is trusted only for folders with report-builder's own names beside the target."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    journal = {"generator": "report-builder",
+               "folders": [{"name": "photos", "role": "writing"}, {"name": "../etc", "role": "writing"},
+                           {"name": "photos", "role": "old"}]}
+    (tmp_path / ".docs.publish.json").write_text(json.dumps(journal))
+    render_report(run, tmp_path / "docs")
+    assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"\xff\xd8"
+    shutil.rmtree(tmp_path / "docs")
+    (tmp_path / ".docs.publish.json").write_text(json.dumps(journal))
+    render_report(run, tmp_path / "docs")  # no docs/: "photos" is not put back as docs/ either
+    assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"\xff\xd8"

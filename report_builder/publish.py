@@ -99,7 +99,7 @@ def protected_folders(folder: Path) -> list[tuple[Path, str]]:
         return []
     names = data.get("protected") if isinstance(data, dict) else None
     return [(folder.parent / name, "a folder the report was rendered from,") for name in names
-            if isinstance(name, str) and name] if isinstance(names, list) else []
+            if isinstance(name, str) and name and "\0" not in name] if isinstance(names, list) else []
 
 
 def _is_safe_relative(name: str) -> bool:
@@ -128,9 +128,12 @@ def check_target(target: Path, kind: str, forbidden: Iterable[tuple[Path, str]] 
     """
     if target.is_symlink():
         raise PublishError(f"{target} is a symbolic link; pass the folder it points to instead")
-    resolved = target.resolve()
+    try:
+        resolved = target.resolve()
+        forbidden = [(Path(folder).resolve(), description) for folder, description in forbidden]
+    except (OSError, ValueError) as error:
+        raise PublishError(f"cannot check {target}: {error}") from None
     for folder, description in forbidden:
-        folder = Path(folder).resolve()
         if resolved == folder:
             raise PublishError(f"refusing to write into {target}: it is {description} {folder}")
         if _inside(resolved, folder):
@@ -217,8 +220,7 @@ class Journal:
         except (OSError, ValueError):
             return []  # unreadable: remember nothing, so touch nothing
         entries = data.get("folders") if isinstance(data, dict) else None
-        return [entry for entry in entries if isinstance(entry, dict) and _is_own_name(self.target, entry.get("name"))] \
-            if isinstance(entries, list) else []
+        return [entry for entry in entries if _is_valid_entry(self.target, entry)] if isinstance(entries, list) else []
 
     def write(self, entries: list[dict]) -> None:
         if not entries:
@@ -233,6 +235,18 @@ class Journal:
 
     def remove(self, name: str) -> None:
         self.write([item for item in self.read() if item["name"] != name])
+
+
+def _is_valid_entry(target: Path, entry: object) -> bool:
+    """An entry this program could have written; anything else is ignored (and so never acted on)."""
+    if not isinstance(entry, dict) or not _is_own_name(target, entry.get("name")) \
+            or entry.get("role") not in ("writing", "swapping", "old"):
+        return False
+    for key in ("old_files", "new_files"):
+        files = entry.get(key, [])
+        if not isinstance(files, list) or not all(isinstance(name, str) and _is_safe_relative(name) for name in files):
+            return False
+    return True
 
 
 def _is_own_name(target: Path, name: object) -> bool:
@@ -502,7 +516,12 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
                 journal.remove(staging.name)
             except OSError:
                 pass  # the journal still names it: the next call tidies it
-    if old is not None:
+    if old is None:
+        try:
+            journal.remove(staging.name)  # renamed into place: nothing is left beside the target
+        except OSError:
+            pass  # the next call finds no such folder and forgets it
+    else:
         try:
             kept = discard_tree(old, target, owned)
             if kept:
@@ -520,4 +539,4 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
 
 def wait_for_folder(target: Path, report: Callable[[str], None] = _default_report):
     """The lock of ``target``, for a reader that must not see it change meanwhile (build reads docs)."""
-    return folder_lock(Path(os.path.abspath(target)), report, reader=True)
+    return folder_lock(Path(os.path.realpath(target)), report, reader=True)  # the writers' lock, whatever the path

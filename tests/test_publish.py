@@ -566,3 +566,31 @@ def test_a_journal_naming_other_folders_never_removes_them(run: Path, tmp_path: 
     (tmp_path / ".docs.publish.json").write_text(json.dumps(journal))
     render_report(run, tmp_path / "docs")  # no docs/: "photos" is not put back as docs/ either
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": ".docs.staging-aaaa", "role": "swapping", "old_files": [["x"]], "new_files": []},
+    {"name": ".docs.staging-aaaa", "role": "swapping", "old_files": 5, "new_files": []},
+    {"name": ".docs.staging-aaaa", "role": "swapping", "old_files": ["../../etc/passwd"], "new_files": []},
+    {"name": ".docs.staging-aaaa", "role": "unheard-of"},
+    "not an object",
+])
+def test_a_corrupted_journal_entry_is_ignored_not_a_traceback(run: Path, tmp_path: Path, entry):
+    (tmp_path / ".docs.staging-aaaa").mkdir()
+    (tmp_path / ".docs.staging-aaaa" / "x").write_text("keep")
+    (tmp_path / ".docs.publish.json").write_text(json.dumps({"generator": "report-builder", "folders": [entry]}))
+    render_report(run, tmp_path / "docs")
+    assert (tmp_path / ".docs.staging-aaaa" / "x").read_text() == "keep"
+    assert_whole_report(tmp_path / "docs")
+
+
+def test_build_through_a_link_to_docs_takes_the_renderers_lock(run: Path, tmp_path: Path):
+    """A build must exclude a render of the same folder, whatever path names it."""
+    project = project_with_docs(tmp_path, run)
+    os.symlink(project / "docs", tmp_path / "current")
+    marker = json.loads((project / "docs" / MARKER).read_text())
+    marker["protected"] = marker.get("protected", []) + ["x\u0000y"]  # a corrupted marker entry is ignored
+    (project / "docs" / MARKER).write_text(json.dumps(marker))
+    build_site(project, site_dir=tmp_path / "site", docs_dir=tmp_path / "current")
+    assert (project / ".docs.lock").is_file() and not (tmp_path / ".current.lock").exists()
+    assert not (project / ".docs.publish.json").exists()  # no journal entry outlives a finished call

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from experiments.errors import UserError
+
 SCHEMA_VERSION = 2
 
 
@@ -29,7 +31,7 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 
 
-class ArtifactError(OSError):
+class ArtifactError(UserError, OSError):
     """The run folder cannot be written (read-only, disk full, ...); names the path."""
 
 

@@ -18,6 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from experiments.errors import UserError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
@@ -43,7 +45,7 @@ PATH_KEYS = (("study", "run_name"), ("study", "out_dir"), ("data", "data_dir"), 
 NAME_MAX_BYTES = 255
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is unusable; the message names the key or file."""
 
 

@@ -53,6 +53,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from experiments.errors import UserError
+
 ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 Image.init()  # register every PIL plugin so the format list below can be checked
 ACCEPTED_PIL_FORMATS = tuple(
@@ -72,7 +74,7 @@ ProgressCallback = Callable[[int, int], None]
 LINKED_FOLDER_REASON = "link to a folder (not followed)"
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A problem with the user's data folder that stops the study (one sentence)."""
 
 

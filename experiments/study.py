@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
+from experiments.errors import StudyFailed
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
 from experiments.interrupts import raise_if_interrupted
@@ -40,8 +41,6 @@ SELECTION_RULE = ("highest mean over seeds of the last epoch's validation accura
                   "with the highest; the test split is not looked at")
 
 
-class StudyFailed(RuntimeError):
-    """One or more models failed to train; the others' artifacts are written."""
 
 
 def log(message: str) -> None:

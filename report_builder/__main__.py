@@ -137,14 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.runtime import prefer_onednn
 
         prefer_onednn()  # before TensorFlow is imported; TF_ENABLE_ONEDNN_OPTS=0 keeps it off
-        from experiments.artifacts import ArtifactError
-        from experiments.config import ConfigError
-        from experiments.images import DataError
-        from report_builder.publish import PublishError
-        from report_builder.render import ReportError
-        from report_builder.site import SiteBuildError
+        from experiments.errors import StudyFailed, UserError
 
-        user_errors = (ConfigError, ReportError, SiteBuildError, ArtifactError, PublishError, DataError)
         try:
             if arguments.command == "train":
                 command_train(arguments)
@@ -160,16 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 interrupts.raise_if_interrupted()
                 phase = "build"
                 command_build(arguments)
-        except user_errors as error:
+        except (UserError, StudyFailed) as error:  # one sentence; 2 for the user's to mend, 1 for failed runs
             print(f"error: {error}", file=sys.stderr)
-            return 2
-        except Exception as error:
-            from experiments.study import StudyFailed
-
-            if isinstance(error, StudyFailed):
-                print(f"error: {error}", file=sys.stderr)
-                return 1
-            raise
+            return error.exit_status
         interrupts.raise_if_interrupted()  # a stop whose exception something swallowed
     except KeyboardInterrupt as error:
         print("\n" + INTERRUPTED_MESSAGES[phase], file=sys.stderr)

@@ -38,12 +38,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from experiments.errors import UserError
+
 MARKER = ".report-builder.json"
 GENERATOR = "report-builder"
 LOCK_WAIT_NOTICE_SECONDS = 1.0
 
 
-class PublishError(Exception):
+class PublishError(UserError):
     """A target folder cannot be written safely; the message names the path."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from experiments.errors import UserError
 from report_builder import observations as obs
 from report_builder.publish import publish_tree
 
@@ -49,7 +50,7 @@ STATUS_LABELS = {
 }
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """The artifact folder cannot be turned into a report (the message names the path)."""
 
 

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from experiments.errors import UserError
 from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 
 BUILD_TIMEOUT_SECONDS = 600
 
 
-class SiteBuildError(RuntimeError):
+class SiteBuildError(UserError, RuntimeError):
     """``mkdocs build`` failed; the message carries mkdocs's own output."""
 
 

@@ -38,9 +38,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.models import POLICIES, build_model, compile_model, make_finetune_model, set_precision  # noqa: E402
-from experiments.study import processor_name  # noqa: E402  (reads /proc/cpuinfo; imports no TensorFlow)
+from experiments.runtime import processor_name  # noqa: E402  (reads /proc/cpuinfo; imports no TensorFlow)
 
-MODEL_NAMES = ["baseline", "augmented", "preprocessed", "transfer", "finetune"]
+from experiments.config import MODEL_NAMES  # noqa: E402
 IMAGE_SIZE = (160, 160)
 BATCH_SIZE = 32
 LEARNING_RATE = 0.001
@@ -120,7 +120,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model (epoch 1 also compiles; default 3)")
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args(argv)
-    args.models = MODEL_NAMES if args.models == "all" else [name.strip() for name in args.models.split(",") if name.strip()]
+    args.models = list(MODEL_NAMES) if args.models == "all" else [name.strip() for name in args.models.split(",") if name.strip()]
     args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
     for name in args.models:
         if name not in MODEL_NAMES:

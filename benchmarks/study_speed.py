@@ -53,8 +53,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from experiments.runtime import ONEDNN_VARIABLE, describe_cpu_kernels, prefer_onednn  # noqa: E402  (after the path set-up above; imports no TensorFlow)
-from experiments.study import processor_name  # noqa: E402
+from experiments.runtime import ONEDNN_VARIABLE, cpu_flags, cpu_supports_bf16, describe_cpu_kernels, prefer_onednn, processor_name  # noqa: E402  (after the path set-up above; imports no TensorFlow)
 
 MODEL_NAMES = ["baseline", "augmented", "preprocessed", "transfer"]
 CNN_MODELS = ["baseline", "augmented", "preprocessed"]
@@ -265,7 +264,7 @@ def run_child(spec: dict) -> dict:
     import numpy as np
 
     from experiments import models as models_module
-    from experiments.models import build_model, cpu_supports_bf16, precision_for, set_precision
+    from experiments.models import build_model, precision_for, set_precision
 
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])
@@ -388,16 +387,6 @@ def _count_files(folder: Path) -> int:
 
 
 # --------------------------------------------------------------------------- parent side
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def installed_version(package: str) -> str:

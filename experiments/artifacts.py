@@ -18,6 +18,18 @@ from typing import Any, Callable
 from experiments.errors import UserError
 
 SCHEMA_VERSION = 2
+#: One run of a model with one seed lives in `models/<model>/seed-<seed>/`.
+SEED_FOLDER_PREFIX = "seed-"
+
+
+def seed_folder_name(seed: int) -> str:
+    return f"{SEED_FOLDER_PREFIX}{seed}"
+
+
+def parse_seed_folder(name: str) -> int | None:
+    """The seed of a `seed-<seed>` folder name, or None for any other name."""
+    digits = name[len(SEED_FOLDER_PREFIX):] if name.startswith(SEED_FOLDER_PREFIX) else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def _read_umask() -> int:
@@ -126,7 +138,7 @@ class RunFolder:
         return self.model_dir(model_name) / "summary.json"
 
     def seed_run(self, model_name: str, seed: int) -> "SeedRun":
-        return SeedRun(model_name, seed, self.model_dir(model_name) / f"seed-{seed}")
+        return SeedRun(model_name, seed, self.model_dir(model_name) / seed_folder_name(seed))
 
     @property
     def lock_file(self) -> Path:

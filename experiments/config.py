@@ -24,6 +24,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
 MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
+#: A model that starts from another one's final weights (same seed); its epochs continue that model's numbering.
+CONTINUES = {"finetune": "transfer"}
 DATA_SOURCES = ("download", "folder", "synthetic")
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
 VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")

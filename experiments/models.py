@@ -176,16 +176,6 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
     return model
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether the CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def precision_for(model_name: str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
     """The precision ("none", "bf16" or "fp16") to train `model_name` in.
 

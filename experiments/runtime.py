@@ -11,9 +11,11 @@ asking for it changes nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
+from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 X86_64_NAMES = ("x86_64", "amd64")
@@ -54,3 +56,35 @@ def describe_cpu_kernels() -> str:
     if enabled is None:
         return "unknown"
     return "oneDNN" if enabled else "Eigen (oneDNN off)"
+
+
+# --------------------------------------------------------------------------- the processor, read once
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_lines() -> tuple[str, ...]:
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return ()
+
+
+def processor_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
+    for line in _cpuinfo_lines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (from /proc/cpuinfo on Linux; empty elsewhere)."""
+    for line in _cpuinfo_lines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})

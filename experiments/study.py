@@ -33,7 +33,7 @@ from experiments.errors import StudyFailed
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.images import DataError, summarize_skipped
 from experiments.interrupts import raise_if_interrupted
-from experiments.runtime import describe_cpu_kernels
+from experiments.runtime import cpu_supports_bf16, describe_cpu_kernels, processor_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "matplotlib", "jinja2", "mkdocs", "mkdocs-material")
@@ -74,17 +74,6 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
-
-
-def processor_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def hardware_and_devices() -> tuple[dict[str, Any], list[str]]:
@@ -803,7 +792,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     import keras
     import tensorflow as tf
 
-    from experiments.models import cpu_supports_bf16, set_precision
+    from experiments.models import set_precision
 
     run = RunFolder(config.run_dir)
     run.check_writable()

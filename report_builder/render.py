@@ -21,19 +21,17 @@ from typing import Any
 
 import jinja2
 
+from experiments.artifacts import SCHEMA_VERSION, parse_seed_folder
+from experiments.config import CONTINUES, MODEL_NAMES
 from experiments.errors import UserError
 from report_builder import observations as obs
 from report_builder.publish import publish_tree
 
-SCHEMA_VERSION = 2
-MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
-#: A model that starts from another one's final weights; its epochs continue that model's numbering.
-CONTINUES = {"finetune": "transfer"}
+MODEL_ORDER = MODEL_NAMES
 #: Validation accuracy the reference write-ups report after fine-tuning. It is their figure,
 #: quoted with that attribution on the finetune page, never a result of this run.
 REFERENCE_FINETUNE_VAL_ACCURACY = 0.98
 RERUN_COMMAND = "python -m report_builder train"
-SEED_FOLDER = re.compile(r"seed-(\d+)")
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -338,9 +336,9 @@ def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for path in model_dir.iterdir():
-        match = SEED_FOLDER.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
+        seed = parse_seed_folder(path.name)
+        if seed is not None and path.is_dir():
+            found.append((seed, path))
     return sorted(found)
 
 

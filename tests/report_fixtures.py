@@ -16,8 +16,10 @@ from typing import Any
 
 from PIL import Image
 
-MODEL_ORDER = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
-SCHEMA_VERSION = 2
+from experiments.artifacts import SCHEMA_VERSION, seed_folder_name
+from experiments.config import MODEL_NAMES
+
+MODEL_ORDER = MODEL_NAMES
 DEFAULT_SEEDS = (1337, 1338, 1339)
 #: How far apart the seeds' validation accuracies are, per step (their mean stays the given history).
 SEED_STEP = 0.01
@@ -224,7 +226,7 @@ def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list
     write_json(model_dir / "summary.json", summary_for(model))
     run_entries = {}
     for seed, epochs in sorted(runs.items()):
-        seed_dir = model_dir / f"seed-{seed}"
+        seed_dir = model_dir / seed_folder_name(seed)
         write_json(seed_dir / "history.json", {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed,
                                                "precision": precision_for(model), "epochs": epochs})
         run_status = "complete" if status == "complete" else "partial"

@@ -43,3 +43,13 @@ def test_the_console_script_runs_the_same_command_line():
     if executable:
         result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "render" in result.stdout and "build" in result.stdout
+
+
+def test_rendering_and_publishing_never_load_tensorflow():
+    """The report half imports the format's constants from experiments/, but never TensorFlow."""
+    import sys as _sys
+
+    code = ("import sys; import report_builder.render, report_builder.site, report_builder.publish, "
+            "report_builder.__main__; print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    result = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

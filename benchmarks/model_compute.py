@@ -37,10 +37,10 @@ prefer_onednn()  # the CPU kernels the runner trains on; must come before Keras 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.config import MODEL_NAMES  # noqa: E402
 from experiments.models import POLICIES, build_model, compile_model, make_finetune_model, set_precision  # noqa: E402
 from experiments.runtime import processor_name  # noqa: E402  (reads /proc/cpuinfo; imports no TensorFlow)
 
-from experiments.config import MODEL_NAMES  # noqa: E402
 IMAGE_SIZE = (160, 160)
 BATCH_SIZE = 32
 LEARNING_RATE = 0.001

@@ -261,7 +261,6 @@ def run_child(spec: dict) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(threads["value"][0])
         tf.config.threading.set_intra_op_parallelism_threads(threads["value"][1])
     import keras
-    import numpy as np
 
     from experiments import models as models_module
     from experiments.models import build_model, precision_for, set_precision
@@ -459,7 +458,7 @@ def _median_epoch(epochs: list[dict]) -> float:
 
 def print_report(args, results: dict[str, dict], reused_reference: str | None) -> None:
     any_result = next(iter(results.values()))
-    print(f"date (UTC):  {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')}")
+    print(f"date (UTC):  {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M')}")
     flags = cpu_flags()
     isa = ", ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -510,7 +509,8 @@ def print_report(args, results: dict[str, dict], reused_reference: str | None) -
         "s/epoch: median over all epochs (epoch 1 includes tf.function tracing, and for ours' transfer the "
         "one-off validation feature pass); later: median of epochs 2+; val s: median seconds of an epoch spent validating; "
         "cpu s: median CPU-seconds this process used per epoch (all threads); other: median CPU-seconds OTHER "
-        "processes used per epoch (should be ~0; more means the timings were disturbed); img/s: train images / s/epoch; val acc: validation accuracy after the last epoch."
+        "processes used per epoch (should be ~0; more means the timings were disturbed); img/s: train images / s/epoch; "
+        "val acc: validation accuracy after the last epoch."
     )
     print()
     for pipeline in PIPELINES:
@@ -544,10 +544,15 @@ def parse_arguments(argv: list[str] | None = None):
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with train/<class>/ and validation/<class>/ (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per model (default: %(default)s)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated model names (default: all four)")
-    parser.add_argument("--base-weights", default=None, help="MobileNetV2 weights for transfer: a .weights.h5 path, 'imagenet' or 'none' (default: the local file under ../shared/weights if present, else none)")
+    parser.add_argument("--base-weights", default=None,
+                        help="MobileNetV2 weights for transfer: a .weights.h5 path, 'imagenet' or 'none' "
+                             "(default: the local file under ../shared/weights if present, else none)")
     parser.add_argument("--quick", action="store_true", help="2 epochs per model")
     parser.add_argument("--ours-options", default="", help="speed levers for our pipeline, comma separated (see below)")
-    parser.add_argument("--reference-options", default="", help="diagnostics only, comma separated: 'no-autotune' runs the reference with tf.data autotuning off, 'onednn' with oneDNN kernels forced on (either way it is no longer the write-ups' pipeline as TensorFlow runs it by default)")
+    parser.add_argument("--reference-options", default="",
+                        help="diagnostics only, comma separated: 'no-autotune' runs the reference with tf.data autotuning off, "
+                             "'onednn' with oneDNN kernels forced on (either way it is no longer the write-ups' pipeline "
+                             "as TensorFlow runs it by default)")
     parser.add_argument("--pipelines", default="reference,ours", help="which pipelines to run (default: %(default)s)")
     parser.add_argument("--reference-from", type=Path, default=None, help="reuse the reference result of an earlier --json-out file instead of running it")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all measurements to this JSON file")

@@ -12,8 +12,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from experiments.errors import UserError
 
@@ -137,7 +138,7 @@ class RunFolder:
     def summary(self, model_name: str) -> Path:
         return self.model_dir(model_name) / "summary.json"
 
-    def seed_run(self, model_name: str, seed: int) -> "SeedRun":
+    def seed_run(self, model_name: str, seed: int) -> SeedRun:
         return SeedRun(model_name, seed, self.model_dir(model_name) / seed_folder_name(seed))
 
     @property

@@ -43,7 +43,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.files)
 
-    def subset(self, indices: np.ndarray) -> "Split":
+    def subset(self, indices: np.ndarray) -> Split:
         return Split(self.images[indices], self.labels[indices], [self.files[i] for i in indices])
 
 
@@ -305,7 +305,7 @@ def download_dataset(url: str, cache_dir: str = "", expected_sha256: str = "") -
     archive = datasets_dir / ARCHIVE_NAME
     recorded_digest_file = datasets_dir / f"{ARCHIVE_NAME}.sha256"
     extracted = datasets_dir / ARCHIVE_FOLDER
-    for attempt in range(2):
+    for _attempt in range(2):
         try:
             get_file(
                 fname=ARCHIVE_NAME,

@@ -8,7 +8,7 @@ written, not as matplotlib math text (or a parse error).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 

@@ -19,18 +19,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
-from experiments.errors import StudyFailed
 from experiments.data import StudyData, load_study_data, make_dataset
+from experiments.errors import StudyFailed
 from experiments.images import DataError, summarize_skipped
 from experiments.interrupts import raise_if_interrupted
 from experiments.runtime import cpu_supports_bf16, describe_cpu_kernels, processor_name
@@ -48,12 +49,12 @@ def log(message: str) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _now_precise() -> str:
     """Now, to the millisecond: states are compared with a command's start time."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _at_or_after(moment: object, since: datetime) -> bool:
@@ -796,7 +797,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
 
     run = RunFolder(config.run_dir)
     run.check_writable()
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     started = time.perf_counter()
     write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
     set_determinism(config.training.deterministic)

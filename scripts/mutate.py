@@ -215,7 +215,7 @@ MUTATIONS = (
         "the interval is put around a truncated count of correct answers",
     ),
     Mutation(
-        "no-lead-in-for-finetune", "report_builder/render.py",
+        "no-lead-in-for-finetune", "experiments/config.py",
         'CONTINUES = {"finetune": "transfer"}',
         "CONTINUES = {}",
         ("tests/test_claims.py::test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers",),
@@ -273,7 +273,8 @@ MUTATIONS = (
     ),
     Mutation(
         "tidy-trusts-names", "report_builder/publish.py",
-        "    return isinstance(name, str) and \"/\" not in name and name.startswith(f\".{target.name}.\") \\\n        and (\".staging-\" in name or \".old-\" in name)",
+        "    return isinstance(name, str) and \"/\" not in name and name.startswith(f\".{target.name}.\") \\\n"
+        "        and (\".staging-\" in name or \".old-\" in name)",
         "    return isinstance(name, str) and \"/\" not in name",
         ("tests/test_publish.py",),
         "the journal may name any folder beside the target for removal",

@@ -318,7 +318,8 @@ def metrics_for(runs_by_model: Mapping[str, Mapping[int, list[dict[str, Any]]]],
         "data_fingerprint": "f00d" * 16,
         "selection": {
             "metric": "val_accuracy",
-            "rule": "highest mean over seeds of the last epoch's validation accuracy; within that model, the seed with the highest; the test split is not looked at",
+            "rule": ("highest mean over seeds of the last epoch's validation accuracy; within that model, the seed with the "
+                     "highest; the test split is not looked at"),
             "candidates": candidates,
             "seed_candidates": seed_scores,
         },

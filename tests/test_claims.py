@@ -25,6 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
+
 from report_builder.render import render_report  # noqa: E402
 from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
 

@@ -16,11 +16,11 @@ from experiments.config import (
     UNHASHED_KEYS,
     ConfigError,
     StudyConfig,
+    _apply,
     config_hash,
     load_config,
     parse_config_text,
     validate,
-    _apply,
 )
 from tests.conftest import SMOKE_CONFIG
 

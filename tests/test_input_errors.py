@@ -5,7 +5,6 @@ non-finite numbers, and an output folder inside the data folder."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -74,7 +73,7 @@ def test_minimum_images_per_class_is_the_least_that_works_for_many_fractions():
     for fraction in fractions + [0.123, 0.999, 0.001]:
         minimum = minimum_images_per_class(fraction)
 
-        def works(count):
+        def works(count, fraction=fraction):
             return held_out_count(count, fraction) >= 1 and count - held_out_count(count, fraction) >= 1
 
         assert works(minimum) and not any(works(count) for count in range(1, minimum)), fraction

@@ -54,10 +54,11 @@ def test_a_weights_file_for_another_architecture_is_named(tmp_path):
 
 def test_unreachable_imagenet_weights_stop_before_training(monkeypatch):
     """Offline, the preflight names both alternatives; no data is read, nothing trains."""
+    from keras.src.applications import mobilenet_v2
+
+    from experiments import study
     from experiments.config import load_config
     from experiments.images import DataError
-    from experiments import study
-    from keras.src.applications import mobilenet_v2
 
     def refuse(*args, **kwargs):
         raise Exception("URL fetch failure: no network")

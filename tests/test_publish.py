@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 from conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
+
 from report_builder import publish  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
-from report_builder.publish import MARKER, PublishError, marker_text, publish_tree  # noqa: E402
+from report_builder.publish import MARKER, PublishError, marker_text  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
 

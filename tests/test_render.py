@@ -12,8 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
+
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
+from report_builder.publish import MARKER, marker_text  # noqa: E402
 from report_builder.render import (  # noqa: E402
     REFERENCE_FINETUNE_VAL_ACCURACY,
     ReportError,
@@ -24,7 +26,6 @@ from report_builder.render import (  # noqa: E402
     format_std,
     render_report,
 )
-from report_builder.publish import MARKER, marker_text  # noqa: E402
 from report_builder.site import SiteBuildError, build_site  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
+
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
 

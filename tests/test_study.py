@@ -199,7 +199,6 @@ def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signa
 
 def test_skipped_files_reach_the_manifest_and_the_report(tmp_path):
     """A folder with a corrupt and an empty file trains on the rest and lists both, end to end."""
-    import numpy as np
     from PIL import Image
 
     from experiments.data import synthetic_images

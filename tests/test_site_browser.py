@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 
+from report_builder.publish import MARKER, marker_text  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
 
@@ -55,6 +56,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     (project / "docs").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
+    (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write beside guide/
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
     render_report(run, project / "docs")
     results = build_and_check(project, tmp_path)

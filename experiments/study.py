@@ -332,6 +332,7 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
     import numpy as np
 
     from experiments.models import load_trained_model
+    from experiments.training import softmax
 
     model_path = run.seed_run(chosen, seed).model_file
     if not model_path.is_file():
@@ -343,8 +344,7 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
     test_dataset = make_dataset(data.test, config.data.batch_size, shuffle=False, seed=0)
     loss, _ = model.evaluate(test_dataset, verbose=0)
     logits = model.predict(test_dataset, verbose=0).astype(np.float64)
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = softmax(logits)
     predicted = np.argmax(probabilities, axis=1)
     class_count = len(data.class_names)
     confusion = np.zeros((class_count, class_count), dtype=int)

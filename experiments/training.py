@@ -133,10 +133,20 @@ class CachedFeatureValidation(keras.callbacks.Callback):
             logs["val_loss"], logs["val_accuracy"] = loss, accuracy
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log(softmax(`logits`)) along the last axis, computed stably (the largest logit subtracted first)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from the models' logits (the models end in a Dense layer without activation)."""
+    return np.exp(log_softmax(logits))
+
+
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy of integer `labels` under softmax(`logits`), and the accuracy."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probabilities = log_softmax(logits)
     loss = float(-log_probabilities[np.arange(len(labels)), labels].mean())
     return loss, float((logits.argmax(axis=1) == labels).mean())
 

@@ -13,6 +13,7 @@ where a number belongs, an accuracy outside 0..1) raises ``ValueError`` with a c
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -173,7 +174,7 @@ def mean_of(values: Sequence[float]) -> float | None:
     """Exact-as-possible mean, clamped into [min, max] against rounding; ``None`` if empty."""
     if not values:
         return None
-    average = math.fsum(values) / len(values)
+    average = statistics.fmean(values)
     return min(max(average, min(values)), max(values))
 
 
@@ -320,7 +321,7 @@ def _with_previous_name(observation: ModelObservation, previous_name: str) -> Mo
 
 
 #: z for a two-sided 95% interval.
-WILSON_Z_95 = 1.959963984540054
+WILSON_Z_95 = statistics.NormalDist().inv_cdf(0.975)  # 1.959963984540054
 
 
 def wilson_interval(correct: int, total: int, z: float = WILSON_Z_95) -> tuple[float, float] | None:
@@ -419,8 +420,7 @@ def sample_std(values: Sequence[float]) -> float | None:
     """The sample standard deviation (divides by n - 1); ``None`` with fewer than two values."""
     if len(values) < 2:
         return None
-    centre = mean_of(values) or 0.0
-    return math.sqrt(math.fsum((value - centre) ** 2 for value in values) / (len(values) - 1))
+    return statistics.stdev(values)
 
 
 def spread_of(values: Iterable[float | None]) -> Spread:

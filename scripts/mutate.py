@@ -195,8 +195,8 @@ MUTATIONS = (
     ),
     Mutation(
         "population-std", "report_builder/observations.py",
-        "/ (len(values) - 1))",
-        "/ len(values))",
+        "    return statistics.stdev(values)",
+        "    return statistics.pstdev(values)",
         ("tests/test_observations.py",),
         "the spread over seeds divides by n, not n - 1",
     ),

@@ -121,3 +121,14 @@ def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_pat
         fit(model, seed_run, dataset, dataset, {"status": "partial"}, first_epoch=0, last_epoch=4, verbose=0)
     epochs, checkpoint = load_progress(seed_run)
     assert [record["epoch"] for record in epochs] == [1] and checkpoint.name == "epoch-0001.keras"
+
+
+def test_one_softmax_serves_the_test_scores_and_the_cached_validation_loss():
+    from experiments.training import log_softmax, softmax, softmax_cross_entropy
+
+    logits = np.array([[1000.0, 1001.0], [-3.0, 2.0], [0.0, 0.0]])
+    probabilities = softmax(logits)
+    assert np.allclose(probabilities.sum(axis=1), 1.0) and np.all(np.isfinite(probabilities))
+    assert np.allclose(probabilities[0], [1 / (1 + np.e), np.e / (1 + np.e)])
+    loss, accuracy = softmax_cross_entropy(logits, np.array([1, 1, 0]))
+    assert loss == pytest.approx(-np.mean(log_softmax(logits)[[0, 1, 2], [1, 1, 0]])) and accuracy == 1.0

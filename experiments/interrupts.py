@@ -38,11 +38,6 @@ def install_handlers() -> None:
     signal.signal(signal.SIGTERM, _handle)
 
 
-def received() -> int | None:
-    """The signal number of a stop request seen by this process, or None."""
-    return _received
-
-
 def raise_if_interrupted() -> None:
     """Raise :class:`Interrupted` if a stop was requested, even if its first exception was swallowed."""
     if _received is not None:

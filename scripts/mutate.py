@@ -130,7 +130,7 @@ MUTATIONS = (
         "the final-epoch sentence quotes the best epoch's validation accuracy",
     ),
     Mutation(
-        "verdicts-from-first-seed", "report_builder/render.py",
+        "verdicts-from-first-seed", "report_builder/views.py",
         "observation = obs.observe_model(name, obs.mean_curve(seeds.epochs), baseline, previous_observation)",
         "observation = obs.observe_model(name, runs[0].epochs, baseline, previous_observation)",
         ("tests/test_claims.py::test_verdicts_are_read_from_the_mean_curve_not_from_one_seed",),

@@ -14,8 +14,8 @@ from experiments.errors import StudyFailed, UserError
 from experiments.images import DataError
 from report_builder.__main__ import main
 from report_builder.publish import PublishError
-from report_builder.render import ReportError
 from report_builder.site import SiteBuildError
+from report_builder.views import ReportError
 
 
 @pytest.mark.parametrize("error_class", [ConfigError, DataError, ArtifactError, ReportError, PublishError, SiteBuildError])

@@ -15,18 +15,17 @@ import report_fixtures as fixtures  # noqa: E402
 
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
-from report_builder.publish import MARKER, marker_text  # noqa: E402
-from report_builder.render import (  # noqa: E402
-    REFERENCE_FINETUNE_VAL_ACCURACY,
-    ReportError,
+from report_builder.formatting import (  # noqa: E402
     escape_markdown,
     format_interval,
     format_percent,
     format_points,
     format_std,
-    render_report,
 )
+from report_builder.publish import MARKER, marker_text  # noqa: E402
+from report_builder.render import render_report  # noqa: E402
 from report_builder.site import SiteBuildError, build_site  # noqa: E402
+from report_builder.views import REFERENCE_FINETUNE_VAL_ACCURACY, ReportError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -520,7 +519,7 @@ def test_build_site_without_config(tmp_path: Path):
 
 
 def test_apostrophes_survive_escaping():
-    from report_builder.render import escape_markdown
+    from report_builder.formatting import escape_markdown
 
     assert escape_markdown("the last epoch's accuracy") == "the last epoch's accuracy"
     assert escape_markdown('say "hi" & <go>') == "say &quot;hi&quot; &amp; &lt;go&gt;"

@@ -1,0 +1,684 @@
+"""Load one run's artifact folder into the view data the page templates read.
+
+Every value that comes from the artifacts is checked here (a missing or broken file becomes a
+problem note on the method page, or one :class:`ReportError` for the manifest), so the
+templates receive plain, typed data and never read a file themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.artifacts import SCHEMA_VERSION, parse_seed_folder
+from experiments.config import CONTINUES, MODEL_NAMES
+from experiments.errors import UserError
+from report_builder import observations as obs
+from report_builder.formatting import as_int, finite
+
+MODEL_ORDER = MODEL_NAMES
+#: Validation accuracy the reference write-ups report after fine-tuning. It is their figure,
+#: quoted with that attribution on the finetune page, never a result of this run.
+REFERENCE_FINETUNE_VAL_ACCURACY = 0.98
+RERUN_COMMAND = "python -m report_builder train"
+SPLIT_ORDER = ("train", "validation", "test")
+SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
+FIGURES_SUBDIR = Path("assets") / "figures"
+
+STATUS_COMPLETE = "complete"
+STATUS_LABELS = {
+    "complete": "complete",
+    "partial": "did not finish",
+    "running": "did not finish",
+    "failed": "did not finish",
+    "diverged": "diverged",
+    "not_run": "not run",
+}
+
+
+class ReportError(UserError):
+    """The artifact folder cannot be turned into a report (the message names the path)."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class ModelView:
+    """Everything the templates need about one model."""
+
+    name: str
+    status: str
+    status_label: str
+    complete: bool
+    error: str | None
+    wall_seconds: float | None
+    epochs_completed: int | None
+    epochs_planned: int | None
+    title: str
+    description: str | None
+    has_summary: bool
+    layers: list[dict[str, Any]]
+    total_params: int | None
+    trainable_params: int | None
+    frozen_params: int | None
+    summary_text: str | None
+    observation: obs.ModelObservation | None
+    observation_error: str | None
+    curves_figure: str | None
+    previous: str | None
+    next: str | None
+    validation_accuracy: float | None
+    selection_score: float | None
+    over_seeds: obs.SeedSummary | None = None  # the aggregate over this model's seeds
+    seed_rows: list[SeedRow] = field(default_factory=list)
+    missing_seeds: list[int] = field(default_factory=list)
+    accuracy: obs.AccuracyEstimate | None = None  # mean last-epoch validation accuracy, 95% interval
+    precision: str | None = None
+    comparison: obs.Comparison | None = None  # against the previous model in study order
+    lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
+
+    @property
+    def seed_count(self) -> int:
+        """How many seeds have a history for this model."""
+        return self.over_seeds.seed_count if self.over_seeds is not None else 0
+
+    @property
+    def epoch_range(self) -> tuple[int, int] | None:
+        """First and last epoch number over all seeds (``None`` without epochs)."""
+        if self.over_seeds is None or not self.over_seeds.epochs:
+            return None
+        return self.over_seeds.epochs[0].epoch, self.over_seeds.epochs[-1].epoch
+
+
+@dataclass
+class SeedRow:
+    """One seed's run of a model, for the per-seed table."""
+
+    result: obs.SeedResult
+    precision: str | None
+    wall_seconds: float | None
+    status_label: str
+    complete: bool
+
+
+@dataclass
+class SeedRun:
+    """What one ``seed-<seed>/`` folder of a model holds."""
+
+    seed: int
+    epochs: object  # the history's ``epochs`` list, validated by observations
+    precision: str | None
+    epochs_planned: int | None
+
+
+@dataclass
+class RunView:
+    """The whole run, loaded and cleaned for the templates."""
+
+    artifacts_dir: Path
+    manifest: dict[str, Any]
+    dataset: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    models: list[ModelView]
+    figures: list[str]
+    seeds: list[int]
+    problems: list[str] = field(default_factory=list)
+
+
+def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
+    """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        if required:
+            raise ReportError(f"artifact file {path} is not UTF-8 text (byte {error.start})") from None
+        problems.append(f"{_relative_name(path)}: not UTF-8 text")
+        return None
+    except FileNotFoundError:
+        if required:
+            raise ReportError(f"required artifact file is missing: {path}") from None
+        return None
+    except OSError as error:
+        if required:
+            raise ReportError(f"cannot read artifact file {path}: {error}") from error
+        problems.append(f"{path.name} in {path.parent.name}: cannot be read ({error.strerror or error})")
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        message = f"not valid JSON ({error.msg} at line {error.lineno})"
+        if required:
+            raise ReportError(f"artifact file {path} is {message}") from error
+        problems.append(f"{_relative_name(path)}: {message}")
+        return None
+    if not isinstance(data, dict):
+        if required:
+            raise ReportError(f"artifact file {path} must hold a JSON object")
+        problems.append(f"{_relative_name(path)}: not a JSON object")
+        return None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
+        if required and _is_older_schema(version):
+            raise older_schema_error(path.parent, f"{path.name} has schema_version {version}")
+        if required:
+            raise ReportError(f"artifact file {path}: {message}")
+        problems.append(f"{_relative_name(path)}: {message}")
+        return None
+    return data
+
+
+def _is_older_schema(version: object) -> bool:
+    return isinstance(version, int) and not isinstance(version, bool) and 0 < version < SCHEMA_VERSION
+
+
+def older_schema_error(artifacts_dir: Path, detail: str) -> ReportError:
+    """The one error for a run folder written by an older version of the study."""
+    return ReportError(
+        f"the run in {artifacts_dir} was written by an older version of the study ({detail}); "
+        f"this report needs artifact schema {SCHEMA_VERSION}, with one training run per seed. "
+        f"Rerun `{RERUN_COMMAND}` to regenerate it."
+    )
+
+
+def reject_seedless_models(artifacts_dir: Path) -> None:
+    """Raise :func:`older_schema_error` for a schema-1 model folder (history.json, no seed folders)."""
+    for name in MODEL_ORDER:
+        model_dir = artifacts_dir / "models" / name
+        if (model_dir / "history.json").is_file() and not seed_folders(model_dir):
+            raise older_schema_error(artifacts_dir, f"models/{name}/history.json and no seed-<seed>/ folders")
+
+
+def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
+    """A model's ``seed-<seed>/`` folders as ``(seed, path)``, seeds in numeric order."""
+    if not model_dir.is_dir():
+        return []
+    found = []
+    for path in model_dir.iterdir():
+        seed = parse_seed_folder(path.name)
+        if seed is not None and path.is_dir():
+            found.append((seed, path))
+    return sorted(found)
+
+
+def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
+    """Every seed folder of a model that has a readable history, in numeric seed order."""
+    runs = []
+    for seed, folder in seed_folders(model_dir):
+        history = read_json(folder / "history.json", problems)
+        if history is None:
+            continue
+        state = as_dict(read_json(folder / "state.json", problems))
+        precision = artifact_text(history.get("precision"))
+        runs.append(SeedRun(seed, history.get("epochs"), precision, as_int(state.get("epochs_planned"))))
+    return runs
+
+
+def run_seeds(manifest: dict[str, Any]) -> list[int]:
+    """The run's training seeds from the manifest, in numeric order (empty when not recorded)."""
+    seeds = manifest.get("seeds")
+    if not isinstance(seeds, list):
+        return []
+    return sorted({seed for seed in seeds if isinstance(seed, int) and not isinstance(seed, bool)})
+
+
+def _relative_name(path: Path) -> str:
+    """A short, stable name for a problem note (no absolute paths in the report)."""
+    parts = path.parts
+    if "models" in parts:
+        return "/".join(parts[parts.index("models") :])
+    return path.name
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def is_regular_file_of(artifacts_dir: Path, relative: Path) -> bool:
+    """True for a regular file inside the run folder: not a link, not a special file, and not
+    reached through a linked folder (only the run's own files are published)."""
+    path = artifacts_dir / relative
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        return path.resolve().is_relative_to(artifacts_dir.resolve()) and not any(
+            (artifacts_dir / parent).is_symlink() for parent in relative.parents if parent != Path(".")
+        )
+    except OSError:
+        return False
+
+
+def load_run(artifacts_dir: Path) -> RunView:
+    """Load a run's artifact folder. Raises :class:`ReportError` without a usable manifest."""
+    artifacts_dir = Path(artifacts_dir)
+    if not artifacts_dir.is_dir():
+        raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
+    problems: list[str] = []
+    manifest = read_json(artifacts_dir / "manifest.json", problems, required=True) or {}
+    reject_seedless_models(artifacts_dir)
+    dataset = read_json(artifacts_dir / "dataset.json", problems)
+    metrics = read_json(artifacts_dir / "metrics.json", problems)
+    figures = sorted(name for name in _figure_names() if is_regular_file_of(artifacts_dir, Path("figures") / name))
+    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems)
+    seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
+    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
+
+
+def _figure_names() -> list[str]:
+    names = ["data_grid.png", "augmentation_flip.png", "augmentation_rotation.png", "comparison.png", "misclassified_test.png"]
+    return names + [f"curves_{model}.png" for model in MODEL_ORDER]
+
+
+def _baseline_validation_accuracy(dataset: dict[str, Any] | None) -> float | None:
+    baseline = as_dict(as_dict(dataset).get("majority_baseline"))
+    value = finite(as_dict(baseline.get("accuracy")).get("validation"))
+    return value if value is not None and 0.0 <= value <= 1.0 else None
+
+
+def _validation_count(dataset: dict[str, Any] | None) -> int | None:
+    """Images in the validation split (the n of every validation interval), ``None`` when unknown."""
+    splits = as_dict(as_dict(dataset).get("splits"))
+    count = as_int(as_dict(splits.get("validation")).get("count"))
+    return count if count is not None and count > 0 else None
+
+
+def load_models(
+    artifacts_dir: Path,
+    manifest: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    metrics: dict[str, Any] | None,
+    figures: list[str],
+    problems: list[str],
+) -> list[ModelView]:
+    """Load every model of the study, in study order, run or not."""
+    manifest_models = as_dict(manifest.get("models"))
+    baseline = _baseline_validation_accuracy(dataset)
+    validation_count = _validation_count(dataset)
+    validation = as_dict(as_dict(metrics).get("validation"))
+    candidates = as_dict(as_dict(as_dict(metrics).get("selection")).get("candidates"))
+    all_seeds = run_seeds(manifest)
+    views: list[ModelView] = []
+    previous_observation: obs.ModelObservation | None = None
+    for index, name in enumerate(MODEL_ORDER):
+        model_dir = artifacts_dir / "models" / name
+        entry = as_dict(manifest_models.get(name))
+        status = str(entry.get("status", "not_run")) if entry else "not_run"
+        runs = read_seed_runs(model_dir, problems)
+        summary = read_json(model_dir / "summary.json", problems)
+        seeds, observation, observation_error = None, None, None
+        if runs:
+            try:
+                seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
+                observation = obs.observe_model(name, obs.mean_curve(seeds.epochs), baseline, previous_observation)
+            except ValueError as error:
+                seeds, observation_error = None, str(error)
+        if observation is not None and observation.previous_model is None and index > 0:
+            observation = obs.replace(observation, previous_model=MODEL_ORDER[index - 1])
+        previous_observation = observation
+        view = _model_view(name, index, status, entry, summary, runs, observation, observation_error,
+                           figures, as_dict(validation.get(name)), candidates.get(name))
+        _add_seeds(view, seeds, runs, entry, all_seeds, validation_count)
+        views.append(view)
+    _add_comparisons(views)
+    return views
+
+
+def _add_seeds(
+    view: ModelView,
+    seeds: obs.SeedSummary | None,
+    runs: list[SeedRun],
+    entry: dict[str, Any],
+    all_seeds: list[int],
+    validation_count: int | None,
+) -> None:
+    """Fill in the per-seed facts of a model view: rows, missing seeds, the accuracy estimate."""
+    precisions = sorted({run.precision for run in runs if run.precision})
+    view.precision = artifact_text(entry.get("precision")) or (", ".join(precisions) if precisions else None)
+    if seeds is None:
+        return
+    view.over_seeds = seeds
+    run_entries = as_dict(entry.get("runs"))
+    by_seed = {run.seed: run for run in runs}
+    view.seed_rows = [_seed_row(result, by_seed[result.seed], as_dict(run_entries.get(str(result.seed))))
+                      for result in seeds.seeds]
+    found = {result.seed for result in seeds.seeds}
+    view.missing_seeds = [seed for seed in all_seeds if seed not in found] if view.status != "not_run" else []
+    view.accuracy = obs.accuracy_estimate(seeds.last_val, validation_count)
+
+
+def _seed_row(result: obs.SeedResult, run: SeedRun, entry: dict[str, Any]) -> SeedRow:
+    status = str(entry.get("status", STATUS_COMPLETE)) if entry else STATUS_COMPLETE
+    return SeedRow(
+        result=result,
+        precision=run.precision,
+        wall_seconds=finite(entry.get("wall_seconds")),
+        status_label=STATUS_LABELS.get(status, "did not finish"),
+        complete=status == STATUS_COMPLETE,
+    )
+
+
+def _add_comparisons(views: list[ModelView]) -> None:
+    """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
+    by_name = {view.name: view for view in views}
+    for view, previous in zip(views[1:], views[:-1]):
+        if view.accuracy is not None and previous.accuracy is not None:
+            view.comparison = obs.compare_models(view.name, view.accuracy, previous.name, previous.accuracy)
+        source = by_name.get(CONTINUES.get(view.name, ""))
+        if source is not None and source.epoch_range is not None:
+            view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
+
+
+def _model_view(
+    name: str,
+    index: int,
+    status: str,
+    entry: dict[str, Any],
+    summary: dict[str, Any] | None,
+    runs: list[SeedRun],
+    observation: obs.ModelObservation | None,
+    observation_error: str | None,
+    figures: list[str],
+    validation: dict[str, Any],
+    selection_score: object,
+) -> ModelView:
+    summary_data = as_dict(summary)
+    raw_layers = summary_data.get("layers")
+    layers = [
+        {
+            "name": artifact_text(layer.get("name")),
+            "type": artifact_text(layer.get("type")),
+            "output_shape": artifact_text(layer.get("output_shape")),
+            "params": as_int(layer.get("params")),
+            "trainable": layer.get("trainable") is True,
+        }
+        for layer in (raw_layers if isinstance(raw_layers, list) else [])
+        if isinstance(layer, dict)
+    ]
+    summary_text = summary_data.get("summary_text")
+    error = entry.get("error")
+    curves = f"curves_{name}.png"
+    return ModelView(
+        name=name,
+        status=status,
+        status_label=STATUS_LABELS.get(status, "did not finish"),
+        complete=status == STATUS_COMPLETE,
+        error=None if error is None else str(error),
+        wall_seconds=finite(entry.get("wall_seconds")),
+        epochs_completed=_epochs_completed(runs, entry),
+        epochs_planned=_epochs_planned(runs, entry),
+        title=artifact_text(summary_data.get("title")) or f"The {name} model",
+        description=artifact_text(summary_data.get("description")),
+        has_summary=summary is not None,
+        layers=layers,
+        total_params=as_int(summary_data.get("total_params")),
+        trainable_params=as_int(summary_data.get("trainable_params")),
+        frozen_params=as_int(summary_data.get("non_trainable_params")),
+        summary_text=summary_text if isinstance(summary_text, str) and summary_text.strip() else None,
+        observation=observation,
+        observation_error=observation_error,
+        curves_figure=curves if curves in figures else None,
+        previous=MODEL_ORDER[index - 1] if index > 0 else None,
+        next=MODEL_ORDER[index + 1] if index + 1 < len(MODEL_ORDER) else None,
+        validation_accuracy=finite(validation.get("accuracy")),
+        selection_score=finite(selection_score),
+    )
+
+
+def _epochs_completed(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+    """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
+    recorded = as_int(entry.get("epochs_completed"))
+    if recorded is not None or not runs:
+        return recorded
+    return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
+
+
+def _epochs_planned(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+    """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
+    planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
+    run_count = len(as_dict(entry.get("runs"))) or len(runs)
+    return max(planned) * run_count if planned else None
+
+
+# --------------------------------------------------------------------------- view helpers
+
+
+def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested config as sorted ``(dotted.key, json value)`` rows."""
+    if not isinstance(config, dict):
+        return [(prefix or "config", json.dumps(config, sort_keys=True, ensure_ascii=False))]
+    rows: list[tuple[str, str]] = []
+    for key in sorted(config, key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        value = config[key]
+        if isinstance(value, dict) and value:
+            rows.extend(flatten_config(value, path))
+        else:
+            rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
+    return rows
+
+
+def sorted_items(mapping: object) -> list[tuple[str, Any]]:
+    """Items of a mapping sorted by key (empty for non-mappings)."""
+    if not isinstance(mapping, dict):
+        return []
+    return sorted(mapping.items(), key=lambda item: str(item[0]))
+
+
+def split_rows(dataset: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per split: label, count and per-class counts in class order (extra labels sorted after)."""
+    dataset = as_dict(dataset)
+    class_names = [str(name) for name in (dataset.get("class_names") or [])]
+    splits = as_dict(dataset.get("splits"))
+    rows = []
+    for split in SPLIT_ORDER:
+        info = as_dict(splits.get(split))
+        if not info:
+            continue
+        counts = as_dict(info.get("label_counts"))
+        labels = class_names + sorted(str(label) for label in counts if str(label) not in class_names)
+        total = finite(info.get("count"))
+        if total is None:
+            total = float(sum(finite(value) or 0 for value in counts.values()))
+        classes = []
+        for label in labels:
+            count = finite(counts.get(label))
+            share = count / total if count is not None and total else None
+            classes.append({"name": label, "count": count, "share": share})
+        rows.append({"key": split, "label": SPLIT_LABELS[split], "count": total, "classes": classes})
+    return rows
+
+
+def total_wall_seconds(models: Iterable[ModelView]) -> float | None:
+    """Sum of the known per-model wall times (None when none is known)."""
+    values = [model.wall_seconds for model in models if model.wall_seconds is not None]
+    return math.fsum(values) if values else None
+
+
+def artifact_text(value: object) -> str | None:
+    """Artifact text as a string (numbers and lists written as JSON), ``None`` when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _pick_text(mapping: object, keys: Iterable[str]) -> dict[str, str | None]:
+    source = as_dict(mapping)
+    return {key: artifact_text(source.get(key)) for key in keys}
+
+
+def baseline_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The majority baseline: class name and accuracy per split (None when not recorded)."""
+    baseline = as_dict(as_dict(dataset).get("majority_baseline"))
+    if not baseline:
+        return None
+    accuracy = as_dict(baseline.get("accuracy"))
+    return {
+        "class_name": artifact_text(baseline.get("class_name")) or "unknown",
+        "accuracy": {split: finite(accuracy.get(split)) for split in SPLIT_ORDER},
+    }
+
+
+def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The single test evaluation, or None when the run has none."""
+    test = as_dict(as_dict(metrics).get("test"))
+    if not test or finite(test.get("accuracy")) is None:
+        return None
+    view = {
+        "model": artifact_text(test.get("model")),
+        "seed": artifact_text(test.get("seed")),
+        "accuracy": finite(test.get("accuracy")),
+        "correct": finite(test.get("correct")),
+        "total": finite(test.get("total")),
+        "interval": None,
+        "confusion": None,
+        "per_class": None,
+    }
+    correct, total = as_int(test.get("correct")), as_int(test.get("total"))
+    if correct is not None and total is not None:
+        view["interval"] = obs.wilson_interval(correct, total)
+    class_names = test.get("class_names")
+    confusion = test.get("confusion_matrix")
+    if (
+        isinstance(class_names, list)
+        and isinstance(confusion, list)
+        and len(confusion) == len(class_names)
+        and all(isinstance(row, list) and len(row) == len(class_names) for row in confusion)
+        and all(as_int(cell) is not None and as_int(cell) >= 0 for row in confusion for cell in row)
+    ):
+        names = [artifact_text(name) or "?" for name in class_names]
+        matrix = [[as_int(cell) for cell in row] for row in confusion]
+        view["confusion"] = list(zip(names, matrix))
+        view["confusion_names"] = names
+        view["per_class"] = obs.per_class_scores(names, matrix)
+    return view
+
+
+def selection_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the model was chosen: the rule and each candidate's validation score."""
+    selection = as_dict(as_dict(metrics).get("selection"))
+    if not selection:
+        return None
+    scores = as_dict(selection.get("candidates"))
+    names = [name for name in MODEL_ORDER if name in scores]
+    names += sorted(str(name) for name in scores if name not in MODEL_ORDER)
+    candidates = [(name, finite(scores[name])) for name in names]
+    return {
+        "rule": artifact_text(selection.get("rule")) or "not recorded",
+        "metric": artifact_text(selection.get("metric")) or "not recorded",
+        "candidates": candidates,
+        "seed_candidates": seed_candidates(selection.get("seed_candidates")),
+        "chosen_seed": artifact_text(as_dict(metrics).get("chosen_seed")),
+    }
+
+
+def seed_candidates(scores: object) -> list[tuple[str, float | None]]:
+    """The chosen model's per-seed validation scores as (seed, score), numeric seeds first in order."""
+    def order(seed: str) -> tuple[int, int, str]:
+        return (0, int(seed), "") if seed.isdigit() else (1, 0, seed)
+
+    scores = as_dict(scores)
+    return [(str(seed), finite(scores[seed])) for seed in sorted(scores, key=lambda key: order(str(key)))]
+
+
+def runner_up(models: Iterable[ModelView], chosen: str | None) -> ModelView | None:
+    """The model with the highest mean last-epoch validation accuracy other than ``chosen``."""
+    others = [model for model in models if model.name != chosen and model.accuracy is not None
+              and model.accuracy.mean is not None]
+    return max(others, key=lambda model: model.accuracy.mean, default=None)
+
+
+def chosen_comparison(models: list[ModelView], chosen: str | None) -> obs.Comparison | None:
+    """The chosen model against the runner-up, by :func:`observations.compare_models`."""
+    by_name = {model.name: model for model in models}
+    winner, second = by_name.get(chosen or ""), runner_up(models, chosen)
+    if winner is None or winner.accuracy is None or second is None:
+        return None
+    return obs.compare_models(winner.name, winner.accuracy, second.name, second.accuracy)
+
+
+def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Dataset facts for the method page (all as text, except the test fraction)."""
+    if dataset is None:
+        return None
+    class_names = dataset.get("class_names")
+    image_size = dataset.get("image_size")
+    return {
+        "class_names": [str(name) for name in class_names] if isinstance(class_names, list) else [],
+        "image_size": " x ".join(str(side) for side in image_size) if isinstance(image_size, list) else artifact_text(image_size),
+        "seed": artifact_text(dataset.get("seed")),
+        "test_fraction": finite(dataset.get("test_fraction")),
+    }
+
+
+def skipped_view(dataset: dict[str, Any] | None) -> list[dict[str, str | None]]:
+    """Skipped files with their reasons, in the recorded order."""
+    skipped = as_dict(dataset).get("skipped")
+    if not isinstance(skipped, list):
+        return []
+    return [_pick_text(item, ("file", "reason")) for item in skipped if isinstance(item, dict)]
+
+
+def page_context(run: RunView) -> dict[str, Any]:
+    """The variables every template sees; every value is present (templates use StrictUndefined)."""
+    manifest = run.manifest
+    metrics = as_dict(run.metrics)
+    models_by_name = {model.name: model for model in run.models}
+    chosen_name = artifact_text(metrics.get("chosen_model"))
+    devices = manifest.get("devices")
+    dataset = dataset_view(run.dataset)
+    return {
+        "run_status": artifact_text(manifest.get("status")) or "unknown",
+        "run_info": _pick_text(
+            manifest,
+            ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name"),
+        ),
+        "data_source": _pick_text(manifest.get("data_source"), ("kind", "location")),
+        "base_weights": _pick_text(manifest.get("base_weights"), ("kind", "location", "sha256")),
+        "versions": [(str(name), artifact_text(value)) for name, value in sorted_items(manifest.get("versions"))],
+        "hardware": [(str(name), artifact_text(value)) for name, value in sorted_items(manifest.get("hardware"))],
+        "devices": [str(device) for device in devices] if isinstance(devices, list) else [],
+        "has_dataset": run.dataset is not None,
+        "has_metrics": run.metrics is not None,
+        "dataset_info": dataset,
+        "class_names": dataset["class_names"] if dataset else [],
+        "models": run.models,
+        "models_by_name": models_by_name,
+        "figures": run.figures,
+        "problems": run.problems,
+        "split_rows": split_rows(run.dataset),
+        "baseline": baseline_view(run.dataset),
+        "skipped": skipped_view(run.dataset),
+        "chosen_name": chosen_name,
+        "chosen_comparison": chosen_comparison(run.models, chosen_name),
+        "seeds": run.seeds,
+        "validation_count": _validation_count(run.dataset),
+        "reference_finetune_accuracy": REFERENCE_FINETUNE_VAL_ACCURACY,
+        "selection": selection_view(run.metrics),
+        "test": test_view(run.metrics),
+        "config_rows": flatten_config(manifest.get("config", {})),
+        "total_wall_seconds": total_wall_seconds(run.models),
+        "window": obs.SETTLED_WINDOW_EPOCHS,
+        "overfitting_rule": obs.overfitting_rule_text(),
+        "baseline_rule": obs.baseline_rule_text(),
+        "noise_rule": obs.noise_rule_text(),
+        "noise": {
+            "within": obs.COMPARISON_WITHIN_NOISE,
+            "better": obs.COMPARISON_BETTER,
+            "unknown": obs.COMPARISON_UNKNOWN,
+        },
+        "verdicts": {
+            "strong": obs.VERDICT_STRONG,
+            "mild": obs.VERDICT_MILD,
+            "none": obs.VERDICT_NONE,
+            "unknown": obs.VERDICT_NOT_ENOUGH_DATA,
+        },
+    }

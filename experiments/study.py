@@ -31,6 +31,20 @@ from filelock import FileLock, Timeout
 from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
+from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the study's vocabulary, for callers)
+    CELL_STATUSES,
+    COMPLETE,
+    DIVERGED,
+    FAILED,
+    PARTIAL,
+    RESTART,
+    RESUME,
+    SETTLED,
+    SKIP,
+    choose_model,
+    decide,
+    finished_for,
+)
 from experiments.errors import StudyFailed
 from experiments.images import DataError, summarize_skipped
 from experiments.interrupts import raise_if_interrupted
@@ -55,13 +69,6 @@ def _now() -> str:
 def _now_precise() -> str:
     """Now, to the millisecond: states are compared with a command's start time."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _at_or_after(moment: object, since: datetime) -> bool:
-    try:
-        return isinstance(moment, str) and datetime.fromisoformat(moment) >= since
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- environment
@@ -119,52 +126,11 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- decisions
 
 
-SKIP, RESUME, RESTART, SETTLED = "skip", "resume", "restart", "settled"
-# What a state.json's status can be; the manifest's run entries use the same words.
-COMPLETE, PARTIAL, FAILED, DIVERGED = "complete", "partial", "failed", "diverged"
-CELL_STATUSES = (COMPLETE, PARTIAL, FAILED, DIVERGED)
-
-
 def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                       since: datetime | None = None) -> tuple[str, str]:
-    """What to do with one run (a model and a seed): SKIP, RESUME (keep committed epochs),
-    RESTART (discard them) or SETTLED (another process ended it in failure since `since`, when
-    this command started: report it, do not train it again), and why, in words for the console."""
-    state = read_json(seed_run.state)
-    history = read_json(seed_run.history)
-    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "transfer model it starts from"}
-    same_inputs = state is not None and all(state.get(key) == value for key, value in expected.items())
-    if same_inputs and since is not None and _at_or_after(state.get("finished_at"), since):
-        # another process finished it while this one waited: --force does not retrain it twice
-        if (state.get("status") == COMPLETE and history is not None and seed_run.model_file.is_file()
-                and len(history.get("epochs", [])) == state.get("epochs_planned")):
-            return SKIP, "finished by another process since this command started"
-        if state.get("status") in (FAILED, DIVERGED):
-            return SETTLED, f"{state['status']} in another process since this command started ({state.get('error')})"
-    if force:
-        return RESTART, "--force given"
-    if state is None:
-        return RESUME, "not trained yet"
-    for key, value in expected.items():
-        if state.get(key) != value:
-            return RESTART, f"the {labels.get(key, key)} changed since it was trained ({str(state.get(key))[:10]} -> {value[:10]}); retraining"
-    if state.get("status") == DIVERGED:
-        return RESTART, f"it diverged last time ({state.get('error')}); training again from the start"
-    if state.get("status") != COMPLETE or history is None:
-        if state.get("status") == FAILED:
-            return RESUME, f"it failed last time ({state.get('error')}); trying again"
-        return RESUME, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
-    if len(history.get("epochs", [])) != state.get("epochs_planned"):
-        return RESTART, "its history is incomplete; retraining"
-    if not seed_run.model_file.is_file():
-        return RESTART, f"its model file {seed_run.model_file.name} is missing (artifacts copied without models?); retraining"
-    return SKIP, "finished with the same config and data"
-
-
-def finished_for(state: dict[str, Any] | None, config: StudyConfig, model_name: str, data_fingerprint: str) -> bool:
-    """Whether a cell's state says it finished training with the current config and data."""
-    return bool(state) and state.get("status") == COMPLETE and state.get("config_hash") == config_hash(config, model_name) \
-        and state.get("data_fingerprint") == data_fingerprint
+    """What to do with one run (a model and a seed), read from its folder: see `decide`."""
+    return decide(read_json(seed_run.state), read_json(seed_run.history), seed_run.model_file.is_file(),
+                  expected, force, since, seed_run.model_file.name)
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:
@@ -177,29 +143,6 @@ def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fin
         if finished_for(read_json(seed_run.state), config, model_name, data_fingerprint) and history.get("epochs"):
             runs[seed] = history["epochs"]
     return runs
-
-
-def last_validation_accuracy(epochs: list[dict[str, Any]]) -> float | None:
-    return epochs[-1].get("val_accuracy") if epochs else None
-
-
-def choose_model(runs_by_model: dict[str, dict[int, list[dict[str, Any]]]]) -> tuple[str | None, int | None, dict[str, float | None], dict[str, float | None]]:
-    """The model with the highest mean (over seeds) last-epoch validation accuracy, then its
-    seed with the highest; study order, then seed order, breaks ties. Test data is not used.
-
-    Returns (model, seed, mean per model, value per seed of the chosen model).
-    """
-    candidates: dict[str, float | None] = {}
-    for name, runs in runs_by_model.items():
-        values = [value for value in map(last_validation_accuracy, runs.values()) if value is not None]
-        candidates[name] = sum(values) / len(values) if values else None
-    usable = [(value, -index, name) for index, (name, value) in enumerate(candidates.items()) if value is not None]
-    if not usable:
-        return None, None, candidates, {}
-    chosen = max(usable)[2]
-    per_seed = {str(seed): last_validation_accuracy(epochs) for seed, epochs in runs_by_model[chosen].items()}
-    seeds = [(value, -index, int(seed)) for index, (seed, value) in enumerate(per_seed.items()) if value is not None]
-    return chosen, max(seeds)[2], candidates, per_seed
 
 
 # --------------------------------------------------------------------------- steps

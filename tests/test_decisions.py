@@ -1,0 +1,43 @@
+"""The study's decisions as pure functions: no files, no TensorFlow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from experiments.decisions import RESTART, RESUME, SETTLED, SKIP, decide
+
+EXPECTED = {"config_hash": "c1", "data_fingerprint": "d1"}
+HISTORY = {"epochs": [{"epoch": 1}, {"epoch": 2}]}
+
+
+def state(status="complete", **changes):
+    return {**EXPECTED, "status": status, "epochs_planned": 2, "epochs_completed": 2, "error": None, **changes}
+
+
+@pytest.mark.parametrize("arguments, action, words", [
+    ((None, None, False, EXPECTED, False), RESUME, "not trained yet"),
+    ((state(), HISTORY, True, EXPECTED, False), SKIP, "same config and data"),
+    ((state(), HISTORY, True, EXPECTED, True), RESTART, "--force"),
+    ((state(config_hash="c0"), HISTORY, True, EXPECTED, False), RESTART, "config changed"),
+    ((state(data_fingerprint="d0"), HISTORY, True, EXPECTED, False), RESTART, "data changed"),
+    ((state(), HISTORY, True, {**EXPECTED, "starting_point": "new"}, False), RESTART, "transfer model it starts from"),
+    ((state(), HISTORY, False, EXPECTED, False), RESTART, "model file model.keras is missing"),
+    ((state(), {"epochs": [{"epoch": 1}]}, True, EXPECTED, False), RESTART, "history is incomplete"),
+    ((state("partial", epochs_completed=1), None, False, EXPECTED, False), RESUME, "1 epochs done"),
+    ((state("failed", error="boom"), None, False, EXPECTED, False), RESUME, "failed last time (boom)"),
+    ((state("diverged", error="loss became NaN in epoch 2"), None, False, EXPECTED, False), RESTART, "diverged last time"),
+])
+def test_each_decision_and_its_reason(arguments, action, words):
+    decided, reason = decide(*arguments)
+    assert decided == action and words in reason
+
+
+def test_a_run_another_process_finished_meanwhile_is_not_trained_again_even_with_force():
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    finished = datetime.now(UTC).isoformat()
+    assert decide(state(finished_at=finished), HISTORY, True, EXPECTED, True, since)[0] == SKIP
+    assert decide(state("diverged", finished_at=finished, error="x"), None, False, EXPECTED, True, since)[0] == SETTLED
+    earlier = (since - timedelta(minutes=1)).isoformat()
+    assert decide(state(finished_at=earlier), HISTORY, True, EXPECTED, True, since)[0] == RESTART

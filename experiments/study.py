@@ -117,10 +117,20 @@ def git_commit() -> str | None:
 
 
 def describe_base_weights(setting: str) -> dict[str, Any]:
+    """manifest.base_weights: where the MobileNetV2 weights came from, and for a local file its
+    sha256, so a reader can tell which weights a run used (the report's method page shows it)."""
     if setting in ("imagenet", "none"):
-        return {"kind": setting, "location": None, "file": None}
+        return {"kind": setting, "location": None, "file": None, "sha256": None}
     path = Path(setting)
-    return {"kind": "file", "location": str(path), "file": path.name}
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        sha256 = digest.hexdigest()
+    except OSError:
+        sha256 = None
+    return {"kind": "file", "location": str(path), "file": path.name, "sha256": sha256}
 
 
 # --------------------------------------------------------------------------- decisions

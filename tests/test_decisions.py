@@ -41,3 +41,16 @@ def test_a_run_another_process_finished_meanwhile_is_not_trained_again_even_with
     assert decide(state("diverged", finished_at=finished, error="x"), None, False, EXPECTED, True, since)[0] == SETTLED
     earlier = (since - timedelta(minutes=1)).isoformat()
     assert decide(state(finished_at=earlier), HISTORY, True, EXPECTED, True, since)[0] == RESTART
+
+
+def test_a_local_weights_file_is_recorded_with_its_sha256(tmp_path):
+    import hashlib
+
+    from experiments.study import describe_base_weights
+
+    weights = tmp_path / "base.weights.h5"
+    weights.write_bytes(b"not really weights")
+    described = describe_base_weights(str(weights))
+    assert described == {"kind": "file", "location": str(weights), "file": "base.weights.h5",
+                         "sha256": hashlib.sha256(b"not really weights").hexdigest()}
+    assert describe_base_weights("imagenet")["sha256"] is None

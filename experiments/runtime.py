@@ -88,3 +88,34 @@ def cpu_flags() -> frozenset[str]:
 def cpu_supports_bf16() -> bool:
     """Whether the CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX)."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+# --------------------------------------------------------------------------- a quiet start
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines hidden (oneDNN and CUDA notices, printed twice
+    by TensorFlow 2.21 before its logging is set up, which TF_CPP_MIN_LOG_LEVEL does not reach).
+
+    File descriptor 2 goes to a temporary file for the import only; if the import fails, what it
+    printed is written to stderr before the error propagates, so nothing useful is lost.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            sys.stderr.flush()
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

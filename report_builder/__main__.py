@@ -38,6 +38,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder for runs (default: artifacts)")
     parser.add_argument("--run-name", help="name of the run folder inside --out")
     parser.add_argument("--force", action="store_true", help="retrain every model even if finished")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up lines (hidden by default)")
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +88,10 @@ def command_train(arguments: argparse.Namespace) -> Path:
     from experiments.config import load_config
 
     config = load_config(arguments.config, config_overrides(arguments))
+    if not arguments.verbose:
+        from experiments.runtime import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
     from experiments.study import run_study
 
     run = run_study(config, force=arguments.force)

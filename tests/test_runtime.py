@@ -58,3 +58,26 @@ def test_the_recorded_kernels_match_what_tensorflow_loaded():
     assert ONEDNN_LOG_LINE not in off_log
     if ONEDNN_LOG_LINE in on_log + off_log:  # TensorFlow versions that announce oneDNN must announce it here
         assert ONEDNN_LOG_LINE in on_log
+
+
+def _child_importing_a_fake_tensorflow(tmp_path, body: str):
+    import subprocess
+    import sys
+
+    (tmp_path / "tensorflow.py").write_text(f"import os\nos.write(2, b'start-up line from C++\\n')\n{body}\n")
+    code = "from experiments.runtime import import_tensorflow_quietly; import_tensorflow_quietly(); print('imported')"
+    project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), project_root])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60)
+
+
+def test_tensorflow_start_up_lines_are_hidden(tmp_path):
+    result = _child_importing_a_fake_tensorflow(tmp_path, "")
+    assert result.returncode == 0 and result.stdout.strip() == "imported"
+    assert "start-up line" not in result.stderr
+
+
+def test_a_failing_import_shows_what_it_printed(tmp_path):
+    result = _child_importing_a_fake_tensorflow(tmp_path, "raise ImportError('libcudnn missing')")
+    assert result.returncode != 0
+    assert "start-up line from C++" in result.stderr and "libcudnn missing" in result.stderr

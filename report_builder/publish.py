@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from experiments.artifacts import read_json, write_json
 from experiments.errors import UserError
 
 MARKER = ".report-builder.json"
@@ -215,22 +216,15 @@ class Journal:
         self.path = target.parent / f".{target.name}.publish.json"
 
     def read(self) -> list[dict]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError):
-            return []  # unreadable: remember nothing, so touch nothing
-        entries = data.get("folders") if isinstance(data, dict) else None
+        data = read_json(self.path) or {}  # missing or unreadable: remember nothing, so touch nothing
+        entries = data.get("folders")
         return [entry for entry in entries if _is_valid_entry(self.target, entry)] if isinstance(entries, list) else []
 
     def write(self, entries: list[dict]) -> None:
         if not entries:
             self.path.unlink(missing_ok=True)
             return
-        temporary = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"generator": GENERATOR, "folders": entries}, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, self.path)
+        write_json(self.path, {"generator": GENERATOR, "folders": entries})
 
     def add(self, entry: dict) -> None:
         self.write([item for item in self.read() if item["name"] != entry["name"]] + [entry])

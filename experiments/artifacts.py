@@ -8,11 +8,13 @@ into place, so an interrupted run never leaves half a file behind. Files get the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,10 @@ class SeedRun:
         return self.folder / "model.keras"
 
     @property
+    def validation_predictions(self) -> Path:
+        return self.folder / "validation_predictions.json"
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.folder / "checkpoint"
 
@@ -189,3 +195,96 @@ class SeedRun:
     def owner_file(self) -> Path:
         """Who holds the lock (pid, host, what it does), for the other processes' messages."""
         return self.folder / ".cell.owner.json"
+
+
+class ArtifactFormatError(UserError, ValueError):
+    """An artifact file does not hold what its format says; the message names the file and field."""
+
+
+def files_digest(files: Sequence[str]) -> str:
+    """sha256 of a split's file list (one name per line, in order): ties per-image records to it."""
+    return hashlib.sha256("\n".join(files).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ValidationPredictions:
+    """`models/<model>/seed-<seed>/validation_predictions.json`: what one finished run's final
+    model (the weights that are scored, saved and may be tested) predicts for every validation
+    image, in the order of dataset.json's validation files. Paired comparisons of two models
+    score them on the same images from these."""
+
+    model: str
+    seed: int
+    epoch: int  # the epoch whose weights made these predictions (the run's last)
+    files_sha256: str  # files_digest of the validation file list they follow
+    class_names: list[str]
+    labels: list[int]  # true class index per image
+    predicted: list[int]  # predicted class index per image
+    probability: list[float]  # softmax probability of the predicted class, 4 decimals
+
+    @property
+    def correct(self) -> list[bool]:
+        return [label == guess for label, guess in zip(self.labels, self.predicted)]
+
+    @property
+    def accuracy(self) -> float | None:
+        return sum(self.correct) / len(self.labels) if self.labels else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "model": self.model, "seed": self.seed, "epoch": self.epoch,
+                "files_sha256": self.files_sha256, "class_names": list(self.class_names),
+                "accuracy": self.accuracy, "labels": list(self.labels), "predicted": list(self.predicted),
+                "probability": list(self.probability)}
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | str) -> ValidationPredictions:
+        """Check every field; raise ArtifactFormatError naming the file and the field."""
+
+        def fail(field_name: str, what: str) -> ArtifactFormatError:
+            return ArtifactFormatError(f"{path}: field {field_name!r} {what}")
+
+        if not isinstance(data, dict):
+            raise ArtifactFormatError(f"{path}: not a JSON object")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise fail("schema_version", f"is {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        for name in ("model", "files_sha256"):
+            if not isinstance(data.get(name), str):
+                raise fail(name, "must be a string")
+        for name in ("seed", "epoch"):
+            if isinstance(data.get(name), bool) or not isinstance(data.get(name), int):
+                raise fail(name, "must be an integer")
+        class_names = data.get("class_names")
+        if not isinstance(class_names, list) or len(class_names) < 2 or not all(isinstance(n, str) for n in class_names):
+            raise fail("class_names", "must list two or more class names")
+        count = None
+        for name in ("labels", "predicted", "probability"):
+            values = data.get(name)
+            if not isinstance(values, list):
+                raise fail(name, "must be a list")
+            if count is not None and len(values) != count:
+                raise fail(name, f"has {len(values)} entries, but labels has {count}")
+            count = len(values)
+            for value in values:
+                if name == "probability":
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                        raise fail(name, f"holds {value!r}, not a probability")
+                elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(class_names):
+                    raise fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
+        return cls(data["model"], data["seed"], data["epoch"], data["files_sha256"], list(class_names),
+                   list(data["labels"]), list(data["predicted"]), [float(v) for v in data["probability"]])
+
+    @classmethod
+    def read(cls, path: Path) -> ValidationPredictions | None:
+        """The record at `path`; None when the file is missing; ArtifactFormatError when it is unusable."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise ArtifactFormatError(f"{path}: not readable JSON ({error})") from None
+        return cls.from_json(data, path)
+
+    def write(self, path: Path) -> Path:
+        return write_json(path, self.to_json())

@@ -23,9 +23,11 @@ from experiments.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
-MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer", "finetune")
+MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended")
 #: A model that starts from another one's final weights (same seed); its epochs continue that model's numbering.
-CONTINUES = {"finetune": "transfer"}
+#: `transfer_extended` is the budget-matched control for `finetune`: transfer trained on, base still
+#: frozen, for the same `finetune_epochs` (so as long as transfer + finetune), optimizer state kept.
+CONTINUES = {"finetune": "transfer", "transfer_extended": "transfer"}
 DATA_SOURCES = ("download", "folder", "synthetic")
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
 VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")
@@ -34,7 +36,8 @@ DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 
 # The smallest square image each model accepts: the baseline's three 3x3 convolutions and
 # two poolings need 18 pixels; MobileNetV2 needs 32.
-MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32, "finetune": 32}
+MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32, "finetune": 32,
+                      "transfer_extended": 32}
 
 
 # Seeds feed numpy and TensorFlow; keep every training seed a non-negative 31-bit integer.
@@ -91,8 +94,22 @@ class TrainingSection:
 
 
 @dataclass
+class DatasetSection:
+    """What the images are, in words for the report: shown on its front and method pages.
+
+    When the command line points the run at other data (--data-dir, --data-source, a data.url)
+    than the config file named, these are cleared rather than left describing the wrong data."""
+
+    name: str = ""
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+
+
+@dataclass
 class StudyConfig:
     study: StudySection = field(default_factory=StudySection)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
 
@@ -113,23 +130,28 @@ class StudyConfig:
         return [self.study.seed + offset for offset in range(self.study.seeds)]
 
 
-SECTIONS = {"study": StudySection, "data": DataSection, "training": TrainingSection}
+SECTIONS = {"study": StudySection, "dataset": DatasetSection, "data": DataSection, "training": TrainingSection}
+#: The data keys that say which images are read: overriding one of them on the command line
+#: clears the config file's [dataset] description (it would describe other images).
+DATA_IDENTITY_KEYS = ("data.source", "data.data_dir", "data.url")
 
 # Keys that change where results go, how they are shown or how fast they come, not what is
 # computed: they are left out of the hash so that moving a run, adding a model or a seed, or
 # caching validation features (same numbers, measured) does not retrain the others.
 UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"), ("study", "seeds"),
                  ("training", "verbose"), ("training", "validation_feature_cache"),
-                 ("data", "workers"), ("data", "cache_dir")}
-# Keys only the fine-tuning model reads; changing them leaves the other models' hash alone.
+                 ("data", "workers"), ("data", "cache_dir")} | {("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
+# Keys only the models that continue transfer read; changing them leaves the other models' hash alone.
 FINETUNE_KEYS = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
                  ("training", "finetune_learning_rate_factor")}
+# Which of FINETUNE_KEYS each continuing model reads (the control trains as many epochs, nothing else).
+CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "transfer_extended": {("training", "finetune_epochs")}}
 
 
 def config_hash(config: StudyConfig, model_name: str = "finetune") -> str:
     """A sha256 over every key that changes what `model_name` learns (the seed is recorded
     per run, not hashed). The default, "finetune", reads every key: the whole study's hash."""
-    ignored = UNHASHED_KEYS | (set() if model_name == "finetune" else FINETUNE_KEYS)
+    ignored = UNHASHED_KEYS | (FINETUNE_KEYS - CONTINUATION_KEYS.get(model_name, set()))
     relevant = {
         section: {key: value for key, value in values.items() if (section, key) not in ignored}
         for section, values in config.to_dict().items()
@@ -196,10 +218,9 @@ def validate(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"study.models: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     if len(set(study.models)) != len(study.models):
         raise ConfigError(f"study.models lists a model twice: {study.models}")
-    if "finetune" in study.models and (
-        "transfer" not in study.models or study.models.index("transfer") > study.models.index("finetune")
-    ):
-        raise ConfigError("study.models: finetune continues the transfer model, so transfer must be listed before it")
+    for name, source in CONTINUES.items():
+        if name in study.models and (source not in study.models or study.models.index(source) > study.models.index(name)):
+            raise ConfigError(f"study.models: {name} continues the {source} model, so {source} must be listed before it")
     _check_seeds(study)
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")
@@ -412,5 +433,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for dotted_key, value in (overrides or {}).items():
         section_name, _, key = dotted_key.partition(".")
         nested.setdefault(section_name, {})[key] = value
+    data_keys_overridden = any(dotted_key in DATA_IDENTITY_KEYS and value != _dotted(config, dotted_key)
+                               for dotted_key, value in (overrides or {}).items())
+    if data_keys_overridden and "dataset" not in nested:
+        config.dataset = DatasetSection()
     _apply(config, nested, "the command line")
     return validate(config)
+
+
+def _dotted(config: StudyConfig, dotted_key: str) -> Any:
+    section_name, _, key = dotted_key.partition(".")
+    return getattr(getattr(config, section_name), key)

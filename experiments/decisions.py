@@ -23,7 +23,7 @@ def decide(state: dict[str, Any] | None, history: dict[str, Any] | None, model_f
     when missing) and whether its model file exists: SKIP, RESUME (keep committed epochs), RESTART
     (discard them) or SETTLED (another process ended it in failure since `since`, when this command
     started: report it, do not train it again), and why, in words for the console."""
-    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "transfer model it starts from"}
+    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "model it starts from"}
     same_inputs = state is not None and all(state.get(key) == value for key, value in expected.items())
     if same_inputs and since is not None and _at_or_after(state.get("finished_at"), since):
         # another process finished it while this one waited: --force does not retrain it twice

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from experiments.config import ConfigError
+from experiments.config import CONTINUES, ConfigError
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,15 @@ SPECS = {
     "baseline": ModelSpec(
         "baseline",
         "A small convolutional network",
-        "Three convolutions with max pooling, then dropout and a dense layer: the baseline every "
-        "later model has to beat.",
+        "Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 "
+        "max pooling, then dropout (0.2) and a dense layer: the baseline every later model has to beat.",
     ),
     "augmented": ModelSpec(
         "augmented",
         "The same network with data augmentation",
-        "Random horizontal and vertical flips and rotations of up to 20% of a full turn are applied "
-        "to every training batch, so the network never sees exactly the same image twice; they are "
-        "inactive at evaluation.",
+        "Every training image is flipped at random left-right and upside down, and rotated by a random "
+        "angle of up to 72 degrees either way (RandomRotation(0.2): 20% of a full turn), so the network "
+        "rarely sees the same image twice; none of this happens at evaluation.",
     ),
     "preprocessed": ModelSpec(
         "preprocessed",
@@ -52,8 +52,8 @@ SPECS = {
     "transfer": ModelSpec(
         "transfer",
         "Transfer learning on a frozen MobileNetV2",
-        "The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; only "
-        "a global max pooling, dropout and a dense classifier on top are trained.",
+        "The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; on top, "
+        "a global max pooling and dropout (no weights) feed a dense classifier, the only layer that trains.",
     ),
     "finetune": ModelSpec(
         "finetune",
@@ -62,6 +62,13 @@ SPECS = {
         "unfrozen (their BatchNorm layers stay in inference mode) and trained further with a "
         "learning rate ten times lower, so the ImageNet features adapt to cats and dogs without "
         "being destroyed.",
+    ),
+    "transfer_extended": ModelSpec(
+        "transfer_extended",
+        "Control: transfer learning, trained as long as fine-tuning",
+        "The trained transfer model, base still frozen, trained on with the same optimizer and learning "
+        "rate for as many epochs as fine-tuning gets: whatever fine-tuning gains over this control "
+        "comes from unfreezing, not from training longer.",
     ),
 }
 
@@ -117,8 +124,8 @@ def build_model(name: str, image_size: tuple[int, int], class_count: int, base_w
     """Build the study model `name` for images of `image_size` and `class_count` classes."""
     if name not in SPECS:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
-    if name == "finetune":
-        raise ValueError("the finetune model starts from a trained transfer model: use make_finetune_model")
+    if name in CONTINUES:
+        raise ValueError(f"the {name} model starts from a trained {CONTINUES[name]} model, it is not built from scratch")
     if class_count < 2:
         raise ValueError(f"a classifier needs two or more classes, got {class_count}")
     inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
@@ -197,8 +204,10 @@ def set_precision(mode: str) -> str:
     return policy
 
 
-def describe_model(model: keras.Model) -> dict[str, Any]:
-    """Architecture and parameter counts for summary.json."""
+def describe_model(model: keras.Model, name: str | None = None) -> dict[str, Any]:
+    """Architecture and parameter counts for summary.json, of study model `name` (default: the
+    Keras model's own name; transfer_extended trains the transfer model object on)."""
+    name = name or model.name
     lines: list[str] = []
     # Keras renders the table with rich, which cuts it at the console width (80 columns when
     # output is not a terminal, dropping the parameter column); give it room for the full table.
@@ -227,9 +236,9 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
                 "trainable": bool(layer.trainable and layer_trainable > 0),
             }
         )
-    spec = SPECS[model.name]
+    spec = SPECS[name]
     return {
-        "model": model.name,
+        "model": name,
         "title": spec.title,
         "description": spec.description,
         "layers": layer_rows,

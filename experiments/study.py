@@ -4,7 +4,8 @@ choose on validation; evaluate the chosen model on the test split, once.
 Several `train` processes may work on one run folder at once. Each cell has a lock
 (`models/<model>/seed-<seed>/.cell.lock`): only its holder decides about the cell and trains it.
 A process that finds a cell held goes on with the others and comes back to it at the end,
-waiting for the holder. A finetune cell also holds the transfer cell it starts from. Each
+waiting for the holder. A cell that continues another model (finetune and its control,
+transfer_extended, continue transfer) also holds the cell it starts from. Each
 cell's `state.json` is the truth about it; `manifest.json` is derived from the cells' states
 under the run's lock (`.manifest.lock`), which also guards choosing and testing the model.
 """
@@ -28,8 +29,17 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from experiments.artifacts import SCHEMA_VERSION, RunFolder, SeedRun, read_json, write_atomic, write_json
-from experiments.config import StudyConfig, config_hash
+from experiments.artifacts import (
+    SCHEMA_VERSION,
+    RunFolder,
+    SeedRun,
+    ValidationPredictions,
+    files_digest,
+    read_json,
+    write_atomic,
+    write_json,
+)
+from experiments.config import CONTINUES, StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the study's vocabulary, for callers)
     CELL_STATUSES,
@@ -178,12 +188,13 @@ def write_data_figures(run: RunFolder, data: StudyData, seed: int) -> None:
 
 
 def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: int, data_fingerprint: str) -> dict[str, str]:
-    """What a finished run must have been trained from to be reused. For finetune that
-    includes the transfer run it starts from (a digest of its history file)."""
+    """What a finished run must have been trained from to be reused. For a model that continues
+    another (finetune, transfer_extended) that includes the run it starts from (a digest of its
+    history file)."""
     expected = {"config_hash": config_hash(config, model_name), "data_fingerprint": data_fingerprint}
-    if model_name == "finetune":
-        transfer_history = run.seed_run("transfer", seed).history
-        expected["starting_point"] = hashlib.sha256(transfer_history.read_bytes()).hexdigest() if transfer_history.is_file() else "missing"
+    if model_name in CONTINUES:
+        source_history = run.seed_run(CONTINUES[model_name], seed).history
+        expected["starting_point"] = hashlib.sha256(source_history.read_bytes()).hexdigest() if source_history.is_file() else "missing"
     return expected
 
 
@@ -192,13 +203,18 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
     from experiments.models import build_model, compile_model, load_trained_model, make_finetune_model
 
     training = config.training
-    if model_name != "finetune":
+    if model_name not in CONTINUES:
         model = build_model(model_name, data.image_size, len(data.class_names), training.base_weights, seed)
         return compile_model(model, training.learning_rate, training.jit_compile), 0, training.epochs
-    transfer_file = run.seed_run("transfer", seed).model_file
-    if not transfer_file.is_file():
-        raise StudyFailed(f"finetune starts from the trained transfer model for seed {seed}, but {transfer_file} is missing")
-    model = make_finetune_model(load_trained_model(transfer_file), training.finetune_from_layer)
+    source = CONTINUES[model_name]
+    source_file = run.seed_run(source, seed).model_file
+    if not source_file.is_file():
+        raise StudyFailed(f"{model_name} starts from the trained {source} model for seed {seed}, but {source_file} is missing")
+    if model_name == "transfer_extended":
+        # the budget-matched control: the saved transfer model as it is (frozen base, same
+        # optimizer, learning rate and optimizer state), trained on for finetune_epochs more
+        return load_trained_model(source_file), training.epochs, training.epochs + training.finetune_epochs
+    model = make_finetune_model(load_trained_model(source_file), training.finetune_from_layer)
     compile_model(model, training.learning_rate * training.finetune_learning_rate_factor, training.jit_compile)
     return model, training.epochs, training.epochs + training.finetune_epochs
 
@@ -221,7 +237,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
-    write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model)})
+    write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model, model_name)})
     earlier_epochs, _ = load_progress(seed_run)
     state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": PARTIAL,
              "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch,
@@ -230,7 +246,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     if on_started is not None:
         on_started()
     cached_validation = None
-    if model_name == "transfer" and config.training.validation_feature_cache:
+    if model_name in ("transfer", "transfer_extended") and config.training.validation_feature_cache:
         cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size)
     result = fit(
         model,
@@ -246,12 +262,44 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     )
     write_history(seed_run, result.epochs, policy)
     write_atomic(seed_run.model_file, lambda path: result.model.save(path))
+    record_validation_predictions(config, data, seed_run, result.model, first_epoch + len(result.epochs))
     earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_epochs])
     state.update(status=COMPLETE, epochs_completed=len(result.epochs), wall_seconds=round(result.wall_seconds + earlier_seconds, 1),
                  finished_at=_now_precise())
     write_json(seed_run.state, state)
     clear_checkpoint(seed_run)
     return state
+
+
+def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run: SeedRun, model, epoch: int) -> ValidationPredictions:
+    """Write what `model` (a run's final weights, those that are scored) predicts for every
+    validation image: the report's paired comparisons score models on the same images from it."""
+    import numpy as np
+
+    from experiments.training import softmax
+
+    logits = model.predict(make_dataset(data.validation, config.data.batch_size, shuffle=False, seed=0), verbose=0)
+    probabilities = softmax(np.asarray(logits, dtype=np.float64))
+    predicted = probabilities.argmax(axis=1)
+    record = ValidationPredictions(
+        model=seed_run.model_name, seed=seed_run.seed, epoch=epoch, files_sha256=files_digest(data.validation.files),
+        class_names=list(data.class_names), labels=[int(label) for label in data.validation.labels],
+        predicted=[int(guess) for guess in predicted],
+        probability=[round(float(probabilities[index, guess]), 4) for index, guess in enumerate(predicted)])
+    record.write(seed_run.validation_predictions)
+    return record
+
+
+def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_run: SeedRun) -> None:
+    """A finished run from before predictions were recorded gets them from its saved model."""
+    from experiments.models import load_trained_model
+
+    history = read_json(seed_run.history) or {}
+    epochs = history.get("epochs") or []
+    if seed_run.validation_predictions.is_file() or not epochs or not seed_run.model_file.is_file():
+        return
+    log(f"  {seed_run.label}: recording its validation predictions from the saved model")
+    record_validation_predictions(config, data, seed_run, load_trained_model(seed_run.model_file), epochs[-1]["epoch"])
 
 
 def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, error: str, precision: str | None) -> None:
@@ -269,15 +317,16 @@ def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, 
 
 
 def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str) -> None:
-    """The model's curves over its finished seeds (finetune: with transfer's leading in)."""
+    """The model's curves over its finished seeds (a continuing model: with its source's leading in)."""
     from experiments import figures
 
     runs = list(finished_runs(run, config, model_name, data.fingerprint).values())
     if not runs:
         return
-    lead_in = list(finished_runs(run, config, "transfer", data.fingerprint).values()) if model_name == "finetune" else None
+    source = CONTINUES.get(model_name)
+    lead_in = list(finished_runs(run, config, source, data.fingerprint).values()) if source else None
     figures.training_curves(runs, f"{model_name}: accuracy and loss per epoch", run.figure(f"curves_{model_name}"),
-                            data.majority_baseline()["accuracy"]["validation"], lead_in=lead_in, lead_in_name="transfer")
+                            data.majority_baseline()["accuracy"]["validation"], lead_in=lead_in, lead_in_name=source or "")
 
 
 def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chosen: str, seed: int) -> dict[str, Any]:
@@ -309,17 +358,22 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
          "probability": round(float(probability[guess]), 4)}
         for name, label, guess, probability in zip(data.test.files, data.test.labels, predicted, probabilities)
     ]
-    wrong = [index for index in range(total) if predicted[index] != data.test.labels[index]]
-    from experiments import figures
-
-    figures.misclassified(
-        data.test.images[wrong],
-        [f"{predictions[index]['label']} as {predictions[index]['predicted']}\n(p = {predictions[index]['probability']:.2f})" for index in wrong],
-        run.figure("misclassified_test"),
-    )
     return {"model": chosen, "seed": seed, "loss": float(loss), "accuracy": correct / total if total else None,
             "correct": correct, "total": total, "class_names": data.class_names,
             "confusion_matrix": confusion.tolist(), "predictions": predictions}
+
+
+def write_misclassified_figure(run: RunFolder, data: StudyData, test: dict[str, Any]) -> None:
+    """Up to twelve test images the chosen model got wrong, from the test record's predictions."""
+    from experiments import figures
+
+    row_of = {name: index for index, name in enumerate(data.test.files)}
+    wrong = [item for item in test.get("predictions", []) if item.get("label") != item.get("predicted") and item.get("file") in row_of]
+    figures.misclassified(
+        data.test.images[[row_of[item["file"]] for item in wrong]],
+        [f"{item['label']} as {item['predicted']}\n(p = {item['probability']:.2f})" for item in wrong],
+        run.figure("misclassified_test"),
+    )
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -363,6 +417,7 @@ def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> dic
         log(f"Chosen on validation: {chosen} (mean {candidates[chosen]:.3f} over {len(runs_by_model[chosen])} seed(s)), "
             f"seed {chosen_seed}. Evaluating it on the test split, once.")
         test = evaluate_on_test(config, run, data, chosen, chosen_seed)
+    write_misclassified_figure(run, data, test)
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "config_hash": study_hash,
@@ -654,19 +709,20 @@ class CellOutcome:
 
 def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = False,
              coming_back: Collection[tuple[str, int]] = (), where: str | None = None) -> CellOutcome:
-    """Run one cell, holding its lock (and, for finetune, the lock of the transfer cell it starts
+    """Run one cell, holding its lock (and, for a continuing model, the lock of the cell it starts
     from): skip it if finished, else resume or train it; a failure or a diverging loss is written
     into its state and returned, not raised.
 
     If another process holds a lock: without `wait`, return DEFERRED at once; with `wait`, wait
     for it and decide then (normally: skipped, finished). `coming_back` lists the cells this
-    process will come back to: a finetune cell whose transfer cell is among them is deferred."""
+    process will come back to: a continuing cell whose source cell is among them is deferred."""
     run = context.run
     where = where or f"{model_name}, seed {seed}"
     seed_run = run.seed_run(model_name, seed)
+    source = CONTINUES.get(model_name)
     locks: list[tuple[CellLock, str]] = []
-    if model_name == "finetune":
-        locks.append((CellLock(run.seed_run("transfer", seed)), f"training finetune, seed {seed}, which starts from transfer, seed {seed}"))
+    if source:
+        locks.append((CellLock(run.seed_run(source, seed)), f"training {model_name}, seed {seed}, which starts from {source}, seed {seed}"))
     locks.append((CellLock(seed_run), f"training {model_name}, seed {seed}"))
     held: list[CellLock] = []
     try:
@@ -677,7 +733,7 @@ def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = F
                     if lock.seed_run is seed_run:
                         log(f"{where}: held by {who}; coming back to it")
                     else:
-                        log(f"{where}: starts from transfer, seed {seed}, which {who} holds; coming back to it")
+                        log(f"{where}: starts from {source}, seed {seed}, which {who} holds; coming back to it")
                     return CellOutcome(model_name, seed, DEFERRED)
                 log(f"{where}: waiting for {who} that is {their_task}")
                 lock.acquire(task)
@@ -695,20 +751,22 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     run, config, data = context.run, context.config, context.data
     model_name, seed = seed_run.model_name, seed_run.seed
     expected = expected_state(config, run, model_name, seed, data.fingerprint)
-    if model_name == "finetune":
-        transfer_state = read_json(run.seed_run("transfer", seed).state)
-        if not finished_for(transfer_state, config, "transfer", data.fingerprint):
-            if ("transfer", seed) in coming_back:
-                log(f"{where}: starts from transfer, seed {seed}, which is not finished yet; coming back to it")
+    source = CONTINUES.get(model_name)
+    if source:
+        source_state = read_json(run.seed_run(source, seed).state)
+        if not finished_for(source_state, config, source, data.fingerprint):
+            if (source, seed) in coming_back:
+                log(f"{where}: starts from {source}, seed {seed}, which is not finished yet; coming back to it")
                 return CellOutcome(model_name, seed, DEFERRED)
-            status = (transfer_state or {}).get("status", "not trained")
-            message = f"it starts from transfer, seed {seed}, which did not finish ({status})"
+            status = (source_state or {}).get("status", "not trained")
+            message = f"it starts from {source}, seed {seed}, which did not finish ({status})"
             log(f"{where}: not trained: {message}")
             record_unfinished(seed_run, expected, FAILED, message, None)
             return CellOutcome(model_name, seed, FAILED, message)
     action, reason = training_decision(seed_run, expected, context.force, context.since)
     if action == SKIP:
         log(f"{where}: skipped, {reason}")
+        backfill_validation_predictions(config, data, seed_run)
         return CellOutcome(model_name, seed, SKIPPED)
     if action == SETTLED:
         state = read_json(seed_run.state) or {}

@@ -18,12 +18,13 @@ CELL_STATUSES = (COMPLETE, PARTIAL, FAILED, DIVERGED)
 
 def decide(state: dict[str, Any] | None, history: dict[str, Any] | None, model_file_present: bool,
            expected: dict[str, str], force: bool, since: datetime | None = None,
-           model_file_name: str = "model.keras") -> tuple[str, str]:
+           model_file_name: str = "model.keras", source_name: str | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), from its state.json and history.json (None
     when missing) and whether its model file exists: SKIP, RESUME (keep committed epochs), RESTART
     (discard them) or SETTLED (another process ended it in failure since `since`, when this command
     started: report it, do not train it again), and why, in words for the console."""
-    labels = {"config_hash": "config", "data_fingerprint": "data", "starting_point": "model it starts from"}
+    labels = {"config_hash": "config", "data_fingerprint": "data",
+              "starting_point": f"{source_name} model it starts from" if source_name else "model it starts from"}
     same_inputs = state is not None and all(state.get(key) == value for key, value in expected.items())
     if same_inputs and since is not None and _at_or_after(state.get("finished_at"), since):
         # another process finished it while this one waited: --force does not retrain it twice

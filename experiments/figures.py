@@ -3,10 +3,21 @@
 Every text these figures draw (titles, captions, legends, axis labels) is drawn literally:
 class names come from folder names, and one such as `cost$_$` or `a$x^2$` must show as
 written, not as matplotlib math text (or a parse error).
+
+Every figure is written twice, for the two colour schemes of the report (MkDocs Material's
+light "default" and dark "slate"): ``<name>.png`` on white, and ``<name>-dark.png`` (see
+:func:`dark_path`) with the same content on the slate background (#1e2129), with light
+text, axes and grid and brighter line colours. Pages show the pair with Material's
+``![alt](figures/x.png#only-light)`` ``![alt](figures/x-dark.png#only-dark)``. The dark file
+is written first, so a light file that exists always has its dark twin beside it (from this
+or an earlier run). Each file is written atomically on its own (``_save``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +26,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from cycler import cycler  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from experiments.artifacts import write_atomic  # noqa: E402
 
@@ -24,6 +37,63 @@ PNG_METADATA = {"Software": None}  # keep the files free of version strings that
 # Keyword arguments that make a matplotlib Text draw its string as it is: no math text between
 # dollar signs, no LaTeX even if an rcParams file turns text.usetex on.
 LITERAL = {"parse_math": False, "usetex": False}
+DARK_SUFFIX = "-dark"
+DARK_BACKGROUND = "#1e2129"  # Material's slate background, hsl(232, 15%, 14%)
+DARK_TEXT = "#e3e5ea"
+DARK_MUTED = "#a7adba"
+# matplotlib's tab10, each lightened until it keeps a contrast of about 5:1 or more on the slate background
+DARK_CYCLE = ("#63b0f2", "#ffa95c", "#6fd36f", "#ff7878", "#c8a2ff", "#dcae8e", "#f7a1d8", "#c9c9c9", "#dede66", "#55dbe9")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """What differs between the light and the dark drawing of a figure."""
+
+    name: str
+    rc: dict[str, Any] = field(default_factory=dict)  # rcParams in force while the figure is drawn and saved
+    training: str = "tab:blue"
+    validation: str = "tab:orange"
+    reference: str = "grey"  # baseline and boundary lines
+    muted: str = "dimgrey"  # secondary text
+    band_alpha: float = 0.18
+
+
+LIGHT = Theme("light")  # matplotlib's defaults: the light figures are drawn as they always were
+DARK = Theme(
+    "dark",
+    rc={
+        "figure.facecolor": DARK_BACKGROUND,
+        "figure.edgecolor": DARK_BACKGROUND,
+        "axes.facecolor": DARK_BACKGROUND,
+        "savefig.facecolor": DARK_BACKGROUND,
+        "savefig.edgecolor": DARK_BACKGROUND,
+        "text.color": DARK_TEXT,
+        "axes.labelcolor": DARK_TEXT,
+        "axes.titlecolor": DARK_TEXT,
+        "axes.edgecolor": DARK_MUTED,
+        "xtick.color": DARK_MUTED,
+        "ytick.color": DARK_MUTED,
+        "xtick.labelcolor": DARK_TEXT,
+        "ytick.labelcolor": DARK_TEXT,
+        "grid.color": "#959cab",
+        "legend.facecolor": "#272b35",
+        "legend.edgecolor": "#4b5162",
+        "legend.labelcolor": DARK_TEXT,
+        "axes.prop_cycle": cycler(color=list(DARK_CYCLE)),
+    },
+    training=DARK_CYCLE[0],
+    validation=DARK_CYCLE[1],
+    reference="#9aa1af",
+    muted=DARK_MUTED,
+    band_alpha=0.26,
+)
+THEMES = (LIGHT, DARK)
+
+
+def dark_path(path: Path) -> Path:
+    """Where the dark twin of the figure at `path` goes: ``x.png`` -> ``x-dark.png``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{DARK_SUFFIX}{path.suffix}")
 
 
 def _literal(texts) -> None:
@@ -40,7 +110,8 @@ def _legend(axis, **options):
     return legend
 
 
-def _save(figure, path: Path) -> Path:
+def _write_png(figure, path: Path) -> Path:
+    """Write `figure` to `path` atomically (a temporary file renamed into place), then close it."""
     def write(temporary_path: Path) -> None:
         figure.savefig(temporary_path, format="png", dpi=FIGURE_DPI, bbox_inches="tight", metadata=PNG_METADATA)
 
@@ -50,34 +121,67 @@ def _save(figure, path: Path) -> Path:
         plt.close(figure)
 
 
+def _save(figure, path: Path) -> Path:
+    """Write the light `figure` to `path` (atomically) and close it."""
+    return _write_png(figure, path)
+
+
+@contextmanager
+def _themed(theme: Theme) -> Iterator[None]:
+    with matplotlib.rc_context(theme.rc):
+        yield
+
+
+def _save_both(draw: Callable[[Theme], Any], path: Path) -> Path:
+    """Draw the figure for each scheme with `draw(theme)` and write ``x-dark.png``, then ``x.png``;
+    returns the light one's path."""
+    with _themed(DARK):
+        _write_png(draw(DARK), dark_path(path))
+    with _themed(LIGHT):
+        return _save(draw(LIGHT), path)
+
+
+def _cycle_colors() -> list[str]:
+    """The colours of the current property cycle (the theme's, inside _themed)."""
+    return list(plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"]))
+
+
 def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path, per_class: int = 3) -> Path:
     """One row per class, the first `per_class` training images of that class."""
-    rows = len(class_names)
-    figure, axes = plt.subplots(rows, per_class, figsize=(2.6 * per_class, 2.6 * rows), squeeze=False)
-    for row, class_name in enumerate(class_names):
-        indices = np.flatnonzero(labels == row)[:per_class]
-        for column in range(per_class):
-            axis = axes[row][column]
-            axis.axis("off")
-            if column < len(indices):
-                axis.imshow(images[indices[column]])
-                axis.set_title(class_name, fontsize=11, **LITERAL)
-    figure.tight_layout()
-    return _save(figure, path)
+
+    def draw(theme: Theme):
+        rows = len(class_names)
+        figure, axes = plt.subplots(rows, per_class, figsize=(2.6 * per_class, 2.6 * rows), squeeze=False)
+        for row, class_name in enumerate(class_names):
+            indices = np.flatnonzero(labels == row)[:per_class]
+            for column in range(per_class):
+                axis = axes[row][column]
+                axis.axis("off")
+                if column < len(indices):
+                    axis.imshow(images[indices[column]])
+                    axis.set_title(class_name, fontsize=11, **LITERAL)
+        figure.tight_layout()
+        return figure
+
+    return _save_both(draw, path)
 
 
 def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]], path: Path) -> Path:
     """The original image, then each (title, transformed image) of `variants`."""
-    figure, axes = plt.subplots(1, len(variants) + 1, figsize=(2.4 * (len(variants) + 1), 2.7))
-    axes[0].imshow(image)
-    axes[0].set_title("original", fontsize=10, **LITERAL)
-    for axis, (title, variant) in zip(axes[1:], variants):
-        axis.imshow(np.clip(variant, 0, 255).astype(np.uint8))
-        axis.set_title(title, fontsize=10, **LITERAL)
-    for axis in axes:
-        axis.axis("off")
-    figure.tight_layout()
-    return _save(figure, path)
+
+    def draw(theme: Theme):
+        figure, axes = plt.subplots(1, len(variants) + 1, figsize=(2.4 * (len(variants) + 1), 2.7))
+        axes[0].imshow(image)
+        axes[0].set_title("original", fontsize=10, **LITERAL)
+        for axis, (title, variant) in zip(axes[1:], variants):
+            axis.imshow(np.clip(variant, 0, 255).astype(np.uint8))
+            axis.set_title(title, fontsize=10, **LITERAL)
+        for axis in axes:
+            axis.axis("off")
+        figure.tight_layout()
+        return figure
+
+    return _save_both(draw, path)
 
 
 def band(runs: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -94,13 +198,24 @@ def band(runs: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.nda
             np.asarray([v.min() for v in values]), np.asarray([v.max() for v in values]))
 
 
-def _plot_band(axis, runs, key: str, label: str, style: str, color=None, alpha: float = 1.0) -> None:
+def final_values(runs: list[list[dict[str, Any]]], key: str = "val_accuracy") -> list[float]:
+    """`key` at the last epoch of each run (one history per seed) that has a finite value of it,
+    in the order of `runs`."""
+    values = []
+    for epochs in runs:
+        recorded = [record for record in epochs if record.get(key) is not None and np.isfinite(float(record[key]))]
+        if recorded:
+            values.append(float(max(recorded, key=lambda record: int(record["epoch"]))[key]))
+    return values
+
+
+def _plot_band(axis, runs, key: str, label: str, style: str, color=None, alpha: float = 1.0, band_alpha: float = 0.18) -> None:
     epochs, mean, low, high = band(runs, key)
     if len(epochs) == 0:
         return
     (line,) = axis.plot(epochs, mean, style, label=label, markersize=3, color=color, alpha=alpha)
     if len(runs) > 1:
-        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.18 * alpha, linewidth=0)
+        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=band_alpha * alpha, linewidth=0)
 
 
 def training_curves(
@@ -114,65 +229,128 @@ def training_curves(
     """Accuracy and loss per epoch, training against validation: the mean over `runs` (one
     history per seed) with a min-max band when there are several. `lead_in` runs (the
     transfer model, for finetune) are drawn faintly first, with a line where they end."""
-    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, keys, ylabel in ((accuracy_axis, ("accuracy", "val_accuracy"), "accuracy"),
-                               (loss_axis, ("loss", "val_loss"), "loss (cross-entropy, log scale)")):
-        for key, label, style, color in ((keys[0], "training", "-o", "tab:blue"), (keys[1], "validation", "-s", "tab:orange")):
+
+    def draw(theme: Theme):
+        figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
+        for axis, keys, ylabel in ((accuracy_axis, ("accuracy", "val_accuracy"), "accuracy"),
+                                   (loss_axis, ("loss", "val_loss"), "loss (cross-entropy, log scale)")):
+            for key, label, style, color in ((keys[0], "training", "-o", theme.training), (keys[1], "validation", "-s", theme.validation)):
+                if lead_in:
+                    _plot_band(axis, lead_in, key, f"{label} ({lead_in_name})", "-", color=color, alpha=0.35, band_alpha=theme.band_alpha)
+                _plot_band(axis, runs, key, label, style, color=color, band_alpha=theme.band_alpha)
             if lead_in:
-                _plot_band(axis, lead_in, key, f"{label} ({lead_in_name})", "-", color=color, alpha=0.35)
-            _plot_band(axis, runs, key, label, style, color=color)
-        if lead_in:
-            last_lead_in_epoch = max((record["epoch"] for epochs in lead_in for record in epochs), default=None)
-            if last_lead_in_epoch is not None:
-                axis.axvline(last_lead_in_epoch + 0.5, color="grey", linestyle="--", linewidth=1)
-        axis.set_ylabel(ylabel, **LITERAL)
+                last_lead_in_epoch = max((record["epoch"] for epochs in lead_in for record in epochs), default=None)
+                if last_lead_in_epoch is not None:
+                    axis.axvline(last_lead_in_epoch + 0.5, color=theme.reference, linestyle="--", linewidth=1)
+            axis.set_ylabel(ylabel, **LITERAL)
+        if baseline_accuracy is not None:
+            accuracy_axis.axhline(baseline_accuracy, color=theme.reference, linestyle=":", label="majority baseline")
+        accuracy_axis.set_ylim(0, 1.02)
+        loss_axis.set_yscale("log")  # a first-epoch loss of 10+ would flatten every later epoch
+        for axis in (accuracy_axis, loss_axis):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.set_xlabel("epoch", **LITERAL)
+            axis.grid(alpha=0.3)
+            _legend(axis, fontsize=8)
+        seeds_note = f" (mean of {len(runs)} seeds, band: min-max)" if len(runs) > 1 else ""
+        figure.suptitle(title + seeds_note, **LITERAL)
+        figure.tight_layout()
+        return figure
+
+    return _save_both(draw, path)
+
+
+def final_epoch_limits(values: list[float]) -> tuple[float, float]:
+    """The x range of the zoomed last-epoch panel: the range of `values` with a margin of 12% of
+    it (at least 0.01 each side), kept inside [0, 1]; (0, 1) when there are no values."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    margin = max(0.12 * (high - low), 0.01)
+    return max(0.0, low - margin), min(1.0, high + margin)
+
+
+def _comparison_figure(histories: dict[str, list[list[dict[str, Any]]]], baseline_accuracy: float | None, theme: Theme):
+    """The two-panel comparison figure, drawn for `theme` (call inside _themed(theme))."""
+    figure, (curves_axis, final_axis) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    colors = _cycle_colors()
+    model_colors = {name: colors[index % len(colors)] for index, name in enumerate(histories)}
+
+    # Left: validation accuracy per epoch, mean and min-max band over the seeds.
+    for model_name, runs in histories.items():
+        _plot_band(curves_axis, runs, "val_accuracy", model_name, "-o", color=model_colors[model_name], band_alpha=theme.band_alpha)
     if baseline_accuracy is not None:
-        accuracy_axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
-    accuracy_axis.set_ylim(0, 1.02)
-    loss_axis.set_yscale("log")  # a first-epoch loss of 10+ would flatten every later epoch
-    for axis in (accuracy_axis, loss_axis):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("epoch", **LITERAL)
-        axis.grid(alpha=0.3)
-        _legend(axis, fontsize=8)
-    seeds_note = f" (mean of {len(runs)} seeds, band: min-max)" if len(runs) > 1 else ""
-    figure.suptitle(title + seeds_note, **LITERAL)
+        curves_axis.axhline(baseline_accuracy, color=theme.reference, linestyle=":", label="majority baseline")
+    curves_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves_axis.set_xlabel("epoch", **LITERAL)
+    curves_axis.set_ylabel("validation accuracy", **LITERAL)
+    curves_axis.set_ylim(0, 1.02)
+    curves_axis.grid(alpha=0.3)
+    if curves_axis.get_legend_handles_labels()[0]:
+        _legend(curves_axis, fontsize=8.5)
+    most_runs = max((len(runs) for runs in histories.values()), default=1)
+    curves_axis.set_title("Per epoch" + (f" (mean of {most_runs} seeds, band: min-max)" if most_runs > 1 else ""), fontsize=10.5, **LITERAL)
+
+    # Right: the last epoch of every seed, one row per model, on an axis zoomed to those values.
+    finals = {name: final_values(runs) for name, runs in histories.items()}
+    low, high = final_epoch_limits([value for values in finals.values() for value in values])
+    row_of_axis = blended_transform_factory(final_axis.transAxes, final_axis.transData)
+    for row, (model_name, values) in enumerate(finals.items()):
+        color = model_colors[model_name]
+        if not values:
+            final_axis.text(0.5, row, "no finished epoch", transform=row_of_axis, ha="center", va="center",
+                            fontsize=9, color=theme.muted, **LITERAL)
+            continue
+        offsets = np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(1)
+        mean = float(np.mean(values))
+        final_axis.plot([mean, mean], [row - 0.34, row + 0.34], color=color, linewidth=2.5, solid_capstyle="butt", zorder=3)
+        final_axis.scatter(values, row + offsets, s=30, color=color, edgecolors=plt.rcParams["axes.facecolor"], linewidths=0.8,
+                           zorder=4, clip_on=False)
+        final_axis.annotate(f"{mean:.3f}", xy=(1, row), xycoords=row_of_axis, xytext=(5, 0), textcoords="offset points",
+                            ha="left", va="center", fontsize=9, **LITERAL)
+    if baseline_accuracy is not None and low <= baseline_accuracy <= high:
+        final_axis.axvline(baseline_accuracy, color=theme.reference, linestyle=":")
+    final_axis.set_xlim(low, high)
+    final_axis.set_ylim(max(len(finals), 1) - 0.5, -0.5)  # the first model on top, as in the legend
+    final_axis.set_yticks(range(len(finals)))
+    final_axis.set_yticklabels(list(finals))
+    _literal(final_axis.get_yticklabels())
+    final_axis.tick_params(axis="y", length=0)
+    final_axis.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    final_axis.ticklabel_format(axis="x", style="plain", useOffset=False)
+    final_axis.grid(axis="x", alpha=0.3)
+    final_axis.set_xlabel("validation accuracy at the last epoch (zoomed)", **LITERAL)
+    final_axis.set_title("Last epoch: dots = seeds, bar = mean", fontsize=10.5, **LITERAL)
+
+    figure.suptitle("Validation accuracy of every model", **LITERAL)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def comparison(histories: dict[str, list[list[dict[str, Any]]]], path: Path, baseline_accuracy: float | None = None) -> Path:
-    """Every model's validation accuracy per epoch on one chart: for each model the mean over
-    its runs (one history per seed) with a min-max band when there are several."""
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for model_name, runs in histories.items():
-        _plot_band(axis, runs, "val_accuracy", model_name, "-o")
-    if baseline_accuracy is not None:
-        axis.axhline(baseline_accuracy, color="grey", linestyle=":", label="majority baseline")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("epoch", **LITERAL)
-    axis.set_ylabel("validation accuracy", **LITERAL)
-    axis.set_ylim(0, 1.02)
-    axis.grid(alpha=0.3)
-    _legend(axis)
-    most_runs = max((len(runs) for runs in histories.values()), default=1)
-    axis.set_title("Validation accuracy of every model" + (f" (mean of {most_runs} seeds, band: min-max)" if most_runs > 1 else ""),
-                   **LITERAL)
-    figure.tight_layout()
-    return _save(figure, path)
+    """Every model's validation accuracy, in two panels. Left: per epoch, for each model the mean
+    over its runs (one history per seed) with a min-max band when there are several, and the
+    majority baseline. Right: the last epoch only, one row per model, each seed's value a dot
+    and the mean a bar (its value printed beside the row), on an axis zoomed to those values
+    so that models a point or two apart stay apart."""
+    return _save_both(lambda theme: _comparison_figure(histories, baseline_accuracy, theme), path)
 
 
 def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: int = 12, columns: int = 4) -> Path:
     """Up to `limit` misclassified test images, each captioned with true and predicted class."""
-    shown = min(len(images), limit)
-    rows = max(1, -(-shown // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < shown:
-            axis.imshow(images[index])
-            axis.set_title(captions[index], fontsize=9, **LITERAL)
-    if shown == 0:
-        axes[0][0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center", **LITERAL)
-    figure.tight_layout()
-    return _save(figure, path)
+
+    def draw(theme: Theme):
+        shown = min(len(images), limit)
+        rows = max(1, -(-shown // columns))
+        figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+        for index, axis in enumerate(axes.flat):
+            axis.axis("off")
+            if index < shown:
+                axis.imshow(images[index])
+                axis.set_title(captions[index], fontsize=9, **LITERAL)
+        if shown == 0:
+            axes[0][0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center", **LITERAL)
+        figure.tight_layout()
+        return figure
+
+    return _save_both(draw, path)

@@ -150,7 +150,7 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                       since: datetime | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`."""
     return decide(read_json(seed_run.state), read_json(seed_run.history), seed_run.model_file.is_file(),
-                  expected, force, since, seed_run.model_file.name)
+                  expected, force, since, seed_run.model_file.name, CONTINUES.get(seed_run.model_name))
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:

@@ -1,9 +1,10 @@
-"""Command line: `python -m report_builder train | render | build | all`.
+"""Command line: `python -m report_builder train | render | build | all | cache`.
 
 - train:  run the study (experiments/) and write a run's artifacts;
 - render: turn one run's artifacts into the site's Markdown under docs/ (no TensorFlow);
 - build:  `mkdocs build --strict` into site/;
-- all:    train, render, build.
+- all:    train, render, build;
+- cache:  list the decoded-image caches with their sizes, or remove them.
 
 User errors (a bad config value, a missing folder, no network, a folder that is not the
 report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
@@ -39,6 +40,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", help="name of the run folder inside --out")
     parser.add_argument("--force", action="store_true", help="retrain every model even if finished")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up lines (hidden by default)")
+    parser.add_argument("--cache-dir", help="folder for caches (data.cache_dir): decoded images in DIR/decoded/, the downloaded "
+                        "archive in DIR/datasets/ (default: ~/.cache/report-builder/decoded/ and ~/.keras/datasets/)")
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +64,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     _add_train_options(everything)
     _add_render_options(everything)
     everything.add_argument("--site-dir", type=Path, help="output folder (default: site/)")
+    cache = commands.add_parser("cache", help="list the decoded-image caches with their sizes, or remove them")
+    cache.add_argument("--cache-dir", help="the caches' folder, as train's --cache-dir (default: data.cache_dir of --config, "
+                       "else $XDG_CACHE_HOME/report-builder or ~/.cache/report-builder)")
+    cache.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config whose data.cache_dir to use by default")
+    cache.add_argument("--remove", nargs="+", metavar="NAME",
+                       help="remove these caches (a unique start of a name is enough; 'all' removes every one)")
     return parser.parse_args(argv)
 
 
@@ -74,7 +83,7 @@ def config_overrides(arguments: argparse.Namespace) -> dict[str, object]:
     simple = {"base_weights": "training.base_weights", "epochs": "training.epochs", "seed": "study.seed", "seeds": "study.seeds",
               "deterministic": "training.deterministic",
               "mixed_precision": "training.mixed_precision", "jit_compile": "training.jit_compile",
-              "out": "study.out_dir", "run_name": "study.run_name"}
+              "out": "study.out_dir", "run_name": "study.run_name", "cache_dir": "data.cache_dir"}
     for attribute, key in simple.items():
         value = getattr(arguments, attribute, None)
         if value is not None:
@@ -120,10 +129,62 @@ def command_build(arguments: argparse.Namespace) -> None:
     print(f"Site built in {site}; preview it with `mkdocs serve`")
 
 
+def _size(byte_count: int) -> str:
+    if byte_count >= 2**30:
+        return f"{byte_count / 2**30:.2f} GiB"
+    return f"{byte_count / 2**20:.1f} MiB" if byte_count >= 2**20 else f"{byte_count / 2**10:.0f} KiB"
+
+
+def command_cache(arguments: argparse.Namespace) -> None:
+    """List the decoded-image caches (name, disk size, images, image size, data folder, date), or remove some."""
+    from experiments.cache import cache_root, list_caches, remove_cache
+    from experiments.errors import UserError
+
+    if arguments.cache_dir is not None:
+        cache_dir = arguments.cache_dir
+    else:
+        from experiments.config import load_config
+
+        cache_dir = load_config(arguments.config).data.cache_dir
+    root = cache_root(cache_dir)
+    entries = list_caches(root)
+    if arguments.remove:
+        chosen = []
+        for name in arguments.remove:
+            matches = entries if name == "all" else [entry for entry in entries if entry.name.startswith(name)]
+            if not matches and name != "all":
+                raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
+            if len(matches) > 1 and name != "all":
+                raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
+            chosen.extend(entry for entry in matches if entry not in chosen)
+        for entry in chosen:
+            if remove_cache(root, entry.name):
+                print(f"Removed {entry.path} ({_size(entry.bytes)})")
+            else:
+                print(f"Not removed: {entry.path} is being built by another process right now")
+        if not chosen:
+            print(f"No decoded-image caches in {root}")
+        return
+    if not entries:
+        print(f"No decoded-image caches in {root}")
+        return
+    print(f"Decoded-image caches in {root}:")
+    for entry in entries:
+        if entry.state == "ok":
+            height, width = entry.image_size
+            print(f"  {entry.name}  {_size(entry.bytes)}  {entry.images} images at {height}x{width}  "
+                  f"from {entry.data_root}  ({entry.created_at})")
+        else:
+            print(f"  {entry.name}  {_size(entry.bytes)}  {entry.state}")
+    print(f"{len(entries)} in all, {_size(sum(entry.bytes for entry in entries))}; "
+          "remove with `python -m report_builder cache --remove NAME` (or `--remove all`)")
+
+
 INTERRUPTED_MESSAGES = {
     "train": "Interrupted. Finished epochs are saved; run the same command again to resume.",
     "render": "Interrupted. The docs folder holds the previous report or the new one, whole; nothing else changed.",
     "build": "Interrupted. The site folder holds the previous site or the new one, whole; nothing else changed.",
+    "cache": "Interrupted. A cache whose removal was cut short is listed as being removed; remove it again. Nothing else changed.",
 }
 
 
@@ -151,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 command_render(arguments)
             elif arguments.command == "build":
                 command_build(arguments)
+            elif arguments.command == "cache":
+                command_cache(arguments)
             else:
                 run_dir = command_train(arguments)
                 interrupts.raise_if_interrupted()

@@ -81,6 +81,15 @@ def format_points(value: object, signed: bool = True) -> str:
     return f"{text} {unit}"
 
 
+def format_difference(value: object) -> str:
+    """A difference of two fractions in signed percentage points, no unit: 0.031 -> "+3.1"."""
+    number = finite(value)
+    if number is None:
+        return "n/a"
+    text = _no_negative_zero(f"{number * 100:.{obs.POINTS_DECIMALS}f}")
+    return text if text.startswith("-") or text.strip("0.") == "" else "+" + text
+
+
 def format_count(value: object) -> str:
     """An integer with thousands separators: 2260546 -> "2,260,546"."""
     number = finite(value)

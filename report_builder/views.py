@@ -16,16 +16,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import SCHEMA_VERSION, parse_seed_folder
+import numpy as np
+
+from experiments.artifacts import SCHEMA_VERSION, ArtifactFormatError, ValidationPredictions, files_digest, parse_seed_folder
 from experiments.config import CONTINUES, MODEL_NAMES
 from experiments.errors import UserError
+from report_builder import analysis
 from report_builder import observations as obs
+from report_builder import references as refs
 from report_builder.formatting import as_int, finite
 
 MODEL_ORDER = MODEL_NAMES
-#: Validation accuracy the reference write-ups report after fine-tuning. It is their figure,
-#: quoted with that attribution on the finetune page, never a result of this run.
-REFERENCE_FINETUNE_VAL_ACCURACY = 0.98
+#: Outcomes of a paired comparison of two models' validation accuracy.
+BETTER, WORSE, NO_CLEAR_DIFFERENCE, NOT_COMPARABLE = "better", "worse", "no clear difference", "not comparable"
+#: Short words for each curve verdict, for table cells (the model pages say them in full).
+VERDICT_LABELS = {
+    analysis.AT_CHANCE: "near chance",
+    analysis.UNDERFITTING: "underfits",
+    analysis.STILL_IMPROVING: "still improving",
+    analysis.OVERFITTING_LOSS: "val. loss rising",
+    analysis.OVERFITTING_GAP: "train-val gap",
+    analysis.UNSTABLE_SPREAD: "seeds disagree",
+    analysis.LATE_DROP: "late drop",
+    analysis.SETTLED: "settled",
+}
 RERUN_COMMAND = "python -m report_builder train"
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
@@ -81,8 +95,28 @@ class ModelView:
     missing_seeds: list[int] = field(default_factory=list)
     accuracy: obs.AccuracyEstimate | None = None  # mean last-epoch validation accuracy, 95% interval
     precision: str | None = None
-    comparison: obs.Comparison | None = None  # against the previous model in study order
+    comparison: PairedComparison | None = None  # against the previous model in study order
     lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
+    correct: np.ndarray | None = field(default=None, repr=False)  # (seeds, validation images): right or wrong
+    correct_seeds: list[int] = field(default_factory=list)  # the seeds of the rows of `correct`
+    predictions_note: str | None = None  # why there is no interval, when there is none
+    interval: analysis.Interval | None = None  # mean final validation accuracy, seeds and images resampled
+    verdicts: list[analysis.Verdict] = field(default_factory=list)
+    best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
+    reference: dict[str, Any] | None = None  # references.summarize for this model
+
+    @property
+    def verdict_codes(self) -> list[str]:
+        return [verdict.code for verdict in self.verdicts]
+
+    @property
+    def verdict_labels(self) -> list[str]:
+        return [VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
+
+    @property
+    def final_accuracies(self) -> list[tuple[int, float | None]]:
+        """Each seed's last-epoch validation accuracy, in seed order."""
+        return [(row.result.seed, row.result.last_val_accuracy) for row in self.seed_rows]
 
     @property
     def seed_count(self) -> int:
@@ -95,6 +129,27 @@ class ModelView:
         if self.over_seeds is None or not self.over_seeds.epochs:
             return None
         return self.over_seeds.epochs[0].epoch, self.over_seeds.epochs[-1].epoch
+
+
+@dataclass
+class PairedComparison:
+    """Model `first` against model `second` on the same validation images (first minus second)."""
+
+    first: str
+    second: str
+    difference: analysis.Interval | None
+    outcome: str  # BETTER / WORSE (first than second), NO_CLEAR_DIFFERENCE or NOT_COMPARABLE
+    reason: str | None = None  # why NOT_COMPARABLE
+    confounds: list[str] = field(default_factory=list)
+    seed_counts: tuple[int, int] = (0, 0)
+
+    @property
+    def winner(self) -> str | None:
+        return {BETTER: self.first, WORSE: self.second}.get(self.outcome)
+
+    @property
+    def loser(self) -> str | None:
+        return {BETTER: self.second, WORSE: self.first}.get(self.outcome)
 
 
 @dataclass
@@ -116,6 +171,7 @@ class SeedRun:
     epochs: object  # the history's ``epochs`` list, validated by observations
     precision: str | None
     epochs_planned: int | None
+    predictions: ValidationPredictions | None = None
 
 
 @dataclass
@@ -217,7 +273,12 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
             continue
         state = as_dict(read_json(folder / "state.json", problems))
         precision = artifact_text(history.get("precision"))
-        runs.append(SeedRun(seed, history.get("epochs"), precision, as_int(state.get("epochs_planned"))))
+        try:
+            predictions = ValidationPredictions.read(folder / "validation_predictions.json")
+        except ArtifactFormatError as error:
+            problems.append(f"{_relative_name(folder / 'validation_predictions.json')}: {str(error).split(': ', 1)[-1]}")
+            predictions = None
+        runs.append(SeedRun(seed, history.get("epochs"), precision, as_int(state.get("epochs_planned")), predictions))
     return runs
 
 
@@ -272,8 +333,10 @@ def load_run(artifacts_dir: Path) -> RunView:
 
 
 def _figure_names() -> list[str]:
-    names = ["data_grid.png", "augmentation_flip.png", "augmentation_rotation.png", "comparison.png", "misclassified_test.png"]
-    return names + [f"curves_{model}.png" for model in MODEL_ORDER]
+    """Every figure a run may have, each in its light and dark variant."""
+    names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test"]
+    names += [f"curves_{model}" for model in MODEL_ORDER]
+    return [f"{name}{variant}.png" for name in names for variant in ("", "-dark")]
 
 
 def _baseline_validation_accuracy(dataset: dict[str, Any] | None) -> float | None:
@@ -325,9 +388,96 @@ def load_models(
         view = _model_view(name, index, status, entry, summary, runs, observation, observation_error,
                            figures, as_dict(validation.get(name)), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds, validation_count)
+        _add_reading(view, runs, dataset, baseline)
         views.append(view)
     _add_comparisons(views)
     return views
+
+
+def validation_labels(dataset: dict[str, Any] | None) -> tuple[str | None, list[int] | None]:
+    """The digest of the validation file list (None when dataset.json does not list them) and
+    the validation label counts in class order (None when not recorded)."""
+    dataset = as_dict(dataset)
+    validation = as_dict(as_dict(dataset.get("splits")).get("validation"))
+    files = validation.get("files")
+    digest = files_digest([str(name) for name in files]) if isinstance(files, list) and files else None
+    counts = as_dict(validation.get("label_counts"))
+    class_names = dataset.get("class_names") if isinstance(dataset.get("class_names"), list) else []
+    values = [as_int(counts.get(name)) for name in class_names]
+    label_counts = values if values and all(value is not None and value >= 0 for value in values) and sum(values) > 0 else None
+    return digest, label_counts
+
+
+def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
+    """Stack the seeds' per-image right/wrong rows; say why not when they cannot be used.
+
+    A seed's predictions count only when they follow this run's validation file list and come
+    from the epoch that is scored (its history's last)."""
+    rows, seeds, problems = [], [], []
+    for run in runs:
+        record = run.predictions
+        epochs = run.epochs if isinstance(run.epochs, list) else []
+        last_epoch = as_int(as_dict(epochs[-1]).get("epoch")) if epochs else None
+        if record is None:
+            problems.append(f"seed {run.seed} has no recorded validation predictions")
+        elif files_sha256 is not None and record.files_sha256 != files_sha256:
+            problems.append(f"seed {run.seed}'s predictions are for another validation file list")
+        elif record.epoch != last_epoch:
+            problems.append(f"seed {run.seed}'s predictions are from epoch {record.epoch}, not its last epoch {last_epoch}")
+        else:
+            rows.append(record.correct)
+            seeds.append(run.seed)
+    if problems:
+        return None, [], "; ".join(problems)
+    if not rows or len({len(row) for row in rows}) != 1 or not rows[0]:
+        return None, [], "the seeds' predictions do not cover the same validation images"
+    return np.array(rows, dtype=bool), seeds, None
+
+
+def _add_reading(view: ModelView, runs: list[SeedRun], dataset: dict[str, Any] | None, baseline: float | None) -> None:
+    """The expert reading of one model: its interval, verdicts and best epochs (report_builder.analysis)."""
+    if view.over_seeds is None:
+        return
+    histories = {run.seed: run.epochs for run in runs if isinstance(run.epochs, list)}
+    digest, label_counts = validation_labels(dataset)
+    view.correct, view.correct_seeds, view.predictions_note = correctness_matrix(runs, digest)
+    if view.correct is not None:
+        view.interval = analysis.accuracy_interval(view.correct)
+    view.best_epochs = {seed: analysis.best_epoch(history) for seed, history in histories.items()}
+    if baseline is not None and label_counts:
+        view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline,
+                                                chance_loss=analysis.chance_loss(label_counts), interval=view.interval)
+    if view.name in refs.STUDY_MODELS:
+        try:
+            view.reference = refs.summarize(refs.load_references(), view.name)
+        except ValueError:
+            view.reference = None
+
+
+def confounds(first: ModelView, second: ModelView) -> list[str]:
+    """Differences between two models other than the idea being compared, in words."""
+    notes = []
+    if first.precision and second.precision and first.precision != second.precision:
+        notes.append(f"{first.name} trained in {first.precision}, {second.name} in {second.precision}")
+    first_range, second_range = first.epoch_range, second.epoch_range
+    if first_range and second_range and first_range[1] != second_range[1]:
+        notes.append(f"{first.name} had {first_range[1]} epochs of training in all, {second.name} {second_range[1]}")
+    return notes
+
+
+def compare(first: ModelView, second: ModelView) -> PairedComparison:
+    """First minus second, paired over validation images, seeds and images resampled."""
+    counts = (len(first.correct_seeds), len(second.correct_seeds))
+    if first.correct is None or second.correct is None:
+        missing = first if first.correct is None else second
+        reason = f"{missing.name} has no usable validation predictions" + (f" ({missing.predictions_note})" if missing.predictions_note else "")
+        return PairedComparison(first.name, second.name, None, NOT_COMPARABLE, reason, confounds(first, second), counts)
+    if first.correct.shape[1] != second.correct.shape[1]:
+        return PairedComparison(first.name, second.name, None, NOT_COMPARABLE,
+                                "their predictions cover different numbers of validation images", confounds(first, second), counts)
+    difference = analysis.paired_difference(first.correct, second.correct)
+    outcome = BETTER if difference.low > 0 else WORSE if difference.high < 0 else NO_CLEAR_DIFFERENCE
+    return PairedComparison(first.name, second.name, difference, outcome, None, confounds(first, second), counts)
 
 
 def _add_seeds(
@@ -368,8 +518,8 @@ def _add_comparisons(views: list[ModelView]) -> None:
     """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
     for view, previous in zip(views[1:], views[:-1]):
-        if view.accuracy is not None and previous.accuracy is not None:
-            view.comparison = obs.compare_models(view.name, view.accuracy, previous.name, previous.accuracy)
+        if view.over_seeds is not None and previous.over_seeds is not None:
+            view.comparison = compare(view, previous)
         source = by_name.get(CONTINUES.get(view.name, ""))
         if source is not None and source.epoch_range is not None:
             view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
@@ -462,6 +612,46 @@ def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
         else:
             rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
     return rows
+
+
+#: Config keys that apply only when ... (section.key -> predicate on the config and the models run).
+def _applies(key: str, config: dict[str, Any], models: list[str]) -> bool:
+    data = as_dict(config.get("data"))
+    source = data.get("source")
+    continuing = {"finetune", "transfer_extended"} & set(models)
+    if key in ("data.url", "data.archive_sha256", "data.cache_dir"):
+        return source == "download"
+    if key == "data.data_dir":
+        return source == "folder"
+    if key.startswith("data.synthetic_"):
+        return source == "synthetic"
+    if key in ("training.base_weights", "training.validation_feature_cache"):
+        return bool({"transfer"} & set(models))
+    if key == "training.finetune_epochs":
+        return bool(continuing)
+    if key in ("training.finetune_from_layer", "training.finetune_learning_rate_factor"):
+        return "finetune" in models
+    if key.startswith("dataset."):
+        return False  # shown in its own table
+    return True
+
+
+def applicable_config_rows(config: object, models: list[str]) -> list[tuple[str, str]]:
+    """The settings that applied to this run (a folder run does not list the download URL, ...)."""
+    config = as_dict(config)
+    return [(key, value) for key, value in flatten_config(config) if _applies(key, config, models)]
+
+
+def about_data(manifest: dict[str, Any]) -> dict[str, str | None]:
+    """The config's [dataset] description (name, description, source, licence): None values when not given."""
+    return _pick_text(as_dict(manifest.get("config")).get("dataset"), ("name", "description", "source", "licence"))
+
+
+def reading_rules() -> dict[str, Any]:
+    """The thresholds of report_builder.analysis, for the method page to quote."""
+    return {name.lower(): getattr(analysis, name) for name in (
+        "RESAMPLES", "GENERATOR_SEED", "LEVEL", "FINAL_WINDOW", "LATE_EPOCHS", "TREND_WINDOW", "CHANCE_LOSS_FRACTION",
+        "UNDERFIT_FRACTION", "RISING_SLOPE", "LOSS_RISE_FRACTION", "GAP_THRESHOLD", "SPREAD_THRESHOLD", "DROP_THRESHOLD")}
 
 
 def sorted_items(mapping: object) -> list[tuple[str, Any]]:
@@ -596,13 +786,22 @@ def runner_up(models: Iterable[ModelView], chosen: str | None) -> ModelView | No
     return max(others, key=lambda model: model.accuracy.mean, default=None)
 
 
-def chosen_comparison(models: list[ModelView], chosen: str | None) -> obs.Comparison | None:
-    """The chosen model against the runner-up, by :func:`observations.compare_models`."""
+def chosen_comparison(models: list[ModelView], chosen: str | None) -> PairedComparison | None:
+    """The chosen model against the runner-up, paired (:func:`compare`)."""
     by_name = {model.name: model for model in models}
     winner, second = by_name.get(chosen or ""), runner_up(models, chosen)
-    if winner is None or winner.accuracy is None or second is None:
+    if winner is None or winner.over_seeds is None or second is None:
         return None
-    return obs.compare_models(winner.name, winner.accuracy, second.name, second.accuracy)
+    return compare(winner, second)
+
+
+def control_comparison(models: list[ModelView]) -> PairedComparison | None:
+    """finetune against its budget-matched control, transfer_extended, when both ran."""
+    by_name = {model.name: model for model in models}
+    finetune, control = by_name.get("finetune"), by_name.get("transfer_extended")
+    if finetune is None or control is None or finetune.over_seeds is None or control.over_seeds is None:
+        return None
+    return compare(finetune, control)
 
 
 def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -661,10 +860,13 @@ def page_context(run: RunView) -> dict[str, Any]:
         "chosen_comparison": chosen_comparison(run.models, chosen_name),
         "seeds": run.seeds,
         "validation_count": _validation_count(run.dataset),
-        "reference_finetune_accuracy": REFERENCE_FINETUNE_VAL_ACCURACY,
+        "control_comparison": control_comparison(run.models),
+        "about_data": about_data(manifest),
+        "rules": reading_rules(),
+        "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},
         "selection": selection_view(run.metrics),
         "test": test_view(run.metrics),
-        "config_rows": flatten_config(manifest.get("config", {})),
+        "config_rows": applicable_config_rows(manifest.get("config", {}), [model.name for model in run.models if model.status != "not_run"]),
         "total_wall_seconds": total_wall_seconds(run.models),
         "window": obs.SETTLED_WINDOW_EPOCHS,
         "overfitting_rule": obs.overfitting_rule_text(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from experiments.artifacts import SCHEMA_VERSION, seed_folder_name
+from experiments.artifacts import SCHEMA_VERSION, ValidationPredictions, files_digest, seed_folder_name
 from experiments.config import MODEL_NAMES
 
 MODEL_ORDER = MODEL_NAMES
@@ -31,6 +31,7 @@ MODEL_TITLES = {
     "preprocessed": ("MobileNetV2 input scaling", "Scale the pixels the way MobileNetV2 expects, to prepare for transfer."),
     "transfer": ("Transfer learning on a frozen MobileNetV2", "Reuse ImageNet features and train only a small head."),
     "finetune": ("Fine-tuning the top of MobileNetV2", "Unfreeze the top of the base and keep training at a tenth of the learning rate."),
+    "transfer_extended": ("Control: transfer trained as long", "The transfer model trained on, base frozen, for as many epochs as fine-tuning."),
 }
 
 
@@ -90,14 +91,22 @@ def finetune_history(epochs: int = 10, first_epoch: int = 11) -> list[dict[str, 
     return make_history(train, validation, first_epoch=first_epoch)
 
 
+def control_history(epochs: int = 10, first_epoch: int = 11) -> list[dict[str, Any]]:
+    """transfer trained on with its base frozen: validation flat near 0.95."""
+    train = [round(0.93 + 0.001 * index, 4) for index in range(epochs)]
+    validation = [0.95] * epochs
+    return make_history(train, validation, first_epoch=first_epoch)
+
+
 def default_histories() -> dict[str, list[dict[str, Any]]]:
-    """One model of each kind: at baseline, overfitting, steady, strong, fine-tuned."""
+    """One model of each kind: at baseline, overfitting, steady, strong, fine-tuned, the control."""
     return {
         "baseline": at_baseline_history(),
         "augmented": overfitting_history(),
         "preprocessed": steady_history(),
         "transfer": transfer_history(),
         "finetune": finetune_history(),
+        "transfer_extended": control_history(),
     }
 
 
@@ -184,6 +193,7 @@ def write_artifacts(
     validation_per_class: int = 200,
     run_status: str | None = None,
     config_extra: Mapping[str, Any] | None = None,
+    write_predictions: bool = True,
 ) -> Path:
     """Write a complete synthetic schema-2 run folder and return it.
 
@@ -197,19 +207,21 @@ def write_artifacts(
     model_status = dict(model_status or {})
     model_errors = dict(model_errors or {})
     run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = dataset_for(class_names, skipped, baseline_accuracy, validation_per_class)
+    validation = validation_split(dataset) if write_predictions else None
     manifest_models: dict[str, Any] = {}
     for index, model in enumerate(MODEL_ORDER):
         runs = runs_by_model.get(model)
         if runs is None:
             continue
         status = model_status.get(model, "complete")
-        manifest_models[model] = write_model(run_dir / "models" / model, model, index, runs, status)
+        manifest_models[model] = write_model(run_dir / "models" / model, model, index, runs, status, validation)
         manifest_models[model]["error"] = model_errors.get(model)
     all_complete = all(entry["status"] == "complete" for entry in manifest_models.values())
     status = run_status or ("complete" if all_complete and len(manifest_models) == len(MODEL_ORDER) else "failed")
     write_json(run_dir / "manifest.json", manifest_for(status, sorted(seeds), manifest_models, config_extra))
     if write_dataset:
-        write_json(run_dir / "dataset.json", dataset_for(class_names, skipped, baseline_accuracy, validation_per_class))
+        write_json(run_dir / "dataset.json", dataset)
     if write_metrics:
         write_json(run_dir / "metrics.json", metrics_for(runs_by_model, class_names))
     if write_figures:
@@ -218,11 +230,43 @@ def write_artifacts(
 
 
 def precision_for(model: str) -> str:
-    return "float32" if model in ("transfer", "finetune") else "mixed_bfloat16"
+    return "float32" if model in ("transfer", "finetune", "transfer_extended") else "mixed_bfloat16"
 
 
-def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list[dict[str, Any]]], status: str) -> dict[str, Any]:
-    """Write a model's summary and per-seed history and state; return its manifest entry."""
+def validation_split(dataset: Mapping[str, Any]) -> tuple[list[str], list[int], list[str]]:
+    """The validation files, their labels (from the class folder in each name) and the class names."""
+    class_names = list(dataset["class_names"])
+    validation = dataset["splits"]["validation"]
+    files = list(validation["files"])
+    labels = [index for index, name in enumerate(class_names) for _ in range(validation["label_counts"][name])]
+    return files, labels, class_names
+
+
+def predictions_for(model: str, seed: int, epochs: Sequence[Mapping[str, Any]],
+                    validation: tuple[list[str], list[int], list[str]]) -> ValidationPredictions | None:
+    """Predictions whose accuracy is the history's last val_accuracy (rounded to whole images).
+
+    Images are ranked by one fixed order shared by every model and seed, and the first k of them
+    are right: a better model is right on a superset of a worse one's images (strongly paired)."""
+    accuracy = last_val_accuracy(epochs)
+    if accuracy is None:
+        return None
+    files, labels, class_names = validation
+    count = len(files)
+    right = round(accuracy * count)
+    order = sorted(range(count), key=lambda index: (index * 7919) % count)
+    correct = [False] * count
+    for index in order[:right]:
+        correct[index] = True
+    predicted = [label if ok else (label + 1) % len(class_names) for label, ok in zip(labels, correct)]
+    return ValidationPredictions(model, seed, epochs[-1]["epoch"], files_digest(files), class_names, labels, predicted,
+                                 [0.9] * count)
+
+
+def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list[dict[str, Any]]], status: str,
+                validation: tuple[list[str], list[int], list[str]] | None = None) -> dict[str, Any]:
+    """Write a model's summary and per-seed history, state and (with `validation`) predictions;
+    return its manifest entry."""
     write_json(model_dir / "summary.json", summary_for(model))
     run_entries = {}
     for seed, epochs in sorted(runs.items()):
@@ -230,6 +274,9 @@ def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list
         write_json(seed_dir / "history.json", {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed,
                                                "precision": precision_for(model), "epochs": epochs})
         run_status = "complete" if status == "complete" else "partial"
+        record = predictions_for(model, seed, epochs, validation) if validation is not None and epochs else None
+        if record is not None:
+            record.write(seed_dir / "validation_predictions.json")
         write_json(
             seed_dir / "state.json",
             {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed, "config_hash": "c0ffee", "data_fingerprint": "f00d",
@@ -347,15 +394,17 @@ def test_for(model: str, seed: int | None, class_names: Sequence[str]) -> dict[s
 
 
 def write_figures_for(run_dir: Path, models: Sequence[str], misclassified: bool = True) -> None:
+    """Every figure as a small PNG, each with its dark twin (`<name>-dark.png`)."""
     figures = run_dir / "figures"
-    write_png(figures / "data_grid.png", (200, 120, 40))
-    write_png(figures / "augmentation_flip.png", (40, 120, 200))
-    write_png(figures / "augmentation_rotation.png", (40, 200, 120))
-    write_png(figures / "comparison.png", (120, 40, 200))
+    colors = {"data_grid": (200, 120, 40), "augmentation_flip": (40, 120, 200), "augmentation_rotation": (40, 200, 120),
+              "comparison": (120, 40, 200)}
     if misclassified:
-        write_png(figures / "misclassified_test.png", (220, 60, 60))
+        colors["misclassified_test"] = (220, 60, 60)
     for index, model in enumerate(models):
-        write_png(figures / f"curves_{model}.png", (30 * index, 90, 160))
+        colors[f"curves_{model}"] = (30 * index, 90, 160)
+    for name, color in colors.items():
+        write_png(figures / f"{name}.png", color)
+        write_png(figures / f"{name}-dark.png", tuple(channel // 4 for channel in color))
 
 
 def downgrade_to_schema_1(run_dir: Path) -> None:

@@ -3,8 +3,8 @@
 The first part renders synthetic artifact folders (tests/report_fixtures.py, no TensorFlow)
 whose histories are chosen so that the right sentence is known by hand, including cases built
 to tell a correct implementation from a plausible wrong one: a last epoch that is not the best
-one, seeds whose own verdicts differ from the mean curve's, a fine-tuning interval below, above
-and around the reference figure.
+one, seeds whose own verdicts differ from the seeds' together, every curve verdict, reference
+figures read from their sourced table.
 
 The second part trains one tiny real study (transfer and finetune, synthetic data, no
 pretrained weights; one module-scoped fixture) and checks what the report's "finetune continues
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 
+from report_builder.formatting import escape_markdown  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
 
@@ -53,8 +54,8 @@ def constant(train: float | None, validation: float | None, epochs: int = 5, fir
 # --------------------------------------------------------------------------- last epoch vs best epoch
 
 
-def test_final_epoch_sentence_reports_the_last_epoch_and_the_best_separately(tmp_path):
-    """The last epoch (6) is not the best one (3): the sentence must give each its own numbers."""
+def test_last_and_best_epoch_each_get_their_own_numbers(tmp_path):
+    """The last epoch (6) is not the best one (3): each seed's row, and the late-drop verdict, say so."""
     histories = fixtures.default_histories()
     histories["augmented"] = fixtures.make_history(
         train=[0.60, 0.70, 0.80, 0.85, 0.90, 0.92],
@@ -62,109 +63,104 @@ def test_final_epoch_sentence_reports_the_last_epoch_and_the_best_separately(tmp
     )
     pages = render_histories(tmp_path, histories=histories)
     augmented = pages["models/augmented.md"]
-    assert ("The best single epoch was epoch 3 with 74.0%; in the final epoch (6) the model scored 92.0% "
-            "on the training images and 61.0% on validation.") in augmented
-    # the window is the last five epochs, 2 to 6
-    assert ("Over the last 5 epochs (epochs 2 to 6) validation accuracy settled between 61.0% and 74.0%, "
-            "67.0% on average.") in augmented
-    # train 0.834 against validation 0.670 over the window
-    assert "Training accuracy ran 16.4 points ahead of validation on average, so this model **overfits strongly**" in augmented
     # per seed (validation shifted by -1, 0, +1 point): last epoch 6, best epoch 3
-    assert "| 1337 | 6 | 60.0% | 3 | 73.0% |" in augmented
-    assert "| 1339 | 6 | 62.0% | 3 | 75.0% |" in augmented
-    assert "| **Mean ± std** | | **61.0% ± 1.0** | | **74.0% ± 1.0** | | |" in augmented
+    assert "| 1337 | 60.0% (6) | 73.0% (3) |" in augmented
+    assert "| 1339 | 62.0% (6) | 75.0% (3) |" in augmented
+    assert "| augmented | 60.0%, 61.0%, 62.0% | 3, 3, 3 |" in pages["index.md"]
+    # its best of the last five epochs (2 to 6) is epoch 3, 13 points above the last
+    assert "Seed 1337 ended at 60.0%, 13.0 points below its 73.0% of epoch 3" in augmented
+    # train 0.89 against validation 0.637 over the last three epochs
+    assert "- **Overfits: a train-validation gap of 25.3 points.**" in augmented
 
 
-# --------------------------------------------------------------------------- verdicts come from the mean curve
+# --------------------------------------------------------------------------- verdicts over the seeds
 
 
-def test_verdicts_are_read_from_the_mean_curve_not_from_one_seed(tmp_path):
-    """Each seed alone would get another verdict than the mean over the seeds."""
+def test_verdicts_are_read_over_the_seeds_not_from_one_seed(tmp_path):
+    """Each seed alone would get another verdict than the seeds together."""
     histories = fixtures.default_histories()
-    # gaps 15, 1 and 2 points: seed by seed "strong", "none", "none"; the mean curve's gap is 6: "mild"
+    # gaps 15, 1 and 2 points: one seed alone overfits; together the gap is 6 points (no verdict), but
+    # the seeds' final accuracies span 4 points: they disagree
     histories["preprocessed"] = {1337: constant(0.90, 0.75), 1338: constant(0.80, 0.79), 1339: constant(0.80, 0.78)}
-    # 5 points above, 8 below, 5 above the 50% baseline: "better", "no better", "better"; the mean: 0.7 above
+    # 5 points above, 8 below, 5 above the 50% baseline: two seeds alone beat it, the three together do not
     histories["baseline"] = {1337: constant(0.55, 0.55), 1338: constant(0.42, 0.42), 1339: constant(0.55, 0.55)}
     pages = render_histories(tmp_path, histories=histories)
     preprocessed, baseline, index = pages["models/preprocessed.md"], pages["models/baseline.md"], pages["index.md"]
-    assert "Training accuracy stayed 6.0 points ahead of validation on average: the model **overfits mildly**." in preprocessed
-    assert "overfits strongly" not in preprocessed and "no clear overfitting" not in preprocessed
-    assert index_row(index, "preprocessed").endswith("| overfits mildly |")
-    assert ("Honestly, though, that is **no better than the baseline**: the settled mean is only 0.7 points above "
-            "the 50.0% you would get by always answering with the most common class.") in baseline
-    assert "clearly learned something" not in baseline
-    assert index_row(index, "baseline").endswith("| no clear overfitting; no better than the baseline |")
-    # the facts next to the verdicts are the mean curve's too
-    assert "validation accuracy sat flat at 77.3%" in preprocessed
-    assert "validation accuracy sat flat at 50.7%" in baseline
+    assert "Overfits" not in preprocessed
+    assert "- **Seeds disagree.** The last epoch's validation accuracy spans 4.0 points across seeds" in preprocessed
+    assert index_row(index, "preprocessed").endswith("| seeds disagree |")
+    assert "- **Near chance.** Its 95% interval reaches down to" in baseline
+    assert "this run cannot show that the model learned anything from the images" in baseline
+    assert index_row(index, "baseline").endswith("| near chance, underfits, seeds disagree |")
 
 
-# --------------------------------------------------------------------------- the reference figure
+# --------------------------------------------------------------------------- the reference figures
 
 
-def reference_sentence(page: str) -> tuple[float, float, str]:
-    match = re.search(r"with a 95% interval of ([\d.]+)% to ([\d.]+)%, which (lies below|lies above|includes) their figure\.", page)
-    assert match, "the finetune page does not place its interval against the reference figure"
-    return float(match.group(1)), float(match.group(2)), match.group(3)
+def test_reference_figures_come_from_the_sourced_table(tmp_path):
+    from report_builder import references
+
+    table = references.load_references()
+    pages = render_histories(tmp_path)
+    for model in ("baseline", "augmented", "preprocessed", "transfer"):
+        summary = references.summarize(table, model)
+        page = pages[f"models/{model}.md"]
+        span = (f"{summary['min'] * 100:.1f}%" if summary["min"] == summary["max"]
+                else f"{summary['min'] * 100:.1f}% to {summary['max'] * 100:.1f}%")
+        assert f"report a final validation accuracy of {span} for this model, each from a single run" in page, model
+        assert "This run used other images, so the figures compare in kind, not digit for digit." in page
+        for source in summary["sources"]:
+            assert f"- {escape_markdown(source)}" in page
+    transfer = pages["models/transfer.md"]
+    assert "One more figure is left out because its write-up trained on its test split." in transfer
+    for model in ("finetune", "transfer_extended"):
+        assert "reference write-ups" not in pages[f"models/{model}.md"]
 
 
-@pytest.mark.parametrize(
-    "val_accuracy, validation_per_class, expected",
-    [
-        (0.90, 200, "lies below"),  # 360 of 400: about 86.7% to 92.6%
-        (0.98, 200, "includes"),  # 392 of 400: about 96.1% to 99.0%
-        (0.995, 1000, "lies above"),  # 1990 of 2000: about 99.1% to 99.7%
-    ],
-)
-def test_finetune_interval_is_placed_right_against_the_reference(tmp_path, val_accuracy, validation_per_class, expected):
-    histories = fixtures.default_histories()
-    histories["finetune"] = {seed: constant(min(val_accuracy + 0.01, 1.0), val_accuracy, epochs=10, first_epoch=11)
-                             for seed in (1337, 1338)}
-    pages = render_histories(tmp_path, histories=histories, seeds=(1337, 1338), validation_per_class=validation_per_class)
-    finetune = pages["models/finetune.md"]
-    assert "The reference write-ups this study follows report about\n98% validation accuracy after fine-tuning." in finetune
-    low, high, placement = reference_sentence(finetune)
-    assert placement == expected
-    # and the words agree with the printed interval, read back from the page
-    assert placement == ("lies below" if high < 98.0 else "lies above" if low > 98.0 else "includes")
-    assert f"Ours is {val_accuracy * 100:.1f}% ± 0.0 points" in finetune
+def test_reference_figures_say_when_the_data_is_theirs(tmp_path):
+    pages = render_histories(tmp_path, config_extra=None)
+    run = fixtures.write_artifacts(tmp_path / "named" / "artifacts")
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    manifest["config"]["dataset"] = {"name": "cats_and_dogs_filtered", "description": "", "source": "", "licence": ""}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    named = render_pages(run, tmp_path / "named" / "docs")
+    assert "This run scores a fixed validation split instead." in named["models/transfer.md"]
+    assert "The images are **cats\\_and\\_dogs\\_filtered**" in named["index.md"]
+    assert "This run's config does not name its data" in pages["index.md"]
 
 
-# --------------------------------------------------------------------------- every overfitting and baseline sentence
+# --------------------------------------------------------------------------- every verdict sentence
 
 
-def test_each_overfitting_and_baseline_sentence(tmp_path):
+def test_each_verdict_sentence(tmp_path):
+    rising = fixtures.make_history([0.55 + 0.03 * index for index in range(10)], [0.5 + 0.025 * index for index in range(10)])
+    turned = fixtures.make_history([0.6 + 0.04 * index for index in range(10)], [0.70] * 10)
+    for index, record in enumerate(turned):  # validation loss bottoms out at epoch 4, then climbs to 1.5
+        record["val_loss"] = 0.6 - 0.05 * index if index < 4 else 0.45 + 0.15 * (index - 3)
     histories = {
-        "baseline": constant(0.50, 0.50),  # flat, no gap, level with the baseline
-        "augmented": constant(0.40, 0.45),  # validation above training, below the baseline
-        "preprocessed": constant(None, 0.70),  # no training accuracy: no gap to judge
-        "transfer": constant(0.53, 0.515),  # a small gap, only a little above the baseline
-        "finetune": constant(0.90, 0.84, first_epoch=6),  # a mild gap
+        "baseline": constant(0.50, 0.50),  # at the baseline: near chance, and underfitting
+        "augmented": rising,  # best epoch last, still rising
+        "preprocessed": turned,  # validation loss turned upward
+        "transfer": constant(0.96, 0.95, epochs=10),  # nothing to warn about
+        "finetune": constant(0.97, 0.955, epochs=5, first_epoch=11),
     }
     pages = render_histories(tmp_path, histories=histories)
-    baseline, augmented = pages["models/baseline.md"], pages["models/augmented.md"]
-    preprocessed, transfer, finetune = pages["models/preprocessed.md"], pages["models/transfer.md"], pages["models/finetune.md"]
+    baseline, augmented, preprocessed, transfer = (pages[f"models/{name}.md"] for name in ("baseline", "augmented", "preprocessed", "transfer"))
     index = pages["index.md"]
 
-    assert "Over the last 5 epochs (epochs 1 to 5) validation accuracy sat flat at 50.0%." in baseline
-    assert "Training and validation accuracy stayed close, 0.0 points apart on average, so there is **no clear overfitting** here." in baseline
-    assert "the settled mean is level with the 50.0% you would get by always answering with the most common class" in baseline
+    assert "- **Near chance.** Its 95% interval reaches down to" in baseline
+    assert "- **Underfits.** Training accuracy ends at 50.0% (mean of the last 3 epochs), below the 75.0%" in baseline
 
-    assert ("Validation accuracy was even 5.0 points above training accuracy on average (training images are the harder "
-            "ones when they are augmented or dropout is active), so there is **no clear overfitting** here.") in augmented
-    assert "the settled mean is 5.0 points below the 50.0% you would get" in augmented
+    assert "- **Still improving when training stopped.** Best epochs per seed: 10 (seed 1337), 10 (seed 1338), 10 (seed 1339), of 10" in augmented
+    assert "accuracy rose +2.5 points per epoch" in augmented
+    assert index_row(index, "augmented").endswith("| still improving |")
 
-    assert "There is **not enough data** to judge overfitting: no epoch in the window has both a training and a validation accuracy." in preprocessed
-    assert "That is 20.0 points above the majority baseline of 50.0%, so the model has clearly learned something." in preprocessed
-    assert index_row(index, "preprocessed").endswith("| not enough data |")
+    assert "- **Validation loss turned upward after epoch 4.** The mean validation loss fell to 0.450 there and climbed to 1.350" in preprocessed
+    assert "- **Overfits: a train-validation gap of 22.0 points.**" in preprocessed
 
-    assert "Training and validation accuracy stayed close, 1.5 points apart on average, so there is **no clear overfitting** here." in transfer
-    assert "the settled mean is only 1.5 points above the 50.0% you would get" in transfer
-    assert index_row(index, "transfer").endswith("| no clear overfitting; no better than the baseline |")
-
-    assert "Training accuracy stayed 6.0 points ahead of validation on average: the model **overfits mildly**." in finetune
-    assert index_row(index, "finetune").endswith("| overfits mildly |")
-    assert index_row(index, "augmented").endswith("| no clear overfitting; no better than the baseline |")
+    assert "- **Settled.** None of the warning signs applies" in transfer
+    assert index_row(index, "transfer").endswith("| settled |")
+    assert "That interval lies above the majority baseline of 50.0%: the model learned something from the images." in transfer
 
 
 # --------------------------------------------------------------------------- continues, chosen on validation, tested once
@@ -174,20 +170,21 @@ def test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers(tmp_pa
     histories = fixtures.default_histories()
     histories["transfer"] = fixtures.transfer_history(epochs=4)
     histories["finetune"] = fixtures.finetune_history(epochs=3, first_epoch=5)
+    histories["transfer_extended"] = fixtures.control_history(epochs=3, first_epoch=5)
     pages = render_histories(tmp_path, histories=histories)
-    assert ("The figure starts with transfer's epochs 1 to 4, the run this model continues from, so you can see where "
-            "finetune picks up: its own epochs are 5 to 7.") in pages["models/finetune.md"]
-    assert ("The finetune model is the exception to starting from scratch: each of its runs starts from the\n"
-            "final weights of the transfer run with the same seed, which is why its epochs continue\n"
-            "transfer's numbering.") in pages["method.md"]
-    # only finetune continues another model
+    assert ("The figure starts with transfer's epochs 1 to 4, the run this model continues from; "
+            "its own epochs are 5 to 7.") in pages["models/finetune.md"]
+    assert ("finetune does not start from scratch: each of its runs continues the final weights of the transfer "
+            "run with the same seed, so its epochs continue transfer's numbering.") in pages["method.md"]
+    assert "transfer_extended does not start from scratch" in pages["method.md"]
+    # only finetune and its control continue another model
     for model in ("baseline", "augmented", "preprocessed", "transfer"):
         assert "the run this model continues from" not in pages[f"models/{model}.md"]
 
 
 def selection_table(index: str) -> dict[str, float]:
-    rows = re.findall(r"^\| (\w+) \| ([\d.]+)% \|$", index.split("| Model | Validation accuracy (mean over seeds) |")[1].split("\n\n")[0], re.M)
-    return {name: float(value) for name, value in rows}
+    rows = re.findall(r"^\| ([\w\\]+) \| ([\d.]+)% \|$", index.split("| Model | Validation accuracy (mean over seeds) |")[1].split("\n\n")[0], re.M)
+    return {name.replace("\\", ""): float(value) for name, value in rows}
 
 
 def test_the_model_is_chosen_on_validation_and_tested_once(tmp_path):
@@ -318,6 +315,6 @@ def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study
     transfer.history.write_text(json.dumps(history), encoding="utf-8")
     action, reason = decision(finetune)
     assert action == RESTART, reason
-    assert "transfer" in reason
+    assert "the transfer model it starts from changed" in reason
     transfer.history.write_bytes(original)
     assert decision(finetune)[0] == SKIP

@@ -22,7 +22,7 @@ def state(status="complete", **changes):
     ((state(), HISTORY, True, EXPECTED, True), RESTART, "--force"),
     ((state(config_hash="c0"), HISTORY, True, EXPECTED, False), RESTART, "config changed"),
     ((state(data_fingerprint="d0"), HISTORY, True, EXPECTED, False), RESTART, "data changed"),
-    ((state(), HISTORY, True, {**EXPECTED, "starting_point": "new"}, False), RESTART, "transfer model it starts from"),
+    ((state(), HISTORY, True, {**EXPECTED, "starting_point": "new"}, False), RESTART, "the model it starts from changed"),
     ((state(), HISTORY, False, EXPECTED, False), RESTART, "model file model.keras is missing"),
     ((state(), {"epochs": [{"epoch": 1}]}, True, EXPECTED, False), RESTART, "history is incomplete"),
     ((state("partial", epochs_completed=1), None, False, EXPECTED, False), RESUME, "1 epochs done"),
@@ -32,6 +32,11 @@ def state(status="complete", **changes):
 def test_each_decision_and_its_reason(arguments, action, words):
     decided, reason = decide(*arguments)
     assert decided == action and words in reason
+
+
+def test_a_changed_starting_point_names_the_model_it_continues():
+    reason = decide(state(), HISTORY, True, {**EXPECTED, "starting_point": "new"}, False, source_name="transfer")[1]
+    assert "the transfer model it starts from changed" in reason
 
 
 def test_a_run_another_process_finished_meanwhile_is_not_trained_again_even_with_force():

@@ -7,16 +7,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 
+from report_builder import analysis  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
-from report_builder.formatting import (  # noqa: E402
+from report_builder.formatting import (
     escape_markdown,
+    format_difference,  # noqa: E402
     format_interval,
     format_percent,
     format_points,
@@ -25,7 +28,7 @@ from report_builder.formatting import (  # noqa: E402
 from report_builder.publish import MARKER, marker_text  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import SiteBuildError, build_site  # noqa: E402
-from report_builder.views import REFERENCE_FINETUNE_VAL_ACCURACY, ReportError  # noqa: E402
+from report_builder.views import ReportError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +56,18 @@ def fixture_estimate(model: str, history=None, seeds=fixtures.DEFAULT_SEEDS, val
     runs = fixtures.per_seed(history if history is not None else fixtures.default_histories()[model], seeds)
     summary = obs.summarise_seeds(model, runs)
     return summary, obs.accuracy_estimate(summary.last_val, validation_count)
+
+
+def fixture_correct(model: str, histories=None, seeds=fixtures.DEFAULT_SEEDS) -> np.ndarray:
+    """The (seeds, images) right/wrong matrix the fixtures write for a model, rebuilt here."""
+    histories = histories or fixtures.default_histories()
+    runs = fixtures.per_seed(histories[model], seeds)
+    validation = fixtures.validation_split(fixtures.dataset_for(("cats", "dogs"), None, 0.5))
+    return np.array([fixtures.predictions_for(model, seed, runs[seed], validation).correct for seed in sorted(runs)])
+
+
+def interval_text(interval) -> str:
+    return f"{format_percent(interval.estimate)} ({format_percent(interval.low)} to {format_percent(interval.high)})"
 
 
 def render_pages(run: Path, tmp_path: Path) -> dict[str, str]:
@@ -113,14 +128,12 @@ def test_complete_run_writes_every_page_and_figure(complete_run: Path, tmp_path:
     docs = tmp_path / "docs"
     written = render_report(complete_run, docs)
     relative = sorted(str(path.relative_to(docs)) for path in written)
+    figures = ["augmentation_flip", "augmentation_rotation", "comparison", "data_grid", "misclassified_test"]
+    figures += [f"curves_{model}" for model in fixtures.MODEL_ORDER]
     assert relative == sorted(
         ["index.md", "method.md"]
         + [f"models/{model}.md" for model in fixtures.MODEL_ORDER]
-        + [f"assets/figures/{name}" for name in (
-            "augmentation_flip.png", "augmentation_rotation.png", "comparison.png", "data_grid.png",
-            "curves_baseline.png", "curves_augmented.png", "curves_preprocessed.png", "curves_transfer.png",
-            "curves_finetune.png", "misclassified_test.png",
-        )]
+        + [f"assets/figures/{name}{variant}.png" for name in figures for variant in ("", "-dark")]
     )
     assert all(path.is_file() for path in written)
     assert not list(docs.rglob("*.tmp"))
@@ -130,23 +143,18 @@ def test_index_numbers_come_from_the_artifacts(complete_run: Path, tmp_path: Pat
     docs = tmp_path / "docs"
     render_report(complete_run, docs)
     index = read(docs / "index.md")
-    summary, estimate = fixture_estimate("augmented")
-    best = summary.best_val
-    expected_row = (
-        f"| [augmented](models/augmented.md) | 3 | {format_percent(estimate.mean)} ± {format_std(estimate.std)} "
-        f"| {format_interval(estimate.interval)} | {format_percent(best.mean)} ± {format_std(best.std)} | 6, 6, 6 |"
-    )
-    assert expected_row in index
-    assert "| 3 | 63.0% ± 1.0 | 58.2% to 67.6% | 65.0% ± 1.0 | 6, 6, 6 |" in index  # and by hand
+    interval = analysis.accuracy_interval(fixture_correct("augmented"))
+    assert f"| [augmented](models/augmented.md) | {interval_text(interval)} | train-val gap, late drop |" in index
+    assert "| augmented | 62.0%, 63.0%, 64.0% | 6, 6, 6 |" in index  # and by hand
     assert "**19 of 20**" in index and "**95.0%**" in index
     assert "chosen model is **finetune**, trained with seed **1339**" in index
     assert "| 1339 (chosen) |" in index
     assert "Both the model and its seed were chosen on validation accuracy alone" in index
     assert "| **dogs** | 1 | 9 |" in index and "misclassified_test.png" in index
     assert "right 50.0% of the time on validation" in index
-    assert "![A few training images of each class](assets/figures/data_grid.png)" in index
+    assert "![A few training images of each class](assets/figures/data_grid.png#only-light)" in index
+    assert "![A few training images of each class](assets/figures/data_grid-dark.png#only-dark)" in index
     assert '=== "Training"' in index and '=== "Test"' in index
-    assert obs.overfitting_rule_text() in index
     assert "broken" not in index  # the file list lives on the method page
     assert "1 file was skipped" in index
 
@@ -157,16 +165,17 @@ def test_model_pages_word_the_verdict_from_the_facts(complete_run: Path, tmp_pat
     baseline = read(docs / "models" / "baseline.md")
     augmented = read(docs / "models" / "augmented.md")
     preprocessed = read(docs / "models" / "preprocessed.md")
-    assert "**no better than the baseline**" in baseline
-    assert "clearly learned something" not in baseline
-    assert "**overfits strongly**" in augmented
-    index = read(docs / "index.md")
-    assert "| no clear overfitting; no better than the baseline |" in index
-    assert "| overfits strongly |" in index
-    assert "clearly learned something" in augmented
+    assert "- **Near chance.** Its 95% interval reaches down to" in baseline
+    assert "- **Underfits.**" in baseline
+    assert "this run cannot show that the model learned anything from the images" in baseline
+    assert "learned something from the images" in augmented and "cannot show" not in augmented
+    assert "- **Overfits: a train-validation gap of" in augmented
+    assert "- **A late drop.** Seed 1337 ended at 62.0%" in augmented
     assert "## Compared with baseline" in augmented
-    assert "**augmented is better than baseline**" in augmented
-    assert "**no clear overfitting**" in preprocessed
+    assert "**augmented vs baseline: +13.0 points**" in augmented and ": augmented is better." in augmented
+    assert "- **Still improving when training stopped.**" in preprocessed
+    index = read(docs / "index.md")
+    assert "| near chance, underfits |" in index
     assert "../assets/figures/augmentation_flip.png" in augmented
     assert "augmentation_flip" not in baseline
     assert "![Accuracy and loss of the baseline model" in baseline
@@ -185,11 +194,11 @@ def test_method_page_lists_config_versions_and_skipped_files(complete_run: Path,
     assert r"| train/cats/broken\_1.jpg | truncated |" in method
     assert "c0ffee" in method and "f00d" in method
     assert "0123456789abcdef0123456789abcdef01234567" in method
-    assert "**600.0 s (10 min 0 s)**" in method  # three seeds of 20, 30, 40, 50 and 60 s
+    assert "**810.0 s (13 min 30 s)**" in method  # three seeds of 20, 30, 40, 50, 60 and 70 s
     assert r"| [augmented](models/augmented.md) | complete | 3 | mixed\_bfloat16 | 30 | 90.0 s (1 min 30 s) |" in method
-    assert "sample* standard deviation over seeds (dividing by n − 1" in method
-    assert obs.noise_rule_text() in method
     assert "The validation split has 400 images." in method
+    assert f"{analysis.RESAMPLES:,} times, draw the" in method and f"generator seed {analysis.GENERATOR_SEED}" in method
+    assert "A model\n  is called better only when the 95% interval of the difference excludes zero" in method
 
 
 def test_render_is_deterministic(complete_run: Path, tmp_path: Path):
@@ -291,9 +300,8 @@ def test_missing_dataset_and_broken_history_do_not_crash(tmp_path: Path):
     assert "no architecture summary" in read(docs / "models" / "preprocessed.md")
     transfer = read(docs / "models" / "transfer.md")
     assert "could not be read" in transfer and "transfer (seed 1338)" in transfer
-    assert "no interval to judge that difference by, so we do not rank them" in index
     baseline = read(docs / "models" / "baseline.md")
-    assert "Without a majority baseline" in baseline
+    assert "What the curves say" not in baseline  # no baseline and no label counts: no verdicts
     assert not (docs / "assets" / "figures").exists() or not list((docs / "assets" / "figures").iterdir())
 
 
@@ -305,9 +313,9 @@ def test_single_epoch_and_empty_histories(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     docs = tmp_path / "docs"
     render_report(run, docs)
-    assert "Only a single epoch finished" in read(docs / "models" / "baseline.md")
-    assert "not enough data" in read(docs / "models" / "augmented.md")
-    assert "no usable validation accuracy" in read(docs / "models" / "preprocessed.md")
+    baseline = read(docs / "models" / "baseline.md")
+    assert "| 1337 | 59.0% (1) | 59.0% (1) |" in baseline
+    assert "There is no interval around it" in read(docs / "models" / "preprocessed.md")
 
 
 def test_hostile_class_names_are_escaped_in_markdown(tmp_path: Path):
@@ -330,37 +338,36 @@ def test_hostile_class_names_are_escaped_in_markdown(tmp_path: Path):
 def test_curves_say_mean_and_min_max_band_over_seeds(complete_run: Path, tmp_path: Path):
     pages = render_pages(complete_run, tmp_path)
     assert "mean over 3 seeds with a min-max band" in pages["models/baseline.md"]
-    assert "shaded band around it runs from the lowest to the highest seed" in pages["models/baseline.md"]
-    assert "min-max band over 3 seeds](assets/figures/comparison.png)" in pages["index.md"]
-    assert "read from the mean curve over the three seeds" in pages["models/augmented.md"]
+    assert "the shaded band runs from the lowest to the highest seed" in pages["models/baseline.md"]
+    assert "each seed's final accuracy](assets/figures/comparison.png#only-light)" in pages["index.md"]
+    assert "with a band from the lowest to\nthe highest seed" in pages["index.md"]
 
 
 def test_model_page_has_a_per_seed_table(complete_run: Path, tmp_path: Path):
     augmented = render_pages(complete_run, tmp_path)["models/augmented.md"]
     # overfitting_history ends at 0.63 and peaks at 0.65 in epoch 6; the seeds sit 1 point apart
-    assert r"| 1337 | 10 | 62.0% | 6 | 64.0% | mixed\_bfloat16 | 30.0 s |" in augmented
-    assert r"| 1339 | 10 | 64.0% | 6 | 66.0% | mixed\_bfloat16 | 30.0 s |" in augmented
-    assert "| **Mean ± std** | | **63.0% ± 1.0** | | **65.0% ± 1.0** | | |" in augmented
-    assert "With 400 validation images, that mean is worth about 252 correct answers" in augmented
-    assert "runs from **58.2%** to **67.6%**" in augmented
+    assert "| 1337 | 62.0% (10) | 64.0% (6) | 30.0 s |" in augmented
+    assert "| 1339 | 64.0% (10) | 66.0% (6) | 30.0 s |" in augmented
+    assert "Over three seeds the final validation accuracy is 63.0% ± 1.0 points" in augmented
+    interval = analysis.accuracy_interval(fixture_correct("augmented"))
+    assert (f"Its mean final validation accuracy is **{format_percent(interval.estimate)}**, 95% interval "
+            f"{format_percent(interval.low)} to {format_percent(interval.high)}") in augmented
 
 
-def test_finetune_page_continues_transfer_and_quotes_the_reference(complete_run: Path, tmp_path: Path):
+def test_finetune_page_continues_transfer_and_compares_with_its_control(complete_run: Path, tmp_path: Path):
     pages = render_pages(complete_run, tmp_path)
     finetune = pages["models/finetune.md"]
-    _, mine = fixture_estimate("finetune")
-    _, transfer = fixture_estimate("transfer")
+    difference = analysis.paired_difference(fixture_correct("finetune"), fixture_correct("transfer"))
     assert "# Fine-tuning the top of MobileNetV2" in finetune
     assert "../assets/figures/curves_finetune.png" in finetune
     assert "starts with transfer's epochs 1 to 10" in finetune and "its own epochs are 11 to 20" in finetune
     assert "## Compared with transfer" in finetune
-    assert "**finetune and transfer are within noise of each other**: their 95% intervals overlap" in finetune
-    assert f"finetune {format_percent(mine.mean)}, interval {format_interval(mine.interval)}" in finetune
-    assert f"transfer {format_percent(transfer.mean)}, interval {format_interval(transfer.interval)}" in finetune
-    assert "is better than" not in finetune
-    assert "The reference write-ups this study follows report about" in finetune
-    assert f"{format_percent(REFERENCE_FINETUNE_VAL_ACCURACY, 0)} validation accuracy after fine-tuning" in finetune
-    assert "their figure" in finetune and "not something this run\nmeasured" in finetune
+    assert (f"**finetune vs transfer: {format_difference(difference.estimate)} points** (95% interval "
+            f"{format_difference(difference.low)} to {format_difference(difference.high)}): no clear difference") in finetune
+    assert "Not a like-for-like comparison: finetune had 20 epochs of training in all, transfer 10." in finetune
+    assert "## Against the budget-matched control" in finetune and "**finetune vs transfer_extended:" in finetune
+    assert "reference write-ups" not in finetune  # none of them fine-tunes
+    assert "98%" not in finetune
     assert "[finetune](models/finetune.md)" in pages["index.md"]
     assert "Next: [finetune](finetune.md)" in pages["models/transfer.md"]
 
@@ -369,9 +376,9 @@ def test_chosen_model_within_noise_of_runner_up_is_not_ranked(complete_run: Path
     index = render_pages(complete_run, tmp_path)["index.md"]
     honest_test = index[index.index("## The honest test"):]
     assert "The runner-up on validation is transfer." in honest_test
-    assert "**finetune and transfer are within noise of each other**" in honest_test
-    assert "treat the two as equally good" in honest_test
-    assert "**finetune is better than transfer**" not in index
+    assert "**finetune vs transfer:" in honest_test and "no clear difference, the interval includes zero" in honest_test
+    assert "on this\nevidence the two are equally good" in honest_test
+    assert "finetune is better" not in honest_test
 
 
 def test_clearly_separated_models_are_ranked(tmp_path: Path):
@@ -381,39 +388,34 @@ def test_clearly_separated_models_are_ranked(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     pages = render_pages(run, tmp_path)
     finetune, index = pages["models/finetune.md"], pages["index.md"]
-    assert "**finetune is better than transfer**" in finetune
-    assert "and the two intervals do not overlap" in finetune
-    assert "within noise" not in finetune
+    assert "**finetune vs transfer: +14.3 points**" in finetune and ": finetune is better." in finetune
+    assert "no clear difference" not in finetune.split("## Against")[0]
     honest_test = index[index.index("## The honest test"):]
-    assert "**finetune is better than transfer**" in honest_test
-    assert "treat the two as equally good" not in honest_test
-    assert "includes their figure" in finetune  # 99.5% with an interval around 98%
+    assert "The runner-up on validation is transfer_extended." in honest_test
+    assert "equally good" not in honest_test
 
 
-def test_overlapping_intervals_in_study_order_say_within_noise(tmp_path: Path):
+def test_a_paired_interval_that_includes_zero_ranks_nothing(tmp_path: Path):
     histories = fixtures.default_histories()
-    histories["augmented"] = fixtures.make_history([0.6] * 10, [0.52] * 10)  # baseline ends at 0.505
+    histories["augmented"] = fixtures.make_history([0.6] * 10, [0.51] * 10)  # baseline ends at 0.505
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     pages = render_pages(run, tmp_path)
-    sentence = "**augmented and baseline are within noise of each other**: their 95% intervals overlap"
-    assert sentence in pages["models/augmented.md"]
-    assert f"- {sentence}" in pages["index.md"]
-    assert "augmented is better than baseline" not in pages["index.md"]
-    assert "**preprocessed is better than augmented**" in pages["models/preprocessed.md"]
+    assert "**augmented vs baseline: +1.0 points** (95% interval" in pages["models/augmented.md"]
+    assert "no clear difference, the interval includes zero" in pages["models/augmented.md"]
+    assert "augmented is better" not in pages["index.md"]
+    assert ": preprocessed is better." in pages["models/preprocessed.md"]
 
 
-def test_one_seed_shows_no_band_and_dashes_for_std(tmp_path: Path):
+def test_one_seed_shows_no_band_and_no_seed_table(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(1337,))
     pages = render_pages(run, tmp_path)
     for name, text in pages.items():
         assert "band" not in text and "min-max" not in text, name
     index = pages["index.md"]
-    assert "| [augmented](models/augmented.md) | 1 | 63.0% ± \u2014 |" in index
-    assert "Every model was trained once, with seed 1337" in index
+    assert "Final accuracy per seed" not in index
+    assert "averaged over the single seed" in index
     augmented = pages["models/augmented.md"]
-    assert "| **Mean ± std** | | **63.0% ± \u2014** | | **65.0% ± \u2014** | | |" in augmented
-    assert "with a single seed there is no spread to report" in augmented
-    assert "mean curve" not in augmented
+    assert "Over one seed the final validation accuracy is 63.0%." in augmented
     assert "Every model was trained once, with seed 1337" in pages["method.md"]
 
 
@@ -440,7 +442,7 @@ def test_a_seed_missing_from_a_model_is_named(tmp_path: Path):
     histories["baseline"] = {1337: fixtures.at_baseline_history(), 1338: fixtures.at_baseline_history()}
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     pages = render_pages(run, tmp_path)
-    assert "| [baseline](models/baseline.md) | 2 of 3 |" in pages["index.md"]
+    assert "| baseline | 50.0%, 50.0% | 3, 3 |" in pages["index.md"]
     assert "Seed 1339 of this run has no history for this model" in pages["models/baseline.md"]
 
 

@@ -18,6 +18,8 @@ from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: The window widths (CSS px) the report's pages are checked at: desktop and phone.
+REPORT_WIDTHS = (1280, 390)
 
 
 def browser_missing_reason() -> str | None:
@@ -41,7 +43,7 @@ def load_check_site():
 def build_and_check(project: Path, tmp_path: Path) -> list:
     """Build `project` strictly, load every page in Chromium, and fail on any page problem."""
     site = build_site(project, site_dir=tmp_path / "site")
-    results = load_check_site().check_site(site, tmp_path / "screenshots")
+    results = load_check_site().check_site(site, tmp_path / "screenshots", widths=REPORT_WIDTHS)
     problems = [f"{result.path}: {problem}" for result in results for problem in result.problems]
     assert not problems, "\n".join(problems)
     return results
@@ -56,6 +58,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     (project / "docs").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
+    shutil.copytree(PROJECT_ROOT / "docs" / "stylesheets", project / "docs" / "stylesheets")  # mkdocs.yml's extra_css
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write beside guide/
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
     render_report(run, project / "docs")
@@ -64,6 +67,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     assert pages["index.html"].images >= 2
     assert pages["models/augmented/index.html"].images == 3
     assert all(result.screenshot is not None and result.screenshot.stat().st_size > 0 for result in results)
+    assert all(sorted(result.screenshots) == sorted(REPORT_WIDTHS) for result in results)
 
 
 @pytest.mark.slow
@@ -78,3 +82,102 @@ def test_shipped_report_loads_in_a_browser(tmp_path: Path):
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     results = build_and_check(project, tmp_path)
     assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html", "models/finetune/index.html"}
+
+
+# --------------------------------------------------------------------------- check_site itself, on a tiny site
+
+TINY_MKDOCS = """\
+site_name: Tiny
+theme:
+  name: material
+  font: false
+extra_css:
+  - stylesheets/extra.css
+markdown_extensions:
+  - tables
+  - admonition
+  - pymdownx.details
+  - pymdownx.superfences
+  - pymdownx.tabbed:
+      alternate_style: true
+"""
+NORMAL_TABLE = "| Model | Accuracy | Seeds |\n| :--- | ---: | ---: |\n| baseline | 60.6% | 3 |\n| finetune | 96.5% | 3 |\n"
+# Long unbreakable cells: wider than the page at any width.
+WIDE_TABLE = ("| " + " | ".join(f"column{index}" for index in range(8)) + " |\n" + "| --- " * 8 + "|\n"
+              + "| " + " | ".join(f"value{index}_" + "W" * 30 for index in range(8)) + " |\n")
+# Five 12-letter cells: fits the 1280 px page, not a 390 px phone.
+PHONE_WIDE_TABLE = ("| " + " | ".join(f"heading{index}" for index in range(5)) + " |\n" + "| --- " * 5 + "|\n"
+                    + "| " + " | ".join("abcdefghijkl" for _ in range(5)) + " |\n")
+
+
+def indented(text: str) -> str:
+    return "".join(f"    {line}\n" for line in text.splitlines())
+
+
+def tiny_site(tmp_path: Path, pages: dict[str, str]) -> Path:
+    """Build a tiny Material site (the report's extra.css included) of `pages` {file: markdown}."""
+    project = tmp_path / "tiny"
+    (project / "docs" / "stylesheets").mkdir(parents=True)
+    (project / "mkdocs.yml").write_text(TINY_MKDOCS, encoding="utf-8")
+    shutil.copy(PROJECT_ROOT / "docs" / "stylesheets" / "extra.css", project / "docs" / "stylesheets" / "extra.css")
+    for name, text in pages.items():
+        (project / "docs" / name).write_text(text, encoding="utf-8")
+    return build_site(project, site_dir=tmp_path / "tiny-site")
+
+
+@pytest.mark.slow
+def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp_path: Path, capsys):
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    site = tiny_site(tmp_path, {
+        "index.md": "# Fits\n\n## Results\n\n" + NORMAL_TABLE + '\n=== "One"\n\n' + indented(NORMAL_TABLE)
+                    + '\n=== "Two"\n\n' + indented(NORMAL_TABLE),
+        "wide.md": "# Wide\n\n## Too many columns\n\n" + WIDE_TABLE,
+        "phone.md": "# Phone\n\n## Five columns\n\n" + NORMAL_TABLE + "\n" + PHONE_WIDE_TABLE,
+        "hidden.md": ('# Hidden\n\n=== "Shown"\n\n' + indented(NORMAL_TABLE) + '\n=== "Second tab"\n\n' + indented(WIDE_TABLE)
+                      + '\n??? note "Closed"\n\n' + indented(WIDE_TABLE)),
+        "offline.md": '# Offline\n\n<img alt="from elsewhere" src="http://localhost:9/elsewhere.png">\n',
+    })
+    check_site = load_check_site()
+    results = {result.path: result for result in check_site.check_site(site, tmp_path / "shots", widths=(1280, 390))}
+
+    assert results["index.html"].problems == []  # normal tables, also in tabs, pass at both widths
+    assert results["index.html"].tables == 3
+    assert sorted(results["index.html"].screenshots) == [390, 1280]
+    assert (tmp_path / "shots" / "home.png").is_file() and (tmp_path / "shots" / "home-390px.png").is_file()
+
+    wide = results["wide/index.html"].problems
+    assert len(wide) == 2, wide
+    for width in (1280, 390):
+        assert any(problem.startswith(f"at {width} px: table 1 under \"Too many columns\" (column0 | column1") and "wider than its container" in problem
+                   for problem in wide), wide
+
+    phone = results["phone/index.html"].problems
+    assert len(phone) == 1 and phone[0].startswith("at 390 px: table 2 under \"Five columns\""), phone
+
+    hidden = results["hidden/index.html"].problems  # in a tab not shown and in a closed <details>
+    assert {problem.split(" under")[0].split(": ", 1)[1] for problem in hidden} == {"table 2", "table 3"}, hidden
+
+    offline = results["offline/index.html"].problems
+    assert any("host other than the local server" in problem and "http://localhost:9/elsewhere.png" in problem for problem in offline), offline
+    assert any(problem.startswith("image did not load") for problem in offline), offline
+
+    assert check_site.main([str(site), "--widths", "390"]) == 1
+    output = capsys.readouterr().out
+    assert "FAIL wide/index.html" in output and "ok   index.html" in output
+    assert 'wide/index.html: at 390 px: table 1 under "Too many columns"' in output
+
+
+@pytest.mark.slow
+def test_check_site_passes_a_site_whose_tables_fit(tmp_path: Path, capsys):
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    site = tiny_site(tmp_path, {"index.md": "# Fits\n\n" + NORMAL_TABLE, "more.md": "# More\n\n" + NORMAL_TABLE + "\n" + PHONE_WIDE_TABLE})
+    check_site = load_check_site()
+    assert check_site.main([str(site), "--widths", "1280"]) == 0  # PHONE_WIDE_TABLE fits a desktop window
+    assert "2 pages checked at 1280 px, 0 problems" in capsys.readouterr().out
+    assert check_site.main([str(site), "--widths", "1280,390"]) == 1
+    assert "more/index.html: at 390 px: table 2" in capsys.readouterr().out
+    assert check_site.main([str(site), "--widths", "12"]) == 2

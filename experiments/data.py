@@ -7,10 +7,17 @@ Three sources give the same thing, a `StudyData` of uint8 images decoded once:
 - folder: any `DIR/train/<class>/` and `DIR/validation/<class>/` tree;
 - synthetic: two generated, learnable classes (offline demos and tests).
 
+Folder and download data are decoded once into the decoded-image cache on disk
+(experiments.cache: keyed by the files' contents, the image size and the decoding settings,
+shared by every later run, seed and process) and read from there batch by batch, so memory does
+not grow with the data set. Synthetic data is generated in memory on every run (it is small and
+fast to make) and skips the cache.
+
 The test split is a fixed, class-stratified fifth of the validation files, drawn with the
 recorded seed from the sorted file list: the same files on every read, never shared with
 validation. (The write-ups' `take`/`skip` on a reshuffling dataset draws a new "test" set
-on every pass and leaks it into validation.)
+on every pass and leaks it into validation.) For cached data it is a view of the cached
+validation array, not a copy.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments.cache import CachedImages, load_or_build
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
-from experiments.images import DataError, SkippedFile, SplitImages, read_dataset
+from experiments.images import DataError, SkippedFile, SplitImages
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
@@ -36,7 +44,9 @@ SYNTHETIC_CLASS_NAMES = ["blobs", "stripes"]
 
 @dataclass
 class Split:
-    images: np.ndarray  # uint8, (N, height, width, 3)
+    # uint8, (N, height, width, 3): a numpy array (synthetic data), or CachedImages (folder data:
+    # read from the decoded-image cache on demand; indexing gives numpy arrays)
+    images: np.ndarray | CachedImages
     labels: np.ndarray  # int32, (N,)
     files: list[str]
 
@@ -44,7 +54,9 @@ class Split:
         return len(self.files)
 
     def subset(self, indices: np.ndarray) -> Split:
-        return Split(self.images[indices], self.labels[indices], [self.files[i] for i in indices])
+        """The rows `indices`, in that order. Cached images stay on disk (a view, no copy)."""
+        images = self.images.take(indices) if isinstance(self.images, CachedImages) else self.images[indices]
+        return Split(images, self.labels[indices], [self.files[i] for i in indices])
 
 
 @dataclass
@@ -138,7 +150,8 @@ def check_validation_classes_can_split(
 
 
 def fingerprint(class_names: list[str], splits: dict[str, SplitImages]) -> str:
-    """sha256 over class names and every used file's relative path and content digest."""
+    """sha256 over class names and every used file's relative path and content digest (`splits`:
+    anything with `files` and `file_digests`: SplitImages, cached splits)."""
     digest = hashlib.sha256(json.dumps(class_names).encode())
     for split_name in sorted(splits):
         split = splits[split_name]
@@ -167,10 +180,16 @@ def _print_progress(label: str):
 
 
 def _from_folder(config: StudyConfig, data_root: Path, source: dict[str, Any]) -> StudyData:
-    workers = config.data.workers or None
-    train, validation = read_dataset(
-        data_root, config.image_size, workers=workers, progress=_print_progress(str(data_root))
+    """Decoded splits from the decoded-image cache (decoding the folder once, on a miss)."""
+    cached = load_or_build(
+        data_root,
+        config.image_size,
+        workers=config.data.workers or None,
+        cache_dir=config.data.cache_dir,
+        progress=_print_progress(str(data_root)),
+        fingerprint=fingerprint,
     )
+    train, validation = cached.train, cached.validation
     check_validation_classes_can_split(
         validation.class_names, validation.labels, config.data.test_fraction, data_root / "validation"
     )
@@ -351,24 +370,47 @@ def load_study_data(config: StudyConfig) -> StudyData:
 
 
 def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
-    """A batched tf.data pipeline over in-memory uint8 images.
+    """A batched tf.data pipeline over uint8 images, read batch by batch.
 
-    Images stay uint8 in memory (what the data needs) and become float32 batch by batch.
-    Training data is reshuffled every epoch with a fixed seed; evaluation data keeps file order.
+    The pipeline shuffles (every epoch, with a fixed seed) and batches the row numbers, not the
+    images, and each batch's rows are then read from `split.images`: a numpy array, or the
+    decoded-image cache on disk (CachedImages), so memory holds a few batches whatever the
+    split's size. The row numbers go through the same `shuffle(len(split), seed,
+    reshuffle_each_iteration=True)` that shuffled the images when they were sliced into the
+    pipeline whole, and a shuffle's order depends on its seed and element count alone, so every
+    epoch's batches are the same as that pipeline's, image for image (tests/test_fast_path.py).
+    Images become float32 batch by batch; evaluation data keeps file order.
     """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    images = split.images
+    labels = np.asarray(split.labels)
+    image_shape = tuple(int(side) for side in images.shape[1:])
+    types = (tf.as_dtype(images.dtype), tf.as_dtype(labels.dtype))
+
+    def read_batch(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(images[rows]), labels[rows]
+
+    def load(rows):
+        image_batch, label_batch = tf.numpy_function(read_batch, [rows], types, stateful=False)
+        image_batch.set_shape((None,) + image_shape)
+        label_batch.set_shape((None,))
+        return tf.cast(image_batch, tf.float32), label_batch
+
+    dataset = tf.data.Dataset.range(len(split))
     if shuffle:
         dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(
-        lambda images, labels: (tf.cast(images, tf.float32), labels),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Autotuning is off: Keras makes new iterators every epoch, and deleting one waits out the
     # autotune thread's sleep, which stalled whole epochs by 10 to 20 s here (benchmarks/README.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def make_image_batches(images: np.ndarray | CachedImages, batch_size: int):
+    """float32 batches of `images` in order, read batch by batch (no labels): for predicting on
+    a split without holding it in memory (experiments.training.CachedFeatureValidation)."""
+    split = Split(images, np.zeros(len(images), dtype=np.int32), [""] * len(images))
+    return make_dataset(split, batch_size, shuffle=False, seed=0).map(lambda image_batch, _labels: image_batch)

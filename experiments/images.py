@@ -3,7 +3,10 @@
 A data root is laid out as ``<root>/train/<class>/...`` and
 ``<root>/validation/<class>/...``; class names are the sub-folder names.
 Every usable file is decoded once with PIL, converted to RGB, resized to the
-target size and kept in memory as ``uint8``.  Files that cannot be used are
+target size and kept as ``uint8``: in memory (:func:`read_dataset`,
+:func:`read_split`), or wherever the caller stores each image
+(:func:`decode_scan_into`; experiments.cache writes them into a decoded-image
+cache on disk, keyed by the files' digests and :func:`decode_settings`).  Files that cannot be used are
 never fatal: they are skipped and listed with a reason.  Problems that make a
 study impossible (missing folders, fewer than two classes, a class with no
 usable images, differing class sets) raise :class:`DataError`, whose message
@@ -46,7 +49,7 @@ import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +67,11 @@ SYSTEM_FILE_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop
 MINIMUM_IMAGE_SIDE = 4
 MAXIMUM_FILE_BYTES = 256 * 1024 * 1024
 PROGRESS_EVERY = 50
+IN_FLIGHT_PER_WORKER = 4  # files queued per decoding thread
 SPLIT_NAMES = ("train", "validation")
 ROTATING_EXIF_ORIENTATIONS = frozenset({5, 6, 7, 8})
+# Part of every decoded-image cache's key (experiments.cache): bump it when a decoding rule changes.
+DECODE_RULES_VERSION = 1
 EXIF_ORIENTATION_TAG = 0x0112
 
 ProgressCallback = Callable[[int, int], None]
@@ -106,6 +112,19 @@ class SplitImages:
     file_digests: list[str]
 
 
+@dataclass
+class DecodedSplit:
+    """What decoding one split's candidates gave, without the pixels (see decode_scan_into)."""
+
+    class_names: list[str]
+    used_indices: list[int]  # candidate indices of the used images, in file order
+    labels: np.ndarray
+    files: list[str]
+    skipped: list[SkippedFile]  # the scan's and the decoding's, sorted by path
+    file_digests: list[str]
+    read_digests: list[str | None]  # per candidate: sha256 of the bytes decoded, None if unreadable
+
+
 @dataclass(frozen=True)
 class _Candidate:
     """A file that looks like an image and will be decoded."""
@@ -131,6 +150,7 @@ class _DecodeOutcome:
 
     digest: str | None
     skip_reason: str | None
+    read_digest: str | None = None  # sha256 of the bytes read, even when they did not decode
 
 
 # --------------------------------------------------------------------------
@@ -196,10 +216,8 @@ def read_dataset(
     """
     height, width = _checked_image_size(image_size)
     worker_count = _checked_worker_count(workers)
-    data_root = _checked_data_root(data_root)
-    train_scan = _scan_split(data_root, "train")
-    validation_scan = _scan_split(data_root, "validation")
-    _check_same_classes(train_scan, validation_scan)
+    train_scan, validation_scan = scan_dataset(data_root)
+    data_root = Path(data_root)
     total = len(train_scan.candidates) + len(validation_scan.candidates)
     _check_memory_for(data_root, total, (height, width))
     train = _decode_scan(train_scan, (height, width), worker_count, progress, 0, total)
@@ -207,6 +225,76 @@ def read_dataset(
         validation_scan, (height, width), worker_count, progress, len(train_scan.candidates), total
     )
     return train, validation
+
+
+def scan_dataset(data_root: Path) -> tuple[_SplitScan, _SplitScan]:
+    """List the train and validation folders (nothing is read or decoded) and check that their
+    class sets match. Returns the two scans: ``class_names``, ``candidates`` (the files that will
+    be read, sorted by path; each has ``relative_path``, ``absolute_path`` and ``label``) and
+    ``skipped`` (what the listing alone rules out)."""
+    data_root = _checked_data_root(data_root)
+    train_scan = _scan_split(data_root, "train")
+    validation_scan = _scan_split(data_root, "validation")
+    _check_same_classes(train_scan, validation_scan)
+    return train_scan, validation_scan
+
+
+def decode_settings(image_size: tuple[int, int]) -> dict[str, object]:
+    """Everything that decides the decoded pixels besides the files' bytes: a decoded-image
+    cache built with other settings is not reused. Bump DECODE_RULES_VERSION when a rule in this
+    module's docstring changes."""
+    height, width = _checked_image_size(image_size)
+    return {
+        "image_size": [height, width],
+        "rules_version": DECODE_RULES_VERSION,
+        "pillow": Image.__version__,
+        "resample": "bilinear",
+        "minimum_side": MINIMUM_IMAGE_SIDE,
+        "maximum_file_bytes": MAXIMUM_FILE_BYTES,
+        "maximum_pixels": Image.MAX_IMAGE_PIXELS,
+        "formats": list(ACCEPTED_PIL_FORMATS),
+        "extensions": list(ACCEPTED_EXTENSIONS),
+    }
+
+
+def read_digests(candidates: list[_Candidate], workers: int | None = None) -> list[_DecodeOutcome]:
+    """Read and hash every candidate (no decoding), in candidate order, on a thread pool:
+    ``digest`` is the sha256 of the file's bytes, or None with ``skip_reason`` when the file
+    cannot be read (not a regular file, too large, an I/O error)."""
+    worker_count = _checked_worker_count(workers)
+
+    def digest_of(candidate: _Candidate) -> _DecodeOutcome:
+        try:
+            return _DecodeOutcome(digest=_sha256_of_file(candidate.absolute_path), skip_reason=None)
+        except UnusableImage as problem:
+            return _DecodeOutcome(digest=None, skip_reason=problem.reason)
+
+    outcomes: list[_DecodeOutcome] = []
+    chunk = 256 * worker_count  # executor.map queues a whole chunk at once: keep that bounded
+    with ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="image-digest") as executor:
+        for start in range(0, len(candidates), chunk):
+            outcomes.extend(executor.map(digest_of, candidates[start : start + chunk]))
+    return outcomes
+
+
+def decode_scan_into(
+    scan: _SplitScan,
+    store: Callable[[int, np.ndarray], None],
+    image_size: tuple[int, int],
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    progress_offset: int = 0,
+    progress_total: int | None = None,
+) -> DecodedSplit:
+    """Decode every candidate of ``scan`` on a thread pool, handing each image to
+    ``store(candidate_index, uint8 array)`` (threads call it concurrently, each with its own
+    index), and return what was used and skipped. Raises DataError when a class is left with no
+    usable image. The caller keeps the rows of ``used_indices``, in that order."""
+    height, width = _checked_image_size(image_size)
+    worker_count = _checked_worker_count(workers)
+    total = len(scan.candidates) if progress_total is None else progress_total
+    outcomes = _decode_all(scan.candidates, store, (height, width), worker_count, progress, progress_offset, total)
+    return _decoded_split(scan, outcomes)
 
 
 def load_image_file(path: Path, image_size: tuple[int, int]) -> np.ndarray:
@@ -324,9 +412,10 @@ def _check_memory_for(data_root: Path, image_count: int, image_size: tuple[int, 
 
 
 def _checked_worker_count(workers: int | None) -> int:
-    """Default to min(8, cpu count); require at least one worker."""
+    """Default to min(8, the CPUs this process may use); require at least one worker."""
     if workers is None:
-        return min(8, os.cpu_count() or 1)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return min(8, usable or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     return workers
@@ -525,9 +614,25 @@ def _decode_scan(
     height, width = image_size
     candidates = scan.candidates
     images = np.empty((len(candidates), height, width, 3), dtype=np.uint8)
-    outcomes = _decode_all(
-        candidates, images, image_size, worker_count, progress, progress_offset, progress_total
+
+    def store(index: int, image: np.ndarray) -> None:
+        images[index] = image
+
+    outcomes = _decode_all(candidates, store, image_size, worker_count, progress, progress_offset, progress_total)
+    decoded = _decoded_split(scan, outcomes)
+    return SplitImages(
+        class_names=decoded.class_names,
+        images=_compact_rows(images, decoded.used_indices),
+        labels=decoded.labels,
+        files=decoded.files,
+        skipped=decoded.skipped,
+        file_digests=decoded.file_digests,
     )
+
+
+def _decoded_split(scan: _SplitScan, outcomes: list[_DecodeOutcome]) -> DecodedSplit:
+    """Sort the outcomes into used and skipped files; DataError if a class has no usable image."""
+    candidates = scan.candidates
     used_indices = [index for index, outcome in enumerate(outcomes) if outcome.digest is not None]
     skipped = list(scan.skipped)
     skipped.extend(
@@ -540,56 +645,67 @@ def _decode_scan(
     _check_every_class_has_images(
         scan_after_decoding, Counter(candidates[index].label for index in used_indices)
     )
-    images = _compact_rows(images, used_indices)
-    return SplitImages(
+    return DecodedSplit(
         class_names=list(scan.class_names),
-        images=images,
+        used_indices=used_indices,
         labels=np.array([candidates[index].label for index in used_indices], dtype=np.int32),
         files=[candidates[index].relative_path for index in used_indices],
         skipped=skipped,
         file_digests=[outcomes[index].digest for index in used_indices],
+        read_digests=[outcome.read_digest for outcome in outcomes],
     )
 
 
 def _decode_all(
     candidates: list[_Candidate],
-    images: np.ndarray,
+    store: Callable[[int, np.ndarray], None],
     image_size: tuple[int, int],
     worker_count: int,
     progress: ProgressCallback | None,
     progress_offset: int,
     progress_total: int,
 ) -> list[_DecodeOutcome]:
-    """Run the decoding on a thread pool; outcomes come back in candidate order."""
+    """Run the decoding on a thread pool; outcomes come back in candidate order. At most a few
+    files per thread are in flight, so memory does not grow with the number of files."""
     outcomes: list[_DecodeOutcome | None] = [None] * len(candidates)
     executor = ThreadPoolExecutor(max_workers=worker_count, thread_name_prefix="image-decode")
+    window = IN_FLIGHT_PER_WORKER * worker_count
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            futures: dict[Future[_DecodeOutcome], int] = {
-                executor.submit(_decode_into, candidate, images, index, image_size): index
-                for index, candidate in enumerate(candidates)
-            }
-            for done_count, future in enumerate(as_completed(futures), start=1):
-                outcomes[futures[future]] = future.result()
-                is_report_due = done_count % PROGRESS_EVERY == 0 or done_count == len(candidates)
-                if progress is not None and is_report_due:
-                    progress(progress_offset + done_count, progress_total)
+            pending: dict[Future[_DecodeOutcome], int] = {}
+            next_index = done_count = 0
+            while next_index < len(candidates) or pending:
+                while next_index < len(candidates) and len(pending) < window:
+                    future = executor.submit(_decode_into, candidates[next_index], store, next_index, image_size)
+                    pending[future] = next_index
+                    next_index += 1
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcomes[pending.pop(future)] = future.result()
+                    done_count += 1
+                    is_report_due = done_count % PROGRESS_EVERY == 0 or done_count == len(candidates)
+                    if progress is not None and is_report_due:
+                        progress(progress_offset + done_count, progress_total)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _decode_into(
-    candidate: _Candidate, images: np.ndarray, index: int, image_size: tuple[int, int]
+    candidate: _Candidate, store: Callable[[int, np.ndarray], None], index: int, image_size: tuple[int, int]
 ) -> _DecodeOutcome:
-    """Read, hash and decode one file into ``images[index]``."""
+    """Read, hash and decode one file, and hand the image to ``store(index, image)``."""
     try:
         image_bytes = _read_file_bytes(candidate.absolute_path)
-        images[index] = decode_image_bytes(image_bytes, image_size)
     except UnusableImage as problem:
         return _DecodeOutcome(digest=None, skip_reason=problem.reason)
-    return _DecodeOutcome(digest=hashlib.sha256(image_bytes).hexdigest(), skip_reason=None)
+    digest = hashlib.sha256(image_bytes).hexdigest()
+    try:
+        store(index, decode_image_bytes(image_bytes, image_size))
+    except UnusableImage as problem:
+        return _DecodeOutcome(digest=None, skip_reason=problem.reason, read_digest=digest)
+    return _DecodeOutcome(digest=digest, skip_reason=None, read_digest=digest)
 
 
 def _compact_rows(images: np.ndarray, used_indices: list[int]) -> np.ndarray:
@@ -601,6 +717,25 @@ def _compact_rows(images: np.ndarray, used_indices: list[int]) -> np.ndarray:
             images[new_index] = images[old_index]
     images.resize((len(used_indices),) + images.shape[1:], refcheck=False)
     return images
+
+
+def _sha256_of_file(path: Path) -> str:
+    """sha256 of a regular file's bytes, read in blocks; raise UnusableImage as _read_file_bytes does."""
+    try:
+        file_status = os.stat(path)
+        if not stat.S_ISREG(file_status.st_mode):
+            raise UnusableImage("not a regular file")
+        if file_status.st_size > MAXIMUM_FILE_BYTES:
+            raise UnusableImage(
+                f"file too large ({file_status.st_size} bytes; the limit is {MAXIMUM_FILE_BYTES})"
+            )
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError as error:
+        raise UnusableImage(f"could not read file ({error.strerror or error})") from error
 
 
 def _read_file_bytes(path: Path) -> bytes:

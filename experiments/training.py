@@ -114,12 +114,10 @@ class CachedFeatureValidation(keras.callbacks.Callback):
         self.features = None
 
     def _compute_features(self):
-        import tensorflow as tf
+        from experiments.data import make_image_batches
 
         feature_model = keras.Model(self.model.inputs, self.model.get_layer(self.feature_layer).output)
-        batches = tf.data.Dataset.from_tensor_slices(self.images).batch(self.batch_size)
-        batches = batches.map(lambda batch: tf.cast(batch, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-        return feature_model.predict(batches.prefetch(tf.data.AUTOTUNE), verbose=0)
+        return feature_model.predict(make_image_batches(self.images, self.batch_size), verbose=0)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.features is None:

@@ -42,6 +42,12 @@ def write_config(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _decoded_image_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Folder data is decoded into the user cache folder ($XDG_CACHE_HOME/report-builder): keep it out of ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(autouse=True)
 def _isolate_stop_requests():
     """A test that runs the command line in-process installs its Ctrl-C / SIGTERM handlers and may
     leave a recorded stop request behind; neither may reach the next test."""

@@ -12,6 +12,12 @@ from experiments.images import DataError
 from tests.conftest import SMOKE_CONFIG
 
 
+@pytest.fixture(autouse=True)
+def _user_cache_in_tmp(tmp_path, monkeypatch):
+    """Folder data is decoded into the decoded-image cache: keep it inside this test's tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 def make_split(counts: dict[int, int]) -> Split:
     labels = np.concatenate([np.full(count, label, dtype=np.int32) for label, count in counts.items()])
     files = [f"validation/class{label}/{index:04d}.jpg" for index, label in enumerate(labels)]

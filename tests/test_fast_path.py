@@ -2,10 +2,11 @@
 
 experiments.data.make_dataset serves images decoded once into uint8 arrays instead of
 decoding every JPEG in every epoch (benchmarks/study_speed.py measures the gain). These tests
-pin down what it must still do, on tiny synthetic arrays (no files, no real data):
+pin down what it must still do, on tiny synthetic arrays (no image files, no real data):
 every image exactly once per epoch with its own label, a new order every training epoch,
 file order for evaluation, float32 values equal to the stored uint8 pixels, and augmentation
-only in training.
+only in training. It reads batch by batch (from arrays, or from the decoded-image cache on
+disk), and gives exactly the batches of the pipeline that sliced the arrays in whole.
 """
 
 from __future__ import annotations
@@ -89,6 +90,84 @@ def test_batches_are_float32_with_the_stored_pixel_values():
     served = np.concatenate([image_batch.numpy() for image_batch, _ in batches])
     np.testing.assert_array_equal(served, images.astype(np.float32))  # no scaling, no augmentation
     np.testing.assert_array_equal(np.concatenate([label_batch.numpy() for _, label_batch in batches]), labels)
+
+
+def _sliced_whole_pipeline(split: Split, batch_size: int, shuffle: bool, seed: int):
+    """make_dataset as it was before the decoded-image cache: the arrays sliced into the pipeline
+    whole, then shuffled, batched and cast (the order every recorded run was trained in)."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _random_split(count: int, seed: int = 0) -> Split:
+    random_generator = np.random.default_rng(seed)
+    images = random_generator.integers(0, 256, size=(count, 4, 3, 3), dtype=np.uint8)
+    labels = random_generator.integers(0, 3, size=count).astype(np.int32)
+    return Split(images, labels, [f"train/x/{index:04d}.png" for index in range(count)])
+
+
+def _epochs(dataset, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    return [[(images.numpy(), labels.numpy()) for images, labels in dataset] for _ in range(count)]
+
+
+def _assert_same_epochs(first, second) -> None:
+    assert len(first) == len(second)
+    for epoch, (batches, other_batches) in enumerate(zip(first, second)):
+        assert len(batches) == len(other_batches), f"epoch {epoch}: {len(batches)} batches against {len(other_batches)}"
+        for (images, labels), (other_images, other_labels) in zip(batches, other_batches):
+            assert images.dtype == other_images.dtype and labels.dtype == other_labels.dtype
+            np.testing.assert_array_equal(images, other_images, err_msg=f"epoch {epoch}")
+            np.testing.assert_array_equal(labels, other_labels, err_msg=f"epoch {epoch}")
+
+
+@pytest.mark.parametrize("count, batch_size, shuffle, seed", [(97, 8, True, 1337), (64, 32, True, 5), (33, 4, False, 0), (1, 3, True, 2)])
+def test_batches_are_those_of_the_pipeline_that_sliced_the_arrays_whole(count, batch_size, shuffle, seed):
+    """Shuffling row numbers gives the very order that shuffling the images gave, every epoch:
+    runs trained before the cache and after it see the same batches for the same seed."""
+    import keras
+
+    split = _random_split(count)
+    keras.utils.set_random_seed(11)  # the study sets the global seed too; it takes part in the order
+    expected = _epochs(_sliced_whole_pipeline(split, batch_size, shuffle, seed), 3)
+    keras.utils.set_random_seed(11)
+    _assert_same_epochs(_epochs(make_dataset(split, batch_size, shuffle, seed), 3), expected)
+
+
+def test_images_read_from_a_cache_file_give_the_same_batches(tmp_path):
+    """The same split with its images in a .npy file read on demand (CachedImages, as the
+    decoded-image cache serves them), and as a view of some rows (as the test split is)."""
+    from experiments.cache import CachedImages
+
+    split = _random_split(50, seed=3)
+    np.save(tmp_path / "images.npy", split.images)
+    on_disk = Split(CachedImages.open(tmp_path / "images.npy"), split.labels, split.files)
+    for shuffle in (True, False):
+        _assert_same_epochs(_epochs(make_dataset(on_disk, 8, shuffle, 7), 2), _epochs(make_dataset(split, 8, shuffle, 7), 2))
+    rows = np.array([40, 2, 3, 4, 17, 0, 49, 25, 26])
+    view, subset = on_disk.subset(rows), split.subset(rows)
+    assert isinstance(view.images, CachedImages) and view.files == subset.files
+    _assert_same_epochs(_epochs(make_dataset(view, 4, True, 9), 2), _epochs(make_dataset(subset, 4, True, 9), 2))
+
+
+def test_image_batches_serve_images_in_order_without_labels(tmp_path):
+    from experiments.cache import CachedImages
+    from experiments.data import make_image_batches
+
+    split = _random_split(10)
+    np.save(tmp_path / "images.npy", split.images)
+    for images in (split.images, CachedImages.open(tmp_path / "images.npy")):
+        batches = [batch.numpy() for batch in make_image_batches(images, 4)]
+        assert [len(batch) for batch in batches] == [4, 4, 2] and batches[0].dtype == np.float32
+        np.testing.assert_array_equal(np.concatenate(batches), split.images.astype(np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -241,6 +241,30 @@ def test_read_dataset_and_progress(messy_root: Path) -> None:
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
+def test_the_decoded_cache_s_building_blocks_agree_with_read_split(messy_root: Path) -> None:
+    """scan_dataset, read_digests and decode_scan_into (what experiments.cache builds a cache
+    with) give what read_split gives: the same files, digests, skipped files and pixels."""
+    train_scan, validation_scan = images_module.scan_dataset(messy_root)
+    assert train_scan.class_names == validation_scan.class_names
+    train = read_split(messy_root, "train", IMAGE_SIZE)
+    digests = images_module.read_digests(train_scan.candidates, workers=2)
+    stored: dict[int, np.ndarray] = {}
+    decoded = images_module.decode_scan_into(train_scan, stored.__setitem__, IMAGE_SIZE, workers=2)
+    assert decoded.files == train.files and decoded.skipped == train.skipped
+    assert decoded.file_digests == train.file_digests and decoded.labels.tolist() == train.labels.tolist()
+    np.testing.assert_array_equal(np.stack([stored[index] for index in decoded.used_indices]), train.images)
+    assert decoded.read_digests == [outcome.digest for outcome in digests]  # hashing and decoding read the same bytes
+    by_path = {candidate.relative_path: outcome.digest for candidate, outcome in zip(train_scan.candidates, digests)}
+    assert [by_path[file] for file in train.files] == train.file_digests
+
+
+def test_decode_settings_name_what_decides_the_pixels() -> None:
+    settings = images_module.decode_settings(IMAGE_SIZE)
+    assert settings["image_size"] == [16, 20] and settings["pillow"] == Image.__version__
+    assert settings["rules_version"] == images_module.DECODE_RULES_VERSION
+    assert images_module.decode_settings((20, 16)) != settings
+
+
 def test_summarize_skipped() -> None:
     skipped = [
         SkippedFile("a", "empty file"),

@@ -1,0 +1,454 @@
+"""The decoded-image cache: decode once, reuse everywhere, rebuild what is damaged, stream the rest.
+
+Every test works on tiny synthetic image folders in tmp_path, with the user cache folder pointed
+into tmp_path as well (XDG_CACHE_HOME), so nothing is written into the real ~/.cache.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import cache as cache_module
+from experiments import images as images_module
+from experiments.cache import CachedImages, cache_root, list_caches, load_or_build
+from experiments.config import load_config
+from experiments.data import fingerprint, load_study_data
+from experiments.images import DataError, read_dataset
+from tests.conftest import SMOKE_CONFIG
+
+IMAGE_SIZE = (12, 10)
+
+
+@pytest.fixture(autouse=True)
+def _user_cache_in_tmp(tmp_path, monkeypatch):
+    """The default cache folder ($XDG_CACHE_HOME/report-builder) inside this test's tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+def write_folder(root: Path, per_class: dict[str, int] | None = None, side: int = 8, seed: int = 0) -> Path:
+    """train/ and validation/ with classes a and b of small random PNGs, plus one broken file and
+    one hidden file (so the skipped lists are exercised)."""
+    per_class = per_class or {"train": 6, "validation": 5}
+    generator = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for class_name in ("a", "b"):
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = generator.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{class_name}{index:04d}.png")
+    (root / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "validation" / ".DS_Store").write_bytes(b"junk")
+    return root
+
+
+def count_decodes(monkeypatch) -> list[int]:
+    """Count calls of the function that turns bytes into pixels (each decoded file calls it once)."""
+    calls = [0]
+    original = images_module.decode_image_bytes
+
+    def counting(image_bytes, image_size):
+        calls[0] += 1
+        return original(image_bytes, image_size)
+
+    monkeypatch.setattr(images_module, "decode_image_bytes", counting)
+    return calls
+
+
+def folder_config(root: Path, **overrides):
+    values = {"data.source": "folder", "data.data_dir": str(root)}
+    values.update(overrides)
+    return load_config(SMOKE_CONFIG, values)
+
+
+def the_only_cache(root: Path) -> Path:
+    caches = [entry.path for entry in list_caches(root)]
+    assert len(caches) == 1, caches
+    return caches[0]
+
+
+# --------------------------------------------------------------------------- decode once
+
+
+def test_a_second_load_decodes_nothing_and_gives_the_same_data(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    decodes = count_decodes(monkeypatch)
+    config = folder_config(data_root)
+    first = load_study_data(config)
+    assert decodes[0] == 2 * 6 + 1 + 2 * 5  # every candidate once, the broken one included
+    second = load_study_data(config)
+    assert decodes[0] == 23, "the second load decoded images again"
+    assert second.fingerprint == first.fingerprint
+    assert second.describe() == first.describe()
+    for name, split in first.splits.items():
+        np.testing.assert_array_equal(np.asarray(second.splits[name].images), np.asarray(split.images))
+    # another seed (another test split) and another process's view read the same cache
+    load_study_data(folder_config(data_root, **{"study.seed": 7}))
+    assert decodes[0] == 23
+
+
+def test_the_cache_holds_what_decoding_in_memory_gives(tmp_path):
+    data_root = write_folder(tmp_path / "data")
+    decoded = load_or_build(data_root, IMAGE_SIZE)
+    train, validation = read_dataset(data_root, IMAGE_SIZE)
+    for cached, fresh in ((decoded.train, train), (decoded.validation, validation)):
+        assert cached.files == fresh.files
+        assert cached.labels.tolist() == fresh.labels.tolist()
+        assert cached.file_digests == fresh.file_digests
+        assert cached.skipped == fresh.skipped
+        np.testing.assert_array_equal(np.asarray(cached.images), fresh.images)
+    assert fingerprint(decoded.class_names, {"train": decoded.train, "validation": decoded.validation}) == \
+        fingerprint(train.class_names, {"train": train, "validation": validation})
+    assert [item.path for item in decoded.train.skipped] == ["train/a/broken.jpg"]
+    assert [item.path for item in decoded.validation.skipped] == ["validation/.DS_Store"]
+
+
+def test_changed_files_or_image_size_build_a_new_cache(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    decodes = count_decodes(monkeypatch)
+    first = load_or_build(data_root, IMAGE_SIZE)
+    built = decodes[0]
+    other_size = load_or_build(data_root, (10, 12))
+    assert decodes[0] == 2 * built and other_size.folder != first.folder
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(data_root / "train" / "b" / "b0000.png")  # same name, other bytes
+    changed = load_or_build(data_root, IMAGE_SIZE)
+    assert decodes[0] == 3 * built and changed.folder != first.folder
+    assert changed.built and not load_or_build(data_root, IMAGE_SIZE).built
+    assert decodes[0] == 3 * built
+
+
+def test_the_same_data_in_another_folder_shares_the_cache(tmp_path, monkeypatch):
+    write_folder(tmp_path / "one")
+    write_folder(tmp_path / "two")  # same seed: the same bytes under the same names
+    decodes = count_decodes(monkeypatch)
+    assert load_or_build(tmp_path / "one", IMAGE_SIZE).built
+    assert not load_or_build(tmp_path / "two", IMAGE_SIZE).built
+    assert decodes[0] == 23
+
+
+def test_the_cache_folder_follows_data_cache_dir(tmp_path):
+    data_root = write_folder(tmp_path / "data")
+    data = load_study_data(folder_config(data_root, **{"data.cache_dir": str(tmp_path / "elsewhere")}))
+    assert data.train.images.path.parent.parent == tmp_path / "elsewhere" / "decoded"
+    assert not (tmp_path / "xdg-cache").exists()
+    assert cache_root("") == tmp_path / "xdg-cache" / "report-builder" / "decoded"
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def _truncate_train(folder: Path) -> None:
+    path = folder / "train.npy"
+    os.truncate(path, path.stat().st_size - 100)
+
+
+def _flip_last_byte(folder: Path) -> None:
+    path = folder / "validation.npy"
+    with open(path, "r+b") as file:
+        file.seek(-1, os.SEEK_END)
+        last = file.read(1)
+        file.seek(-1, os.SEEK_END)
+        file.write(bytes([last[0] ^ 0xFF]))
+
+
+def _relabel_in_index(folder: Path) -> None:
+    index = json.loads((folder / "index.json").read_text())
+    index["splits"]["train"]["labels"][0] = 1 - index["splits"]["train"]["labels"][0]
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+def _break_header(folder: Path) -> None:
+    with open(folder / "train.npy", "r+b") as file:
+        file.write(b"XXXXXX")
+
+
+def _remove_index(folder: Path) -> None:
+    (folder / "index.json").unlink()
+
+
+@pytest.mark.parametrize("damage, named", [
+    (_truncate_train, "train.npy has"),
+    (_flip_last_byte, "validation.npy fails its checksum"),
+    (_relabel_in_index, "index.json fails its checksum"),
+    (_break_header, "train.npy"),
+    (_remove_index, "index.json is missing"),
+])
+def test_a_damaged_cache_is_reported_in_one_sentence_and_rebuilt(tmp_path, monkeypatch, capsys, damage, named):
+    data_root = write_folder(tmp_path / "data")
+    good = load_or_build(data_root, IMAGE_SIZE)
+    expected = {name: np.asarray(split.images) for name, split in (("train", good.train), ("validation", good.validation))}
+    labels = good.train.labels.tolist()
+    damage(good.folder)
+    capsys.readouterr()
+    decodes = count_decodes(monkeypatch)
+    rebuilt = load_or_build(data_root, IMAGE_SIZE)
+    messages = [line for line in capsys.readouterr().err.splitlines() if " is damaged " in line]
+    assert len(messages) == 1, messages
+    assert str(good.folder) in messages[0] and named in messages[0] and messages[0].rstrip().endswith("decoded again.")
+    assert messages[0].count(". ") == 0  # one sentence
+    assert rebuilt.built and decodes[0] == 23
+    assert rebuilt.train.labels.tolist() == labels
+    for name, split in (("train", rebuilt.train), ("validation", rebuilt.validation)):
+        np.testing.assert_array_equal(np.asarray(split.images), expected[name])
+    assert [entry.state for entry in list_caches(cache_root(""))] == ["ok"]
+
+
+def test_a_crashed_build_leaves_nothing_that_is_read_and_is_cleaned_up(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    calls = [0]
+    original = images_module.decode_image_bytes
+
+    def crash_halfway(image_bytes, image_size):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise KeyboardInterrupt
+        return original(image_bytes, image_size)
+
+    monkeypatch.setattr(images_module, "decode_image_bytes", crash_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(data_root, IMAGE_SIZE, workers=1)
+    root = cache_root("")
+    assert [path.name for path in root.iterdir() if not path.name.endswith(".lock")] == []
+    # a staging folder a killed process left behind is listed, and removed by the next build of its key
+    monkeypatch.setattr(images_module, "decode_image_bytes", original)
+    name = load_or_build(data_root, IMAGE_SIZE).folder.name
+    assert cache_module.remove_cache(root, name)
+    leftover = root / f"{cache_module.STAGING_PREFIX}{name}-12345-abcd"
+    leftover.mkdir()
+    (leftover / "train.npy").write_bytes(b"half")
+    assert [entry.state for entry in list_caches(root)] == ["unfinished build (or one in progress)"]
+    assert load_or_build(data_root, IMAGE_SIZE).built
+    assert not leftover.exists()
+    assert [entry.state for entry in list_caches(root)] == ["ok"]
+
+
+def test_not_enough_disk_stops_before_decoding_in_one_sentence(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    decodes = count_decodes(monkeypatch)
+    monkeypatch.setattr(cache_module, "disk_free_bytes", lambda folder: 1000)
+    with pytest.raises(DataError) as caught:
+        load_study_data(folder_config(data_root, **{"data.cache_dir": str(tmp_path / "small-disk")}))
+    message = str(caught.value)
+    assert decodes[0] == 0
+    assert str(tmp_path / "small-disk" / "decoded") in message and "23 images" in message
+    assert "GiB" in message and "0.0 GiB is free" in message and "--cache-dir" in message
+    assert message.count(". ") == 0 and message.endswith(".")
+
+
+# --------------------------------------------------------------------------- two processes at once
+
+
+def _load_in_child(data_root: str, cache_dir: str, barrier, results) -> None:
+    """In a spawned process: decode slowly (so two builds overlap) and report what was done."""
+    from experiments import cache as child_cache
+    from experiments import images as child_images
+
+    original = child_images.decode_image_bytes
+    decodes = [0]
+
+    def slow(image_bytes, image_size):
+        decodes[0] += 1
+        time.sleep(0.1)
+        return original(image_bytes, image_size)
+
+    child_images.decode_image_bytes = slow
+    messages: list[str] = []
+    barrier.wait(timeout=60)
+    decoded = child_cache.load_or_build(Path(data_root), IMAGE_SIZE, workers=2, cache_dir=cache_dir, log=messages.append)
+    results.put((messages, decodes[0], str(decoded.folder), decoded.built, np.asarray(decoded.train.images).tobytes()))
+
+
+def test_two_processes_building_the_same_cache_at_once_end_with_one_good_cache(tmp_path):
+    data_root = write_folder(tmp_path / "data")
+    cache_dir = tmp_path / "shared-cache"
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    processes = [context.Process(target=_load_in_child, args=(str(data_root), str(cache_dir), barrier, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    decodes = sorted(outcome[1] for outcome in outcomes)
+    assert decodes == [0, 23], f"decodes per process: {decodes} (one must build, the other wait and reuse)"
+    assert sorted(outcome[3] for outcome in outcomes) == [False, True]
+    waited = next(outcome[0] for outcome in outcomes if not outcome[3])
+    assert any("another process" in message for message in waited), f"the builds did not overlap: {waited}"
+    assert outcomes[0][2] == outcomes[1][2] and outcomes[0][4] == outcomes[1][4]
+    entries = list_caches(cache_root(cache_dir))
+    assert [(entry.path, entry.state) for entry in entries] == [(Path(outcomes[0][2]), "ok")]
+    assert sorted(path.name for path in cache_root(cache_dir).iterdir()) == [entries[0].name, entries[0].name + ".lock"]
+
+
+# --------------------------------------------------------------------------- reading: CachedImages
+
+
+def test_cached_images_index_like_a_numpy_array(tmp_path):
+    data_root = write_folder(tmp_path / "data", {"train": 20, "validation": 3})
+    images = load_or_build(data_root, IMAGE_SIZE).train.images
+    everything = np.asarray(images)
+    assert images.shape == everything.shape == (40, 12, 10, 3) and images.dtype == np.uint8 and len(images) == 40
+    mask = np.arange(40) % 3 == 0
+    for key in (0, -1, 7, np.int64(5), slice(None), slice(3, 30, 4), slice(None, None, -2), [5, 1, 5, 38], np.array([[1, 2], [3, 4]]),
+                mask, [], (2, slice(None), 0), ([1, 2], 3), (slice(1, 4), Ellipsis, 1)):
+        np.testing.assert_array_equal(images[key], everything[key], err_msg=f"key {key!r}")
+    with pytest.raises(IndexError):
+        images[40]
+    with pytest.raises(IndexError):
+        images[[0, 40]]
+    with pytest.raises(IndexError):
+        images[np.ones(39, dtype=bool)]
+    view = images.take([9, 3, 4, 5, 30])
+    assert len(view) == 5
+    np.testing.assert_array_equal(np.asarray(view), everything[[9, 3, 4, 5, 30]])
+    np.testing.assert_array_equal(view[[4, 0]], everything[[30, 9]])
+    np.testing.assert_array_equal(np.asarray(view.take([1, 4])), everything[[3, 30]])  # a view of a view
+    np.testing.assert_array_equal(np.stack(list(view)), np.asarray(view))
+    np.testing.assert_array_equal(view.astype(np.float32), everything[[9, 3, 4, 5, 30]].astype(np.float32))
+    np.testing.assert_array_equal(images.memmap(), everything)
+    unpickled = pickle.loads(pickle.dumps(view))  # worker processes get the cache by path
+    np.testing.assert_array_equal(np.asarray(unpickled), np.asarray(view))
+
+
+def test_the_test_split_is_a_view_of_the_cached_validation_array(tmp_path):
+    data_root = write_folder(tmp_path / "data", {"train": 6, "validation": 10})
+    data = load_study_data(folder_config(data_root))
+    assert isinstance(data.test.images, CachedImages) and isinstance(data.validation.images, CachedImages)
+    assert data.test.images.path == data.validation.images.path
+    decoded = load_or_build(data_root, data.image_size)
+    everything = np.asarray(decoded.validation.images)
+    for split in (data.validation, data.test):
+        rows = [decoded.validation.files.index(name) for name in split.files]
+        np.testing.assert_array_equal(np.asarray(split.images), everything[rows])
+
+
+# --------------------------------------------------------------------------- more data than memory
+
+
+def _stream_in_child(data_root: str, cache_dir: str, side: int, results) -> None:
+    """In a fresh process: load the cached data and train one epoch (validating too) on a quarter
+    of it, then on all of it, and report the peak resident memory (VmHWM) each reached."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from experiments.runtime import prefer_onednn
+
+    prefer_onednn()
+    from experiments.config import load_config as child_load_config
+    from experiments.data import load_study_data as child_load
+    from experiments.data import make_dataset
+
+    def status_mib(field: str) -> float:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError(field)
+
+    config = child_load_config(SMOKE_CONFIG, {"data.source": "folder", "data.data_dir": data_root, "data.cache_dir": cache_dir,
+                                              "data.image_size": [side, side]})
+    data = child_load(config)
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((side, side, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+    def train_one_epoch(fraction: float) -> float:
+        train = data.train.subset(np.arange(int(len(data.train) * fraction)))
+        validation = data.validation.subset(np.arange(int(len(data.validation) * fraction)))
+        history = model.fit(make_dataset(train, 32, True, 1), validation_data=make_dataset(validation, 32, False, 1), epochs=1, verbose=0)
+        return float(history.history["loss"][-1])
+
+    train_one_epoch(0.03)  # traces the train and test functions
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # the peak (VmHWM) starts again from the current resident size
+    before = status_mib("VmRSS")
+    train_one_epoch(0.25)
+    quarter_peak = status_mib("VmHWM")
+    loss = train_one_epoch(1.0)
+    data_mib = sum(len(split) for split in data.splits.values()) * side * side * 3 / 2**20
+    results.put({"before": before, "quarter_peak": quarter_peak, "full_peak": status_mib("VmHWM"), "data_mib": data_mib,
+                 "train": len(data.train), "loss": loss})
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux /proc")
+def test_a_data_set_larger_than_the_memory_budget_trains_from_the_cache(tmp_path):
+    """2,000 training and 500 validation images of 192x192: 264 MiB of uint8 pixels. In a fresh
+    process, one epoch (with validation) on a quarter of them, then one on all of them: the whole
+    data set may add at most a 64 MiB budget to the peak resident memory the quarter reached,
+    although it is 198 MiB more data, and the peak may never grow by the data's size. Loading
+    the arrays whole (the pipeline before the cache) fails both. What this shows: training
+    streams from the cache, and memory does not follow the data's size. It sets no hard limit on
+    the process, and the page cache holding the file is not counted (it is the kernel's, shared,
+    and given back under pressure). The first epoch's own growth (batches in flight, the
+    allocator's pools) is a fixed cost, measured by the quarter."""
+    side, budget_mib = 192, 64
+    data_root = write_folder(tmp_path / "data", {"train": 1000, "validation": 250}, side=4)
+    cache_dir = tmp_path / "cache"
+    load_or_build(data_root, (side, side), cache_dir=cache_dir, log=lambda message: None)  # decoded here, outside the measurement
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_stream_in_child, args=(str(data_root), str(cache_dir), side, results))
+    process.start()
+    outcome = results.get(timeout=300)
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    assert outcome["train"] == 2000 and np.isfinite(outcome["loss"])
+    extra_data_mib = 0.75 * outcome["data_mib"]
+    assert extra_data_mib > 3 * budget_mib
+    growth = outcome["full_peak"] - outcome["quarter_peak"]
+    assert growth < budget_mib, f"all of the data added {growth:.0f} MiB to the peak a quarter of it reached ({extra_data_mib:.0f} MiB more data)"
+    assert outcome["full_peak"] - outcome["before"] < outcome["data_mib"], outcome
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_the_cache_command_lists_the_caches_with_sizes_and_removes_them(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    cache_dir = tmp_path / "caches"
+    small = load_or_build(write_folder(tmp_path / "small"), IMAGE_SIZE, cache_dir=cache_dir)
+    large = load_or_build(write_folder(tmp_path / "large", {"train": 30, "validation": 10}, seed=1), IMAGE_SIZE, cache_dir=cache_dir)
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert str(cache_root(cache_dir)) in listing
+    for decoded, images in ((small, 22), (large, 80)):
+        line = next(line for line in listing.splitlines() if decoded.folder.name in line)
+        assert f"{images} images at 12x10" in line and " KiB " in line
+    assert "2 in all" in listing
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "12x10-"]) == 2  # the start of both names
+    assert "give more of the name" in capsys.readouterr().err
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", small.folder.name]) == 0
+    assert f"Removed {small.folder}" in capsys.readouterr().out
+    assert not small.folder.exists() and large.folder.is_dir()
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "no-such-cache"]) == 2
+    assert "no decoded-image cache 'no-such-cache'" in capsys.readouterr().err
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "all"]) == 0
+    assert main(["cache", "--cache-dir", str(cache_dir)]) == 0
+    assert "No decoded-image caches" in capsys.readouterr().out
+    assert list(cache_root(cache_dir).iterdir()) == []
+
+
+def test_the_train_command_s_cache_dir_sets_data_cache_dir():
+    from report_builder.__main__ import config_overrides, parse_arguments
+
+    assert config_overrides(parse_arguments(["train", "--cache-dir", "/big/disk"]))["data.cache_dir"] == "/big/disk"
+    assert "data.cache_dir" not in config_overrides(parse_arguments(["train"]))
+
+
+def test_the_cache_module_imports_no_tensorflow():
+    source = Path(cache_module.__file__).read_text(encoding="utf-8")
+    assert "import tensorflow" not in source and "from tensorflow" not in source

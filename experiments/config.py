@@ -91,6 +91,10 @@ class TrainingSection:
     finetune_from_layer: int = 100
     finetune_learning_rate_factor: float = 0.1
     verbose: str = "auto"
+    # Where the numbers also go (experiments/tracking.py); none of them changes what is learned.
+    tensorboard: bool = False  # event files per cell in <run>/tensorboard/<model>/seed-<seed>/
+    mlflow: bool = False  # log every cell as an MLflow run, to mlflow_uri
+    mlflow_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite:///<out_dir>/mlflow.db; non-empty turns MLflow on
 
 
 @dataclass
@@ -140,6 +144,7 @@ DATA_IDENTITY_KEYS = ("data.source", "data.data_dir", "data.url")
 # caching validation features (same numbers, measured) does not retrain the others.
 UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"), ("study", "seeds"),
                  ("training", "verbose"), ("training", "validation_feature_cache"),
+                 ("training", "tensorboard"), ("training", "mlflow"), ("training", "mlflow_uri"),
                  ("data", "workers"), ("data", "cache_dir")} | {("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
 # Keys only the models that continue transfer read; changing them leaves the other models' hash alone.
 FINETUNE_KEYS = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),

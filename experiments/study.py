@@ -59,6 +59,7 @@ from experiments.errors import StudyFailed
 from experiments.images import DataError, summarize_skipped
 from experiments.interrupts import raise_if_interrupted
 from experiments.runtime import cpu_supports_bf16, describe_cpu_kernels, processor_name
+from experiments.tracking import STATUS_LINE, StudyProgress, StudyTracking, check_tracking_packages, network_message, network_needs, tracked_cell
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "matplotlib", "jinja2", "mkdocs", "mkdocs-material")
@@ -69,7 +70,8 @@ SELECTION_RULE = ("highest mean over seeds of the last epoch's validation accura
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    with STATUS_LINE.paused():  # the progress line on a terminal stays below the messages
+        print(message, file=sys.stderr, flush=True)
 
 
 def _now() -> str:
@@ -220,7 +222,8 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
 
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
-              expected: dict[str, str], on_started: Callable[[], None] | None = None) -> dict[str, Any]:
+              expected: dict[str, str], on_started: Callable[[], None] | None = None,
+              tracking: StudyTracking | None = None) -> dict[str, Any]:
     """Build (or continue), compile and fit one model for one seed; write its history, state,
     model file and its model's summary. The caller holds the cell's lock.
 
@@ -233,6 +236,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     from experiments.training import CachedFeatureValidation, clear_checkpoint, fit, keras_verbosity, load_progress, write_history
 
     model_name, seed = seed_run.model_name, seed_run.seed
+    STATUS_LINE.release()  # Keras prints the epochs from here on
     keras.backend.clear_session()
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
@@ -259,6 +263,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
         precision=policy,
         cached_validation=cached_validation,
         verbose=keras_verbosity(config.training.verbose),
+        tracking=tracking,
     )
     write_history(seed_run, result.epochs, policy)
     write_atomic(seed_run.model_file, lambda path: result.model.save(path))
@@ -446,7 +451,12 @@ def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> dic
 
 
 def preflight(config: StudyConfig) -> None:
-    """Checks that can fail fast, before data is read or anything trained."""
+    """Checks that can fail fast, before data is read or anything trained; then one message with
+    every network need of the run, before anything downloads."""
+    check_tracking_packages(config)
+    message = network_message(network_needs(config))
+    if message:
+        log(message)
     if "transfer" in config.study.models and config.training.base_weights != "none":
         from experiments.models import check_base_weights
 
@@ -690,6 +700,7 @@ class CellContext:
     gpu_available: bool = False
     bf16_cpu: bool = False
     on_started: Callable[[], None] | None = None  # called when a cell starts training (state "partial")
+    tracking: StudyTracking | None = None  # TensorBoard and MLflow, when the config asks for them
 
 
 @dataclass
@@ -767,6 +778,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     if action == SKIP:
         log(f"{where}: skipped, {reason}")
         backfill_validation_predictions(config, data, seed_run)
+        if context.tracking is not None:
+            context.tracking.cell_skipped(seed_run)
         return CellOutcome(model_name, seed, SKIPPED)
     if action == SETTLED:
         state = read_json(seed_run.state) or {}
@@ -777,7 +790,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     if action == RESTART:
         clear_checkpoint(seed_run)
     try:
-        train_one(config, run, data, seed_run, precision, expected, context.on_started)
+        with tracked_cell(context.tracking, seed_run):  # MLflow: the cell's run ends finished, failed or killed
+            train_one(config, run, data, seed_run, precision, expected, context.on_started, context.tracking)
     except (KeyboardInterrupt, SystemExit, OSError):
         raise
     except TrainingDiverged as error:
@@ -813,6 +827,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
     set_determinism(config.training.deterministic)
     preflight(config)
+    tracking = StudyTracking.for_config(config, run.root)
     log(f"Reading data ({config.data.source})...")
     data = load_study_data(config)
     raise_if_interrupted()
@@ -848,32 +863,37 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
     refresh_manifest()
     context = CellContext(run, config, data, force=force, since=since,
                           gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
-                          on_started=refresh_manifest)
+                          on_started=refresh_manifest, tracking=tracking)
     failures: dict[str, str] = {}
     cells = [(model_name, seed) for model_name in config.study.models for seed in config.seeds]
+    progress = StudyProgress(cells, started)
 
-    def settle(outcome: CellOutcome) -> None:
+    def settle(outcome: CellOutcome, cell_started: float) -> None:
         if outcome.status in (FAILED, DIVERGED):
             failures[outcome.label] = outcome.error or outcome.status
         refresh_manifest()
+        progress.cell_done(outcome.model_name, outcome.seed,
+                           time.perf_counter() - cell_started if outcome.status == COMPLETE else None)
 
     try:
         deferred: list[tuple[str, int]] = []
         for step, (model_name, seed) in enumerate(cells, 1):
             raise_if_interrupted()
+            cell_started = time.perf_counter()
             outcome = run_cell(context, model_name, seed, coming_back=deferred,
                                where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
             if outcome.status == DEFERRED:
                 deferred.append((model_name, seed))
                 continue
-            settle(outcome)
+            settle(outcome, cell_started)
             if seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
                 write_model_curves(config, run, data, model_name)
         for index, (model_name, seed) in enumerate(deferred):
             raise_if_interrupted()
+            cell_started = time.perf_counter()
             outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
                                where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
-            settle(outcome)
+            settle(outcome, cell_started)
         for model_name in dict.fromkeys(name for name, _ in deferred):
             write_model_curves(config, run, data, model_name)
         raise_if_interrupted()
@@ -888,6 +908,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
             pass
         raise
     finally:
+        STATUS_LINE.release()
         keras.backend.clear_session()
     header["finished_at"] = _now()
     header["wall_seconds"] = round(time.perf_counter() - started, 1)

@@ -131,6 +131,26 @@ class CachedFeatureValidation(keras.callbacks.Callback):
             logs["val_loss"], logs["val_accuracy"] = loss, accuracy
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """keras.callbacks.TensorBoard whose epoch scalars (epoch_loss, epoch_accuracy, ...) are
+    written at step = the epoch's number in history.json: 1-based, and continuing the source
+    model's numbering for finetune and transfer_extended. Keras itself uses the 0-based index."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+class AfterEpoch(keras.callbacks.Callback):
+    """Call `action()` at every epoch's end (placed after EpochCheckpoint: the epoch is committed)."""
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.action()
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """log(softmax(`logits`)) along the last axis, computed stably (the largest logit subtracted first)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -187,13 +207,15 @@ def fit(
     precision: str = "float32",
     cached_validation: CachedFeatureValidation | None = None,
     verbose: int = 2,
+    tracking=None,
 ) -> TrainingResult:
     """Train `model` (already compiled) for epochs `first_epoch + 1` .. `last_epoch`, resuming
     a committed checkpoint. (`first_epoch` is above 0 when a model continues another's training.)
 
     `state` is the run's state.json content (config hash, data fingerprint, ...); it is updated
     and written after every epoch. With `cached_validation`, validation comes from that callback
-    and `validation_dataset` is not used. Raises :class:`TrainingDiverged` when an epoch's
+    and `validation_dataset` is not used. `tracking` (experiments.tracking.StudyTracking) adds
+    the TensorBoard and MLflow callbacks. Raises :class:`TrainingDiverged` when an epoch's
     training loss is not finite (the epochs before it stay committed).
     """
     planned = last_epoch - first_epoch
@@ -209,7 +231,9 @@ def fit(
     started = time.perf_counter()
     if resumed < planned:
         checkpoint_callback = EpochCheckpoint(seed_run, epochs, state, precision)
-        callbacks = [checkpoint_callback]
+        # order: validation logs filled in, then TensorBoard reads them, then the commit, then MLflow
+        before, after = tracking.callbacks(seed_run, epochs, resumed, state) if tracking is not None else ([], [])
+        callbacks = [*before, checkpoint_callback, *after]
         if cached_validation is not None:
             callbacks.insert(0, cached_validation)
         model.fit(

@@ -40,6 +40,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", help="name of the run folder inside --out")
     parser.add_argument("--force", action="store_true", help="retrain every model even if finished")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up lines (hidden by default)")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also write TensorBoard event files per cell, in <run>/tensorboard/<model>/seed-<seed>/ "
+                        '(needs pip install -e ".[tensorboard]")')
+    parser.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                        help="also log every cell as an MLflow run, to URI (default: $MLFLOW_TRACKING_URI, else "
+                        'sqlite:///<out>/mlflow.db; needs pip install -e ".[mlflow]")')
     parser.add_argument("--cache-dir", help="folder for caches (data.cache_dir): decoded images in DIR/decoded/, the downloaded "
                         "archive in DIR/datasets/ (default: ~/.cache/report-builder/decoded/ and ~/.keras/datasets/)")
 
@@ -83,11 +89,16 @@ def config_overrides(arguments: argparse.Namespace) -> dict[str, object]:
     simple = {"base_weights": "training.base_weights", "epochs": "training.epochs", "seed": "study.seed", "seeds": "study.seeds",
               "deterministic": "training.deterministic",
               "mixed_precision": "training.mixed_precision", "jit_compile": "training.jit_compile",
-              "out": "study.out_dir", "run_name": "study.run_name", "cache_dir": "data.cache_dir"}
+              "out": "study.out_dir", "run_name": "study.run_name", "cache_dir": "data.cache_dir",
+              "tensorboard": "training.tensorboard"}
     for attribute, key in simple.items():
         value = getattr(arguments, attribute, None)
         if value is not None:
             overrides[key] = value
+    if getattr(arguments, "mlflow", None) is not None:  # --mlflow, with or without a URI
+        overrides["training.mlflow"] = True
+        if arguments.mlflow:
+            overrides["training.mlflow_uri"] = arguments.mlflow
     if getattr(arguments, "models", None):
         overrides["study.models"] = [name.strip() for name in arguments.models.split(",") if name.strip()]
     return overrides

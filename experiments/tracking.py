@@ -1,0 +1,612 @@
+"""Where a study's numbers also go, and what the command line says on the way.
+
+- TensorBoard (`training.tensorboard`, `--tensorboard`): every trained cell writes event files
+  with keras.callbacks.TensorBoard into `<run>/tensorboard/<model>/seed-<seed>/{train,validation}/`,
+  at step = the epoch's number in history.json. A resumed cell adds a new event file beside the
+  old ones; a cell trained again from its first epoch (`--force`, a changed config) starts its
+  folder afresh. A finished cell that has no folder yet (trained before the option was on) gets
+  one written from its history.json when the study passes it.
+- MLflow (`training.mlflow` / `training.mlflow_uri`, `--mlflow [URI]`): one experiment per run
+  name, one MLflow run per cell with its model, seed, config hash, data fingerprint and precision
+  as parameters, loss / accuracy / val_loss / val_accuracy / epoch_seconds per epoch at
+  step = the epoch's number, and the cell's history.json, state.json and
+  validation_predictions.json as artifacts. `<cell>/.mlflow_run.json` names the MLflow run, so a
+  resumed cell continues it and a finished cell is not logged twice. The default store is the
+  SQLite file `<out_dir>/mlflow.db` with artifacts in `<out_dir>/mlartifacts/<run name>/`.
+  Logging must never cost a training: the first MLflow error is reported once and MLflow is left
+  off for the rest of the command; the next `train` fills in what it missed from the run folder.
+- The network needs of a run (data archive, MobileNetV2 weights, an MLflow server), listed once
+  before anything downloads, each with its offline alternative.
+- The study's progress line: cells done of all, time elapsed, an estimate of the time left.
+
+Nothing here imports TensorFlow, Keras or MLflow at module level.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from experiments.artifacts import SeedRun, read_json, write_json
+from experiments.config import StudyConfig
+from experiments.errors import UserError
+
+TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
+MLFLOW_INSTALL = 'pip install -e ".[mlflow]"'
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+MLFLOW_RUN_FILE = ".mlflow_run.json"
+#: The models built on MobileNetV2 (finetune and transfer_extended continue transfer).
+MOBILENET_MODELS = ("transfer", "finetune", "transfer_extended")
+#: Where keras.applications.MobileNetV2 fetches its ImageNet weights from (keras/src/applications/mobilenet_v2.py).
+MOBILENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+MOBILENET_WEIGHT_SIDES = (96, 128, 160, 192, 224)
+
+
+def say(message: str) -> None:
+    with STATUS_LINE.paused():
+        print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- optional packages
+
+
+def mlflow_enabled(config: StudyConfig) -> bool:
+    return config.training.mlflow or bool(config.training.mlflow_uri)
+
+
+def mlflow_tracking_uri(config: StudyConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """training.mlflow_uri, else $MLFLOW_TRACKING_URI, else the SQLite file <out_dir>/mlflow.db."""
+    if config.training.mlflow_uri:
+        return config.training.mlflow_uri
+    if environ.get("MLFLOW_TRACKING_URI"):
+        return environ["MLFLOW_TRACKING_URI"]
+    return "sqlite:///" + (Path(config.study.out_dir or ".").resolve() / "mlflow.db").as_posix()
+
+
+def check_tracking_packages(config: StudyConfig, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> None:
+    """UserError, before anything is read or trained, when an option's package is missing."""
+    if config.training.tensorboard and find_spec("tensorboard") is None:
+        raise UserError(
+            "--tensorboard (training.tensorboard) needs the tensorboard package, which TensorFlow no longer "
+            f"installs: run {TENSORBOARD_INSTALL} (or pip install tensorboard), then the same command again"
+        )
+    if not mlflow_enabled(config):
+        return
+    if find_spec("mlflow") is None:
+        raise UserError(
+            f"--mlflow (training.mlflow) needs the mlflow package: run {MLFLOW_INSTALL} (or pip install mlflow), "
+            "then the same command again"
+        )
+    if mlflow_tracking_uri(config).startswith("sqlite:") and (find_spec("sqlalchemy") is None or find_spec("alembic") is None):
+        raise UserError(
+            "MLflow's SQLite store needs sqlalchemy and alembic (mlflow-skinny leaves them out): "
+            f"run {MLFLOW_INSTALL} (or pip install mlflow), then the same command again"
+        )
+
+
+# --------------------------------------------------------------------------- network needs
+
+
+@dataclass(frozen=True)
+class NetworkNeed:
+    what: str
+    source: str
+    offline: str
+
+
+def keras_cache_base(cache_dir: str = "") -> Path:
+    """The folder keras.utils.get_file caches under: `cache_dir` (data.cache_dir), else
+    $KERAS_HOME, else ~/.keras; /tmp/.keras when that folder is not writable (as Keras does)."""
+    if cache_dir:
+        base = Path(cache_dir).expanduser()
+    elif "KERAS_HOME" in os.environ:
+        base = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        home = Path("~").expanduser()
+        base = (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+    return base if os.access(base, os.W_OK) else Path("/tmp") / ".keras"
+
+
+def dataset_archive_path(config: StudyConfig) -> Path:
+    from experiments.data import ARCHIVE_NAME
+
+    return keras_cache_base(config.data.cache_dir) / "datasets" / ARCHIVE_NAME
+
+
+def mobilenet_weights_file(image_size: tuple[int, int]) -> str:
+    """The file name keras.applications.MobileNetV2 (alpha 1.0, no top) downloads for `image_size`."""
+    height, width = image_size
+    side = height if height == width and height in MOBILENET_WEIGHT_SIDES else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{side}_no_top.h5"
+
+
+def mobilenet_weights_path(config: StudyConfig) -> Path:
+    return keras_cache_base() / "models" / mobilenet_weights_file(config.image_size)
+
+
+def _display_uri(uri: str) -> str:
+    """`uri` without a user name or password in it."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, parts.query, parts.fragment))
+
+
+def network_needs(config: StudyConfig, is_cached: Callable[[Path], bool] = Path.is_file) -> list[NetworkNeed]:
+    """What this run will fetch over the network, each with the way to do without it."""
+    needs = []
+    if config.data.source == "download" and not is_cached(dataset_archive_path(config)):
+        needs.append(NetworkNeed(
+            "the image archive", config.data.url,
+            "--data-dir DIR (a folder with train/<class>/ and validation/<class>/ images, for example the archive "
+            "unpacked on a machine that is online), or --dataset synthetic"))
+    mobilenet_models = [name for name in config.study.models if name in MOBILENET_MODELS]
+    if mobilenet_models and config.training.base_weights == "imagenet" and not is_cached(mobilenet_weights_path(config)):
+        name = mobilenet_weights_file(config.image_size)
+        needs.append(NetworkNeed(
+            f"the ImageNet weights of MobileNetV2 (for {', '.join(mobilenet_models)})", MOBILENET_WEIGHTS_URL + name,
+            f"--base-weights PATH (MobileNetV2 alpha 1.0 no-top weights, for example {name} copied from "
+            "~/.keras/models/ of a machine that is online), or --base-weights none"))
+    if mlflow_enabled(config):
+        uri = mlflow_tracking_uri(config)
+        if urlsplit(uri).scheme in ("http", "https", "databricks", "databricks-uc", "uc"):
+            needs.append(NetworkNeed("the MLflow tracking server", _display_uri(uri),
+                                     "--mlflow without a URI (a local SQLite file, <out>/mlflow.db)"))
+    return needs
+
+
+def network_message(needs: list[NetworkNeed]) -> str | None:
+    """One message listing every network need, or None when there is none."""
+    if not needs:
+        return None
+    lines = ["This run needs the network for:"]
+    for need in needs:
+        lines += [f"  - {need.what}: {need.source}", f"    offline instead: {need.offline}"]
+    if any(need.what != "the MLflow tracking server" for need in needs):
+        lines.append("Downloads are kept in the Keras cache; later runs do not fetch them again.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the progress line
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def estimate_seconds_left(durations: Mapping[str, list[float]], remaining: Iterable[str]) -> float | None:
+    """Each remaining cell (by model name) takes the mean time of that model's cells trained so
+    far, or of all cells trained so far; None before any cell was trained."""
+    remaining = list(remaining)
+    if not remaining:
+        return 0.0
+    every = [seconds for values in durations.values() for seconds in values]
+    if not every:
+        return None
+    overall = sum(every) / len(every)
+    return sum(sum(durations[name]) / len(durations[name]) if durations.get(name) else overall for name in remaining)
+
+
+def progress_line(done: int, total: int, elapsed: float, seconds_left: float | None) -> str:
+    text = f"Study: {done} of {total} cells done, {format_duration(elapsed)} elapsed"
+    if done >= total:
+        return text
+    if seconds_left is None:
+        return text + ", time left estimated once a cell has trained"
+    return text + f", about {format_duration(seconds_left)} left"
+
+
+class StatusLine:
+    """On a terminal, one line at the bottom that each `show` rewrites in place; other messages
+    (through `paused`) print above it. Before Keras prints its epochs, `release` leaves the line
+    as it stands and moves to a new one. Elsewhere (logs, CI) every `show` is a plain line."""
+
+    def __init__(self, stream: Callable[[], Any] = lambda: sys.stderr):
+        self._stream = stream
+        self.text: str | None = None
+
+    def _is_terminal(self) -> bool:
+        try:
+            return bool(self._stream().isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def _draw(self) -> None:
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        stream = self._stream()
+        stream.write("\r\x1b[2K" + (self.text or "")[:width])
+        stream.flush()
+
+    def show(self, text: str) -> None:
+        if not self._is_terminal():
+            print(text, file=self._stream(), flush=True)
+            return
+        self.text = text
+        self._draw()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        if self.text is None:
+            yield
+            return
+        stream = self._stream()
+        stream.write("\r\x1b[2K")
+        stream.flush()
+        try:
+            yield
+        finally:
+            if self.text is not None:
+                self._draw()
+
+    def release(self) -> None:
+        if self.text is not None:
+            self._stream().write("\n")
+            self._stream().flush()
+            self.text = None
+
+
+STATUS_LINE = StatusLine()
+
+
+class StudyProgress:
+    """Counts the study's cells as they settle and shows the progress line after each."""
+
+    def __init__(self, cells: list[tuple[str, int]], started: float, line: StatusLine = STATUS_LINE):
+        self.cells = list(cells)
+        self.started = started
+        self.line = line
+        self.done: set[tuple[str, int]] = set()
+        self.durations: dict[str, list[float]] = {}
+
+    def cell_done(self, model_name: str, seed: int, trained_seconds: float | None = None) -> str:
+        """`trained_seconds`: the cell's wall time when it was trained here (None: skipped or failed)."""
+        self.done.add((model_name, seed))
+        if trained_seconds is not None:
+            self.durations.setdefault(model_name, []).append(trained_seconds)
+        remaining = [name for name, cell_seed in self.cells if (name, cell_seed) not in self.done]
+        text = progress_line(len(self.cells) - len(remaining), len(self.cells), time.perf_counter() - self.started,
+                             estimate_seconds_left(self.durations, remaining))
+        self.line.show(text)
+        return text
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def tensorboard_root(run_root: Path) -> Path:
+    return Path(run_root) / "tensorboard"
+
+
+def tensorboard_dir(run_root: Path, seed_run: SeedRun) -> Path:
+    return tensorboard_root(run_root) / seed_run.model_name / f"seed-{seed_run.seed}"
+
+
+def write_tensorboard_history(directory: Path, epochs: list[dict[str, Any]]) -> None:
+    """Event files for epochs trained without --tensorboard: the scalars Keras's callback writes."""
+    import tensorflow as tf
+
+    for subfolder, prefix in (("train", ""), ("validation", "val_")):
+        writer = tf.summary.create_file_writer(str(directory / subfolder))
+        with writer.as_default():
+            for record in epochs:
+                for name in ("loss", "accuracy"):
+                    value = record.get(prefix + name)
+                    if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
+                        tf.summary.scalar(f"epoch_{name}", value, step=record["epoch"])
+        writer.close()
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def _quiet_mlflow_logging() -> None:
+    """MLflow and alembic announce every table migration at INFO; keep warnings only. (MLflow
+    sets its loggers' level when it is imported: call this after.)"""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _sqlite_artifact_root(uri: str, experiment_name: str) -> str | None:
+    """For a SQLite store, `<folder of the database>/mlartifacts/<experiment>` (MLflow's own
+    default would be ./mlruns in whatever folder the command runs in); None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlartifacts" / experiment_name).as_uri()
+
+
+def _milliseconds(timestamp: object) -> int | None:
+    try:
+        return int(datetime.fromisoformat(str(timestamp)).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def cell_params(seed_run: SeedRun, state: Mapping[str, Any]) -> dict[str, str]:
+    """The MLflow parameters of a cell: model, seed, and what its training was made from."""
+    params = {"model": seed_run.model_name, "seed": str(seed_run.seed)}
+    for key in ("config_hash", "data_fingerprint", "precision", "starting_point", "epochs_planned"):
+        if state.get(key) is not None:
+            params[key] = str(state[key])
+    return params
+
+
+@dataclass
+class _OpenRun:
+    run_id: str
+    logged: set[int] = field(default_factory=set)  # epoch numbers already logged
+
+
+class MlflowLog:
+    """The study's MLflow experiment and its cells' runs. Every call is guarded: the first
+    error is reported once and MLflow is off for the rest of this command (training goes on)."""
+
+    def __init__(self, uri: str, experiment_name: str, client: Any = None):
+        self.uri = uri
+        self.experiment_name = experiment_name
+        self.client = client
+        self.experiment_id: str | None = None
+        self.failed = False
+        self.open: dict[Path, _OpenRun] = {}
+
+    # -- guard
+
+    def _guard(self, what: str, action: Callable[[], Any]) -> Any:
+        if self.failed:
+            return None
+        try:
+            return action()
+        except Exception as error:  # logging must never stop training
+            self.failed = True
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            say(f"warning: MLflow logging failed while {what} ({type(error).__name__}{': ' + detail[:300] if detail else ''}); "
+                "training goes on without MLflow for the rest of this command. The run folder keeps every number, "
+                "and the next `train` of this run logs what MLflow missed.")
+            return None
+
+    def connect(self) -> bool:
+        def connect() -> None:
+            if urlsplit(self.uri).scheme in ("http", "https"):  # a server that is down: fail in seconds, not minutes
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            if self.client is None:
+                from mlflow import MlflowClient
+
+                _quiet_mlflow_logging()
+                self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment()
+
+        self._guard(f"opening the store {_display_uri(self.uri)}", connect)
+        return not self.failed
+
+    def _experiment(self) -> str:
+        client = self.client
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            try:
+                return client.create_experiment(self.experiment_name,
+                                                artifact_location=_sqlite_artifact_root(self.uri, self.experiment_name))
+            except Exception:  # another process created it meanwhile
+                experiment = client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    # -- runs
+
+    def _stored_run(self, seed_run: SeedRun) -> Any:
+        """The MLflow run `<cell>/.mlflow_run.json` names, if it is in this store and experiment."""
+        record = read_json(seed_run.folder / MLFLOW_RUN_FILE) or {}
+        if record.get("tracking_uri") != self.uri or not isinstance(record.get("run_id"), str):
+            return None
+        try:
+            run = self.client.get_run(record["run_id"])
+        except Exception as error:
+            if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        if run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage != "active":
+            return None
+        return run
+
+    def _new_run(self, seed_run: SeedRun, state: Mapping[str, Any], replaces: Any = None, from_files: bool = False) -> _OpenRun:
+        from mlflow.entities import Param
+
+        tags = {"model": seed_run.model_name, "seed": str(seed_run.seed), "report_builder.cell": str(seed_run.folder)}
+        if from_files:
+            tags["report_builder.logged_from"] = "the cell's files, after training"
+        run = self.client.create_run(self.experiment_id, run_name=f"{seed_run.model_name} seed {seed_run.seed}", tags=tags,
+                                     start_time=_milliseconds(state.get("started_at")) if from_files else None)
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(key, value) for key, value in cell_params(seed_run, state).items()])
+        if replaces is not None:
+            self.client.set_tag(replaces.info.run_id, "report_builder.superseded_by", run_id)
+        write_json(seed_run.folder / MLFLOW_RUN_FILE, {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "run_id": run_id})
+        return _OpenRun(run_id)
+
+    def _continue(self, run: Any) -> _OpenRun:
+        run_id = run.info.run_id
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        return _OpenRun(run_id, {metric.step for metric in self.client.get_metric_history(run_id, "loss")})
+
+    def _sync(self, open_run: _OpenRun, epochs: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        new = [record for record in epochs if isinstance(record.get("epoch"), int) and record["epoch"] not in open_run.logged]
+        metrics = []
+        for record in new:
+            values = {key: record.get(key) for key in EPOCH_METRICS} | {"epoch_seconds": record.get("seconds")}
+            metrics += [Metric(key, float(value), now, record["epoch"]) for key, value in values.items()
+                        if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(open_run.run_id, metrics=metrics[start:start + 1000])
+        open_run.logged.update(record["epoch"] for record in new)
+
+    def _finish(self, seed_run: SeedRun, open_run: _OpenRun, status: str, cell_status: str, error: str | None,
+                end_time: int | None = None) -> None:
+        history = read_json(seed_run.history) or {}
+        self._sync(open_run, history.get("epochs") if isinstance(history.get("epochs"), list) else [])
+        for path in (seed_run.history, seed_run.state, seed_run.validation_predictions):
+            if path.is_file():
+                self.client.log_artifact(open_run.run_id, str(path))
+        self.client.set_tag(open_run.run_id, "cell_status", cell_status)
+        if error:
+            self.client.set_tag(open_run.run_id, "error", error[:5000])
+        self.client.set_terminated(open_run.run_id, status, end_time=end_time)
+
+    # -- what the study calls
+
+    def open_cell(self, seed_run: SeedRun, state: Mapping[str, Any], resumed: bool, epochs: list[dict[str, Any]]) -> None:
+        """A cell starts training: continue its MLflow run when it resumes, else start a new one."""
+        def open_cell() -> None:
+            stored = self._stored_run(seed_run)
+            open_run = self._continue(stored) if resumed and stored is not None else self._new_run(seed_run, state, replaces=stored)
+            self.open[seed_run.folder] = open_run
+            self._sync(open_run, epochs)
+
+        self._guard(f"starting the MLflow run of {seed_run.label}", open_cell)
+
+    def log_epochs(self, seed_run: SeedRun, epochs: list[dict[str, Any]]) -> None:
+        open_run = self.open.get(seed_run.folder)
+        if open_run is not None:
+            self._guard(f"logging an epoch of {seed_run.label}", lambda: self._sync(open_run, epochs))
+
+    def close_cell(self, seed_run: SeedRun, status: str, cell_status: str, error: str | None = None, create: bool = False) -> None:
+        """End the cell's run: its last epochs, its files as artifacts, `status` (FINISHED, FAILED,
+        KILLED). With `create`, a cell with no open run continues its stored one or gets a new one."""
+        def close_cell() -> None:
+            open_run = self.open.pop(seed_run.folder, None)
+            if open_run is None:
+                if not create:
+                    return
+                stored = self._stored_run(seed_run)
+                open_run = self._continue(stored) if stored is not None else self._new_run(seed_run, read_json(seed_run.state) or {})
+            self._finish(seed_run, open_run, status, cell_status, error)
+
+        self._guard(f"ending the MLflow run of {seed_run.label}", close_cell)
+
+    def record_finished(self, seed_run: SeedRun) -> None:
+        """A finished cell the study skips: log it from its files unless its run is already finished."""
+        def record_finished() -> None:
+            stored = self._stored_run(seed_run)
+            if stored is not None and stored.info.status == "FINISHED":
+                return
+            state = read_json(seed_run.state) or {}
+            open_run = self._continue(stored) if stored is not None else self._new_run(seed_run, state, from_files=True)
+            self._finish(seed_run, open_run, "FINISHED", str(state.get("status", "complete")), None,
+                         end_time=_milliseconds(state.get("finished_at")) if stored is None else None)
+
+        self._guard(f"logging the finished {seed_run.label}", record_finished)
+
+
+# --------------------------------------------------------------------------- the study's tracking
+
+
+class StudyTracking:
+    """TensorBoard and MLflow for one study's cells, as the config asks (see the module's docstring)."""
+
+    def __init__(self, config: StudyConfig, run_root: Path, mlflow_client: Any = None):
+        self.run_root = Path(run_root)
+        self.tensorboard = config.training.tensorboard
+        self.mlflow: MlflowLog | None = None
+        if self.tensorboard:
+            say(f"TensorBoard: event files go to {tensorboard_root(self.run_root)}/ "
+                f"(view them with: tensorboard --logdir {tensorboard_root(self.run_root)})")
+        if mlflow_enabled(config):
+            self.mlflow = MlflowLog(mlflow_tracking_uri(config), config.study.run_name, mlflow_client)
+            if self.mlflow.connect():
+                say(f"MLflow: every cell is logged to experiment '{config.study.run_name}' in {_display_uri(self.mlflow.uri)}")
+
+    @classmethod
+    def for_config(cls, config: StudyConfig, run_root: Path) -> StudyTracking | None:
+        if not (config.training.tensorboard or mlflow_enabled(config)):
+            return None
+        return cls(config, run_root)
+
+    def callbacks(self, seed_run: SeedRun, epochs: list[dict[str, Any]], resumed: int, state: Mapping[str, Any]) -> tuple[list, list]:
+        """Keras callbacks for a cell about to train: those that go before the epoch's commit
+        (TensorBoard, which reads the epoch's logs) and those after it (MLflow, which logs the
+        committed epochs). `epochs` is the list the commit appends to; `resumed` its length now."""
+        from experiments.training import AfterEpoch, EpochTensorBoard
+
+        before, after = [], []
+        if self.tensorboard:
+            directory = tensorboard_dir(self.run_root, seed_run)
+            if not resumed:  # trained afresh: events of an earlier training of this cell would mix in
+                shutil.rmtree(directory, ignore_errors=True)
+            elif not directory.exists():  # its first epochs were trained without --tensorboard
+                write_tensorboard_history(directory, epochs)
+            before.append(EpochTensorBoard(log_dir=str(directory), write_graph=False, profile_batch=0))
+        if self.mlflow is not None:
+            mlflow = self.mlflow
+            mlflow.open_cell(seed_run, state, resumed > 0, epochs)
+            after.append(AfterEpoch(lambda: mlflow.log_epochs(seed_run, epochs)))
+        return before, after
+
+    def cell_finished(self, seed_run: SeedRun) -> None:
+        if self.mlflow is not None:
+            self.mlflow.close_cell(seed_run, "FINISHED", "complete", create=True)
+
+    def cell_stopped(self, seed_run: SeedRun, error: BaseException) -> None:
+        """The cell's training ended early: interrupted (KILLED), diverged or failed (FAILED)."""
+        if self.mlflow is None:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.mlflow.close_cell(seed_run, "KILLED", "interrupted")
+        else:
+            from experiments.training import TrainingDiverged
+
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            self.mlflow.close_cell(seed_run, "FAILED", "diverged" if isinstance(error, TrainingDiverged) else "failed", message)
+
+    def cell_skipped(self, seed_run: SeedRun) -> None:
+        """A finished cell the study does not train again: log it where it is missing."""
+        if self.tensorboard:
+            directory = tensorboard_dir(self.run_root, seed_run)
+            history = read_json(seed_run.history) or {}
+            if not directory.exists() and isinstance(history.get("epochs"), list) and history["epochs"]:
+                try:
+                    write_tensorboard_history(directory, history["epochs"])
+                except Exception as error:  # a view of the numbers, never a reason to stop
+                    say(f"warning: could not write TensorBoard events for {seed_run.label} ({type(error).__name__}: {error})")
+        if self.mlflow is not None:
+            self.mlflow.record_finished(seed_run)
+
+
+@contextmanager
+def tracked_cell(tracking: StudyTracking | None, seed_run: SeedRun) -> Iterator[None]:
+    """Around a cell's training: its MLflow run ends finished, or failed / killed with the error."""
+    if tracking is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException as error:
+        tracking.cell_stopped(seed_run, error)
+        raise
+    tracking.cell_finished(seed_run)

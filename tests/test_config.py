@@ -135,7 +135,8 @@ def test_more_seeds_or_other_finetune_settings_do_not_retrain_the_other_models()
 NOT_CHANGING_RESULTS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"), ("study", "seeds"),
                         ("training", "verbose"), ("training", "validation_feature_cache"),
                         ("data", "workers"), ("data", "cache_dir"),
-                        ("dataset", "name"), ("dataset", "description"), ("dataset", "source"), ("dataset", "licence")}
+                        ("dataset", "name"), ("dataset", "description"), ("dataset", "source"), ("dataset", "licence"),
+                        ("training", "tensorboard"), ("training", "mlflow"), ("training", "mlflow_uri")}
 FINETUNE_ONLY = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
                  ("training", "finetune_learning_rate_factor")}
 #: The models each of FINETUNE_ONLY retrains: the control reads only how many epochs it trains.

@@ -7,8 +7,9 @@ same bytes. Every text that comes from the artifacts goes through the ``md`` fil
 Markdown markup.
 
 The work is split by job: :mod:`report_builder.views` loads the artifacts into view data,
-:mod:`report_builder.formatting` turns numbers and text into what the pages print, and this
-module writes the pages (through :mod:`report_builder.publish`).
+:mod:`report_builder.formatting` turns numbers and text into what the pages print,
+:mod:`report_builder.charts` makes the interactive charts' specs and the CSV downloads, and this
+module writes them all (through :mod:`report_builder.publish`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from report_builder import charts
 from report_builder.formatting import (
     code_fence,
     escape_markdown,
@@ -32,9 +34,12 @@ from report_builder.formatting import (
     number_word,
 )
 from report_builder.publish import publish_tree
-from report_builder.views import FIGURES_SUBDIR, ReportError, RunView, artifact_text, as_dict, load_run, page_context
+from report_builder.views import FIGURES_SUBDIR, ReportError, RunView, artifact_text, as_dict, load_run, page_context, seed_histories
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+#: vega, vega-lite, vega-embed (minified, BSD-3-Clause, see THIRD_PARTY_NOTICES.txt there) and
+#: report-charts.js, copied into every render so that the charts draw without a request elsewhere.
+JAVASCRIPTS_DIR = Path(__file__).resolve().parent / "assets" / "javascripts"
 
 # --------------------------------------------------------------------------- rendering
 
@@ -65,9 +70,11 @@ def make_environment() -> jinja2.Environment:
     return environment
 
 
-def build_pages(run: RunView, environment: jinja2.Environment) -> dict[Path, str]:
-    """Render every page into memory: relative path -> Markdown text."""
-    context = page_context(run)
+def build_pages(run: RunView, environment: jinja2.Environment, extra: dict[str, Any] | None = None) -> dict[Path, str]:
+    """Render every page into memory: relative path -> Markdown text. ``extra`` adds template
+    variables: ``charts`` and ``data_files``, the chart specs and CSV files the pages may link
+    (none by default)."""
+    context = {"charts": set(), "data_files": set(), **page_context(run), **(extra or {})}
     pages = {
         Path("index.md"): environment.get_template("index.md.j2").render(context),
         Path("method.md"): environment.get_template("method.md.j2").render(context),
@@ -76,6 +83,19 @@ def build_pages(run: RunView, environment: jinja2.Environment) -> dict[Path, str
     for model in run.models:
         pages[Path("models") / f"{model.name}.md"] = model_template.render(context, model=model)
     return pages
+
+
+def javascript_files() -> dict[str, bytes]:
+    """The bundled chart JavaScript (and its licence notices) as docs-relative path -> bytes."""
+    files = {}
+    for name in charts.BUNDLE_FILES:
+        source = JAVASCRIPTS_DIR / name
+        try:
+            files[(charts.JAVASCRIPTS_SUBDIR / name).as_posix()] = source.read_bytes()
+        except OSError as error:
+            raise ReportError(f"cannot read {source}, part of report-builder's chart bundle "
+                              f"(reinstall the package): {error.strerror or error}") from None
+    return files
 
 
 def forbidden_targets(artifacts_dir: Path, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
@@ -94,7 +114,8 @@ def forbidden_targets(artifacts_dir: Path, manifest: dict[str, Any]) -> list[tup
 def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
     """Render the run in ``artifacts_dir`` into ``docs_dir``; returns the written files (sorted).
 
-    The pages and figures replace the previous render's as one step (see
+    The pages, figures, chart specs (``assets/charts/``), CSV downloads (``assets/data/``) and the
+    chart JavaScript (``assets/javascripts/``) replace the previous render's as one step (see
     :mod:`report_builder.publish`); files in ``docs_dir`` that no render wrote are kept.
     Raises :class:`ReportError` when the folder or its ``manifest.json`` is missing or unusable,
     and :class:`~report_builder.publish.PublishError` when ``docs_dir`` is not the report's to write.
@@ -102,7 +123,8 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
     artifacts_dir = Path(artifacts_dir)
     docs_dir = Path(docs_dir)
     run = load_run(artifacts_dir)
-    pages = build_pages(run, make_environment())
+    extras = charts.report_files(run, seed_histories(run))
+    pages = build_pages(run, make_environment(), {"charts": extras.charts, "data_files": extras.data_files})
     figure_bytes = {}
     for name in run.figures:
         source = artifacts_dir / "figures" / name
@@ -112,6 +134,8 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
             raise ReportError(f"cannot read figure {source}: {error.strerror or error}") from None
     files = {relative.as_posix(): text.encode("utf-8") for relative, text in pages.items()}
     files.update({(FIGURES_SUBDIR / name).as_posix(): data for name, data in figure_bytes.items()})
+    files.update(extras.files)
+    files.update(javascript_files())
 
     def write(staging: Path) -> list[str]:
         for relative, data in sorted(files.items()):

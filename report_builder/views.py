@@ -83,8 +83,7 @@ class ModelView:
     trainable_params: int | None
     frozen_params: int | None
     summary_text: str | None
-    observation: obs.ModelObservation | None
-    observation_error: str | None
+    observation_error: str | None  # why the histories could not be read
     curves_figure: str | None
     previous: str | None
     next: str | None
@@ -93,7 +92,7 @@ class ModelView:
     over_seeds: obs.SeedSummary | None = None  # the aggregate over this model's seeds
     seed_rows: list[SeedRow] = field(default_factory=list)
     missing_seeds: list[int] = field(default_factory=list)
-    accuracy: obs.AccuracyEstimate | None = None  # mean last-epoch validation accuracy, 95% interval
+    accuracy: obs.Spread | None = None  # each seed's last-epoch validation accuracy: count, mean, std
     precision: str | None = None
     comparison: PairedComparison | None = None  # against the previous model in study order
     lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
@@ -104,6 +103,7 @@ class ModelView:
     verdicts: list[analysis.Verdict] = field(default_factory=list)
     best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
     reference: dict[str, Any] | None = None  # references.summarize for this model
+    histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
 
     @property
     def verdict_codes(self) -> list[str]:
@@ -363,31 +363,25 @@ def load_models(
     """Load every model of the study, in study order, run or not."""
     manifest_models = as_dict(manifest.get("models"))
     baseline = _baseline_validation_accuracy(dataset)
-    validation_count = _validation_count(dataset)
     validation = as_dict(as_dict(metrics).get("validation"))
     candidates = as_dict(as_dict(as_dict(metrics).get("selection")).get("candidates"))
     all_seeds = run_seeds(manifest)
     views: list[ModelView] = []
-    previous_observation: obs.ModelObservation | None = None
     for index, name in enumerate(MODEL_ORDER):
         model_dir = artifacts_dir / "models" / name
         entry = as_dict(manifest_models.get(name))
         status = str(entry.get("status", "not_run")) if entry else "not_run"
         runs = read_seed_runs(model_dir, problems)
         summary = read_json(model_dir / "summary.json", problems)
-        seeds, observation, observation_error = None, None, None
+        seeds, observation_error = None, None
         if runs:
             try:
                 seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
-                observation = obs.observe_model(name, obs.mean_curve(seeds.epochs), baseline, previous_observation)
             except ValueError as error:
                 seeds, observation_error = None, str(error)
-        if observation is not None and observation.previous_model is None and index > 0:
-            observation = obs.replace(observation, previous_model=MODEL_ORDER[index - 1])
-        previous_observation = observation
-        view = _model_view(name, index, status, entry, summary, runs, observation, observation_error,
+        view = _model_view(name, index, status, entry, summary, runs, observation_error,
                            figures, as_dict(validation.get(name)), candidates.get(name))
-        _add_seeds(view, seeds, runs, entry, all_seeds, validation_count)
+        _add_seeds(view, seeds, runs, entry, all_seeds)
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
     _add_comparisons(views)
@@ -439,6 +433,7 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: dict[str, Any] |
     if view.over_seeds is None:
         return
     histories = {run.seed: run.epochs for run in runs if isinstance(run.epochs, list)}
+    view.histories = histories
     digest, label_counts = validation_labels(dataset)
     view.correct, view.correct_seeds, view.predictions_note = correctness_matrix(runs, digest)
     if view.correct is not None:
@@ -486,7 +481,6 @@ def _add_seeds(
     runs: list[SeedRun],
     entry: dict[str, Any],
     all_seeds: list[int],
-    validation_count: int | None,
 ) -> None:
     """Fill in the per-seed facts of a model view: rows, missing seeds, the accuracy estimate."""
     precisions = sorted({run.precision for run in runs if run.precision})
@@ -500,7 +494,7 @@ def _add_seeds(
                       for result in seeds.seeds]
     found = {result.seed for result in seeds.seeds}
     view.missing_seeds = [seed for seed in all_seeds if seed not in found] if view.status != "not_run" else []
-    view.accuracy = obs.accuracy_estimate(seeds.last_val, validation_count)
+    view.accuracy = seeds.last_val
 
 
 def _seed_row(result: obs.SeedResult, run: SeedRun, entry: dict[str, Any]) -> SeedRow:
@@ -532,7 +526,6 @@ def _model_view(
     entry: dict[str, Any],
     summary: dict[str, Any] | None,
     runs: list[SeedRun],
-    observation: obs.ModelObservation | None,
     observation_error: str | None,
     figures: list[str],
     validation: dict[str, Any],
@@ -571,7 +564,6 @@ def _model_view(
         trainable_params=as_int(summary_data.get("trainable_params")),
         frozen_params=as_int(summary_data.get("non_trainable_params")),
         summary_text=summary_text if isinstance(summary_text, str) and summary_text.strip() else None,
-        observation=observation,
         observation_error=observation_error,
         curves_figure=curves if curves in figures else None,
         previous=MODEL_ORDER[index - 1] if index > 0 else None,
@@ -868,19 +860,24 @@ def page_context(run: RunView) -> dict[str, Any]:
         "test": test_view(run.metrics),
         "config_rows": applicable_config_rows(manifest.get("config", {}), [model.name for model in run.models if model.status != "not_run"]),
         "total_wall_seconds": total_wall_seconds(run.models),
-        "window": obs.SETTLED_WINDOW_EPOCHS,
-        "overfitting_rule": obs.overfitting_rule_text(),
-        "baseline_rule": obs.baseline_rule_text(),
-        "noise_rule": obs.noise_rule_text(),
-        "noise": {
-            "within": obs.COMPARISON_WITHIN_NOISE,
-            "better": obs.COMPARISON_BETTER,
-            "unknown": obs.COMPARISON_UNKNOWN,
-        },
-        "verdicts": {
-            "strong": obs.VERDICT_STRONG,
-            "mild": obs.VERDICT_MILD,
-            "none": obs.VERDICT_NONE,
-            "unknown": obs.VERDICT_NOT_ENOUGH_DATA,
-        },
     }
+
+
+# --------------------------------------------------------------------------- per-seed histories (charts, CSV downloads)
+
+
+def seed_histories(run: RunView) -> dict[str, dict[int, list[obs.EpochRecord]]]:
+    """Each reported model's cleaned history per seed (model -> seed -> epochs, seeds in numeric
+    order), as load_run read them: the seeds of every model with an aggregate over seeds."""
+    histories: dict[str, dict[int, list[obs.EpochRecord]]] = {}
+    for model in run.models:
+        if model.over_seeds is None:
+            continue
+        runs: dict[int, list[obs.EpochRecord]] = {}
+        for seed, epochs in sorted(model.histories.items()):
+            try:
+                runs[seed] = obs.clean_history(epochs, f"{model.name} (seed {seed})")
+            except ValueError:
+                continue
+        histories[model.name] = runs
+    return histories

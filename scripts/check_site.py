@@ -11,6 +11,9 @@ with Selenium and the system chromedriver at each window width asked for (defaul
   <link href> that loads something (stylesheet, icon, preload, ...), <img src/srcset>,
   <source>, <iframe>, <video>/<audio>, <object> and <embed> must be on the local server
   (data:, blob: and about: URLs are fine; links a reader may follow are not requests);
+- every interactive chart drew: each chart container (``.report-chart``, report-builder's
+  Vega-Lite charts) holds an <svg> or <canvas> once the page has loaded (waiting up to
+  CHART_WAIT_SECONDS); a problem names the chart and why it did not draw, when the page said;
 - no table is wider than its container, i.e. none would scroll sideways: the table's width
   (and Material's ``.md-typeset__scrollwrap`` scroll width) against the wrapper's
   clientWidth, 1 px tolerance. Closed <details> are opened and every tab of a tabbed set
@@ -18,7 +21,8 @@ with Selenium and the system chromedriver at each window width asked for (defaul
   left out.
 
 Saves a full-page screenshot per page and width: ``<page>.png`` at the first width,
-``<page>-<width>px.png`` at the others. Prints ``ok``/``FAIL`` per page with its problems;
+``<page>-<width>px.png`` at the others, and one of each chart at the first width,
+``<page>-chart-<name>.png``. Prints ``ok``/``FAIL`` per page with its problems;
 a table problem names the width, the table (its number on the page, the heading above it
 and its first header cells) and both widths in px.
 
@@ -66,6 +70,8 @@ WINDOW_HEIGHT = 900
 MOBILE_BELOW = 600  # narrower windows are emulated as a phone (viewport meta, overlay scrollbars)
 TABLE_TOLERANCE_PX = 1.0
 IMAGE_WAIT_SECONDS = 10.0
+CHART_WAIT_SECONDS = 15.0
+CHART_SELECTOR = ".report-chart"
 SKIPPED_PAGES = ("404.html",)
 # URL schemes that fetch nothing from another host
 LOCAL_SCHEMES = ("data", "blob", "about", "javascript", "mailto", "tel", "chrome", "chrome-error", "devtools")
@@ -81,9 +87,11 @@ class PageResult:
     path: str
     images: int = 0
     tables: int = 0
+    charts: int = 0
     problems: list[str] = field(default_factory=list)
     screenshot: Path | None = None  # at the first width checked
     screenshots: dict[int, Path] = field(default_factory=dict)  # width -> screenshot
+    chart_screenshots: dict[str, Path] = field(default_factory=dict)  # chart name -> screenshot (first width)
     widths: list[int] = field(default_factory=list)
 
     def add(self, problem: str) -> None:
@@ -192,6 +200,64 @@ def wait_for_images(driver: object) -> list[dict[str, object]]:
         time.sleep(0.1)
         images = driver.execute_script(IMAGE_STATE_SCRIPT)
     return images
+
+
+# Each chart container: its name, whether it holds a drawing, and what the page's script said.
+CHART_STATE_SCRIPT = """
+return Array.from(document.querySelectorAll(arguments[0])).map(function (container, index) {
+  return {index: index + 1, name: container.getAttribute("data-chart") || "",
+          drawn: !!container.querySelector("svg, canvas"),
+          state: container.getAttribute("data-chart-state") || "", error: container.getAttribute("data-chart-error") || ""};
+});
+"""
+
+
+def wait_for_charts(driver: object, timeout: float | None = None) -> list[dict[str, object]]:
+    """Wait until every chart container of the page holds an <svg> or <canvas> or its script gave
+    up on it (data-chart-state="failed"), at most `timeout` seconds (default CHART_WAIT_SECONDS);
+    returns each chart's state."""
+    deadline = time.monotonic() + (CHART_WAIT_SECONDS if timeout is None else timeout)
+    charts = driver.execute_script(CHART_STATE_SCRIPT, CHART_SELECTOR)
+    while any(not chart["drawn"] and chart["state"] != "failed" for chart in charts) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        charts = driver.execute_script(CHART_STATE_SCRIPT, CHART_SELECTOR)
+    return charts
+
+
+def describe_chart(chart: dict[str, object]) -> str:
+    return f'chart {chart["index"]} "{chart["name"]}"' if chart["name"] else f"chart {chart['index']}"
+
+
+def check_charts(driver: object, width: int | None) -> tuple[list[dict[str, object]], list[str]]:
+    """The page's charts and a problem for each that did not draw."""
+    charts = wait_for_charts(driver)
+    where = f"at {width} px: " if width is not None else ""
+    problems = []
+    for chart in charts:
+        if chart["drawn"]:
+            continue
+        why = f": {chart['error']}" if chart["error"] else (f" (state: {chart['state']})" if chart["state"] else " (its script never ran)")
+        problems.append(f"{where}{describe_chart(chart)} did not draw: no <svg> or <canvas> in its container{why}")
+    return charts, problems
+
+
+def chart_screenshots(driver: object, page: str, screenshots: Path) -> dict[str, Path]:
+    """A screenshot of each drawn chart of the loaded page: ``<page>-chart-<name>.png``."""
+    from selenium.webdriver.common.by import By
+
+    saved = {}
+    for index, element in enumerate(driver.find_elements(By.CSS_SELECTOR, CHART_SELECTOR), start=1):
+        if not element.find_elements(By.CSS_SELECTOR, "svg, canvas"):
+            continue
+        name = element.get_attribute("data-chart") or str(index)
+        safe = "".join(character if character.isalnum() or character in "-_" else "_" for character in name)
+        target = screenshots / f"{screenshot_name(page)[:-4]}-chart-{safe}.png"
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(element.screenshot_as_png)
+        saved[name] = target
+    driver.execute_script("window.scrollTo(0, 0);")
+    return saved
 
 
 # Every URL the page loaded or points a loading element at, resolved against the page.
@@ -363,6 +429,10 @@ def check_page(driver: object, base_url: str, page: str, screenshots: Path | Non
     for image in images:
         if not image["complete"] or not image["width"]:
             result.add(f"image did not load: {image['src']}")
+    charts, chart_problems = check_charts(driver, width)
+    result.charts = len(charts)
+    for problem in chart_problems:
+        result.add(problem)
     for entry in driver.get_log("browser"):
         if entry.get("level") == "SEVERE":
             result.add(f"console error: {entry.get('message')}")
@@ -373,6 +443,7 @@ def check_page(driver: object, base_url: str, page: str, screenshots: Path | Non
             result.screenshots[width] = target
         if first_width:
             result.screenshot = target
+            result.chart_screenshots = chart_screenshots(driver, page, screenshots)
     result.tables, table_problems = check_tables(driver, width if width is not None else driver.execute_script("return window.innerWidth;"))
     for problem in table_problems:
         result.add(problem)
@@ -436,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     problem_count = 0
     for result in results:
         state = "ok" if not result.problems else "FAIL"
-        print(f"{state:4} {result.path} ({result.images} images, {result.tables} tables)")
+        print(f"{state:4} {result.path} ({result.images} images, {result.tables} tables, {result.charts} charts)")
         for problem in result.problems:
             print(f"     - {result.path}: {problem}")
         problem_count += len(result.problems)

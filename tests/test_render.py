@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 
-from report_builder import analysis  # noqa: E402
+from report_builder import analysis, charts  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
 from report_builder.formatting import (
@@ -134,6 +134,10 @@ def test_complete_run_writes_every_page_and_figure(complete_run: Path, tmp_path:
         ["index.md", "method.md"]
         + [f"models/{model}.md" for model in fixtures.MODEL_ORDER]
         + [f"assets/figures/{name}{variant}.png" for name in figures for variant in ("", "-dark")]
+        + [f"assets/charts/{name}.json" for name in ["comparison"] + [f"curves-{model}" for model in fixtures.MODEL_ORDER]]
+        + [f"assets/data/{name}" for name in ["models.csv", "seeds.csv", "test-classes.csv", "test-confusion.csv"]
+           + [f"history-{model}.csv" for model in fixtures.MODEL_ORDER]]
+        + [f"assets/javascripts/{name}" for name in charts.BUNDLE_FILES]
     )
     assert all(path.is_file() for path in written)
     assert not list(docs.rglob("*.tmp"))

@@ -62,12 +62,19 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write beside guide/
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
     render_report(run, project / "docs")
-    results = build_and_check(project, tmp_path)
+    results = build_and_check(project, tmp_path)  # no page asked another host for anything; every chart drew
     pages = {result.path: result for result in results}
     assert pages["index.html"].images >= 2
     assert pages["models/augmented/index.html"].images == 3
     assert all(result.screenshot is not None and result.screenshot.stat().st_size > 0 for result in results)
     assert all(sorted(result.screenshots) == sorted(REPORT_WIDTHS) for result in results)
+    # the interactive charts: the comparison on the index, the learning curves on every model page
+    assert pages["index.html"].charts == 1 and list(pages["index.html"].chart_screenshots) == ["comparison"]
+    for model in fixtures.MODEL_ORDER:
+        page = pages[f"models/{model}/index.html"]
+        assert page.charts == 1 and list(page.chart_screenshots) == [f"curves-{model}"]
+        assert page.chart_screenshots[f"curves-{model}"].stat().st_size > 0
+    assert all(result.charts == 0 for path, result in pages.items() if path.startswith(("guide/", "method/")))
 
 
 @pytest.mark.slow
@@ -138,8 +145,10 @@ def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp
         "hidden.md": ('# Hidden\n\n=== "Shown"\n\n' + indented(NORMAL_TABLE) + '\n=== "Second tab"\n\n' + indented(WIDE_TABLE)
                       + '\n??? note "Closed"\n\n' + indented(WIDE_TABLE)),
         "offline.md": '# Offline\n\n<img alt="from elsewhere" src="http://localhost:9/elsewhere.png">\n',
+        "chart.md": '# Chart\n\n<div class="report-chart" data-chart="never-drawn"></div>\n',  # no script draws it
     })
     check_site = load_check_site()
+    check_site.CHART_WAIT_SECONDS = 1.0
     results = {result.path: result for result in check_site.check_site(site, tmp_path / "shots", widths=(1280, 390))}
 
     assert results["index.html"].problems == []  # normal tables, also in tabs, pass at both widths
@@ -162,6 +171,11 @@ def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp
     offline = results["offline/index.html"].problems
     assert any("host other than the local server" in problem and "http://localhost:9/elsewhere.png" in problem for problem in offline), offline
     assert any(problem.startswith("image did not load") for problem in offline), offline
+
+    chart = results["chart/index.html"].problems
+    assert chart == [f'at {width} px: chart 1 "never-drawn" did not draw: no <svg> or <canvas> in its container (its script never ran)'
+                     for width in (1280, 390)], chart
+    assert results["chart/index.html"].charts == 1 and results["index.html"].charts == 0
 
     assert check_site.main([str(site), "--widths", "390"]) == 1
     output = capsys.readouterr().out

@@ -611,8 +611,10 @@ def _applies(key: str, config: dict[str, Any], models: list[str]) -> bool:
     data = as_dict(config.get("data"))
     source = data.get("source")
     continuing = {"finetune", "transfer_extended"} & set(models)
-    if key in ("data.url", "data.archive_sha256", "data.cache_dir"):
+    if key in ("data.url", "data.archive_sha256"):
         return source == "download"
+    if key == "data.cache_dir":  # the downloaded archive and the decoded-image cache
+        return source in ("download", "folder")
     if key == "data.data_dir":
         return source == "folder"
     if key.startswith("data.synthetic_"):

@@ -154,6 +154,20 @@ def test_pairing_detects_a_difference_the_separate_intervals_cannot():
     assert difference.excludes(0.0)  # ... but the paired difference is clearly above zero
 
 
+def test_pairing_shares_the_image_draw_between_the_two_models():
+    """One seed each, so only images are resampled. With one image draw shared by both models,
+    identical models differ by exactly zero in every resample, and a model right on 8 more of the
+    800 images is ahead in every resample; separate draws would add about +-3 points of noise."""
+    model_a = independent_seeds([0.90], seed=12)
+    assert paired_difference(model_a, model_a.copy(), resamples=FEW_RESAMPLES) == Interval(estimate=0.0, low=0.0, high=0.0)
+    model_b = model_a.copy()
+    model_b[0, np.flatnonzero(model_a[0])[:8]] = False
+    difference = paired_difference(model_a, model_b, resamples=FEW_RESAMPLES)
+    assert difference.estimate == pytest.approx(8 / IMAGES)
+    assert difference.low > 0.0
+    assert difference.high - difference.low < 0.02
+
+
 def test_seed_spread_widens_the_interval_beyond_an_image_only_bootstrap():
     correct = independent_seeds([0.80, 0.90, 0.95], seed=4)
     image_low, image_high = image_only_interval(correct)
@@ -321,6 +335,17 @@ def test_a_small_loss_rise_is_not_overfitting_loss():
     assert codes(runs) == ["settled"]
 
 
+def test_the_loss_rise_is_relative_to_the_minimum():
+    """LOSS_RISE_FRACTION is a fraction of the lowest loss, whatever its size."""
+    def runs(val_loss):
+        return three_seeds([0.85] * len(val_loss), accuracy=[0.88] * len(val_loss), val_loss=val_loss)
+
+    assert "overfitting_loss" in codes(runs([0.30, 0.10, 0.05, 0.06, 0.07]))  # 40% above, only 0.02 nats
+    assert "overfitting_loss" not in codes(runs([2.6, 2.2, 2.0, 2.1, 2.3]))  # 0.3 nats above, only 15%
+    exactly = verdict(runs([0.8, 0.6, 0.5, 0.55, 0.6]), "overfitting_loss").facts  # 0.6 is 1.2 x 0.5
+    assert (exactly["turn_epoch"], exactly["lowest_val_loss"], exactly["final_val_loss"]) == (3, pytest.approx(0.5), pytest.approx(0.6))
+
+
 def test_a_flat_chance_loss_is_at_chance_by_loss():
     runs = three_seeds([0.55] * 10, accuracy=[0.55] * 10, val_loss=[0.69] * 10)
     facts = verdict(runs, "at_chance").facts
@@ -352,6 +377,17 @@ def test_underfitting_threshold_follows_the_majority_baseline():
     assert verdict(runs, "underfitting", majority_accuracy=0.8).facts["threshold"] == pytest.approx(0.9)
 
 
+def test_training_accuracy_exactly_at_the_threshold_is_not_underfitting():
+    """The threshold is reached, not exceeded: 75% for a 50% baseline, 80% for a 60% one."""
+    def runs(train_accuracy):
+        return three_seeds([0.70] * 10, accuracy=[train_accuracy] * 10, val_loss=[0.40] * 10, offsets=(0.0, 0.0, 0.0))
+
+    assert "underfitting" not in codes(runs(0.75))
+    assert "underfitting" in codes(runs(0.74))
+    assert "underfitting" not in codes(runs(0.80), majority_accuracy=0.6)
+    assert "underfitting" in codes(runs(0.79), majority_accuracy=0.6)
+
+
 def test_a_wide_train_validation_gap_is_overfitting_gap():
     runs = three_seeds(shifted(CONVERGED_VAL_ACCURACY, -0.06), accuracy=[0.99] * 10, val_loss=CONVERGED_VAL_LOSS)
     facts = verdict(runs, "overfitting_gap").facts
@@ -373,6 +409,17 @@ def test_seeds_that_disagree_are_unstable_spread():
     assert facts["spread"] == pytest.approx(0.05)
     assert facts["per_seed"] == pytest.approx({1: 0.85, 2: 0.90, 3: 0.88})
     assert "unstable_spread" not in codes({1: runs[1]})  # one seed has no spread
+
+
+def test_a_spread_of_exactly_the_threshold_counts():
+    """Seeds 3 points apart disagree, whichever way the subtraction rounds (0.88 - 0.85 is a little
+    above 0.03 in floats, 0.95 - 0.92 a little below); 2.9 points apart they do not."""
+    def runs(low, high):
+        return {seed: history([value] * 10, accuracy=[0.90] * 10, val_loss=[0.30] * 10) for seed, value in ((1, low), (2, high))}
+
+    for low, high in ((0.85, 0.88), (0.92, 0.95)):
+        assert verdict(runs(low, high), "unstable_spread").facts["spread"] == pytest.approx(0.03), (low, high)
+    assert "unstable_spread" not in codes(runs(0.85, 0.879))
 
 
 def test_a_seed_that_falls_off_its_recent_best_is_a_late_drop():

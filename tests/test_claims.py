@@ -318,3 +318,49 @@ def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study
     assert "the transfer model it starts from changed" in reason
     transfer.history.write_bytes(original)
     assert decision(finetune)[0] == SKIP
+
+
+def test_each_run_records_the_predictions_of_its_scored_epoch(tiny_study, tmp_path):
+    """The paired comparisons rest on validation_predictions.json: each run's must come from its
+    last epoch (finetune's continue transfer's numbering) and follow this run's validation files,
+    or the report drops them and shows no interval."""
+    from experiments.artifacts import RunFolder, ValidationPredictions, files_digest
+
+    config = tiny_config(*tiny_study)
+    run = RunFolder(config.run_dir)
+    dataset = json.loads((config.run_dir / "dataset.json").read_text(encoding="utf-8"))
+    files = dataset["splits"]["validation"]["files"]
+    for model, last_epoch in (("transfer", 2), ("finetune", 3)):
+        seed_run = run.seed_run(model, config.seeds[0])
+        history = json.loads(seed_run.history.read_text(encoding="utf-8"))["epochs"]
+        record = ValidationPredictions.read(seed_run.validation_predictions)
+        assert record is not None, model
+        assert record.epoch == history[-1]["epoch"] == last_epoch, model
+        assert record.files_sha256 == files_digest(files) and len(record.predicted) == len(files), model
+        assert record.accuracy == pytest.approx(history[-1]["val_accuracy"], abs=1.5 / len(files)), model
+    finetune = render_pages(config.run_dir, tmp_path / "docs")["models/finetune.md"]
+    assert "95% interval" in finetune and "There is no interval" not in finetune
+
+
+def test_backfilled_predictions_are_the_ones_training_records(tiny_study, tmp_path):
+    """A finished run without predictions gets them from its saved model: the same ones, for the same epoch."""
+    import keras
+
+    from experiments.artifacts import RunFolder, ValidationPredictions
+    from experiments.data import load_study_data
+    from experiments.study import backfill_validation_predictions
+
+    config_file, out = tiny_study
+    shutil.copytree(out, tmp_path / "out")  # the module's run stays as trained
+    config = tiny_config(config_file, tmp_path / "out")
+    seed_run = RunFolder(config.run_dir).seed_run("finetune", config.seeds[0])
+    recorded = ValidationPredictions.read(seed_run.validation_predictions)
+    seed_run.validation_predictions.unlink()
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")  # whatever an earlier test left
+    backfill_validation_predictions(config, load_study_data(config), seed_run)
+    backfilled = ValidationPredictions.read(seed_run.validation_predictions)
+    assert backfilled is not None
+    assert backfilled.epoch == recorded.epoch == 3
+    assert (backfilled.files_sha256, backfilled.labels, backfilled.predicted) == (recorded.files_sha256, recorded.labels, recorded.predicted)
+    keras.backend.clear_session()

@@ -49,6 +49,16 @@ def test_pointing_at_other_data_clears_the_dataset_description():
     assert named.dataset.name == "shapes"
 
 
+def test_another_folder_clears_the_description_of_the_configured_folder(tmp_path):
+    """--data-dir on a config that already reads a folder: only data.data_dir changes, and the
+    [dataset] description of the configured folder must not be shown for the other one."""
+    config_file = tmp_path / "photos.toml"
+    config_file.write_text('[dataset]\nname = "my photos"\n\n[data]\nsource = "folder"\ndata_dir = "photos"\n', encoding="utf-8")
+    assert load_config(config_file).dataset.name == "my photos"
+    assert load_config(config_file, {"data.source": "folder", "data.data_dir": "photos"}).dataset.name == "my photos"  # the same folder
+    assert load_config(config_file, {"data.source": "folder", "data.data_dir": "other"}).dataset.name == ""  # what --data-dir other gives
+
+
 def test_command_line_overrides_file_values():
     config = load_config(SMOKE_CONFIG, {"training.epochs": 5, "study.models": ["baseline"]})
     assert config.training.epochs == 5

@@ -410,6 +410,71 @@ def test_a_paired_interval_that_includes_zero_ranks_nothing(tmp_path: Path):
     assert ": preprocessed is better." in pages["models/preprocessed.md"]
 
 
+def test_a_model_clearly_below_the_one_before_is_called_worse(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["augmented"] = fixtures.make_history([0.6] * 10, [0.49] * 10)  # a point below the baseline's 0.50
+    histories["preprocessed"] = fixtures.make_history([0.6] * 10, [0.40] * 10)  # nine points below augmented
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    pages = render_pages(run, tmp_path)
+    augmented, preprocessed = pages["models/augmented.md"], pages["models/preprocessed.md"]
+    assert "**augmented vs baseline: -1.0 points** (95% interval" in augmented
+    assert "no clear difference, the interval includes zero" in augmented and "baseline is better" not in augmented
+    assert "**preprocessed vs augmented: -9.0 points** (95% interval" in preprocessed
+    assert "): augmented is better." in preprocessed and "preprocessed is better" not in preprocessed
+
+
+def test_predictions_that_do_not_match_the_scored_run_give_no_interval(tmp_path: Path):
+    """Predictions from another epoch than the scored one, or for another validation file list,
+    are not paired with anything: the model gets no interval and no image-by-image comparison."""
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    for model, seed, field, value in (("augmented", 1338, "epoch", 6), ("transfer", 1337, "files_sha256", "0" * 64)):
+        path = run / "models" / model / f"seed-{seed}" / "validation_predictions.json"
+        record = json.loads(read(path))
+        record[field] = value
+        path.write_text(json.dumps(record), encoding="utf-8")
+    pages = render_pages(run, tmp_path)
+    augmented, transfer, index = pages["models/augmented.md"], pages["models/transfer.md"], pages["index.md"]
+    assert "There is no interval around it: seed 1338's predictions are from epoch 6, not its last epoch 10" in augmented
+    assert ("**augmented vs baseline**: not compared image by image, because augmented has no usable validation "
+            "predictions (seed 1338's predictions are from epoch 6, not its last epoch 10)") in augmented
+    assert "There is no interval around it: seed 1337's predictions are for another validation file list" in transfer
+    assert "**transfer vs preprocessed**: not compared image by image, because transfer has no usable" in transfer
+    assert "| [augmented](models/augmented.md) | 63.0% (no interval) |" in index
+    assert "| [transfer](models/transfer.md) | 95.4% (no interval) |" in index
+    assert "95% interval" in pages["models/preprocessed.md"]  # the others keep theirs
+
+
+def test_an_accuracy_outside_0_to_1_is_not_reported(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["augmented"] = {seed: fixtures.make_history([0.6] * 10, [0.6] * 9 + [1.5]) for seed in fixtures.DEFAULT_SEEDS}
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    augmented = render_pages(run, tmp_path)["models/augmented.md"]
+    assert ("The training history of this model could not be read: history of augmented (seed 1337), epoch 10: "
+            "val\\_accuracy must lie between 0 and 1, got 1.5") in augmented
+    assert "150.0%" not in augmented
+
+
+def test_the_method_page_lists_only_the_settings_that_applied():
+    from report_builder.views import applicable_config_rows
+
+    config = {"data": {"source": "folder", "data_dir": "photos", "url": "https://example.org/cats.zip", "archive_sha256": "ab12",
+                       "batch_size": 32},
+              "training": {"epochs": 10, "finetune_epochs": 5, "finetune_from_layer": 100, "finetune_learning_rate_factor": 0.1}}
+
+    def keys(config, models):
+        return {key for key, _ in applicable_config_rows(config, models)}
+
+    folder = keys(config, fixtures.MODEL_ORDER)
+    assert {"data.data_dir", "data.batch_size", "training.epochs", "training.finetune_from_layer"} <= folder
+    assert not {"data.url", "data.archive_sha256"} & folder  # a folder run downloaded nothing
+    download = keys({**config, "data": {**config["data"], "source": "download"}}, fixtures.MODEL_ORDER)
+    assert {"data.url", "data.archive_sha256"} <= download and "data.data_dir" not in download
+    fine_tuning = {"training.finetune_from_layer", "training.finetune_learning_rate_factor"}
+    control_only = keys(config, ["transfer", "transfer_extended"])  # the control reads only how many epochs
+    assert "training.finetune_epochs" in control_only and not fine_tuning & control_only
+    assert not ({"training.finetune_epochs"} | fine_tuning) & keys(config, ["baseline", "transfer"])
+
+
 def test_one_seed_shows_no_band_and_no_seed_table(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(1337,))
     pages = render_pages(run, tmp_path)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
 
-MODELS = ["baseline", "augmented", "preprocessed", "transfer", "finetune"]
+MODELS = ["baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended"]
 SEEDS = [7, 8]  # smoke.toml has seed = 7; the fixture trains with --seeds 2
 
 

@@ -111,7 +111,9 @@ class ModelView:
 
     @property
     def verdict_labels(self) -> list[str]:
-        return [VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
+        """Short words per verdict; near chance by its loss alone (accuracy above the baseline) says so."""
+        return ["chance-level loss" if verdict.code == analysis.AT_CHANCE and not verdict.facts.get("by_interval")
+                else VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
 
     @property
     def final_accuracies(self) -> list[tuple[int, float | None]]:

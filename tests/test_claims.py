@@ -152,7 +152,7 @@ def test_each_verdict_sentence(tmp_path):
     assert "- **Underfits.** Training accuracy ends at 50.0% (mean of the last 3 epochs), below the 75.0%" in baseline
 
     assert "- **Still improving when training stopped.** Best epochs per seed: 10 (seed 1337), 10 (seed 1338), 10 (seed 1339), of 10" in augmented
-    assert "accuracy rose +2.5 points per epoch" in augmented
+    assert "accuracy rose 2.5 points per epoch" in augmented
     assert index_row(index, "augmented").endswith("| still improving |")
 
     assert "- **Validation loss turned upward after epoch 4.** The mean validation loss fell to 0.450 there and climbed to 1.350" in preprocessed

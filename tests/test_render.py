@@ -344,7 +344,7 @@ def test_curves_say_mean_and_min_max_band_over_seeds(complete_run: Path, tmp_pat
     assert "mean over 3 seeds with a min-max band" in pages["models/baseline.md"]
     assert "the shaded band runs from the lowest to the highest seed" in pages["models/baseline.md"]
     assert "each seed's final accuracy](assets/figures/comparison.png#only-light)" in pages["index.md"]
-    assert "with a band from the lowest to\nthe highest seed" in pages["index.md"]
+    assert "with a band from the\nlowest to the highest seed" in pages["index.md"]
 
 
 def test_model_page_has_a_per_seed_table(complete_run: Path, tmp_path: Path):

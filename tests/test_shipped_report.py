@@ -111,7 +111,7 @@ def test_shipped_run_is_a_real_complete_run():
     assert manifest["status"] == "complete"
     assert manifest["data_source"]["kind"] in ("folder", "download")
     assert manifest["config"]["training"]["epochs"] == 20
-    assert set(manifest["models"]) == {"baseline", "augmented", "preprocessed", "transfer", "finetune"}
+    assert set(manifest["models"]) == {"baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended"}
     assert len(manifest["seeds"]) >= 3, "the shipped report shows the spread over at least three seeds"
     assert all(entry["status"] == "complete" and set(entry["runs"]) == {str(seed) for seed in manifest["seeds"]}
                for entry in manifest["models"].values())

@@ -62,7 +62,7 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         for seed in SEEDS:
             history = load(seed_folder(run_dir, name, seed) / "history.json")
             assert history["seed"] == seed and history["model"] == name
-            expected_epochs = [3] if name == "finetune" else [1, 2]  # finetune continues transfer's 2 epochs
+            expected_epochs = [3] if name in ("finetune", "transfer_extended") else [1, 2]  # they continue transfer's 2 epochs
             assert [record["epoch"] for record in history["epochs"]] == expected_epochs
             assert set(history["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
             assert (seed_folder(run_dir, name, seed) / "model.keras").is_file()
@@ -105,7 +105,7 @@ def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
     before = histories()
     result = train(run_dir.parent, "--seeds", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("skipped, finished with the same config and data") == 10
+    assert result.stderr.count("skipped, finished with the same config and data") == 12
     assert "Epoch 1/" not in result.stdout
     assert before == histories()
     assert "not evaluating again" in result.stderr

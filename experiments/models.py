@@ -1,4 +1,4 @@
-"""The five models of the study, one builder each, by name.
+"""The models of the study, one builder each, by name (transfer_extended trains the saved transfer model on).
 
 Every model is built with the functional API (Keras 3 cannot nest the write-ups'
 `keras.Model(inputs=[i], outputs=[x])` list-output preprocessor inside `Sequential`), takes

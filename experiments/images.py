@@ -719,16 +719,19 @@ def _compact_rows(images: np.ndarray, used_indices: list[int]) -> np.ndarray:
     return images
 
 
+def _check_regular_file(path: Path) -> None:
+    """Raise UnusableImage unless `path` is a regular file within MAXIMUM_FILE_BYTES (OSError passes through)."""
+    file_status = os.stat(path)
+    if not stat.S_ISREG(file_status.st_mode):
+        raise UnusableImage("not a regular file")
+    if file_status.st_size > MAXIMUM_FILE_BYTES:
+        raise UnusableImage(f"file too large ({file_status.st_size} bytes; the limit is {MAXIMUM_FILE_BYTES})")
+
+
 def _sha256_of_file(path: Path) -> str:
     """sha256 of a regular file's bytes, read in blocks; raise UnusableImage as _read_file_bytes does."""
     try:
-        file_status = os.stat(path)
-        if not stat.S_ISREG(file_status.st_mode):
-            raise UnusableImage("not a regular file")
-        if file_status.st_size > MAXIMUM_FILE_BYTES:
-            raise UnusableImage(
-                f"file too large ({file_status.st_size} bytes; the limit is {MAXIMUM_FILE_BYTES})"
-            )
+        _check_regular_file(path)
         digest = hashlib.sha256()
         with open(path, "rb") as file:
             for block in iter(lambda: file.read(1 << 20), b""):
@@ -741,13 +744,7 @@ def _sha256_of_file(path: Path) -> str:
 def _read_file_bytes(path: Path) -> bytes:
     """Read a regular file's bytes (read-only); raise UnusableImage on problems."""
     try:
-        file_status = os.stat(path)
-        if not stat.S_ISREG(file_status.st_mode):
-            raise UnusableImage("not a regular file")
-        if file_status.st_size > MAXIMUM_FILE_BYTES:
-            raise UnusableImage(
-                f"file too large ({file_status.st_size} bytes; the limit is {MAXIMUM_FILE_BYTES})"
-            )
+        _check_regular_file(path)
         with open(path, "rb") as file:
             return file.read()
     except OSError as error:

@@ -503,7 +503,7 @@ def test_missing_finetune_renders_the_rest(tmp_path: Path):
     assert "Not run" in pages["models/finetune.md"]
     assert "reference write-ups" not in pages["models/finetune.md"]
     assert "chosen model is **transfer**" in pages["index.md"]
-    assert "The finetune model is the exception" not in pages["method.md"]
+    assert "finetune does not start from scratch" not in pages["method.md"]
 
 
 def test_a_seed_missing_from_a_model_is_named(tmp_path: Path):

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,21 +223,32 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
               expected: dict[str, str], on_started: Callable[[], None] | None = None,
-              tracking: StudyTracking | None = None) -> dict[str, Any]:
+              tracking: StudyTracking | None = None, strategy: Any = None) -> dict[str, Any]:
     """Build (or continue), compile and fit one model for one seed; write its history, state,
     model file and its model's summary. The caller holds the cell's lock.
 
     state.json holds everything the manifest says about the run (status, wall_seconds,
     epochs_completed, error, precision); `on_started` is called once it says "partial".
-    Raises TrainingDiverged (experiments.training) when the loss stops being finite."""
+    `strategy` (a tf.distribute strategy, or None): the model is built, loaded, compiled and
+    fitted in its scope. Raises TrainingDiverged (experiments.training) when the loss stops
+    being finite."""
+    import keras
+
+    STATUS_LINE.release()  # Keras prints the epochs from here on
+    keras.backend.clear_session()  # before the strategy's scope: it resets the graph the scope lives in
+    with strategy_scope(strategy):
+        return _train_one(config, run, data, seed_run, precision, expected, on_started, tracking)
+
+
+def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
+               expected: dict[str, str], on_started: Callable[[], None] | None,
+               tracking: StudyTracking | None) -> dict[str, Any]:
     import keras
 
     from experiments.models import describe_model, set_precision
     from experiments.training import CachedFeatureValidation, clear_checkpoint, fit, keras_verbosity, load_progress, write_history
 
     model_name, seed = seed_run.model_name, seed_run.seed
-    STATUS_LINE.release()  # Keras prints the epochs from here on
-    keras.backend.clear_session()
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
@@ -701,6 +712,9 @@ class CellContext:
     bf16_cpu: bool = False
     on_started: Callable[[], None] | None = None  # called when a cell starts training (state "partial")
     tracking: StudyTracking | None = None  # TensorBoard and MLflow, when the config asks for them
+    # a tf.distribute strategy (--strategy mirrored): every cell is built, compiled and fitted in
+    # its scope; one per process (experiments.scale.make_strategy)
+    strategy: Any = None
 
 
 @dataclass
@@ -791,7 +805,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
         clear_checkpoint(seed_run)
     try:
         with tracked_cell(context.tracking, seed_run):  # MLflow: the cell's run ends finished, failed or killed
-            train_one(config, run, data, seed_run, precision, expected, context.on_started, context.tracking)
+            train_one(config, run, data, seed_run, precision, expected, context.on_started, context.tracking, context.strategy)
     except (KeyboardInterrupt, SystemExit, OSError):
         raise
     except TrainingDiverged as error:
@@ -807,35 +821,18 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     return CellOutcome(model_name, seed, COMPLETE)
 
 
+def strategy_scope(strategy: Any):
+    """The scope of `strategy` (a tf.distribute strategy), or nothing when it is None."""
+    return strategy.scope() if strategy is not None else nullcontext()
+
+
 # --------------------------------------------------------------------------- the study
 
 
-def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
-    """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
-
-    Other `train` processes may work on the same run at the same time: cells one of them holds
-    are left to it and waited for at the end (see `run_cell`)."""
-    import keras
-    import tensorflow as tf
-
-    from experiments.models import set_precision
-
-    run = RunFolder(config.run_dir)
-    run.check_writable()
-    since = datetime.now(UTC)
-    started = time.perf_counter()
-    write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
-    set_determinism(config.training.deterministic)
-    preflight(config)
-    tracking = StudyTracking.for_config(config, run.root)
-    log(f"Reading data ({config.data.source})...")
-    data = load_study_data(config)
-    raise_if_interrupted()
-    if data.skipped:
-        log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
-    log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
+def study_header(config: StudyConfig, data: StudyData) -> dict[str, Any]:
+    """What manifest.json says about the run besides its cells: config, data, versions, hardware."""
     hardware, devices = hardware_and_devices()
-    header: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "run_name": config.study.run_name,
         "config": config.to_dict(),
@@ -855,18 +852,103 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         "models": {},
     }
 
+
+def study_cells(config: StudyConfig) -> list[tuple[str, int]]:
+    """Every planned cell, in study order: model by model, seed by seed."""
+    return [(model_name, seed) for model_name in config.study.models for seed in config.seeds]
+
+
+def unsettled_cells(run: RunFolder, config: StudyConfig, data_fingerprint: str) -> list[tuple[str, int]]:
+    """The planned cells whose state.json does not say complete, failed or diverged for this
+    config and data: not trained yet, being trained, or left unfinished by a process that died."""
+    left = []
+    for model_name, seed in study_cells(config):
+        state = read_json(run.seed_run(model_name, seed).state) or {}
+        if (state.get("status") not in (COMPLETE, FAILED, DIVERGED) or state.get("config_hash") != config_hash(config, model_name)
+                or state.get("data_fingerprint") != data_fingerprint):
+            left.append((model_name, seed))
+    return left
+
+
+def finish_study(config: StudyConfig, run: RunFolder, data: StudyData) -> bool:
+    """For a process that ran a share of the cells (a job-array task, the worker that finishes a
+    scaled run): under the run lock, if every planned cell has settled, write every model's curves,
+    choose on validation and test once (see `select_and_test`) and return True; else say what is
+    left to the others and return False."""
+    from experiments.models import set_precision
+
+    set_precision("none")
+    with run_lock(run):
+        left = unsettled_cells(run, config, data.fingerprint)
+        if left:
+            shown = ", ".join(f"{name} (seed {seed})" for name, seed in left[:6]) + (", ..." if len(left) > 6 else "")
+            log(f"{len(left)} cell(s) not finished yet: {shown}. The process that finishes the last cell "
+                "chooses the model and tests it; a task that died leaves its cells for the same command to resume.")
+            return False
+        for model_name in config.study.models:
+            write_model_curves(config, run, data, model_name)
+        select_and_test(config, run, data)
+        return True
+
+
+def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tuple[str, int]] | None = None,
+              strategy: str = "none", execution: dict[str, Any] | None = None, parallel: int = 1) -> RunFolder:
+    """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
+
+    Other `train` processes may work on the same run at the same time: cells one of them holds
+    are left to it and waited for at the end (see `run_cell`).
+
+    `share`: run only these cells (a job-array task's share, experiments.scale.task_share); the
+    model is chosen and tested only if every planned cell has then settled (`finish_study`), by
+    whichever task finds that. `strategy` ("none", "mirrored"): a tf.distribute strategy around
+    every cell (experiments.scale.make_strategy). `execution` goes into manifest.json as it is;
+    `parallel` (how many processes share the study) only scales the progress line's estimate."""
+    import keras
+    import tensorflow as tf
+
+    from experiments.models import set_precision
+
+    run = RunFolder(config.run_dir)
+    run.check_writable()
+    since = datetime.now(UTC)
+    started = time.perf_counter()
+    write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
+    set_determinism(config.training.deterministic)
+    preflight(config)
+    tracking = StudyTracking.for_config(config, run.root)
+    log(f"Reading data ({config.data.source})...")
+    data = load_study_data(config)
+    raise_if_interrupted()
+    if data.skipped:
+        log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
+    log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
+    header = study_header(config, data)
+    if execution is not None:
+        header["execution"] = execution
+
     def refresh_manifest(phase: str = "running") -> None:
         write_manifest(run, config, phase, header, data.fingerprint)
 
     write_json(run.dataset, {"schema_version": SCHEMA_VERSION, **data.describe()})
     write_data_figures(run, data, config.study.seed)
     refresh_manifest()
+    distribute = None
+    if strategy != "none":
+        from experiments.scale import make_strategy
+
+        distribute = make_strategy(strategy)
     context = CellContext(run, config, data, force=force, since=since,
                           gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
-                          on_started=refresh_manifest, tracking=tracking)
+                          on_started=refresh_manifest, tracking=tracking, strategy=distribute)
     failures: dict[str, str] = {}
-    cells = [(model_name, seed) for model_name in config.study.models for seed in config.seeds]
-    progress = StudyProgress(cells, started)
+    cells = study_cells(config)
+    if share is not None:
+        from experiments.scale import CensusProgress
+
+        cells = [cell for cell in cells if cell in set(share)]
+        progress: Any = CensusProgress(run, config, data.fingerprint, since, started, parallel=parallel)
+    else:
+        progress = StudyProgress(cells, started)
 
     def settle(outcome: CellOutcome, cell_started: float) -> None:
         if outcome.status in (FAILED, DIVERGED):
@@ -875,6 +957,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         progress.cell_done(outcome.model_name, outcome.seed,
                            time.perf_counter() - cell_started if outcome.status == COMPLETE else None)
 
+    finished = True
     try:
         deferred: list[tuple[str, int]] = []
         for step, (model_name, seed) in enumerate(cells, 1):
@@ -886,7 +969,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
                 deferred.append((model_name, seed))
                 continue
             settle(outcome, cell_started)
-            if seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
+            if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
                 write_model_curves(config, run, data, model_name)
         for index, (model_name, seed) in enumerate(deferred):
             raise_if_interrupted()
@@ -894,12 +977,15 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
             outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
                                where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
             settle(outcome, cell_started)
-        for model_name in dict.fromkeys(name for name, _ in deferred):
-            write_model_curves(config, run, data, model_name)
         raise_if_interrupted()
-        set_precision("none")
-        with run_lock(run):
-            select_and_test(config, run, data)
+        if share is None:
+            for model_name in dict.fromkeys(name for name, _ in deferred):
+                write_model_curves(config, run, data, model_name)
+            set_precision("none")
+            with run_lock(run):
+                select_and_test(config, run, data)
+        else:
+            finished = finish_study(config, run, data)
     except BaseException:
         header["finished_at"] = _now()
         try:
@@ -912,7 +998,7 @@ def run_study(config: StudyConfig, force: bool = False) -> RunFolder:
         keras.backend.clear_session()
     header["finished_at"] = _now()
     header["wall_seconds"] = round(time.perf_counter() - started, 1)
-    refresh_manifest("finished")
+    refresh_manifest("finished" if finished else "running")  # "running": other tasks still have cells
     if failures:
         raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
     return run

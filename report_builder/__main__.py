@@ -48,6 +48,24 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         'sqlite:///<out>/mlflow.db; needs pip install -e ".[mlflow]")')
     parser.add_argument("--cache-dir", help="folder for caches (data.cache_dir): decoded images in DIR/decoded/, the downloaded "
                         "archive in DIR/datasets/ (default: ~/.cache/report-builder/decoded/ and ~/.keras/datasets/)")
+    scale = parser.add_argument_group("scale out (docs/guide/scale-out.md)")
+    scale.add_argument("--workers", type=int, metavar="N",
+                       help="train cells in N worker processes on this machine (spawned; cores/N TensorFlow threads and, "
+                       "where there are several GPUs, one GPU each); with --scheduler local: the cluster's size (default 1; local: 2)")
+    scale.add_argument("--task-index", type=int, metavar="I",
+                       help="run task I's share of the cells (0-based; default: $SLURM_ARRAY_TASK_ID - $SLURM_ARRAY_TASK_MIN, "
+                       "or $JOB_COMPLETION_INDEX)")
+    scale.add_argument("--task-count", type=int, metavar="K",
+                       help="how many tasks share the study (default: $SLURM_ARRAY_TASK_COUNT; a Kubernetes Indexed Job "
+                       "passes its completions); the last task to finish chooses and tests the model")
+    scale.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the cells as Dask tasks: 'local' starts a LocalCluster, tcp://HOST:8786 uses a running "
+                       'scheduler (needs pip install -e ".[dask]")')
+    scale.add_argument("--strategy", choices=["none", "mirrored"],
+                       help="mirrored: tf.distribute.MirroredStrategy over this process's GPUs for every cell (default none)")
+    scale.add_argument("--retries", type=int, metavar="N",
+                       help="with --workers or --scheduler: run a cell whose worker died (or raised) up to N more times "
+                       "before reporting it lost (default 1)")
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -108,13 +126,29 @@ def command_train(arguments: argparse.Namespace) -> Path:
     from experiments.config import load_config
 
     config = load_config(arguments.config, config_overrides(arguments))
+    from experiments.scale import options_from_arguments
+
+    options = options_from_arguments(arguments.workers, arguments.scheduler, arguments.task_index, arguments.task_count,
+                                     arguments.strategy, arguments.retries, verbose=arguments.verbose)
+    if options.scaled:  # the cells train in worker processes; this one imports no TensorFlow
+        from experiments.scale import run_scaled
+
+        run = run_scaled(config, arguments.force, options)
+        print(f"Artifacts written to {run.root}")
+        return run.root
     if not arguments.verbose:
         from experiments.runtime import import_tensorflow_quietly
 
         import_tensorflow_quietly()
+    from experiments.scale import announce_task
     from experiments.study import run_study
 
-    run = run_study(config, force=arguments.force)
+    if options.task is None and options.strategy == "none":
+        run = run_study(config, force=arguments.force)
+    else:
+        task = options.task
+        run = run_study(config, force=arguments.force, share=announce_task(config, task) if task else None,
+                        strategy=options.strategy, execution=options.describe(), parallel=task.count if task else 1)
     print(f"Artifacts written to {run.root}")
     return run.root
 

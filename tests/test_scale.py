@@ -1,0 +1,411 @@
+"""Scaling a study out (experiments/scale.py): worker processes, job-array tasks, Dask, MirroredStrategy.
+
+The first tests are pure functions (no TensorFlow). The others train tiny studies in subprocesses:
+the same histories with --deterministic whether the cells run in one process, in a spawned pool of
+two workers or on a Dask LocalCluster of two; two job-array tasks one after the other, then render;
+a worker killed in the middle of a cell; a cell on two logical CPU devices with MirroredStrategy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
+
+TINY_CONFIG = """
+[study]
+run_name = "tiny"
+models = ["baseline", "transfer", "finetune"]
+seed = 7
+seeds = 1
+[data]
+source = "synthetic"
+image_size = [32, 32]
+batch_size = 16
+synthetic_train_per_class = 32
+synthetic_validation_per_class = 10
+[training]
+epochs = 2
+finetune_epochs = 1
+base_weights = "none"
+mixed_precision = "none"
+verbose = "silent"
+"""
+HAS_DASK = importlib.util.find_spec("distributed") is not None
+# `python -c PARENT train ...`: the command line, then whether this (the parent) process imported TensorFlow
+PARENT = ("import sys; from report_builder.__main__ import main; code = main(sys.argv[1:]); "
+          "print('tensorflow in the parent:', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)")
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def tiny_config(tmp_path: Path, **changes: str) -> Path:
+    text = TINY_CONFIG
+    for old, new in changes.items():
+        text = text.replace(old, new)
+    path = tmp_path / "tiny.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def train_command(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-c", PARENT, "train", "--config", str(config), "--out", str(out), *extra]
+
+
+def run(command: list[str], environment: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=environment or cli_environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def histories(run_dir: Path) -> dict[str, list[dict]]:
+    """Every cell's epochs without their timings."""
+    found = {}
+    for path in sorted(run_dir.glob("models/*/seed-*/history.json")):
+        found[f"{path.parent.parent.name}/{path.parent.name}"] = [
+            {key: value for key, value in record.items() if key != "seconds"} for record in load(path)["epochs"]]
+    return found
+
+
+# --------------------------------------------------------------------------- no TensorFlow
+
+
+def config_with(models: list[str], seeds: int = 1, epochs: int = 2, finetune_epochs: int = 1):
+    from experiments.config import StudyConfig
+
+    config = StudyConfig()
+    config.study.models, config.study.seeds = models, seeds
+    config.training.epochs, config.training.finetune_epochs = epochs, finetune_epochs
+    return config
+
+
+def test_shares_keep_chains_together_cover_every_cell_once_and_balance_epochs():
+    from experiments.scale import assign_shares, chain_groups, study_cells
+
+    config = config_with(["baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended"], seeds=3,
+                         epochs=20, finetune_epochs=10)
+    groups = chain_groups(config)
+    assert ["transfer", "finetune", "transfer_extended"] in [[name for name, _ in group] for group in groups]
+    assert all(len({seed for _, seed in group}) == 1 for group in groups), "a chain has one seed"
+    for count in (1, 2, 3, 4, 7, 30):
+        shares = assign_shares(config, count)
+        assert len(shares) == count
+        assert sorted(cell for share in shares for cell in share) == sorted(study_cells(config))
+        for group in groups:  # a chain is never split between tasks
+            assert sum(1 for share in shares if set(group) <= set(share)) == 1
+        assert shares == assign_shares(config, count), "every task computes the same split"
+        for share in shares:
+            assert share == [cell for cell in study_cells(config) if cell in share], "a share keeps study order"
+    two = assign_shares(config, 2)
+    loads = [sum(20 if name not in ("finetune", "transfer_extended") else 10 for name, _ in share) for share in two]
+    assert loads == [160, 140], loads  # 3 chains of 40 epochs and 9 cells of 20: as even as whole chains allow
+
+
+def test_the_critical_path_puts_chain_sources_first():
+    from experiments.scale import critical_path, study_cells
+
+    config = config_with(["baseline", "transfer", "finetune", "transfer_extended"], epochs=2, finetune_epochs=3)
+    path = critical_path(config, study_cells(config))
+    assert path[("transfer", 1337)] == 5 and path[("baseline", 1337)] == 2 and path[("finetune", 1337)] == 3
+
+
+@pytest.mark.parametrize(("index", "count", "environ", "expected"), [
+    (None, None, {}, None),
+    (1, 3, {}, (1, 3, "--task-index")),
+    (None, None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "3"}, (1, 3, "SLURM_ARRAY_TASK_ID")),
+    (None, None, {"SLURM_ARRAY_TASK_ID": "8", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "4",
+                  "SLURM_ARRAY_TASK_COUNT": "3"}, (2, 3, "SLURM_ARRAY_TASK_ID")),
+    (None, 2, {"JOB_COMPLETION_INDEX": "1"}, (1, 2, "JOB_COMPLETION_INDEX")),
+    (0, None, {"SLURM_ARRAY_TASK_COUNT": "4"}, (0, 4, "--task-index")),
+    (None, 1, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}, None),  # --task-count 1: the whole study
+    (0, 1, {}, None),
+])
+def test_the_task_comes_from_the_flags_or_the_job_array(index, count, environ, expected):
+    from experiments.scale import resolve_task
+
+    task = resolve_task(index, count, environ)
+    assert (None if task is None else (task.index, task.count, task.origin)) == expected
+
+
+@pytest.mark.parametrize(("index", "count", "environ", "message"), [
+    (2, 2, {}, "task index 2 .* is not between 0 and 1"),
+    (0, None, {}, "--task-index needs --task-count"),
+    (None, 3, {}, "--task-count needs --task-index"),
+    (None, None, {"JOB_COMPLETION_INDEX": "0"}, "pass --task-count K, the Job's completions"),
+    (None, None, {"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_COUNT is not"),
+    (None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "2"}, "not on the array's grid"),
+    (None, None, {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "not a whole number"),
+    (None, 0, {}, "--task-count must be 1 or more"),
+])
+def test_a_task_that_cannot_be_placed_is_refused_in_one_sentence(index, count, environ, message):
+    from experiments.errors import UserError
+    from experiments.scale import resolve_task
+
+    with pytest.raises(UserError, match=message):
+        resolve_task(index, count, environ)
+
+
+def test_each_worker_gets_its_share_of_cores_and_its_own_gpu():
+    from experiments.scale import worker_environment
+
+    cpu = [worker_environment(slot, 2, [], cores=16, environ={}) for slot in range(2)]
+    assert cpu[0] == {"REPORT_BUILDER_WORKER": "0", "TF_NUM_INTRAOP_THREADS": "8", "TF_NUM_INTEROP_THREADS": "2"}
+    assert worker_environment(0, 4, [], cores=2, environ={})["TF_NUM_INTRAOP_THREADS"] == "1", "at least one thread"
+    kept = worker_environment(0, 2, [], cores=16, environ={"TF_NUM_INTRAOP_THREADS": "3"})
+    assert "TF_NUM_INTRAOP_THREADS" not in kept, "a thread count the user exported is theirs"
+    gpus = [worker_environment(slot, 2, ["0", "1"], cores=16, environ={})["CUDA_VISIBLE_DEVICES"] for slot in range(2)]
+    assert gpus == ["0", "1"]
+    shared = [worker_environment(slot, 3, ["4", "6"], cores=16, environ={}) for slot in range(3)]
+    assert [item["CUDA_VISIBLE_DEVICES"] for item in shared] == ["4", "6", "4"]
+    assert all(item["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for item in shared), "workers sharing a GPU grow into it"
+    mirrored = [worker_environment(slot, 2, ["0", "1", "2", "3", "4"], "mirrored", cores=16, environ={}) for slot in range(2)]
+    assert [item["CUDA_VISIBLE_DEVICES"] for item in mirrored] == ["0,1,2", "3,4"]
+    one_gpu = worker_environment(1, 2, ["0"], cores=16, environ={})
+    assert "CUDA_VISIBLE_DEVICES" not in one_gpu and one_gpu["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "CUDA_VISIBLE_DEVICES" not in worker_environment(0, 1, ["0", "1"], cores=16, environ={}), "one worker keeps every GPU"
+
+
+def test_gpus_are_found_without_tensorflow():
+    from experiments.scale import visible_gpus
+
+    def no_call(*arguments, **options):
+        raise AssertionError("CUDA_VISIBLE_DEVICES is set: nvidia-smi is not asked")
+
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}, no_call) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, no_call) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, no_call) == ["1"]
+
+    class Listing:
+        returncode = 0
+        stdout = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb)\n"
+                  "  MIG 3g.40gb     Device  0: (UUID: MIG-cccc)\n  MIG 3g.40gb     Device  1: (UUID: MIG-dddd)\n")
+
+    assert visible_gpus({}, lambda *arguments, **options: Listing()) == ["0", "MIG-cccc", "MIG-dddd"]
+
+    def missing(*arguments, **options):
+        raise FileNotFoundError("nvidia-smi")
+
+    assert visible_gpus({}, missing) == []
+
+
+def test_scale_options_are_checked(monkeypatch):
+    from experiments.errors import UserError
+    from experiments.scale import options_from_arguments
+
+    options = options_from_arguments(None, None, None, None, None, None, environ={})
+    assert not options.scaled and options.workers == 1 and options.strategy == "none" and options.retries == 1
+    assert options_from_arguments(3, None, None, None, "mirrored", 0, environ={}).scaled
+    with pytest.raises(UserError, match="--workers must be 1 or more"):
+        options_from_arguments(0, None, None, None, None, None, environ={})
+    with pytest.raises(UserError, match="--retries must be 0 or more"):
+        options_from_arguments(2, None, None, None, None, -1, environ={})
+    with pytest.raises(UserError, match="'local' or a Dask scheduler address"):
+        options_from_arguments(None, "somewhere", None, None, None, None, environ={})
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "distributed" else real_find_spec(name, *rest))
+    with pytest.raises(UserError, match=r'pip install -e "\.\[dask\]"'):
+        options_from_arguments(None, "local", None, None, None, None, environ={"CUDA_VISIBLE_DEVICES": ""})
+
+
+def test_the_progress_line_counts_every_process_cells(tmp_path):
+    """Done and running are read from the run folder: states, and the owner files of live holders."""
+    from datetime import UTC, datetime, timedelta
+
+    from experiments.artifacts import RunFolder, write_json
+    from experiments.config import config_hash
+    from experiments.scale import CensusProgress
+
+    config = config_with(["baseline", "transfer", "finetune"], seeds=2)
+    run = RunFolder(tmp_path / "run")
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    finished = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    for model, seed, seconds in (("baseline", 1337, 30.0), ("baseline", 1338, 50.0)):
+        write_json(run.seed_run(model, seed).state, {"status": "complete", "config_hash": config_hash(config, model),
+                                                     "data_fingerprint": "data", "wall_seconds": seconds, "finished_at": finished})
+    write_json(run.seed_run("transfer", 1337).state, {"status": "complete", "config_hash": "another config", "data_fingerprint": "data"})
+    write_json(run.seed_run("transfer", 1337).owner_file, {"pid": os.getpid(), "host": os.uname().nodename, "task": "training"})
+    write_json(run.seed_run("transfer", 1338).owner_file, {"pid": 2**22 + 12345, "host": os.uname().nodename, "task": "training"})
+
+    class Lines:
+        shown: list[str] = []
+
+        def show(self, text: str) -> None:
+            self.shown.append(text)
+
+    lines = Lines()
+    progress = CensusProgress(run, config, "data", since, time.perf_counter() - 65, parallel=2, line=lines)
+    text = progress.cell_done()
+    assert lines.shown == [text]
+    # 4 cells not done, each estimated at the 40 s mean, shared by two processes
+    assert text == "Study: 2 of 6 cells done, 1 running, 3 left, 1m 05s elapsed, about 1m 20s left", text
+
+
+# --------------------------------------------------------------------------- TensorFlow, in subprocesses
+
+
+@pytest.fixture(scope="module")
+def sequential_smoke(tmp_path_factory):
+    """The smoke study's chain and one other model, one seed, in one process, deterministic."""
+    out = tmp_path_factory.mktemp("sequential")
+    result = run(run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), "--models", "baseline,transfer,finetune",
+                                 "--deterministic"))
+    assert result.returncode == 0, result.stderr
+    return out / "smoke"
+
+
+@pytest.mark.parametrize("how", [
+    pytest.param(["--scheduler", "local", "--workers", "2"], id="dask-local-cluster",
+                 marks=pytest.mark.skipif(not HAS_DASK, reason='Dask is not installed (pip install -e ".[dask]")')),
+    pytest.param(["--workers", "2"], id="spawned-pool"),
+])
+def test_two_workers_give_the_histories_of_one_process(sequential_smoke, tmp_path, how):
+    out = tmp_path / "scaled"
+    result = run(train_command(SMOKE_CONFIG, out, "--models", "baseline,transfer,finetune", "--deterministic", *how))
+    assert result.returncode == 0, result.stderr
+    assert "tensorflow in the parent: False" in result.stderr, "the parent process must not start TensorFlow"
+    run_dir = out / "smoke"
+    assert histories(run_dir) == histories(sequential_smoke) and len(histories(run_dir)) == 3
+    assert "worker 0)" in result.stderr and "worker 1)" in result.stderr, result.stderr  # both workers trained cells
+    assert "1 TensorFlow thread(s) each" in result.stderr  # two cores, two workers
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and manifest["execution"]["workers"] == 2
+    assert manifest["hardware"]["cpu_kernels"] == load(sequential_smoke / "manifest.json")["hardware"]["cpu_kernels"]
+    metrics = load(run_dir / "metrics.json")
+    assert (metrics["chosen_model"], metrics["chosen_seed"]) == (lambda m: (m["chosen_model"], m["chosen_seed"]))(
+        load(sequential_smoke / "metrics.json"))
+    for name in ("data_grid", "comparison", "curves_baseline", "curves_finetune"):
+        assert (run_dir / "figures" / f"{name}.png").is_file(), name
+    assert result.stderr.count("Evaluating it on the test split, once.") == 1
+
+
+def test_two_tasks_one_after_the_other_then_render(tmp_path):
+    config = tiny_config(tmp_path, **{"seeds = 1": "seeds = 2"})
+    out = tmp_path / "out"
+    run_dir = out / "tiny"
+    first = run(train_command(config, out, "--task-index", "0", "--task-count", "2"))
+    assert first.returncode == 0, first.stderr
+    assert "Task 0 of 2 (from --task-index)" in first.stderr
+    assert "cell(s) not finished yet" in first.stderr and "Evaluating it on the test split" not in first.stderr
+    assert not (run_dir / "metrics.json").exists(), "only the task that finds every cell finished chooses and tests"
+    assert load(run_dir / "manifest.json")["status"] == "running", "the other task still has cells"
+    environment = {**cli_environment(), "SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "2"}
+    second = run(train_command(config, out), environment)
+    assert second.returncode == 0, second.stderr
+    assert "Task 1 of 2 (from SLURM_ARRAY_TASK_ID)" in second.stderr
+    assert second.stderr.count("Evaluating it on the test split, once.") == 1
+    trained = [[line.split("] ", 1)[1].split(":")[0] for line in stderr.splitlines() if ": training in " in line]
+               for stderr in (first.stderr, second.stderr)]
+    cells = [f"{model}, seed {seed}" for model in ("baseline", "transfer", "finetune") for seed in (7, 8)]
+    assert sorted(trained[0] + trained[1]) == sorted(cells) and not set(trained[0]) & set(trained[1]), trained
+    for seed in (7, 8):  # a chain stays in one task
+        assert sum(f"transfer, seed {seed}" in task and f"finetune, seed {seed}" in task for task in trained) == 1
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and manifest["execution"]["task_count"] == 2
+    assert all(entry["status"] == "complete" for entry in manifest["models"].values())
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "figures" / "curves_finetune.png").is_file()
+    docs = tmp_path / "docs"
+    rendered = run(run_cli_command("render", "--artifacts", str(run_dir), "--docs", str(docs)))
+    assert rendered.returncode == 0, rendered.stderr
+    assert (docs / "index.md").is_file()
+
+
+def _kill_mid_cell(process: subprocess.Popen, folder: Path, timeout: float = 400) -> int:
+    """SIGKILL the worker training the cell in `folder` once it has committed an epoch and not finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            state = load(folder / "state.json")
+            owner = load(folder / ".cell.owner.json")
+        except (OSError, ValueError):
+            time.sleep(0.02)
+            continue
+        if state.get("status") == "partial" and 1 <= state.get("epochs_completed", 0) < state.get("epochs_planned", 0):
+            os.kill(owner["pid"], signal.SIGKILL)
+            assert owner["pid"] != process.pid, "the cell trains in a worker, not in the parent"
+            return owner["pid"]
+        time.sleep(0.02)
+    raise AssertionError(f"the cell in {folder} was never seen between two epochs")
+
+
+@pytest.mark.parametrize("retries", ["0", "1"])
+def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once(tmp_path, retries):
+    """--retries 0: the command reports the lost cells and the same command again resumes them;
+    --retries 1: the command itself runs the cell again in a new worker, from its last epoch."""
+    config = tiny_config(tmp_path, **{"epochs = 2": "epochs = 4"})
+    out = tmp_path / "out"
+    run_dir = out / "tiny"
+    command = train_command(config, out, "--workers", "2", "--retries", retries)
+    log = tmp_path / "first.err"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(), stdout=subprocess.DEVNULL, stderr=handle)
+        try:
+            _kill_mid_cell(process, run_dir / "models" / "transfer" / "seed-7")
+            process.wait(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    first = log.read_text()
+    if retries == "0":
+        assert process.returncode == 1, first
+        assert "transfer (seed 7): its worker process died" in first and "run the same command again" in first, first
+        assert "finetune (seed 7): not run: it starts from transfer, seed 7, which was lost" in first, first
+        again = run(command)
+        assert again.returncode == 0, again.stderr
+        assert "transfer, seed 7" in again.stderr and "resuming transfer (seed 7) after epoch" in again.stderr, again.stderr
+    else:
+        assert process.returncode == 0, first
+        assert "trying again (try 2 of 2)" in first and "resuming transfer (seed 7) after epoch" in first, first
+        again = run(command)
+        assert again.returncode == 0 and again.stderr.count("skipped, finished") == 3, again.stderr
+    expected = {"baseline/seed-7": [1, 2, 3, 4], "transfer/seed-7": [1, 2, 3, 4], "finetune/seed-7": [5]}
+    assert {cell: [record["epoch"] for record in epochs] for cell, epochs in histories(run_dir).items()} == expected
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "complete"
+    assert all(entry["status"] == "complete" for entry in manifest["models"].values())
+    assert (run_dir / "metrics.json").is_file()
+    for model in ("baseline", "transfer", "finetune"):
+        assert not (run_dir / "models" / model / "seed-7" / "checkpoint").exists()
+
+
+MIRRORED = """
+import os
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from report_builder.__main__ import main
+code = main(sys.argv[1:])
+import keras
+from experiments.scale import make_strategy
+print("replicas:", make_strategy("mirrored").num_replicas_in_sync, file=sys.stderr)
+model = keras.models.load_model(os.environ["SAVED_MODEL"])  # saved from mirrored variables, loaded without a strategy
+print("loaded:", model.name, model.count_params(), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_and_saves(tmp_path):
+    config = tiny_config(tmp_path, **{'models = ["baseline", "transfer", "finetune"]': 'models = ["baseline", "transfer"]'})
+    out = tmp_path / "out"
+    saved = out / "tiny" / "models" / "transfer" / "seed-7" / "model.keras"
+    result = run([sys.executable, "-c", MIRRORED, "train", "--config", str(config), "--out", str(out), "--strategy", "mirrored"],
+                 {**cli_environment(), "SAVED_MODEL": str(saved)})
+    assert result.returncode == 0, result.stderr
+    assert "MirroredStrategy over 2 device(s)" in result.stderr and "replicas: 2" in result.stderr, result.stderr
+    run_dir = out / "tiny"
+    for model in ("baseline", "transfer"):
+        epochs = load(run_dir / "models" / model / "seed-7" / "history.json")["epochs"]
+        assert [record["epoch"] for record in epochs] == [1, 2] and all(record["loss"] is not None for record in epochs)
+        assert (run_dir / "models" / model / "seed-7" / "model.keras").is_file()
+    manifest = load(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and manifest["execution"]["strategy"] == "mirrored"
+    assert (run_dir / "metrics.json").is_file()

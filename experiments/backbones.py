@@ -1,0 +1,228 @@
+"""The ImageNet pre-trained backbones a transfer model can stand on: keras.applications models
+without their classifier top, by config name.
+
+The metadata (:data:`BACKBONES`, names, preprocessing sentences, weight-file addresses) needs no
+TensorFlow: the report builder imports it. Keras is imported inside the functions that build.
+
+Every backbone takes float pixels in [0, 255] once :func:`preprocessing_layer` (None for the
+backbones that normalise inside the network) has been applied. The weight-file addresses are the
+ones keras.applications downloads from (Keras 3, `include_top=False`), so an offline user can be
+told exactly which file to fetch elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import ConfigError
+
+_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # the config value
+    display_name: str  # the keras.applications name, for text
+    application: str  # the attribute of keras.applications that builds it
+    preprocessing: str  # one plain sentence for a report: what happens to the [0, 255] pixels first
+    minimum_side: int  # the smallest square input side keras.applications accepts
+    module: str  # the keras.applications submodule (its preprocess_input)
+    normalisation: str  # the normalisation layers inside: "BatchNormalization" or "LayerNormalization"
+    preprocessing_inside: bool  # the application normalises [0, 255] pixels itself (include_preprocessing=True)
+    weights_folder: str  # under https://storage.googleapis.com/tensorflow/keras-applications/
+    notop_file: str  # the no-top ImageNet file name, with {side} where it depends on the input size
+    weights_sides: tuple[int, ...] = ()  # square sides with their own file; others get default_side's
+    default_side: int = 224
+
+    def weights_file(self, image_size: tuple[int, int]) -> str:
+        """The name of the no-top ImageNet weights file keras.applications loads for `image_size`
+        (height, width). Only MobileNetV2's depends on it: a square side of 96, 128, 160, 192 or
+        224 has its own file, any other size falls back to 224's."""
+        rows, cols = int(image_size[0]), int(image_size[1])
+        side = rows if rows == cols and rows in self.weights_sides else self.default_side
+        return self.notop_file.format(side=side)
+
+    def weights_url(self, image_size: tuple[int, int]) -> str:
+        """The address keras.applications downloads that file from."""
+        return f"{_APPLICATIONS}{self.weights_folder}/{self.weights_file(image_size)}"
+
+
+_SCALED_TO_UNIT = "scaled from [0, 255] to [-1, 1]"
+
+BACKBONES: dict[str, Backbone] = {
+    backbone.name: backbone
+    for backbone in (
+        Backbone(
+            name="mobilenet_v2",
+            display_name="MobileNetV2",
+            application="MobileNetV2",
+            preprocessing=_SCALED_TO_UNIT,
+            minimum_side=32,
+            module="mobilenet_v2",
+            normalisation="BatchNormalization",
+            preprocessing_inside=False,
+            weights_folder="mobilenet_v2",
+            notop_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{side}_no_top.h5",
+            weights_sides=(96, 128, 160, 192, 224),
+        ),
+        Backbone(
+            name="efficientnetv2_b0",
+            display_name="EfficientNetV2B0",
+            application="EfficientNetV2B0",
+            preprocessing="scaled to [0, 1] and normalised with ImageNet's per-channel mean and standard deviation, inside the network",
+            minimum_side=32,
+            module="efficientnet_v2",
+            normalisation="BatchNormalization",
+            preprocessing_inside=True,
+            weights_folder="efficientnet_v2",
+            notop_file="efficientnetv2-b0_notop.h5",
+        ),
+        Backbone(
+            name="resnet50v2",
+            display_name="ResNet50V2",
+            application="ResNet50V2",
+            preprocessing=_SCALED_TO_UNIT,
+            minimum_side=32,
+            module="resnet_v2",
+            normalisation="BatchNormalization",
+            preprocessing_inside=False,
+            weights_folder="resnet",
+            notop_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            name="convnext_tiny",
+            display_name="ConvNeXtTiny",
+            application="ConvNeXtTiny",
+            preprocessing="normalised with ImageNet's per-channel mean and standard deviation, inside the network",
+            minimum_side=32,
+            module="convnext",
+            normalisation="LayerNormalization",
+            preprocessing_inside=True,
+            weights_folder="convnext",
+            notop_file="convnext_tiny_notop.h5",
+        ),
+    )
+}
+
+
+def backbone_named(name: str, owner: str) -> Backbone:
+    """The backbone called `name`; `owner` is the config key that named it, for the error."""
+    try:
+        return BACKBONES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{owner}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
+
+
+def preprocessing_layer(backbone: Backbone) -> Any:
+    """A Keras layer that turns [0, 255] float pixels into what `backbone` expects, or None when the
+    keras.applications model does it inside (EfficientNetV2 and ConvNeXt, include_preprocessing=True).
+
+    MobileNetV2 and ResNet50V2 use preprocess_input's "tf" mode, x / 127.5 - 1: as a Rescaling
+    layer it is the same arithmetic and saves and loads without Lambda deserialisation."""
+    if backbone.preprocessing_inside:
+        return None
+    from keras import layers
+
+    return layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=f"{backbone.name}_preprocess")
+
+
+def _check_size(backbone: Backbone, image_size: tuple[int, int], model_name: str) -> None:
+    rows, cols = int(image_size[0]), int(image_size[1])
+    if min(rows, cols) < backbone.minimum_side:
+        raise ConfigError(
+            f"model {model_name!r}: the {backbone.display_name} backbone needs images of at least "
+            f"{backbone.minimum_side}x{backbone.minimum_side} pixels, got {rows}x{cols}"
+        )
+
+
+def _application(backbone: Backbone, image_size: tuple[int, int], weights: str | None) -> Any:
+    import keras
+
+    arguments: dict[str, Any] = {"input_shape": (int(image_size[0]), int(image_size[1]), 3), "include_top": False, "weights": weights}
+    if backbone.preprocessing_inside:
+        arguments["include_preprocessing"] = True
+    return getattr(keras.applications, backbone.application)(**arguments)
+
+
+def _download_reason(error: BaseException) -> str:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # Keras says "URL fetch failure on <url>: <errno> -- <reason>"; the URL is in our sentence already.
+    if reason.startswith("URL fetch failure") and " -- " in reason:
+        reason = reason.rsplit(" -- ", 1)[1]
+    return reason
+
+
+def _unavailable(backbone: Backbone, image_size: tuple[int, int], model_name: str, error: BaseException) -> Exception:
+    from experiments.images import DataError  # experiments.data.DataError; no TensorFlow there either
+
+    # The study's own MobileNetV2 models also take the command line's --base-weights.
+    study_path, study_none = ("", "")
+    if backbone.name == "mobilenet_v2":
+        study_path, study_none = (" (--base-weights PATH for the study's MobileNetV2 models)", " (--base-weights none)")
+    return DataError(
+        f"Could not download the ImageNet weights of {backbone.display_name} for model {model_name!r} "
+        f"({backbone.weights_file(image_size)} from {backbone.weights_url(image_size)}: {_download_reason(error)}); "
+        f'if this machine is offline, point the model at a local copy of that file with weights = "PATH" in its '
+        f'[models.{model_name}] table{study_path}, or train the backbone from random initial weights with weights = "none"{study_none}.'
+    )
+
+
+def _load_problem(base: Any, path: str) -> str | None:
+    """Why `path` cannot be loaded into `base`, or None once it has been. Keras 3 raises for most
+    mismatches, but loads a file that lacks some layers partially, with only a "Skipping" warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(path)
+        except Exception as error:  # h5py and Keras raise several types for a wrong file
+            text = str(error).strip()
+            return text.splitlines()[0].split(" Example error message")[0].rstrip(":. ") if text else type(error).__name__
+    skipped = [str(item.message) for item in caught if "Skipping" in str(item.message)]
+    if skipped:
+        return f"{len(skipped)} part(s) of the backbone are not in the file ({skipped[0].split(': ')[0]})"
+    return None
+
+
+def build_backbone(backbone: Backbone, image_size: tuple[int, int], weights: str, model_name: str) -> Any:
+    """`backbone` without its top, for images of `image_size` (height, width) in [0, 255] after
+    :func:`preprocessing_layer`; `weights` = "imagenet" (Keras downloads them), "none" (random
+    initial weights) or the path of a local .h5 / .weights.h5 file with this backbone's weights.
+
+    Raises ConfigError for an image size below the backbone's minimum and for a file that does not
+    hold this backbone's weights (both name the model), and experiments.data.DataError when the
+    ImageNet file cannot be downloaded (naming the file, its address and the two ways out)."""
+    _check_size(backbone, image_size, model_name)
+    weights = os.fspath(weights)
+    if weights == "imagenet":
+        try:
+            return _application(backbone, image_size, "imagenet")
+        except Exception as error:  # urllib, a failed checksum or a full disk: Keras raises several types
+            raise _unavailable(backbone, image_size, model_name, error) from None
+    base = _application(backbone, image_size, None)
+    if weights == "none":
+        return base
+    if not Path(weights).is_file():
+        raise ConfigError(f"model {model_name!r}: the weights file {weights} does not exist")
+    problem = _load_problem(base, weights)
+    if problem:
+        raise ConfigError(f"model {model_name!r}: {weights} does not hold {backbone.display_name} (no top) weights: {problem}")
+    return base
+
+
+def check_backbone_weights(backbone: Backbone, image_size: tuple[int, int], weights: str, model_name: str) -> None:
+    """Build the backbone once before any training, so a failed download or a wrong weights file
+    stops the run before hours of work rather than after (ConfigError or DataError as
+    :func:`build_backbone`); the download stays in Keras's cache for the real build."""
+    _check_size(backbone, image_size, model_name)
+    if os.fspath(weights) == "none":
+        return
+    import keras
+
+    try:
+        build_backbone(backbone, image_size, weights, model_name)
+    finally:
+        keras.backend.clear_session()

@@ -18,26 +18,22 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from experiments.errors import UserError
+from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
+from experiments.recipes import BUILT_IN, BUILT_IN_NAMES, ModelRecipe, check_study_models, parse_models, recipe_for, weights_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
-MODEL_NAMES = ("baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended")
-#: A model that starts from another one's final weights (same seed); its epochs continue that model's numbering.
-#: `transfer_extended` is the budget-matched control for `finetune`: transfer trained on, base still
-#: frozen, for the same `finetune_epochs` (so as long as transfer + finetune), optimizer state kept.
-CONTINUES = {"finetune": "transfer", "transfer_extended": "transfer"}
+#: The built-in models (experiments/recipes.py); a config declares its own in [models.<name>] tables.
+MODEL_NAMES = BUILT_IN_NAMES
+#: The built-in models that start from another one's final weights (same seed); their epochs continue
+#: that model's numbering. `transfer_extended` is the budget-matched control for `finetune`.
+CONTINUES = {name: recipe.continues for name, recipe in BUILT_IN.items() if recipe.continues_model}
 DATA_SOURCES = ("download", "folder", "synthetic")
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
 VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")
 
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
-
-# The smallest square image each model accepts: the baseline's three 3x3 convolutions and
-# two poolings need 18 pixels; MobileNetV2 needs 32.
-MINIMUM_IMAGE_SIDE = {"baseline": 18, "augmented": 18, "preprocessed": 18, "transfer": 32, "finetune": 32,
-                      "transfer_extended": 32}
 
 
 # Seeds feed numpy and TensorFlow; keep every training seed a non-negative 31-bit integer.
@@ -50,12 +46,11 @@ PATH_KEYS = (("study", "run_name"), ("study", "out_dir"), ("data", "data_dir"), 
 NAME_MAX_BYTES = 255
 
 
-class ConfigError(UserError, ValueError):
-    """A config value is unusable; the message names the key or file."""
-
-
 @dataclass
 class StudySection:
+    # The front page's headline and opening question (empty: a generic one naming the models).
+    title: str = ""
+    question: str = ""
     run_name: str = "cats-vs-dogs"
     out_dir: str = "artifacts"
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
@@ -75,6 +70,7 @@ class DataSection:
     test_fraction: float = 0.2
     synthetic_train_per_class: int = 200
     synthetic_validation_per_class: int = 100
+    synthetic_classes: int = 2  # 2 to 12 classes of shapes (experiments.data.SYNTHETIC_CLASS_NAMES)
     workers: int = 0
 
 
@@ -116,9 +112,35 @@ class StudyConfig:
     dataset: DatasetSection = field(default_factory=DatasetSection)
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    #: The models the config declares in [models.<name>] tables (the built-in ones are not listed).
+    models: dict[str, ModelRecipe] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        values["models"] = {name: recipe.to_dict() for name, recipe in self.models.items()}
+        return values
+
+    def recipe(self, model_name: str) -> ModelRecipe:
+        """The recipe of `model_name`: declared in this config, else built in."""
+        return recipe_for(model_name, self.models)
+
+    def source_of(self, model_name: str) -> str | None:
+        """The model whose final weights `model_name` starts from, or None."""
+        return self.recipe(model_name).continues_model
+
+    def epoch_span(self, model_name: str) -> tuple[int, int]:
+        """(first, last) epoch numbers of `model_name`, 0-based start: a continuing model goes on
+        from the end of the model it continues (transfer's 20 epochs, then finetune's 21 to 30)."""
+        recipe = self.recipe(model_name)
+        source = recipe.continues_model
+        if source is None:
+            return 0, recipe.epochs or self.training.epochs
+        start = self.epoch_span(source)[1]
+        return start, start + (recipe.epochs or self.training.finetune_epochs)
+
+    def weights_of(self, model_name: str) -> str:
+        """A transfer model's backbone weights: "imagenet", "none" or a file path."""
+        return weights_of(self.recipe(model_name), self.training.base_weights)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -145,23 +167,45 @@ DATA_IDENTITY_KEYS = ("data.source", "data.data_dir", "data.url")
 UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"), ("study", "seeds"),
                  ("training", "verbose"), ("training", "validation_feature_cache"),
                  ("training", "tensorboard"), ("training", "mlflow"), ("training", "mlflow_uri"),
-                 ("data", "workers"), ("data", "cache_dir")} | {("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
+                 ("data", "workers"), ("data", "cache_dir"),
+                 ("study", "title"), ("study", "question")} | {
+                 ("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
+# Keys added after runs were made: hashed only when set away from the value every earlier run had,
+# so adding them did not make finished runs look stale.
+ADDED_LATER = {("data", "synthetic_classes"): 2}
 # Keys only the models that continue transfer read; changing them leaves the other models' hash alone.
 FINETUNE_KEYS = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
                  ("training", "finetune_learning_rate_factor")}
-# Which of FINETUNE_KEYS each continuing model reads (the control trains as many epochs, nothing else).
-CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "transfer_extended": {("training", "finetune_epochs")}}
+# Which of FINETUNE_KEYS a model of each continuing recipe reads (the control trains as many epochs, nothing else).
+CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "train_on": {("training", "finetune_epochs")}}
 
 
-def config_hash(config: StudyConfig, model_name: str = "finetune") -> str:
-    """A sha256 over every key that changes what `model_name` learns (the seed is recorded
-    per run, not hashed). The default, "finetune", reads every key: the whole study's hash."""
-    ignored = UNHASHED_KEYS | (FINETUNE_KEYS - CONTINUATION_KEYS.get(model_name, set()))
+def config_hash(config: StudyConfig, model_name: str | None = None) -> str:
+    """A sha256 over every key that changes what `model_name` learns (the seed is recorded per
+    run, not hashed; a continuing model's starting point is checked apart, by its source's
+    history). A model declared in a [models.<name>] table adds its declaration. Without a model
+    name: every key and every declaration, the whole study's hash."""
+    if model_name is None:
+        read_keys = FINETUNE_KEYS
+        declarations = config.to_dict()["models"]
+    else:
+        recipe = config.recipe(model_name)
+        read_keys = CONTINUATION_KEYS.get(recipe.recipe, set())
+        declarations = {model_name: recipe.to_dict()} if recipe.declared else {}
+    ignored = UNHASHED_KEYS | (FINETUNE_KEYS - read_keys)
     relevant = {
-        section: {key: value for key, value in values.items() if (section, key) not in ignored}
-        for section, values in config.to_dict().items()
+        section: {key: value for key, value in values.items() if _hashed((section, key), value, ignored)}
+        for section, values in config.to_dict().items() if section != "models"
     }
+    if declarations:  # absent for the built-in models, so their hashes stay what they were
+        relevant["models"] = declarations
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _hashed(key: tuple[str, str], value: Any, ignored: set[tuple[str, str]]) -> bool:
+    if key in ignored:
+        return False
+    return value != ADDED_LATER[key] if key in ADDED_LATER else True
 
 
 def _check_type(dotted_key: str, value: Any, expected: Any) -> Any:
@@ -191,9 +235,12 @@ def _check_type(dotted_key: str, value: Any, expected: Any) -> Any:
 def _apply(config: StudyConfig, values: dict[str, Any], origin: str) -> None:
     """Write nested `values` ({section: {key: value}}) into `config`, checking names and types."""
     for section_name, section_values in values.items():
+        if section_name == "models":
+            config.models.update(parse_models(section_values, origin))
+            continue
         if section_name not in SECTIONS:
             raise ConfigError(
-                f"unknown section [{section_name}] in {origin}; expected one of {', '.join(SECTIONS)}"
+                f"unknown section [{section_name}] in {origin}; expected one of {', '.join([*SECTIONS, 'models'])}"
             )
         if not isinstance(section_values, dict):
             raise ConfigError(f"[{section_name}] in {origin} must be a table of keys")
@@ -216,16 +263,6 @@ def validate(config: StudyConfig) -> StudyConfig:
     if (not study.run_name or "/" in study.run_name or (os.altsep and os.altsep in study.run_name)
             or study.run_name in (".", "..")):
         raise ConfigError(f"study.run_name must be a plain folder name, got {study.run_name!r}")
-    if not study.models:
-        raise ConfigError("study.models must name at least one model")
-    for name in study.models:
-        if name not in MODEL_NAMES:
-            raise ConfigError(f"study.models: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-    if len(set(study.models)) != len(study.models):
-        raise ConfigError(f"study.models lists a model twice: {study.models}")
-    for name, source in CONTINUES.items():
-        if name in study.models and (source not in study.models or study.models.index(source) > study.models.index(name)):
-            raise ConfigError(f"study.models: {name} continues the {source} model, so {source} must be listed before it")
     _check_seeds(study)
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")
@@ -233,13 +270,7 @@ def validate(config: StudyConfig) -> StudyConfig:
         raise ConfigError("data.source is 'folder' but data.data_dir is empty (use --data-dir DIR)")
     if len(data.image_size) != 2 or min(data.image_size) <= 0:
         raise ConfigError(f"data.image_size must be [height, width] of positive integers, got {data.image_size}")
-    smallest_side = min(data.image_size)
-    for name in study.models:
-        if smallest_side < MINIMUM_IMAGE_SIDE[name]:
-            raise ConfigError(
-                f"data.image_size {data.image_size} is too small for model {name!r}, "
-                f"which needs at least {MINIMUM_IMAGE_SIDE[name]}x{MINIMUM_IMAGE_SIDE[name]}"
-            )
+    check_study_models(study.models, config.models, data.image_size)
     if data.batch_size <= 0:
         raise ConfigError(f"data.batch_size must be a positive integer, got {data.batch_size}")
     if not 0.0 < data.test_fraction < 1.0:
@@ -247,6 +278,8 @@ def validate(config: StudyConfig) -> StudyConfig:
     for key in ("synthetic_train_per_class", "synthetic_validation_per_class"):
         if getattr(data, key) <= 0:
             raise ConfigError(f"data.{key} must be a positive integer, got {getattr(data, key)}")
+    if not 2 <= data.synthetic_classes <= 12:
+        raise ConfigError(f"data.synthetic_classes must be 2 to 12 (classes of generated shapes), got {data.synthetic_classes}")
     if data.source == "synthetic":
         check_synthetic_test_split(data.synthetic_validation_per_class, data.test_fraction)
     if data.workers < 0:
@@ -278,12 +311,20 @@ def validate(config: StudyConfig) -> StudyConfig:
         raise ConfigError(f"training.verbose must be one of {', '.join(VERBOSE_CHOICES)}, got {training.verbose!r}")
     if not training.base_weights:
         raise ConfigError("training.base_weights must be 'imagenet', 'none' or the path of a .weights.h5 file")
-    if training.base_weights not in ("imagenet", "none") and "transfer" in study.models:
-        weights_path = Path(training.base_weights)
+    for name in study.models:
+        recipe = config.recipe(name)
+        weights = config.weights_of(name)
+        if recipe.recipe != "transfer" or weights in ("imagenet", "none"):
+            continue
+        key = f"models.{name}.weights" if recipe.weights else "training.base_weights"
+        problem = _path_problem(weights)
+        if problem is not None:
+            raise ConfigError(f"{key} {problem}, so it cannot be used as a path: {weights!r}")
+        weights_path = Path(weights)
         if not weights_path.is_file():
-            raise ConfigError(f"training.base_weights: no such weights file: {weights_path}")
+            raise ConfigError(f"{key}: no such weights file: {weights_path} (or use \"imagenet\" or \"none\")")
         if not weights_path.name.endswith(".h5"):
-            raise ConfigError(f"training.base_weights: {weights_path} is not a Keras .weights.h5 file")
+            raise ConfigError(f"{key}: {weights_path} is not a Keras .h5 or .weights.h5 file")
     check_output_outside_data(config)
     return config
 

@@ -39,7 +39,8 @@ from experiments.images import DataError, SkippedFile, SplitImages
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
-SYNTHETIC_CLASS_NAMES = ["blobs", "stripes"]
+SYNTHETIC_CLASS_NAMES = ["blobs", "stripes", "rings", "checks", "green blobs", "green stripes", "green rings", "green checks",
+                         "violet blobs", "violet stripes", "violet rings", "violet checks"]
 
 
 @dataclass
@@ -212,33 +213,53 @@ def _from_folder(config: StudyConfig, data_root: Path, source: dict[str, Any]) -
     )
 
 
-def synthetic_images(count_per_class: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two learnable classes: warm soft blobs vs. cool oriented stripes, on noisy backgrounds.
+def synthetic_images(count_per_class: int, image_size: tuple[int, int], seed: int,
+                     class_count: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable classes of shapes on noisy backgrounds: by default two, warm soft blobs vs. cool
+    oriented stripes; up to twelve (SYNTHETIC_CLASS_NAMES): rings and checks, then each of the
+    four shapes in green and in violet.
 
     Position, size, colour, stripe period and orientation vary per image, so a model has to
     learn shape and colour cues rather than memorise pixels.
     """
+    if not 2 <= class_count <= len(SYNTHETIC_CLASS_NAMES):
+        raise ValueError(f"class_count must be 2 to {len(SYNTHETIC_CLASS_NAMES)}, got {class_count}")
     height, width = image_size
     random_generator = np.random.default_rng(seed)
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    images = np.empty((2 * count_per_class, height, width, 3), dtype=np.uint8)
-    labels = np.repeat(np.arange(2, dtype=np.int32), count_per_class)
+    images = np.empty((class_count * count_per_class, height, width, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(class_count, dtype=np.int32), count_per_class)
     for index, label in enumerate(labels):
         background = random_generator.uniform(30, 110, size=3)
         canvas = np.broadcast_to(background, (height, width, 3)).astype(np.float32).copy()
-        if label == 0:
+        shape, family = int(label) % 4, int(label) // 4
+        if shape == 0:
             center_row, center_column = random_generator.uniform(0.25, 0.75, size=2) * (height, width)
             radius = random_generator.uniform(0.15, 0.3) * min(height, width)
             distance = np.hypot(rows - center_row, columns - center_column)
             mask = np.clip(1.5 - distance / radius, 0.0, 1.0)[..., None]
             colour = np.array([random_generator.uniform(140, 255), random_generator.uniform(80, 190), random_generator.uniform(30, 150)])
-        else:
+        elif shape == 1:
             angle = random_generator.uniform(0, np.pi)
             period = random_generator.uniform(0.12, 0.25) * min(height, width)
             phase = random_generator.uniform(0, 2 * np.pi)
             wave = np.sin(2 * np.pi * (rows * np.cos(angle) + columns * np.sin(angle)) / period + phase)
             mask = (wave > 0).astype(np.float32)[..., None]
             colour = np.array([random_generator.uniform(30, 150), random_generator.uniform(90, 190), random_generator.uniform(140, 255)])
+        elif shape == 2:  # a ring
+            center_row, center_column = random_generator.uniform(0.3, 0.7, size=2) * (height, width)
+            radius = random_generator.uniform(0.18, 0.3) * min(height, width)
+            distance = np.hypot(rows - center_row, columns - center_column)
+            mask = (np.abs(distance - radius) < 0.3 * radius).astype(np.float32)[..., None]
+            colour = np.array([random_generator.uniform(160, 255), random_generator.uniform(140, 230), random_generator.uniform(30, 120)])
+        else:  # a checkerboard
+            cell = random_generator.uniform(0.12, 0.25) * min(height, width)
+            offset = random_generator.uniform(0, cell, size=2)
+            mask = ((((rows + offset[0]) // cell) + ((columns + offset[1]) // cell)) % 2).astype(np.float32)[..., None]
+            colour = np.array([random_generator.uniform(140, 255), random_generator.uniform(30, 120), random_generator.uniform(140, 255)])
+        if family:  # the same shapes in one colour family each: green, then violet
+            low, high = (np.array([20, 150, 20]), np.array([110, 255, 110])) if family == 1 else (np.array([110, 20, 150]), np.array([190, 90, 255]))
+            colour = random_generator.uniform(low, high)
         mask = mask * random_generator.uniform(0.35, 0.8)  # faint shapes: learnable, not trivial
         canvas = canvas * (1 - mask) + colour * mask
         canvas += random_generator.normal(0, 28, size=canvas.shape)
@@ -250,13 +271,14 @@ def _synthetic(config: StudyConfig) -> StudyData:
     image_size = config.image_size
     seed = config.study.seed
     check_synthetic_test_split(config.data.synthetic_validation_per_class, config.data.test_fraction)
-    train_images, train_labels = synthetic_images(config.data.synthetic_train_per_class, image_size, seed)
+    class_count = config.data.synthetic_classes
+    train_images, train_labels = synthetic_images(config.data.synthetic_train_per_class, image_size, seed, class_count)
     validation_images, validation_labels = synthetic_images(
-        config.data.synthetic_validation_per_class, image_size, seed + 1
+        config.data.synthetic_validation_per_class, image_size, seed + 1, class_count
     )
 
     def names(split: str, labels: np.ndarray) -> list[str]:
-        counters = {0: 0, 1: 0}
+        counters = dict.fromkeys(range(class_count), 0)
         result = []
         for label in labels:
             counters[int(label)] += 1
@@ -271,9 +293,10 @@ def _synthetic(config: StudyConfig) -> StudyData:
         "train_per_class": config.data.synthetic_train_per_class,
         "validation_per_class": config.data.synthetic_validation_per_class,
         "image_size": list(image_size),
+        **({"classes": class_count} if class_count != 2 else {}),  # two-class data keeps its fingerprint
     }
     return StudyData(
-        class_names=list(SYNTHETIC_CLASS_NAMES),
+        class_names=list(SYNTHETIC_CLASS_NAMES[:class_count]),
         image_size=image_size,
         train=Split(train_images, train_labels, names("train", train_labels)),
         validation=validation_split,

@@ -17,6 +17,10 @@ class UserError(Exception):
     exit_status = 2
 
 
+class ConfigError(UserError, ValueError):
+    """A config value is unusable; the message names the key or file."""
+
+
 class StudyFailed(RuntimeError):
     """One or more runs failed or diverged; the others' artifacts are written."""
 

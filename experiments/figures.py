@@ -354,3 +354,32 @@ def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: in
         return figure
 
     return _save_both(draw, path)
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """The test confusion matrix as a heatmap: rows the true class, columns the predicted one,
+    each cell shaded by its share of the true class's images and labelled with its count."""
+    matrix = np.asarray(matrix, dtype=int)
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    count = len(class_names)
+
+    def draw(theme: Theme):
+        side = min(14.0, 2.0 + 0.55 * count)
+        figure, axis = plt.subplots(figsize=(side + 1.2, side))
+        image = axis.imshow(shares, cmap="Blues" if theme.name == "light" else "magma", vmin=0.0, vmax=1.0)
+        axis.set_xticks(range(count), class_names, rotation=45, ha="right", fontsize=9, **LITERAL)
+        axis.set_yticks(range(count), class_names, fontsize=9, **LITERAL)
+        axis.set_xlabel("predicted class", **LITERAL)
+        axis.set_ylabel("true class", **LITERAL)
+        if count <= 25:  # a number in every cell while they stay readable
+            for row in range(count):
+                for column in range(count):
+                    dark_cell = (shares[row, column] > 0.5) == (theme.name == "light")
+                    axis.text(column, row, str(matrix[row, column]), ha="center", va="center", fontsize=8,
+                              color="white" if dark_cell else "black", **LITERAL)
+        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class's test images")
+        figure.tight_layout()
+        return figure
+
+    return _save_both(draw, path)

@@ -1,82 +1,29 @@
-"""The models of the study, one builder each, by name (transfer_extended trains the saved transfer model on).
+"""Keras models built from the study's recipes (experiments/recipes.py).
 
 Every model is built with the functional API (Keras 3 cannot nest the write-ups'
 `keras.Model(inputs=[i], outputs=[x])` list-output preprocessor inside `Sequential`), takes
-float images in [0, 255], and ends in logits with one unit per class. The fifth, `finetune`,
-is not built from scratch: `make_finetune_model` unfreezes the top of a trained `transfer`
-model's base.
+float images in [0, 255], and ends in logits with one unit per class. A continuing model
+(recipe finetune or train_on) is not built from scratch: it starts from the saved model it
+continues, and `make_finetune_model` unfreezes the top of that model's backbone.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 from keras import layers
 
-from experiments.config import CONTINUES, ConfigError
+from experiments.backbones import BACKBONES, build_backbone, preprocessing_layer
+from experiments.config import ConfigError
+from experiments.recipes import BUILT_IN, ModelRecipe, describe
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    title: str
-    description: str
-
-
-SPECS = {
-    "baseline": ModelSpec(
-        "baseline",
-        "A small convolutional network",
-        "Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 "
-        "max pooling, then dropout (0.2) and a dense layer: the baseline every later model has to beat.",
-    ),
-    "augmented": ModelSpec(
-        "augmented",
-        "The same network with data augmentation",
-        "Every training image is flipped at random left-right and upside down, and rotated by a random "
-        "angle of up to 72 degrees either way (RandomRotation(0.2): 20% of a full turn), so the network "
-        "rarely sees the same image twice; none of this happens at evaluation.",
-    ),
-    "preprocessed": ModelSpec(
-        "preprocessed",
-        "Augmentation plus MobileNetV2 input scaling",
-        "Pixel values are scaled from [0, 255] to [-1, 1] (MobileNetV2's preprocess_input) before "
-        "augmentation, so the convolutions start from centred, small inputs.",
-    ),
-    "transfer": ModelSpec(
-        "transfer",
-        "Transfer learning on a frozen MobileNetV2",
-        "The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; on top, "
-        "a global max pooling and dropout (no weights) feed a dense classifier, the only layer that trains.",
-    ),
-    "finetune": ModelSpec(
-        "finetune",
-        "Fine-tuning the top of MobileNetV2",
-        "Starting from the trained transfer model, the top layers of the MobileNetV2 base are "
-        "unfrozen (their BatchNorm layers stay in inference mode) and trained further with a "
-        "learning rate ten times lower, so the ImageNet features adapt to cats and dogs without "
-        "being destroyed.",
-    ),
-    "transfer_extended": ModelSpec(
-        "transfer_extended",
-        "Control: transfer learning, trained as long as fine-tuning",
-        "The trained transfer model, base still frozen, trained on with the same optimizer and learning "
-        "rate for as many epochs as fine-tuning gets: whatever fine-tuning gains over this control "
-        "comes from unfreezing, not from training longer.",
-    ),
-}
-
-SMALL_CNNS = ("baseline", "augmented", "preprocessed")
 POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def _mobilenet_preprocessing() -> layers.Layer:
+def _rescaling() -> layers.Layer:
     # keras.applications.mobilenet_v2.preprocess_input computes x / 127.5 - 1; as a Rescaling
     # layer it is the same arithmetic and saves and loads without Lambda deserialisation.
     return layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="mobilenet_v2_preprocess")
@@ -87,75 +34,69 @@ def _augmentation(inputs, seed: int):
     return layers.RandomRotation(0.2, seed=seed + 1, name="random_rotation")(x)
 
 
-def _small_cnn(inputs, class_count: int):
+def _small_cnn(inputs, class_count: int, dropout: float):
     x = layers.Conv2D(32, 3, activation="relu", name="conv_1")(inputs)
     x = layers.MaxPooling2D(2, name="pool_1")(x)
     x = layers.Conv2D(32, 3, activation="relu", name="conv_2")(x)
     x = layers.MaxPooling2D(2, name="pool_2")(x)
     x = layers.Conv2D(64, 3, activation="relu", name="conv_3")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(0.2, name="dropout")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
     return layers.Dense(class_count, dtype="float32", name="logits")(x)
 
 
 def build_mobilenet_base(image_size: tuple[int, int], base_weights: str) -> keras.Model:
     """MobileNetV2 without its top, with `base_weights` = "imagenet", "none" or a file path."""
-    input_shape = (image_size[0], image_size[1], 3)
-    if base_weights == "imagenet":
-        return keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights="imagenet")
-    base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=None)
-    if base_weights != "none":
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                base.load_weights(base_weights)
-                problem = next((str(item.message) for item in caught if "Skipping" in str(item.message)), None)
-            except Exception as error:  # h5py and Keras raise several types for a wrong file
-                problem = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if problem:
-            # Keras loads a mismatched file partially with only a warning; that must not pass.
-            raise ConfigError(
-                f"training.base_weights: {base_weights} does not hold MobileNetV2 (alpha 1.0, no top) weights: {problem}"
-            )
-    return base
+    return build_backbone(BACKBONES["mobilenet_v2"], image_size, base_weights, "transfer")
 
 
-def build_model(name: str, image_size: tuple[int, int], class_count: int, base_weights: str = "none", seed: int = 0) -> keras.Model:
-    """Build the study model `name` for images of `image_size` and `class_count` classes."""
-    if name not in SPECS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
-    if name in CONTINUES:
-        raise ValueError(f"the {name} model starts from a trained {CONTINUES[name]} model, it is not built from scratch")
+def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_count: int, base_weights: str = "none",
+                seed: int = 0) -> keras.Model:
+    """Build the model of `recipe` (or of a built-in model's name) for images of `image_size`
+    and `class_count` classes; `base_weights` are a transfer model's backbone weights:
+    "imagenet", "none" or a file."""
+    if isinstance(recipe, str):
+        if recipe not in BUILT_IN:
+            raise ConfigError(f"unknown model {recipe!r}; known: {', '.join(BUILT_IN)}")
+        recipe = BUILT_IN[recipe]
+    if recipe.continues_model is not None:
+        raise ValueError(f"the {recipe.name} model starts from a trained {recipe.continues} model, it is not built from scratch")
     if class_count < 2:
         raise ValueError(f"a classifier needs two or more classes, got {class_count}")
     inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
-    if name == "baseline":
-        outputs = _small_cnn(inputs, class_count)
-    elif name == "augmented":
-        outputs = _small_cnn(_augmentation(inputs, seed), class_count)
-    elif name == "preprocessed":
-        outputs = _small_cnn(_augmentation(_mobilenet_preprocessing()(inputs), seed), class_count)
+    if recipe.recipe == "small_cnn":
+        x = _rescaling()(inputs) if recipe.rescale else inputs
+        x = _augmentation(x, seed) if recipe.augment else x
+        outputs = _small_cnn(x, class_count, recipe.dropout)
     else:
-        x = _augmentation(_mobilenet_preprocessing()(inputs), seed)
-        base = build_mobilenet_base(image_size, base_weights)
+        backbone = BACKBONES[recipe.backbone]
+        preprocess = preprocessing_layer(backbone)
+        x = preprocess(inputs) if preprocess is not None else inputs
+        x = _augmentation(x, seed) if recipe.augment else x
+        base = build_backbone(backbone, image_size, base_weights, recipe.name)
         base.trainable = False
         x = base(x, training=False)  # keep BatchNorm statistics frozen as well
-        x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
-        x = layers.Dropout(0.2, name="dropout")(x)
+        pooling = layers.GlobalMaxPooling2D if recipe.pooling == "max" else layers.GlobalAveragePooling2D
+        x = pooling(name=f"global_{recipe.pooling}_pool")(x)
+        x = layers.Dropout(recipe.dropout, name="dropout")(x)
         outputs = layers.Dense(class_count, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=recipe.name)
 
 
-def mobilenet_base_of(model: keras.Model) -> keras.Model:
-    """The nested MobileNetV2 of a transfer or finetune model."""
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The nested pre-trained backbone of a transfer model (or of one continuing it)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             return layer
-    raise ValueError(f"model {model.name!r} has no nested MobileNetV2 base")
+    raise ValueError(f"model {model.name!r} has no nested pre-trained backbone")
 
 
-def make_finetune_model(transfer_model: keras.Model, from_layer: int) -> keras.Model:
-    """The transfer model with its base unfrozen from layer index `from_layer` on.
+mobilenet_base_of = backbone_of
+
+
+def make_finetune_model(trained_model: keras.Model, from_layer: int, name: str = "finetune") -> keras.Model:
+    """The trained model with its backbone unfrozen from layer index `from_layer` on (a negative
+    index counts from the top: -40 unfreezes the last 40 layers).
 
     BatchNorm layers stay frozen, which in Keras 3 also keeps them in inference mode: they
     normalise with their ImageNet moving statistics and never update them from the small,
@@ -163,15 +104,18 @@ def make_finetune_model(transfer_model: keras.Model, from_layer: int) -> keras.M
     enough on its own: Keras 3 passes the outer fit's training flag through to nested layers,
     and a test checks that the statistics do not move.
     """
-    base = mobilenet_base_of(transfer_model)
-    if from_layer >= len(base.layers):
+    base = backbone_of(trained_model)
+    count = len(base.layers)
+    first = from_layer if from_layer >= 0 else count + from_layer
+    if not 0 <= first < count:
         raise ConfigError(
-            f"training.finetune_from_layer is {from_layer}, but the MobileNetV2 base has only {len(base.layers)} layers"
+            f"the layer to unfreeze from is {from_layer} (training.finetune_from_layer or the model's unfreeze_from_layer), "
+            f"but the {base.name} backbone has only {count} layers"
         )
     base.trainable = True
     for index, layer in enumerate(base.layers):
-        layer.trainable = index >= from_layer and not isinstance(layer, layers.BatchNormalization)
-    return keras.Model(transfer_model.inputs, transfer_model.outputs, name="finetune")
+        layer.trainable = index >= first and not isinstance(layer, layers.BatchNormalization)
+    return keras.Model(trained_model.inputs, trained_model.outputs, name=name)
 
 
 def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> keras.Model:
@@ -184,17 +128,20 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
     return model
 
 
-def precision_for(model_name: str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
-    """The precision ("none", "bf16" or "fp16") to train `model_name` in.
+def precision_for(recipe: ModelRecipe | str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
+    """The precision ("none", "bf16" or "fp16") to train a model of `recipe` (or a built-in
+    model's name) in.
 
-    "auto" picks bfloat16 only where it was measured to pay (benchmarks/README.md): the three
-    small CNNs on a CPU with native bfloat16 and no GPU. The MobileNetV2 models ran slower in
-    bfloat16 there, and float16 on GPUs has not been measured by this project, so both stay
-    float32 under "auto".
+    "auto" picks bfloat16 only where it was measured to pay (benchmarks/README.md): the small
+    CNNs on a CPU with native bfloat16 and no GPU. The MobileNetV2 models ran slower in
+    bfloat16 there, and float16 on GPUs has not been measured by this project, so models with a
+    pre-trained backbone stay float32 under "auto".
     """
+    if isinstance(recipe, str):
+        recipe = BUILT_IN[recipe]
     if setting != "auto":
         return setting
-    return "bf16" if model_name in SMALL_CNNS and bf16_cpu and not gpu_available else "none"
+    return "bf16" if recipe.recipe == "small_cnn" and bf16_cpu and not gpu_available else "none"
 
 
 def set_precision(mode: str) -> str:
@@ -204,10 +151,12 @@ def set_precision(mode: str) -> str:
     return policy
 
 
-def describe_model(model: keras.Model, name: str | None = None) -> dict[str, Any]:
-    """Architecture and parameter counts for summary.json, of study model `name` (default: the
-    Keras model's own name; transfer_extended trains the transfer model object on)."""
-    name = name or model.name
+def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dict[str, Any]:
+    """Architecture and parameter counts for summary.json, of the study's model `recipe` (default:
+    the built-in model of the Keras model's name; a train_on model trains the saved model object
+    it continues on, under that model's name)."""
+    recipe = recipe if recipe is not None else BUILT_IN[model.name]
+    name = recipe.name
     lines: list[str] = []
     # Keras renders the table with rich, which cuts it at the console width (80 columns when
     # output is not a terminal, dropping the parameter column); give it room for the full table.
@@ -236,30 +185,17 @@ def describe_model(model: keras.Model, name: str | None = None) -> dict[str, Any
                 "trainable": bool(layer.trainable and layer_trainable > 0),
             }
         )
-    spec = SPECS[name]
+    title, description = describe(recipe)
     return {
         "model": name,
-        "title": spec.title,
-        "description": spec.description,
+        "title": title,
+        "description": description,
         "layers": layer_rows,
         "total_params": trainable + frozen,
         "trainable_params": trainable,
         "non_trainable_params": frozen,
         "summary_text": "\n".join(lines),
     }
-
-
-def check_base_weights(image_size: tuple[int, int], base_weights: str, on_unavailable: Callable[[str], Exception]) -> None:
-    """Build the MobileNetV2 base once before any training, so a missing download or a wrong
-    weights file stops the run before hours of work rather than after."""
-    try:
-        build_mobilenet_base(image_size, base_weights)
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise on_unavailable(str(error).strip() or type(error).__name__) from None
-    finally:
-        keras.backend.clear_session()
 
 
 def load_trained_model(path: Path) -> keras.Model:

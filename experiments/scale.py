@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from experiments.artifacts import RunFolder, read_json
-from experiments.config import CONTINUES, StudyConfig, config_hash
+from experiments.config import StudyConfig, config_hash
 from experiments.decisions import COMPLETE, DIVERGED, FAILED
 from experiments.errors import StudyFailed, UserError
 from experiments.interrupts import raise_if_interrupted
@@ -79,21 +79,23 @@ def _now() -> str:
 # --------------------------------------------------------------------------- cells, chains and shares
 
 
-def source_of(cell: Cell) -> Cell | None:
+def source_of(config: StudyConfig, cell: Cell) -> Cell | None:
     """The cell a continuing cell starts from (same seed), or None."""
     model_name, seed = cell
-    return (CONTINUES[model_name], seed) if model_name in CONTINUES else None
+    source = config.source_of(model_name)
+    return (source, seed) if source is not None else None
 
 
-def root_of(cell: Cell) -> Cell:
-    while (source := source_of(cell)) is not None:
+def root_of(config: StudyConfig, cell: Cell) -> Cell:
+    while (source := source_of(config, cell)) is not None:
         cell = source
     return cell
 
 
 def cell_epochs(config: StudyConfig, model_name: str) -> int:
     """The epochs a cell trains: the planned work, used to balance shares and order the queue."""
-    return config.training.finetune_epochs if model_name in CONTINUES else config.training.epochs
+    first, last = config.epoch_span(model_name)
+    return last - first
 
 
 def chain_groups(config: StudyConfig) -> list[list[Cell]]:
@@ -101,7 +103,7 @@ def chain_groups(config: StudyConfig) -> list[list[Cell]]:
     other cell alone; groups in the order of their first cell, cells in study order."""
     groups: dict[Cell, list[Cell]] = {}
     for cell in study_cells(config):
-        groups.setdefault(root_of(cell), []).append(cell)
+        groups.setdefault(root_of(config, cell), []).append(cell)
     return list(groups.values())
 
 
@@ -140,7 +142,7 @@ def critical_path(config: StudyConfig, cells: Sequence[Cell]) -> dict[Cell, int]
     longest path left are handed out first, so the study takes about as long as its longest chain."""
     dependents: dict[Cell, list[Cell]] = {}
     for cell in cells:
-        if (source := source_of(cell)) is not None:
+        if (source := source_of(config, cell)) is not None:
             dependents.setdefault(source, []).append(cell)
     lengths: dict[Cell, int] = {}
 
@@ -760,12 +762,13 @@ class PoolBackend:
         in_flight: dict[Future, Cell] = {}
         while True:
             for cell in cells:  # a cell whose source was lost is not run
-                source = source_of(cell)
+                source = source_of(spec.config, cell)
                 if cell not in results.lost and cell not in results.outcomes and source in results.lost:
                     results.lost[cell] = f"not run: it starts from {source[0]}, seed {source[1]}, which was lost"
             busy = set(in_flight.values())
             ready = [cell for cell in cells if cell not in results.outcomes and cell not in results.lost and cell not in busy
-                     and (source_of(cell) is None or source_of(cell) not in cells or source_of(cell) in results.outcomes)]
+                     and (source_of(spec.config, cell) is None or source_of(spec.config, cell) not in cells
+                          or source_of(spec.config, cell) in results.outcomes)]
             for cell in sorted(ready, key=lambda item: (-priority[item], cells.index(item)))[: self.workers - len(in_flight)]:
                 in_flight[self._pool().submit(cell_job, spec, cell[0], cell[1], _label(cell, labels))] = cell
             if not in_flight:

@@ -125,7 +125,7 @@ class DaskBackend:
         priority = critical_path(spec.config, cells)
         futures: dict[Cell, Any] = {}
         for cell in cells:  # study order: a source before the cells that continue it
-            source = source_of(cell)
+            source = source_of(spec.config, cell)
             after = [futures[source]] if source in futures else []
             futures[cell] = self.client.submit(dask_job, "cell_job", spec, self.ranks, cell[0], cell[1], _label(cell, labels), *after,
                                                key=f"cell-{cell[0]}-seed{cell[1]}-{spec.token[:12]}", pure=False,
@@ -137,7 +137,7 @@ class DaskBackend:
             if future.status == "finished":
                 results.outcomes[cell] = future.result()
             else:
-                source = source_of(cell)
+                source = source_of(spec.config, cell)
                 error = future.exception() if future.status == "error" else None
                 if source in results.lost or (source in futures and futures[source].status != "finished"):
                     why = f"not run: it starts from {source[0]}, seed {source[1]}, which was lost"

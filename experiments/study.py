@@ -39,7 +39,7 @@ from experiments.artifacts import (
     write_atomic,
     write_json,
 )
-from experiments.config import CONTINUES, StudyConfig, config_hash
+from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the study's vocabulary, for callers)
     CELL_STATUSES,
@@ -56,8 +56,9 @@ from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the stud
     finished_for,
 )
 from experiments.errors import StudyFailed
-from experiments.images import DataError, summarize_skipped
+from experiments.images import summarize_skipped
 from experiments.interrupts import raise_if_interrupted
+from experiments.recipes import chain_root
 from experiments.runtime import cpu_supports_bf16, describe_cpu_kernels, processor_name
 from experiments.tracking import STATUS_LINE, StudyProgress, StudyTracking, check_tracking_packages, network_message, network_needs, tracked_cell
 
@@ -149,10 +150,11 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
 
 
 def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
-                      since: datetime | None = None) -> tuple[str, str]:
-    """What to do with one run (a model and a seed), read from its folder: see `decide`."""
+                      since: datetime | None = None, source: str | None = None) -> tuple[str, str]:
+    """What to do with one run (a model and a seed), read from its folder: see `decide`.
+    `source`: the model it continues, if any."""
     return decide(read_json(seed_run.state), read_json(seed_run.history), seed_run.model_file.is_file(),
-                  expected, force, since, seed_run.model_file.name, CONTINUES.get(seed_run.model_name))
+                  expected, force, since, seed_run.model_file.name, source)
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:
@@ -194,8 +196,9 @@ def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: i
     another (finetune, transfer_extended) that includes the run it starts from (a digest of its
     history file)."""
     expected = {"config_hash": config_hash(config, model_name), "data_fingerprint": data_fingerprint}
-    if model_name in CONTINUES:
-        source_history = run.seed_run(CONTINUES[model_name], seed).history
+    source = config.source_of(model_name)
+    if source is not None:
+        source_history = run.seed_run(source, seed).history
         expected["starting_point"] = hashlib.sha256(source_history.read_bytes()).hexdigest() if source_history.is_file() else "missing"
     return expected
 
@@ -205,20 +208,24 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
     from experiments.models import build_model, compile_model, load_trained_model, make_finetune_model
 
     training = config.training
-    if model_name not in CONTINUES:
-        model = build_model(model_name, data.image_size, len(data.class_names), training.base_weights, seed)
-        return compile_model(model, training.learning_rate, training.jit_compile), 0, training.epochs
-    source = CONTINUES[model_name]
+    recipe = config.recipe(model_name)
+    first_epoch, last_epoch = config.epoch_span(model_name)
+    source = recipe.continues_model
+    if source is None:
+        model = build_model(recipe, data.image_size, len(data.class_names), config.weights_of(model_name), seed)
+        return compile_model(model, training.learning_rate, training.jit_compile), first_epoch, last_epoch
     source_file = run.seed_run(source, seed).model_file
     if not source_file.is_file():
         raise StudyFailed(f"{model_name} starts from the trained {source} model for seed {seed}, but {source_file} is missing")
-    if model_name == "transfer_extended":
-        # the budget-matched control: the saved transfer model as it is (frozen base, same
-        # optimizer, learning rate and optimizer state), trained on for finetune_epochs more
-        return load_trained_model(source_file), training.epochs, training.epochs + training.finetune_epochs
-    model = make_finetune_model(load_trained_model(source_file), training.finetune_from_layer)
-    compile_model(model, training.learning_rate * training.finetune_learning_rate_factor, training.jit_compile)
-    return model, training.epochs, training.epochs + training.finetune_epochs
+    if recipe.recipe == "train_on":
+        # the budget-matched control: the saved model as it is (frozen backbone, same optimizer,
+        # learning rate and optimizer state), trained on for its epochs
+        return load_trained_model(source_file), first_epoch, last_epoch
+    from_layer = training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
+    factor = training.finetune_learning_rate_factor if recipe.learning_rate_factor is None else recipe.learning_rate_factor
+    model = make_finetune_model(load_trained_model(source_file), from_layer, model_name)
+    compile_model(model, training.learning_rate * factor, training.jit_compile)
+    return model, first_epoch, last_epoch
 
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
@@ -252,7 +259,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
-    write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model, model_name)})
+    write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model, config.recipe(model_name))})
     earlier_epochs, _ = load_progress(seed_run)
     state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": PARTIAL,
              "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch,
@@ -261,8 +268,10 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     if on_started is not None:
         on_started()
     cached_validation = None
-    if model_name in ("transfer", "transfer_extended") and config.training.validation_feature_cache:
-        cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size)
+    if frozen_backbone(config, model_name) and config.training.validation_feature_cache:
+        pooling = chain_root(model_name, config.models).pooling  # a train_on model has its transfer model's layers
+        cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size,
+                                                    feature_layer=f"global_{pooling}_pool")
     result = fit(
         model,
         seed_run,
@@ -339,7 +348,7 @@ def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, mod
     runs = list(finished_runs(run, config, model_name, data.fingerprint).values())
     if not runs:
         return
-    source = CONTINUES.get(model_name)
+    source = config.source_of(model_name)
     lead_in = list(finished_runs(run, config, source, data.fingerprint).values()) if source else None
     figures.training_curves(runs, f"{model_name}: accuracy and loss per epoch", run.figure(f"curves_{model_name}"),
                             data.majority_baseline()["accuracy"]["validation"], lead_in=lead_in, lead_in_name=source or "")
@@ -390,6 +399,8 @@ def write_misclassified_figure(run: RunFolder, data: StudyData, test: dict[str, 
         [f"{item['label']} as {item['predicted']}\n(p = {item['probability']:.2f})" for item in wrong],
         run.figure("misclassified_test"),
     )
+    if test.get("confusion_matrix"):  # the report shows it in place of a table when there are many classes
+        figures.confusion_heatmap(test["confusion_matrix"], list(data.class_names), run.figure("confusion_test"))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -468,17 +479,25 @@ def preflight(config: StudyConfig) -> None:
     message = network_message(network_needs(config))
     if message:
         log(message)
-    if "transfer" in config.study.models and config.training.base_weights != "none":
-        from experiments.models import check_base_weights
+    from experiments.backbones import BACKBONES, check_backbone_weights
 
-        def unavailable(reason: str) -> DataError:
-            return DataError(
-                f"Could not load the ImageNet weights for MobileNetV2 ({reason}). If this machine is offline, "
-                "pass a local file with --base-weights PATH (a MobileNetV2 alpha 1.0 no-top .weights.h5), "
-                "or train the base from scratch with --base-weights none."
-            )
+    checked = set()
+    for model_name in config.study.models:
+        recipe = config.recipe(model_name)
+        weights = config.weights_of(model_name)
+        if recipe.recipe != "transfer" or weights == "none" or (recipe.backbone, weights) in checked:
+            continue
+        check_backbone_weights(BACKBONES[recipe.backbone], config.image_size, weights, model_name)
+        checked.add((recipe.backbone, weights))
 
-        check_base_weights(config.image_size, config.training.base_weights, unavailable)
+
+def frozen_backbone(config: StudyConfig, model_name: str) -> bool:
+    """Whether the model trains with its whole pre-trained backbone frozen: a transfer model, or
+    one trained on from it (train_on) with nothing unfrozen on the way."""
+    recipe = config.recipe(model_name)
+    while recipe.recipe == "train_on":
+        recipe = config.recipe(recipe.continues)
+    return recipe.recipe == "transfer"
 
 
 def set_determinism(enabled: bool) -> None:
@@ -744,7 +763,7 @@ def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = F
     run = context.run
     where = where or f"{model_name}, seed {seed}"
     seed_run = run.seed_run(model_name, seed)
-    source = CONTINUES.get(model_name)
+    source = context.config.source_of(model_name)
     locks: list[tuple[CellLock, str]] = []
     if source:
         locks.append((CellLock(run.seed_run(source, seed)), f"training {model_name}, seed {seed}, which starts from {source}, seed {seed}"))
@@ -776,7 +795,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     run, config, data = context.run, context.config, context.data
     model_name, seed = seed_run.model_name, seed_run.seed
     expected = expected_state(config, run, model_name, seed, data.fingerprint)
-    source = CONTINUES.get(model_name)
+    source = config.source_of(model_name)
     if source:
         source_state = read_json(run.seed_run(source, seed).state)
         if not finished_for(source_state, config, source, data.fingerprint):
@@ -788,7 +807,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
             log(f"{where}: not trained: {message}")
             record_unfinished(seed_run, expected, FAILED, message, None)
             return CellOutcome(model_name, seed, FAILED, message)
-    action, reason = training_decision(seed_run, expected, context.force, context.since)
+    action, reason = training_decision(seed_run, expected, context.force, context.since, source)
     if action == SKIP:
         log(f"{where}: skipped, {reason}")
         backfill_validation_predictions(config, data, seed_run)
@@ -799,7 +818,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
         state = read_json(seed_run.state) or {}
         log(f"{where}: {reason}")
         return CellOutcome(model_name, seed, state.get("status", FAILED), state.get("error"))
-    precision = precision_for(model_name, config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
+    precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
     log(f"{where}: training in {POLICIES[precision]}, {reason}")
     if action == RESTART:
         clear_checkpoint(seed_run)

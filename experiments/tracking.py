@@ -46,11 +46,6 @@ TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
 MLFLOW_INSTALL = 'pip install -e ".[mlflow]"'
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 MLFLOW_RUN_FILE = ".mlflow_run.json"
-#: The models built on MobileNetV2 (finetune and transfer_extended continue transfer).
-MOBILENET_MODELS = ("transfer", "finetune", "transfer_extended")
-#: Where keras.applications.MobileNetV2 fetches its ImageNet weights from (keras/src/applications/mobilenet_v2.py).
-MOBILENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-MOBILENET_WEIGHT_SIDES = (96, 128, 160, 192, 224)
 
 
 def say(message: str) -> None:
@@ -124,15 +119,9 @@ def dataset_archive_path(config: StudyConfig) -> Path:
     return keras_cache_base(config.data.cache_dir) / "datasets" / ARCHIVE_NAME
 
 
-def mobilenet_weights_file(image_size: tuple[int, int]) -> str:
-    """The file name keras.applications.MobileNetV2 (alpha 1.0, no top) downloads for `image_size`."""
-    height, width = image_size
-    side = height if height == width and height in MOBILENET_WEIGHT_SIDES else 224
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{side}_no_top.h5"
-
-
-def mobilenet_weights_path(config: StudyConfig) -> Path:
-    return keras_cache_base() / "models" / mobilenet_weights_file(config.image_size)
+def weights_cache_path(file_name: str) -> Path:
+    """Where keras.applications keeps a downloaded weights file."""
+    return keras_cache_base() / "models" / file_name
 
 
 def _display_uri(uri: str) -> str:
@@ -152,13 +141,25 @@ def network_needs(config: StudyConfig, is_cached: Callable[[Path], bool] = Path.
             "the image archive", config.data.url,
             "--data-dir DIR (a folder with train/<class>/ and validation/<class>/ images, for example the archive "
             "unpacked on a machine that is online), or --dataset synthetic"))
-    mobilenet_models = [name for name in config.study.models if name in MOBILENET_MODELS]
-    if mobilenet_models and config.training.base_weights == "imagenet" and not is_cached(mobilenet_weights_path(config)):
-        name = mobilenet_weights_file(config.image_size)
-        needs.append(NetworkNeed(
-            f"the ImageNet weights of MobileNetV2 (for {', '.join(mobilenet_models)})", MOBILENET_WEIGHTS_URL + name,
-            f"--base-weights PATH (MobileNetV2 alpha 1.0 no-top weights, for example {name} copied from "
-            "~/.keras/models/ of a machine that is online), or --base-weights none"))
+    from experiments.backbones import BACKBONES
+    from experiments.recipes import chain_root
+
+    downloads: dict[str, list[str]] = {}  # backbone -> the models built on its downloaded weights
+    for model_name in config.study.models:
+        root = chain_root(model_name, config.models)  # a continuing model: the transfer model it goes back to
+        if root.recipe == "transfer" and config.weights_of(root.name) == "imagenet":
+            downloads.setdefault(root.backbone, []).append(model_name)
+    for backbone_name, models in downloads.items():
+        backbone = BACKBONES[backbone_name]
+        name = backbone.weights_file(config.image_size)
+        if is_cached(weights_cache_path(name)):
+            continue
+        way_out = (f"--base-weights PATH ({backbone.display_name} no-top weights, for example {name} copied from "
+                   "~/.keras/models/ of a machine that is online), or --base-weights none") if backbone_name == "mobilenet_v2" else (
+                   f"weights = \"PATH\" in the [models.<name>] table ({name} copied from ~/.keras/models/ of a machine "
+                   "that is online), or --base-weights none")
+        needs.append(NetworkNeed(f"the ImageNet weights of {backbone.display_name} (for {', '.join(models)})",
+                                 backbone.weights_url(config.image_size), way_out))
     if mlflow_enabled(config):
         uri = mlflow_tracking_uri(config)
         if urlsplit(uri).scheme in ("http", "https", "databricks", "databricks-uc", "uc"):

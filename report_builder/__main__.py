@@ -84,6 +84,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     build = commands.add_parser("build", help="mkdocs build --strict into site/")
     build.add_argument("--docs", type=Path, default=PROJECT_ROOT / "docs", help="rendered docs folder to build (default: docs/)")
     build.add_argument("--site-dir", type=Path, help="output folder (default: site/)")
+    serve = commands.add_parser("serve", help="preview the rendered docs in a browser (mkdocs serve, with the study's navigation)")
+    serve.add_argument("--docs", type=Path, default=PROJECT_ROOT / "docs", help="rendered docs folder to serve (default: docs/)")
+    serve.add_argument("--dev-addr", default="127.0.0.1:8000", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:8000)")
     everything = commands.add_parser("all", help="train, render and build")
     _add_train_options(everything)
     _add_render_options(everything)
@@ -171,7 +174,25 @@ def command_build(arguments: argparse.Namespace) -> None:
     from report_builder.site import build_site
 
     site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir, docs_dir=arguments.docs)
-    print(f"Site built in {site}; preview it with `mkdocs serve`")
+    print(f"Site built in {site}; preview it with `python -m report_builder serve`")
+
+
+def command_serve(arguments: argparse.Namespace) -> None:
+    """`mkdocs serve` of the rendered docs, with the study's title and model pages in the navigation."""
+    from mkdocs.commands.serve import serve
+    from mkdocs.exceptions import MkDocsException
+
+    from experiments.errors import UserError
+    from report_builder.site import study_overrides
+
+    config_file = PROJECT_ROOT / "mkdocs.yml"
+    if not (arguments.docs / "index.md").is_file():
+        raise UserError(f"no rendered report in {arguments.docs} (run `python -m report_builder render` first)")
+    try:
+        serve(config_file=str(config_file), dev_addr=arguments.dev_addr, docs_dir=str(arguments.docs.resolve()),
+              **study_overrides(config_file, arguments.docs.resolve()))
+    except MkDocsException as error:
+        raise UserError(f"mkdocs serve failed for {config_file}: {error}") from None
 
 
 def _size(byte_count: int) -> str:
@@ -229,6 +250,7 @@ INTERRUPTED_MESSAGES = {
     "train": "Interrupted. Finished epochs are saved; run the same command again to resume.",
     "render": "Interrupted. The docs folder holds the previous report or the new one, whole; nothing else changed.",
     "build": "Interrupted. The site folder holds the previous site or the new one, whole; nothing else changed.",
+    "serve": "Stopped serving. Nothing was changed.",
     "cache": "Interrupted. A cache whose removal was cut short is listed as being removed; remove it again. Nothing else changed.",
 }
 
@@ -259,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 command_build(arguments)
             elif arguments.command == "cache":
                 command_cache(arguments)
+            elif arguments.command == "serve":
+                command_serve(arguments)
             else:
                 run_dir = command_train(arguments)
                 interrupts.raise_if_interrupted()

@@ -14,6 +14,7 @@ module writes them all (through :mod:`report_builder.publish`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,18 @@ from report_builder.formatting import (
     number_word,
 )
 from report_builder.publish import publish_tree
-from report_builder.views import FIGURES_SUBDIR, ReportError, RunView, artifact_text, as_dict, load_run, page_context, seed_histories
+from report_builder.site import NAV_FILE
+from report_builder.views import (
+    FIGURES_SUBDIR,
+    ReportError,
+    RunView,
+    artifact_text,
+    as_dict,
+    load_run,
+    page_context,
+    seed_histories,
+    study_text,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 #: vega, vega-lite, vega-embed (minified, BSD-3-Clause, see THIRD_PARTY_NOTICES.txt there) and
@@ -85,6 +97,13 @@ def build_pages(run: RunView, environment: jinja2.Environment, extra: dict[str, 
     return pages
 
 
+def site_navigation(run: RunView) -> dict[str, Any]:
+    """What report_builder.site needs for the study's site: its name and model pages in study order."""
+    study = study_text(run.manifest)
+    return {"site_name": study["title"] or f"{number_word(len(run.models)).capitalize()} models, one honest test",
+            "models": [f"models/{model.name}.md" for model in run.models]}
+
+
 def javascript_files() -> dict[str, bytes]:
     """The bundled chart JavaScript (and its licence notices) as docs-relative path -> bytes."""
     files = {}
@@ -133,6 +152,7 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
         except OSError as error:
             raise ReportError(f"cannot read figure {source}: {error.strerror or error}") from None
     files = {relative.as_posix(): text.encode("utf-8") for relative, text in pages.items()}
+    files[NAV_FILE] = json.dumps(site_navigation(run), ensure_ascii=False, indent=1).encode("utf-8")
     files.update({(FIGURES_SUBDIR / name).as_posix(): data for name, data in figure_bytes.items()})
     files.update(extras.files)
     files.update(javascript_files())

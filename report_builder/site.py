@@ -7,15 +7,22 @@ and a folder that report-builder did not build is never emptied.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from experiments.errors import UserError
 from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 
 BUILD_TIMEOUT_SECONDS = 600
+#: Written by `render` into the docs folder (a dot-file: MkDocs does not publish it): the study's
+#: title and its model pages in study order, so the site's name and navigation follow the study.
+NAV_FILE = ".report-builder-nav.json"
+#: The entry of mkdocs.yml's nav whose pages are the study's model pages.
+MODELS_SECTION = "Models"
 
 
 class SiteBuildError(UserError, RuntimeError):
@@ -102,6 +109,53 @@ def _run_mkdocs(command: list[str], config_file: Path, project_root: Path, stric
         )
 
 
+def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, Any]:
+    """MkDocs config overrides for the study `render` wrote into `docs_dir`: its title as the
+    site's name; its model pages, in study order, as mkdocs.yml's "Models" section; and no nav
+    entry for a page the docs folder does not have (a report rendered into a folder of its own
+    has no guide pages). Nothing for a folder `render` did not write (no NAV_FILE)."""
+    from mkdocs.config import load_config
+
+    docs_dir = Path(docs_dir)
+    try:
+        study = json.loads((docs_dir / NAV_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        study = None
+    if not isinstance(study, dict):
+        return {}  # not a rendered report: mkdocs.yml as it is
+    nav = load_config(str(config_file), docs_dir=str(docs_dir)).nav
+    overrides: dict[str, Any] = {}
+    if isinstance(study.get("site_name"), str) and study["site_name"]:
+        overrides["site_name"] = study["site_name"]
+    if nav is None:
+        return overrides
+    models = study.get("models")
+    if isinstance(models, list):
+        pages = [page for page in models if isinstance(page, str) and page.startswith("models/") and page.endswith(".md")]
+        nav = [{MODELS_SECTION: pages} if isinstance(entry, dict) and MODELS_SECTION in entry else entry for entry in nav]
+    overrides["nav"] = _present(nav, docs_dir)
+    return overrides
+
+
+def _present(nav: list[Any], docs_dir: Path) -> list[Any]:
+    """`nav` without the pages missing from `docs_dir`, and without sections left empty."""
+    kept = []
+    for entry in nav:
+        if isinstance(entry, str):
+            if "://" in entry or (docs_dir / entry).is_file():
+                kept.append(entry)
+        elif isinstance(entry, dict) and len(entry) == 1:
+            (title, value), = entry.items()
+            if isinstance(value, list):
+                if children := _present(value, docs_dir):
+                    kept.append({title: children})
+            elif isinstance(value, str) and ("://" in value or (docs_dir / value).is_file()):
+                kept.append(entry)
+        else:
+            kept.append(entry)
+    return kept
+
+
 def _build_in_this_process(config_file: str, docs_dir: str, site_dir: str, strictness: str) -> int:
     """The child process: mkdocs's own build, with docs_dir and site_dir given."""
     import logging
@@ -112,7 +166,8 @@ def _build_in_this_process(config_file: str, docs_dir: str, site_dir: str, stric
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s -  %(message)s")
     try:
-        config = load_config(config_file, docs_dir=docs_dir, site_dir=site_dir, strict=strictness == "strict")
+        overrides = study_overrides(config_file, docs_dir)
+        config = load_config(config_file, docs_dir=docs_dir, site_dir=site_dir, strict=strictness == "strict", **overrides)
         build(config)
     except MkDocsException as error:
         print(f"Aborted: {error}", file=sys.stderr)

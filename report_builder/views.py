@@ -19,14 +19,17 @@ from typing import Any
 import numpy as np
 
 from experiments.artifacts import SCHEMA_VERSION, ArtifactFormatError, ValidationPredictions, files_digest, parse_seed_folder
-from experiments.config import CONTINUES, MODEL_NAMES
-from experiments.errors import UserError
+from experiments.config import MODEL_NAMES
+from experiments.errors import ConfigError, UserError
+from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, recipe_for
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
 from report_builder.formatting import as_int, finite
 
 MODEL_ORDER = MODEL_NAMES
+#: From this many classes on, the test confusion matrix is a heatmap figure (experiments.figures draws it).
+HEATMAP_FROM_CLASSES = 7
 #: Outcomes of a paired comparison of two models' validation accuracy.
 BETTER, WORSE, NO_CLEAR_DIFFERENCE, NOT_COMPARABLE = "better", "worse", "no clear difference", "not comparable"
 #: Short words for each curve verdict, for table cells (the model pages say them in full).
@@ -72,6 +75,7 @@ class ModelView:
     status_label: str
     complete: bool
     error: str | None
+    recipe: ModelRecipe
     wall_seconds: float | None
     epochs_completed: int | None
     epochs_planned: int | None
@@ -328,16 +332,41 @@ def load_run(artifacts_dir: Path) -> RunView:
     reject_seedless_models(artifacts_dir)
     dataset = read_json(artifacts_dir / "dataset.json", problems)
     metrics = read_json(artifacts_dir / "metrics.json", problems)
-    figures = sorted(name for name in _figure_names() if is_regular_file_of(artifacts_dir, Path("figures") / name))
-    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems)
+    order = study_models(manifest, problems)
+    figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
+    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
 
 
-def _figure_names() -> list[str]:
+def study_models(manifest: dict[str, Any], problems: list[str]) -> list[ModelRecipe]:
+    """The study's models in study order, with their recipes, from the config the manifest
+    records (study.models and its [models.<name>] tables); a run from before models were
+    declared lists the built-in ones. A declaration that no longer reads is a problem, and the
+    model is shown with the built-in recipe of its name, or as a small CNN."""
+    config = as_dict(manifest.get("config"))
+    listed = as_dict(config.get("study")).get("models")
+    names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else list(MODEL_ORDER)
+    declared: dict[str, ModelRecipe] = {}
+    for name, table in as_dict(config.get("models")).items():
+        try:
+            declared[name] = parse_model(name, table, "the manifest's config")
+        except ConfigError as error:
+            problems.append(f"manifest.json: {error}")
+    recipes = []
+    for name in names:
+        try:
+            check_name(name, "manifest.json: study.models")
+            recipes.append(recipe_for(name, declared))
+        except ConfigError as error:
+            problems.append(f"manifest.json: {error}")
+    return recipes
+
+
+def _figure_names(order: list[ModelRecipe]) -> list[str]:
     """Every figure a run may have, each in its light and dark variant."""
-    names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test"]
-    names += [f"curves_{model}" for model in MODEL_ORDER]
+    names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test", "confusion_test"]
+    names += [f"curves_{recipe.name}" for recipe in order]
     return [f"{name}{variant}.png" for name in names for variant in ("", "-dark")]
 
 
@@ -361,15 +390,19 @@ def load_models(
     metrics: dict[str, Any] | None,
     figures: list[str],
     problems: list[str],
+    order: list[ModelRecipe] | None = None,
 ) -> list[ModelView]:
     """Load every model of the study, in study order, run or not."""
+    order = order if order is not None else [BUILT_IN[name] for name in MODEL_ORDER]
     manifest_models = as_dict(manifest.get("models"))
     baseline = _baseline_validation_accuracy(dataset)
     validation = as_dict(as_dict(metrics).get("validation"))
     candidates = as_dict(as_dict(as_dict(metrics).get("selection")).get("candidates"))
     all_seeds = run_seeds(manifest)
     views: list[ModelView] = []
-    for index, name in enumerate(MODEL_ORDER):
+    names = [recipe.name for recipe in order]
+    for recipe in order:
+        name = recipe.name
         model_dir = artifacts_dir / "models" / name
         entry = as_dict(manifest_models.get(name))
         status = str(entry.get("status", "not_run")) if entry else "not_run"
@@ -381,7 +414,7 @@ def load_models(
                 seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
             except ValueError as error:
                 seeds, observation_error = None, str(error)
-        view = _model_view(name, index, status, entry, summary, runs, observation_error,
+        view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
                            figures, as_dict(validation.get(name)), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
         _add_reading(view, runs, dataset, baseline)
@@ -444,11 +477,20 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: dict[str, Any] |
     if baseline is not None and label_counts:
         view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline,
                                                 chance_loss=analysis.chance_loss(label_counts), interval=view.interval)
-    if view.name in refs.STUDY_MODELS:
+    if view.name in refs.STUDY_MODELS and not view.recipe.declared and _classes_of_the_write_ups(dataset):
         try:
             view.reference = refs.summarize(refs.load_references(), view.name)
         except ValueError:
             view.reference = None
+
+
+def _classes_of_the_write_ups(dataset: dict[str, Any] | None) -> bool:
+    """Whether the run classifies the reference write-ups' two classes, cats and dogs: only then
+    do their figures for the built-in models mean anything next to this run's."""
+    names = as_dict(dataset).get("class_names")
+    if not isinstance(names, list):
+        return False
+    return sorted(str(name).lower().rstrip("s") for name in names) == ["cat", "dog"]
 
 
 def confounds(first: ModelView, second: ModelView) -> list[str]:
@@ -516,14 +558,14 @@ def _add_comparisons(views: list[ModelView]) -> None:
     for view, previous in zip(views[1:], views[:-1]):
         if view.over_seeds is not None and previous.over_seeds is not None:
             view.comparison = compare(view, previous)
-        source = by_name.get(CONTINUES.get(view.name, ""))
+        source = by_name.get(view.recipe.continues_model or "")
         if source is not None and source.epoch_range is not None:
             view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
 
 
 def _model_view(
-    name: str,
-    index: int,
+    recipe: ModelRecipe,
+    names: list[str],
     status: str,
     entry: dict[str, Any],
     summary: dict[str, Any] | None,
@@ -533,6 +575,7 @@ def _model_view(
     validation: dict[str, Any],
     selection_score: object,
 ) -> ModelView:
+    name, index = recipe.name, names.index(recipe.name)
     summary_data = as_dict(summary)
     raw_layers = summary_data.get("layers")
     layers = [
@@ -555,6 +598,7 @@ def _model_view(
         status_label=STATUS_LABELS.get(status, "did not finish"),
         complete=status == STATUS_COMPLETE,
         error=None if error is None else str(error),
+        recipe=recipe,
         wall_seconds=finite(entry.get("wall_seconds")),
         epochs_completed=_epochs_completed(runs, entry),
         epochs_planned=_epochs_planned(runs, entry),
@@ -568,8 +612,8 @@ def _model_view(
         summary_text=summary_text if isinstance(summary_text, str) and summary_text.strip() else None,
         observation_error=observation_error,
         curves_figure=curves if curves in figures else None,
-        previous=MODEL_ORDER[index - 1] if index > 0 else None,
-        next=MODEL_ORDER[index + 1] if index + 1 < len(MODEL_ORDER) else None,
+        previous=names[index - 1] if index > 0 else None,
+        next=names[index + 1] if index + 1 < len(names) else None,
         validation_accuracy=finite(validation.get("accuracy")),
         selection_score=finite(selection_score),
     )
@@ -609,10 +653,13 @@ def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
 
 
 #: Config keys that apply only when ... (section.key -> predicate on the config and the models run).
-def _applies(key: str, config: dict[str, Any], models: list[str]) -> bool:
+def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> bool:
     data = as_dict(config.get("data"))
     source = data.get("source")
-    continuing = {"finetune", "transfer_extended"} & set(models)
+    recipes = {recipe.recipe for recipe in models}
+    # the continuing models that take these keys from [training] (not set in their own table)
+    finetune_defaults = [recipe for recipe in models if recipe.recipe == "finetune"]
+    epochs_defaults = [recipe for recipe in models if recipe.recipe in ("finetune", "train_on") and not recipe.epochs]
     if key in ("data.url", "data.archive_sha256"):
         return source == "download"
     if key == "data.cache_dir":  # the downloaded archive and the decoded-image cache
@@ -621,21 +668,39 @@ def _applies(key: str, config: dict[str, Any], models: list[str]) -> bool:
         return source == "folder"
     if key.startswith("data.synthetic_"):
         return source == "synthetic"
-    if key in ("training.base_weights", "training.validation_feature_cache"):
-        return bool({"transfer"} & set(models))
+    if key == "training.base_weights":
+        return any(recipe.recipe == "transfer" and not recipe.weights for recipe in models)
+    if key == "training.validation_feature_cache":
+        return "transfer" in recipes
     if key == "training.finetune_epochs":
-        return bool(continuing)
-    if key in ("training.finetune_from_layer", "training.finetune_learning_rate_factor"):
-        return "finetune" in models
+        return bool(epochs_defaults)
+    if key == "training.finetune_from_layer":
+        return any(recipe.unfreeze_from_layer is None for recipe in finetune_defaults)
+    if key == "training.finetune_learning_rate_factor":
+        return any(recipe.learning_rate_factor is None for recipe in finetune_defaults)
+    if key in ("study.title", "study.question"):
+        return False  # the front page says them
+    if key == "models":
+        return False  # no [models] tables: every model is a built-in one
     if key.startswith("dataset."):
         return False  # shown in its own table
     return True
 
 
-def applicable_config_rows(config: object, models: list[str]) -> list[tuple[str, str]]:
-    """The settings that applied to this run (a folder run does not list the download URL, ...)."""
+def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> list[tuple[str, str]]:
+    """The settings that applied to the models that ran (a folder run does not list the download
+    URL, ...); `models` as recipes, or names the config declares or that are built in."""
     config = as_dict(config)
+    if any(isinstance(model, str) for model in models):
+        recipes = {recipe.name: recipe for recipe in study_models({"config": config}, [])}
+        models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
+        models = [model for model in models if model is not None]
     return [(key, value) for key, value in flatten_config(config) if _applies(key, config, models)]
+
+
+def study_text(manifest: dict[str, Any]) -> dict[str, str | None]:
+    """The config's study.title and study.question (None when not given)."""
+    return _pick_text(as_dict(manifest.get("config")).get("study"), ("title", "question"))
 
 
 def about_data(manifest: dict[str, Any]) -> dict[str, str | None]:
@@ -792,12 +857,17 @@ def chosen_comparison(models: list[ModelView], chosen: str | None) -> PairedComp
 
 
 def control_comparison(models: list[ModelView]) -> PairedComparison | None:
-    """finetune against its budget-matched control, transfer_extended, when both ran."""
-    by_name = {model.name: model for model in models}
-    finetune, control = by_name.get("finetune"), by_name.get("transfer_extended")
-    if finetune is None or control is None or finetune.over_seeds is None or control.over_seeds is None:
-        return None
-    return compare(finetune, control)
+    """A fine-tuned model against its budget-matched control (recipe train_on: the same model
+    it continues, trained on for as many epochs with nothing unfrozen), when both ran: the
+    first such pair in study order."""
+    for finetune in models:
+        if finetune.recipe.recipe != "finetune" or finetune.over_seeds is None:
+            continue
+        for control in models:
+            if (control.recipe.recipe == "train_on" and control.recipe.continues == finetune.recipe.continues
+                    and control.over_seeds is not None and control.epoch_range == finetune.epoch_range):
+                return compare(finetune, control)
+    return None
 
 
 def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -862,7 +932,10 @@ def page_context(run: RunView) -> dict[str, Any]:
         "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},
         "selection": selection_view(run.metrics),
         "test": test_view(run.metrics),
-        "config_rows": applicable_config_rows(manifest.get("config", {}), [model.name for model in run.models if model.status != "not_run"]),
+        "config_rows": applicable_config_rows(manifest.get("config", {}), [model.recipe for model in run.models if model.status != "not_run"]),
+        "study": study_text(manifest),
+        "heatmap_from_classes": HEATMAP_FROM_CLASSES,
+        "augmentation_model": next((model.name for model in run.models if model.recipe.augment), None),
         "total_wall_seconds": total_wall_seconds(run.models),
     }
 

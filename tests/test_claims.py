@@ -306,7 +306,8 @@ def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study
     finetune, transfer = run.seed_run("finetune", seed), run.seed_run("transfer", seed)
 
     def decision(model_run):
-        return training_decision(model_run, expected_state(config, run, model_run.model_name, seed, fingerprint), False)
+        return training_decision(model_run, expected_state(config, run, model_run.model_name, seed, fingerprint), False,
+                                 source=config.source_of(model_run.model_name))
 
     assert decision(finetune)[0] == SKIP and decision(transfer)[0] == SKIP
     original = transfer.history.read_bytes()

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import tracking
 from experiments.artifacts import SeedRun, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
 from experiments.errors import UserError
@@ -28,7 +27,6 @@ from experiments.tracking import (
     estimate_seconds_left,
     format_duration,
     mlflow_tracking_uri,
-    mobilenet_weights_file,
     network_message,
     network_needs,
     progress_line,
@@ -83,14 +81,34 @@ def test_the_cache_checks_look_where_keras_keeps_the_files(tmp_path, monkeypatch
 
 
 def test_the_weights_file_name_is_the_one_keras_downloads():
-    assert mobilenet_weights_file((160, 160)).endswith("_1.0_160_no_top.h5")
-    assert mobilenet_weights_file((150, 150)).endswith("_1.0_224_no_top.h5")  # Keras falls back to 224
-    assert mobilenet_weights_file((96, 128)).endswith("_1.0_224_no_top.h5")
+    from experiments.backbones import BACKBONES
+
+    mobilenet = BACKBONES["mobilenet_v2"]
+    assert mobilenet.weights_file((160, 160)).endswith("_1.0_160_no_top.h5")
+    assert mobilenet.weights_file((150, 150)).endswith("_1.0_224_no_top.h5")  # Keras falls back to 224
+    assert mobilenet.weights_file((96, 128)).endswith("_1.0_224_no_top.h5")
     source = Path(importlib.util.find_spec("keras").origin).parent / "src" / "applications" / "mobilenet_v2.py"
     if source.is_file():  # read, not imported: no TensorFlow here
         text = source.read_text(encoding="utf-8")
-        assert f'"{tracking.MOBILENET_WEIGHTS_URL}"' in text and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_" in text
+        assert mobilenet.weights_url((160, 160)).rsplit("/", 1)[0] + "/" in text and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_" in text
         assert "[96, 128, 160, 192, 224]" in text
+
+
+def test_every_backbone_that_downloads_is_a_network_need(tmp_path, monkeypatch):
+    from experiments.backbones import BACKBONES
+    from experiments.recipes import ModelRecipe
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    config = StudyConfig()
+    config.data.source = "synthetic"
+    config.models = {"resnet": ModelRecipe("resnet", "transfer", backbone="resnet50v2", declared=True),
+                     "scratch": ModelRecipe("scratch", "transfer", backbone="convnext_tiny", weights="none", declared=True)}
+    config.study.models = ["baseline", "transfer", "resnet", "scratch"]
+    config.training.base_weights = "imagenet"
+    sources = [need.source for need in network_needs(config)]
+    assert sources == [BACKBONES["mobilenet_v2"].weights_url((160, 160)), BACKBONES["resnet50v2"].weights_url((160, 160))]
+    message = network_message(network_needs(config))
+    assert "ResNet50V2 (for resnet)" in message and "[models.<name>]" in message and "ConvNeXt" not in message
 
 
 def test_an_mlflow_server_is_a_network_need_without_its_password():

@@ -1,0 +1,314 @@
+"""The models a study compares, declared as data: a recipe and its parameters.
+
+A study lists model names in `study.models`. Each name is either one of the six built-in
+models of the cats-vs-dogs study (`baseline`, `augmented`, `preprocessed`, `transfer`,
+`finetune`, `transfer_extended`) or declared in the config's own `[models.<name>]` table:
+
+    [models.resnet]
+    recipe = "transfer"          # small_cnn | transfer | finetune | train_on
+    backbone = "resnet50v2"      # mobilenet_v2 | efficientnetv2_b0 | resnet50v2 | convnext_tiny
+    weights = "imagenet"         # "imagenet" (Keras downloads), "none", or a local .h5 file
+
+    [models.resnet_finetune]
+    recipe = "finetune"
+    continues = "resnet"         # starts from that model's final weights, same seed
+    unfreeze_from_layer = -40    # the last 40 layers of the backbone (BatchNorm stays frozen)
+
+No TensorFlow here: the report builder reads recipes too. experiments/models.py builds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.backbones import BACKBONES, backbone_named
+from experiments.errors import ConfigError
+
+#: What each recipe makes, in words (the guide and `unknown recipe` errors quote these).
+RECIPES = {
+    "small_cnn": "a small convolutional network trained from scratch",
+    "transfer": "a dense classifier on a frozen, ImageNet pre-trained backbone",
+    "finetune": "a trained model with the top of its backbone unfrozen, trained on at a lower learning rate",
+    "train_on": "a trained model trained on as it is, backbone still frozen: the budget-matched control for fine-tuning",
+}
+#: The recipes that start from another model's final weights (same seed) and continue its epoch numbering.
+CONTINUING_RECIPES = ("finetune", "train_on")
+#: The recipes whose model has a pre-trained backbone (a continuing model inherits its source's).
+BACKBONE_RECIPES = ("transfer", *CONTINUING_RECIPES)
+#: The keys a `[models.<name>]` table may set, per recipe (besides recipe, title and description).
+RECIPE_KEYS = {
+    "small_cnn": ("augment", "rescale", "dropout", "epochs"),
+    "transfer": ("backbone", "weights", "augment", "pooling", "dropout", "epochs"),
+    "finetune": ("continues", "epochs", "unfreeze_from_layer", "learning_rate_factor"),
+    "train_on": ("continues", "epochs"),
+}
+POOLING_CHOICES = ("max", "average")
+#: The smallest square side the small CNN accepts: three 3x3 convolutions and two 2x2 poolings.
+SMALL_CNN_MINIMUM_SIDE = 18
+# A model's name is a folder name (models/<name>/) and appears in pages: keep it plain.
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """One model of a study. Unset numbers (0 or None) take the [training] section's values."""
+
+    name: str
+    recipe: str
+    title: str = ""
+    description: str = ""
+    augment: bool = False  # random flips both ways and rotations up to 72 degrees, training only
+    rescale: bool = False  # small_cnn: pixels from [0, 255] to [-1, 1] before anything else
+    backbone: str = "mobilenet_v2"  # transfer
+    weights: str = ""  # transfer: "" = training.base_weights for MobileNetV2 (else "imagenet", or "none" with it)
+    pooling: str = "max"  # transfer: global max or average pooling of the backbone's features
+    dropout: float = 0.2
+    continues: str = ""  # finetune, train_on: the model whose final weights this one starts from
+    epochs: int = 0  # 0: training.epochs (small_cnn, transfer) or training.finetune_epochs (finetune, train_on)
+    unfreeze_from_layer: int | None = None  # finetune: None = training.finetune_from_layer; negative counts from the top
+    learning_rate_factor: float | None = None  # finetune: None = training.finetune_learning_rate_factor
+    declared: bool = False  # True when the config's [models.<name>] table declares it (not built in)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The declaration as a `[models.<name>]` table would write it, every parameter of its
+        recipe spelled out (for the manifest, which parse_model reads back, and for the hash)."""
+        values = dataclasses.asdict(self)
+        keys = [key for key in ("title", "description") if values[key]] + list(RECIPE_KEYS[self.recipe])
+        return {"recipe": self.recipe, **{key: values[key] for key in keys if values[key] is not None}}
+
+    @property
+    def continues_model(self) -> str | None:
+        return self.continues if self.recipe in CONTINUING_RECIPES else None
+
+
+BUILT_IN = {
+    "baseline": ModelRecipe(
+        "baseline", "small_cnn",
+        title="A small convolutional network",
+        description="Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 "
+        "max pooling, then dropout (0.2) and a dense layer: the baseline every later model has to beat."),
+    "augmented": ModelRecipe(
+        "augmented", "small_cnn", augment=True,
+        title="The same network with data augmentation",
+        description="Every training image is flipped at random left-right and upside down, and rotated by a random "
+        "angle of up to 72 degrees either way (RandomRotation(0.2): 20% of a full turn), so the network "
+        "rarely sees the same image twice; none of this happens at evaluation."),
+    "preprocessed": ModelRecipe(
+        "preprocessed", "small_cnn", augment=True, rescale=True,
+        title="Augmentation plus MobileNetV2 input scaling",
+        description="Pixel values are scaled from [0, 255] to [-1, 1] (MobileNetV2's preprocess_input) before "
+        "augmentation, so the convolutions start from centred, small inputs."),
+    "transfer": ModelRecipe(
+        "transfer", "transfer", augment=True, backbone="mobilenet_v2",
+        title="Transfer learning on a frozen MobileNetV2",
+        description="The same scaling and augmentation feed a MobileNetV2 base whose weights stay frozen; on top, "
+        "a global max pooling and dropout (no weights) feed a dense classifier, the only layer that trains."),
+    "finetune": ModelRecipe(
+        "finetune", "finetune", continues="transfer",
+        title="Fine-tuning the top of MobileNetV2",
+        description="Starting from the trained transfer model, the top layers of the MobileNetV2 base are "
+        "unfrozen (their BatchNorm layers stay in inference mode) and trained further with a "
+        "learning rate ten times lower, so the ImageNet features adapt to the new classes without "
+        "being destroyed."),
+    "transfer_extended": ModelRecipe(
+        "transfer_extended", "train_on", continues="transfer",
+        title="Control: transfer learning, trained as long as fine-tuning",
+        description="The trained transfer model, base still frozen, trained on with the same optimizer and learning "
+        "rate for as many epochs as fine-tuning gets: whatever fine-tuning gains over this control "
+        "comes from unfreezing, not from training longer."),
+}
+BUILT_IN_NAMES = tuple(BUILT_IN)
+
+
+# --------------------------------------------------------------------------- reading a config's [models]
+
+
+def _typed(owner: str, key: str, value: Any, expected: type) -> Any:
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{owner}.{key} must be true or false, got {value!r}")
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{owner}.{key} must be an integer, got {value!r}")
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise ConfigError(f"{owner}.{key} must be a finite number, got {value!r}")
+        value = float(value)
+    elif not isinstance(value, str):
+        raise ConfigError(f"{owner}.{key} must be a string, got {value!r}")
+    return value
+
+
+_KEY_TYPES = {"augment": bool, "rescale": bool, "backbone": str, "weights": str, "pooling": str, "dropout": float,
+              "continues": str, "epochs": int, "unfreeze_from_layer": int, "learning_rate_factor": float,
+              "title": str, "description": str}
+
+
+def check_name(name: str, owner: str) -> None:
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{owner}: model name {name!r} must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit "
+            "(it names the model's folder)"
+        )
+
+
+def parse_model(name: str, table: Any, origin: str) -> ModelRecipe:
+    """One `[models.<name>]` table as a recipe; ConfigError naming the model and key otherwise."""
+    owner = f"models.{name}"
+    check_name(name, f"[{owner}] in {origin}")
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{owner}] in {origin} must be a table of keys (recipe = \"...\" and its parameters)")
+    recipe = table.get("recipe")
+    if recipe not in RECIPES:
+        known = "; ".join(f"{key} ({text})" for key, text in RECIPES.items())
+        raise ConfigError(f"{owner}.recipe in {origin} must be one of: {known}; got {recipe!r}")
+    allowed = ("title", "description", *RECIPE_KEYS[recipe])
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "recipe":
+            continue
+        if key not in allowed:
+            raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(allowed)}")
+        values[key] = _typed(owner, key, value, _KEY_TYPES[key])
+    if recipe in CONTINUING_RECIPES and not values.get("continues"):
+        raise ConfigError(f"{owner} in {origin}: a {recipe} model needs continues = \"<the model it starts from>\"")
+    return ModelRecipe(name=name, recipe=recipe, declared=True, **values)
+
+
+def parse_models(tables: Any, origin: str) -> dict[str, ModelRecipe]:
+    if not isinstance(tables, dict):
+        raise ConfigError(f"[models] in {origin} must hold one [models.<name>] table per model")
+    return {name: parse_model(name, table, origin) for name, table in tables.items()}
+
+
+# --------------------------------------------------------------------------- a study's models
+
+
+def recipe_for(name: str, declared: dict[str, ModelRecipe]) -> ModelRecipe:
+    """The declared recipe of `name`, else the built-in one."""
+    if name in declared:
+        return declared[name]
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    raise ConfigError(
+        f"study.models: unknown model {name!r}; declare it in a [models.{name}] table "
+        f"(recipes: {', '.join(RECIPES)}) or use a built-in one: {', '.join(BUILT_IN_NAMES)}"
+    )
+
+
+def chain_root(name: str, declared: dict[str, ModelRecipe]) -> ModelRecipe:
+    """The model a chain of continuing models starts from (its backbone is theirs)."""
+    recipe = recipe_for(name, declared)
+    seen = {name}
+    while recipe.continues_model is not None:
+        if recipe.continues_model in seen:
+            raise ConfigError(f"models.{name}.continues forms a loop: {' -> '.join([*seen, recipe.continues_model])}")
+        seen.add(recipe.continues_model)
+        recipe = recipe_for(recipe.continues_model, declared)
+    return recipe
+
+
+def check_study_models(models: list[str], declared: dict[str, ModelRecipe], image_size: list[int]) -> None:
+    """Every listed model is known, listed once, continues a model listed before it that has a
+    backbone, and accepts the images' size."""
+    if not models:
+        raise ConfigError("study.models must name at least one model")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"study.models lists a model twice: {models}")
+    for position, name in enumerate(models):
+        recipe = recipe_for(name, declared)
+        if recipe.recipe == "transfer":
+            backbone_named(recipe.backbone, f"models.{name}.backbone")
+            if recipe.pooling not in POOLING_CHOICES:
+                raise ConfigError(f"models.{name}.pooling must be one of {', '.join(POOLING_CHOICES)}, got {recipe.pooling!r}")
+        if not 0.0 <= recipe.dropout < 1.0:
+            raise ConfigError(f"models.{name}.dropout must be at least 0 and below 1, got {recipe.dropout}")
+        if recipe.epochs < 0:
+            raise ConfigError(f"models.{name}.epochs must be a positive integer (0: the [training] value), got {recipe.epochs}")
+        if recipe.learning_rate_factor is not None and not 0.0 < recipe.learning_rate_factor <= 1.0:
+            raise ConfigError(f"models.{name}.learning_rate_factor must be in (0, 1], got {recipe.learning_rate_factor}")
+        source = recipe.continues_model
+        if source is not None:
+            if source not in models[:position]:
+                raise ConfigError(f"study.models: {name} continues the {source} model, so {source} must be listed before it")
+            if recipe_for(source, declared).recipe not in BACKBONE_RECIPES:
+                raise ConfigError(f"models.{name}.continues: {source} is a {recipe_for(source, declared).recipe} model; "
+                                  f"a {recipe.recipe} model continues a model with a pre-trained backbone (recipe transfer, finetune or train_on)")
+        side = minimum_side(name, declared)
+        if min(image_size) < side:
+            raise ConfigError(f"data.image_size {image_size} is too small for model {name!r}, which needs at least {side}x{side}")
+
+
+def minimum_side(name: str, declared: dict[str, ModelRecipe]) -> int:
+    root = chain_root(name, declared)
+    if root.recipe == "small_cnn":
+        return SMALL_CNN_MINIMUM_SIDE
+    return backbone_named(root.backbone, f"models.{root.name}.backbone").minimum_side
+
+
+def backbone_of(name: str, declared: dict[str, ModelRecipe]) -> str | None:
+    """The backbone name of a model with a pre-trained backbone (a chain's root's), else None."""
+    root = chain_root(name, declared)
+    return root.backbone if root.recipe == "transfer" else None
+
+
+def weights_of(recipe: ModelRecipe, base_weights: str) -> str:
+    """A transfer model's weights: its own `weights`, else the study's --base-weights for
+    MobileNetV2 (the file it names holds MobileNetV2's), else "imagenet" ("none" stays "none")."""
+    if recipe.weights:
+        return recipe.weights
+    if recipe.backbone == "mobilenet_v2" or base_weights == "none":
+        return base_weights
+    return "imagenet"
+
+
+def uses_pretrained_weights(recipe: ModelRecipe, base_weights: str) -> bool:
+    return recipe.recipe == "transfer" and weights_of(recipe, base_weights) != "none"
+
+
+def describe(recipe: ModelRecipe) -> tuple[str, str]:
+    """(title, description) of a model for the report: its own, else built from its recipe."""
+    title, description = recipe.title, recipe.description
+    if title and description:
+        return title, description
+    generated_title, generated = _describe_generated(recipe)
+    return title or generated_title, description or generated
+
+
+def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
+    augmentation = ("every training image is flipped at random left-right and upside down and rotated by up to 72 degrees "
+                    "either way (none of this at evaluation)")
+    if recipe.recipe == "small_cnn":
+        extras = [part for part, on in (("data augmentation", recipe.augment), ("inputs scaled to [-1, 1]", recipe.rescale)) if on]
+        title = "A small convolutional network" + (f" with {' and '.join(extras)}" if extras else "")
+        steps = []
+        if recipe.rescale:
+            steps.append("pixel values are scaled from [0, 255] to [-1, 1]")
+        if recipe.augment:
+            steps.append(augmentation)
+        lead = (_sentence("; ".join(steps)) + " ") if steps else ""
+        return title, (lead + "Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 max pooling, "
+                       f"then dropout ({recipe.dropout:g}) and a dense layer, trained from scratch.")
+    if recipe.recipe == "transfer":
+        backbone = BACKBONES[recipe.backbone]
+        lead = f"{_sentence(augmentation)} " if recipe.augment else ""
+        return (f"Transfer learning on a frozen {backbone.display_name}",
+                f"{lead}The pixels are {backbone.preprocessing}; a {backbone.display_name} pre-trained on ImageNet, its weights "
+                f"frozen, turns each image into features; a global {recipe.pooling} pooling and dropout ({recipe.dropout:g}) "
+                "feed a dense classifier, the only layer that trains.")
+    if recipe.recipe == "finetune":
+        return (f"Fine-tuning {recipe.continues}",
+                f"Starting from the trained {recipe.continues} model, the top layers of its pre-trained backbone are unfrozen "
+                "(BatchNorm layers stay in inference mode) and trained further at a lower learning rate, so the "
+                "pre-trained features adapt to these classes without being destroyed.")
+    return (f"Control: {recipe.continues} trained on",
+            f"The trained {recipe.continues} model, backbone still frozen, trained on with the same optimizer and learning rate "
+            "for as many epochs as its fine-tuned sibling gets: what fine-tuning gains over this control comes from "
+            "unfreezing, not from training longer.")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."

@@ -147,19 +147,24 @@ def _cycle_colors() -> list[str]:
 
 
 def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path, per_class: int = 3) -> Path:
-    """One row per class, the first `per_class` training images of that class."""
+    """The first `per_class` training images of every class: one class per row for up to four
+    classes, then two classes side by side per row (three from thirteen on), so that many
+    classes do not make a figure taller than the page is long."""
+    classes_per_row = 1 if len(class_names) <= 4 else 2 if len(class_names) <= 12 else 3
 
     def draw(theme: Theme):
-        rows = len(class_names)
-        figure, axes = plt.subplots(rows, per_class, figsize=(2.6 * per_class, 2.6 * rows), squeeze=False)
-        for row, class_name in enumerate(class_names):
-            indices = np.flatnonzero(labels == row)[:per_class]
-            for column in range(per_class):
-                axis = axes[row][column]
-                axis.axis("off")
-                if column < len(indices):
-                    axis.imshow(images[indices[column]])
-                    axis.set_title(class_name, fontsize=11, **LITERAL)
+        rows = -(-len(class_names) // classes_per_row)
+        columns = classes_per_row * per_class
+        figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
+        for axis in axes.flat:
+            axis.axis("off")
+        for label, class_name in enumerate(class_names):
+            row, block = divmod(label, classes_per_row)
+            indices = np.flatnonzero(labels == label)[:per_class]
+            for offset, index in enumerate(indices):
+                axis = axes[row][block * per_class + offset]
+                axis.imshow(images[index])
+                axis.set_title(class_name, fontsize=11, **LITERAL)
         figure.tight_layout()
         return figure
 

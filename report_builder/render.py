@@ -52,6 +52,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 #: vega, vega-lite, vega-embed (minified, BSD-3-Clause, see THIRD_PARTY_NOTICES.txt there) and
 #: report-charts.js, copied into every render so that the charts draw without a request elsewhere.
 JAVASCRIPTS_DIR = Path(__file__).resolve().parent / "assets" / "javascripts"
+#: The site's stylesheet (mkdocs.yml's extra_css), written with every render so that a report
+#: rendered into a folder of its own looks like the shipped one.
+STYLESHEET = Path("assets") / "stylesheets" / "extra.css"
 
 # --------------------------------------------------------------------------- rendering
 
@@ -105,12 +108,14 @@ def site_navigation(run: RunView) -> dict[str, Any]:
 
 
 def javascript_files() -> dict[str, bytes]:
-    """The bundled chart JavaScript (and its licence notices) as docs-relative path -> bytes."""
+    """The bundled chart JavaScript (and its licence notices) and the site's stylesheet, as
+    docs-relative path -> bytes."""
     files = {}
-    for name in charts.BUNDLE_FILES:
-        source = JAVASCRIPTS_DIR / name
+    sources = {charts.JAVASCRIPTS_SUBDIR / name: JAVASCRIPTS_DIR / name for name in charts.BUNDLE_FILES}
+    sources[STYLESHEET] = Path(__file__).resolve().parent / STYLESHEET
+    for relative, source in sources.items():
         try:
-            files[(charts.JAVASCRIPTS_SUBDIR / name).as_posix()] = source.read_bytes()
+            files[relative.as_posix()] = source.read_bytes()
         except OSError as error:
             raise ReportError(f"cannot read {source}, part of report-builder's chart bundle "
                               f"(reinstall the package): {error.strerror or error}") from None

@@ -135,8 +135,8 @@ def test_the_write_up_speaks_of_its_own_study(shapes_site):
     pages = _pages(shapes_site / "docs")
     assert set(pages) == {"index.md", "method.md", *(f"models/{name}.md" for name in config.study.models)}
     index = pages["index.md"]
-    assert index.startswith("# Eight shapes: is a pre-trained backbone worth it on small images?")
-    assert "does a small network trained from scratch keep up" in index
+    assert index.startswith("# Eight shapes: is a big backbone worth anything without pre-training?")
+    assert "does a small network trained from scratch beat a MobileNetV2" in index
     for name in ("blobs", "stripes", "rings", "checks", "green blobs", "green stripes", "green rings", "green checks"):
         assert f"**{name}**" in index, name
     everything = "\n".join(pages.values())
@@ -159,7 +159,7 @@ def test_many_classes_get_a_heatmap_and_per_class_scores(shapes_site):
 def test_the_site_is_named_after_the_study_and_lists_its_models(shapes_site):
     site = shapes_site / "site"
     html = (site / "index.html").read_text(encoding="utf-8")
-    assert "<title>Eight shapes: is a pre-trained backbone worth it on small images?</title>" in html
+    assert "<title>Eight shapes: is a big backbone worth anything without pre-training?</title>" in html
     for name in ("cnn", "cnn_augmented", "mobilenet", "mobilenet_finetune"):
         assert f'href="models/{name}/"' in html
     assert not (site / "models" / "baseline").exists()

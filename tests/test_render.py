@@ -138,7 +138,7 @@ def test_complete_run_writes_every_page_and_figure(complete_run: Path, tmp_path:
         + [f"assets/data/{name}" for name in ["models.csv", "seeds.csv", "test-classes.csv", "test-confusion.csv"]
            + [f"history-{model}.csv" for model in fixtures.MODEL_ORDER]]
         + [f"assets/javascripts/{name}" for name in charts.BUNDLE_FILES]
-        + [".report-builder-nav.json"]
+        + [".report-builder-nav.json", "assets/stylesheets/extra.css"]
     )
     assert all(path.is_file() for path in written)
     assert not list(docs.rglob("*.tmp"))

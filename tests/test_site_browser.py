@@ -58,7 +58,6 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
     (project / "docs").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
-    shutil.copytree(PROJECT_ROOT / "docs" / "stylesheets", project / "docs" / "stylesheets")  # mkdocs.yml's extra_css
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write beside guide/
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
     render_report(run, project / "docs")
@@ -126,7 +125,7 @@ def tiny_site(tmp_path: Path, pages: dict[str, str]) -> Path:
     project = tmp_path / "tiny"
     (project / "docs" / "stylesheets").mkdir(parents=True)
     (project / "mkdocs.yml").write_text(TINY_MKDOCS, encoding="utf-8")
-    shutil.copy(PROJECT_ROOT / "docs" / "stylesheets" / "extra.css", project / "docs" / "stylesheets" / "extra.css")
+    shutil.copy(PROJECT_ROOT / "report_builder" / "assets" / "stylesheets" / "extra.css", project / "docs" / "stylesheets" / "extra.css")
     for name, text in pages.items():
         (project / "docs" / name).write_text(text, encoding="utf-8")
     return build_site(project, site_dir=tmp_path / "tiny-site")

@@ -7,9 +7,10 @@ its own cold child process (so each one's peak resident memory can be reported):
   and validation folders (batch 32, 160x160, shuffle=True) plus `.prefetch(AUTOTUNE)`: every
   JPEG is decoded and resized again in every epoch. Augmentation layers inside the model,
   float32, TensorFlow's default thread pools.
-- ours: the project's path. `experiments.images.read_dataset` decodes and resizes every image
-  ONCE into uint8 arrays (timed, and counted in our total), then `experiments.data.make_dataset`
-  (from_tensor_slices, per-epoch reshuffle, batch, cast to float32, prefetch).
+- ours: the project's path. `experiments.cache.load_or_build` decodes and resizes every image
+  ONCE into a fresh decoded-image cache on disk (timed, and counted in our total), then
+  `experiments.data.make_dataset` reads batches from its memory-mapped arrays (per-epoch
+  reshuffle, batch, cast to float32, prefetch), as the runner does.
   By default it trains as the runner does (bfloat16 for the three small CNNs where the CPU has it,
   cached frozen-base validation for transfer); `--ours-options` switches levers on or off
   (see OURS_OPTIONS_HELP).
@@ -37,10 +38,12 @@ but not counted) and, as the last line, `speedup: <reference total / our total>`
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -298,12 +301,17 @@ def run_child(spec: dict) -> dict:
             train_dataset = train_dataset.with_options(no_autotune)
             validation_dataset = validation_dataset.with_options(no_autotune)
     else:
+        from experiments.cache import load_or_build
         from experiments.data import Split, make_dataset
-        from experiments.images import read_dataset
 
-        train, validation = read_dataset(data_dir, IMAGE_SIZE)
+        # as the runner reads a folder: decoded once into the on-disk cache (a fresh one per run, so
+        # the decoding is timed and counted), batches then read from its memory-mapped arrays
+        cache_dir = tempfile.mkdtemp(prefix="study-speed-cache-")
+        atexit.register(shutil.rmtree, cache_dir, True)
+        decoded = load_or_build(data_dir, IMAGE_SIZE, cache_dir=cache_dir, log=lambda message: None)
+        train, validation = decoded.train, decoded.validation
         result["data_seconds"] = time.perf_counter() - started
-        result["data_note"] = "one-off decode and resize of every image (read_dataset)"
+        result["data_note"] = "one-off decode and resize of every image into a fresh decoded-image cache (load_or_build)"
         train_split = Split(train.images, train.labels, train.files)
         validation_split = Split(validation.images, validation.labels, validation.files)
         train_count, validation_count = len(train_split), len(validation_split)

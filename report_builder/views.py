@@ -935,6 +935,9 @@ def page_context(run: RunView) -> dict[str, Any]:
         "config_rows": applicable_config_rows(manifest.get("config", {}), [model.recipe for model in run.models if model.status != "not_run"]),
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,
+        # the study's --base-weights reached a model: a transfer model without weights of its own ran
+        "uses_base_weights": any(model.recipe.recipe == "transfer" and not model.recipe.weights
+                                 for model in run.models if model.status != "not_run"),
         "augmentation_model": next((model.name for model in run.models if model.recipe.augment), None),
         "total_wall_seconds": total_wall_seconds(run.models),
     }

@@ -112,8 +112,9 @@ def _run_mkdocs(command: list[str], config_file: Path, project_root: Path, stric
 def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, Any]:
     """MkDocs config overrides for the study `render` wrote into `docs_dir`: its title as the
     site's name; its model pages, in study order, as mkdocs.yml's "Models" section; and no nav
-    entry for a page the docs folder does not have (a report rendered into a folder of its own
-    has no guide pages). Nothing for a folder `render` did not write (no NAV_FILE)."""
+    entry for a page a docs folder other than mkdocs.yml's own does not have (a report rendered
+    into a folder of its own has no guide pages). Nothing for a folder `render` did not write
+    (no NAV_FILE)."""
     from mkdocs.config import load_config
 
     docs_dir = Path(docs_dir)
@@ -123,7 +124,8 @@ def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, 
         study = None
     if not isinstance(study, dict):
         return {}  # not a rendered report: mkdocs.yml as it is
-    nav = load_config(str(config_file), docs_dir=str(docs_dir)).nav
+    own = load_config(str(config_file))
+    nav, own_docs = own.nav, Path(own.docs_dir)
     overrides: dict[str, Any] = {}
     if isinstance(study.get("site_name"), str) and study["site_name"]:
         overrides["site_name"] = study["site_name"]
@@ -133,7 +135,9 @@ def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, 
     if isinstance(models, list):
         pages = [page for page in models if isinstance(page, str) and page.startswith("models/") and page.endswith(".md")]
         nav = [{MODELS_SECTION: pages} if isinstance(entry, dict) and MODELS_SECTION in entry else entry for entry in nav]
-    overrides["nav"] = _present(nav, docs_dir)
+    # a report rendered into a folder of its own has none of the hand-written pages; in the
+    # project's own docs/ a missing page stays an error of the strict build
+    overrides["nav"] = nav if docs_dir.resolve() == own_docs.resolve() else _present(nav, docs_dir)
     return overrides
 
 

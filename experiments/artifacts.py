@@ -197,17 +197,303 @@ class SeedRun:
         return self.folder / ".cell.owner.json"
 
 
-class ArtifactFormatError(UserError, ValueError):
-    """An artifact file does not hold what its format says; the message names the file and field."""
-
-
 def files_digest(files: Sequence[str]) -> str:
     """sha256 of a split's file list (one name per line, in order): ties per-image records to it."""
     return hashlib.sha256("\n".join(files).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+
+# --------------------------------------------------------------------------- typed records
+#
+# One record per JSON file a run writes. `to_json()` gives the object written to disk (keys in
+# the order the runner has always written them); `from_json(data, path)` checks every field the
+# format names and raises ArtifactFormatError naming the file and the field. Keys a record does
+# not know are ignored on reading, so older runs with extra keys still read.
+
+
+class ArtifactFormatError(UserError, ValueError):
+    """An artifact file does not hold what its format says; the message names the file and field."""
+
+    def __init__(self, path: Path | str, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.path = Path(path)
+        self.detail = detail
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Fields:
+    """The fields of one JSON object in a file: each getter checks one field's type, or raises
+    ArtifactFormatError "<file>: field 'epochs[3].val_accuracy' must be a number or null"."""
+
+    def __init__(self, data: object, path: Path | str, prefix: str = ""):
+        if not isinstance(data, dict):
+            raise ArtifactFormatError(path, f"field {prefix!r} must be a JSON object" if prefix else "not a JSON object")
+        self.data, self.path, self.prefix = data, path, prefix
+
+    def fail(self, name: str, what: str) -> ArtifactFormatError:
+        return ArtifactFormatError(self.path, f"field {self.prefix + name!r} {what}")
+
+    def _get(self, name: str, check: Callable[[object], bool], what: str, optional: bool) -> Any:
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        if not check(value):
+            raise self.fail(name, f"must be {what}" + (" or null" if optional else ""))
+        return value
+
+    def text(self, name: str, optional: bool = False) -> str | None:
+        return self._get(name, lambda value: isinstance(value, str), "a string", optional)
+
+    def integer(self, name: str, optional: bool = False) -> int | None:
+        return self._get(name, _is_integer, "an integer", optional)
+
+    def number(self, name: str, optional: bool = False) -> float | None:
+        value = self._get(name, _is_number, "a number", optional)
+        return None if value is None else float(value)
+
+    def boolean(self, name: str) -> bool:
+        return self._get(name, lambda value: isinstance(value, bool), "true or false", False)
+
+    def items(self, name: str, optional: bool = False) -> list[Any]:
+        value = self._get(name, lambda value: isinstance(value, list), "a list", optional)
+        return [] if value is None else value
+
+    def mapping(self, name: str, optional: bool = False) -> dict[str, Any]:
+        value = self._get(name, lambda value: isinstance(value, dict), "a JSON object", optional)
+        return {} if value is None else value
+
+    def texts(self, name: str) -> list[str]:
+        values = self.items(name)
+        if not all(isinstance(value, str) for value in values):
+            raise self.fail(name, "must list strings")
+        return list(values)
+
+    def numbers(self, name: str) -> dict[str, float | None]:
+        """An object of numbers (or nulls) by name, such as per-class counts."""
+        values = self.mapping(name)
+        for key, value in values.items():
+            if value is not None and not _is_number(value):
+                raise self.fail(f"{name}.{key}", "must be a number or null")
+        return {str(key): value for key, value in values.items()}
+
+    def child(self, name: str, optional: bool = False) -> Fields:
+        return Fields(self.mapping(name, optional), self.path, f"{self.prefix}{name}.")
+
+    def children(self, name: str) -> list[Fields]:
+        return [Fields(item, self.path, f"{self.prefix}{name}[{index}].") for index, item in enumerate(self.items(name))]
+
+    def schema_version(self) -> None:
+        version = self.data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise self.fail("schema_version", f"is {version!r}, expected {SCHEMA_VERSION}")
+
+
+def load_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object at `path`; None when the file is missing; ArtifactFormatError naming the
+    file when it cannot be read, is not UTF-8, not JSON or not an object."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as error:
+        raise ArtifactFormatError(path, f"not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ArtifactFormatError(path, f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise ArtifactFormatError(path, "not a JSON object")
+    return data
+
+
+class Record:
+    """What every record shares: reading a file into it and writing it to a file."""
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | str) -> Any:
+        fields = Fields(data, path)
+        fields.schema_version()
+        return cls.from_fields(fields)
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Any:
+        raise NotImplementedError
+
+    def to_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **self.to_fields()}
+
+    @classmethod
+    def read(cls, path: Path) -> Any:
+        """The record at `path`; None when the file is missing; ArtifactFormatError when it is unusable."""
+        data = load_json_object(path)
+        return None if data is None else cls.from_json(data, path)
+
+    def write(self, path: Path) -> Path:
+        return write_json(path, self.to_json())
+
+
 @dataclass(frozen=True)
-class ValidationPredictions:
+class Epoch:
+    """One finished epoch of a history. A metric is None when it was not finite (a NaN loss)."""
+
+    epoch: int  # counts from 1; a continuing model goes on from its source's last epoch
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float | None = None  # wall time of the epoch
+
+    METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Epoch:
+        return cls(fields.integer("epoch"), *(fields.number(name, optional=True) for name in cls.METRICS),
+                   fields.number("seconds", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "loss": self.loss, "accuracy": self.accuracy, "val_loss": self.val_loss,
+                "val_accuracy": self.val_accuracy, "seconds": self.seconds}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field by its JSON name, like a dict's get (the report's analysis reads epochs so)."""
+        return getattr(self, name, default)
+
+
+def _epochs(fields: Fields) -> list[Epoch]:
+    return [Epoch.from_fields(item) for item in fields.children("epochs")]
+
+
+@dataclass(frozen=True)
+class History(Record):
+    """`models/<model>/seed-<seed>/history.json`: one record per finished epoch, in order."""
+
+    model: str
+    seed: int
+    precision: str | None  # the Keras dtype policy the run trained under
+    epochs: list[Epoch]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> History:
+        return cls(fields.text("model"), fields.integer("seed"), fields.text("precision", optional=True), _epochs(fields))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "precision": self.precision,
+                "epochs": [epoch.to_fields() for epoch in self.epochs]}
+
+
+@dataclass(frozen=True)
+class CheckpointProgress(Record):
+    """`models/<model>/seed-<seed>/checkpoint/progress.json`: the epochs committed with the
+    resume checkpoint `checkpoint` (a file name in the same folder)."""
+
+    checkpoint: str
+    epochs: list[Epoch]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> CheckpointProgress:
+        return cls(fields.text("checkpoint"), _epochs(fields))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "epochs": [epoch.to_fields() for epoch in self.epochs]}
+
+
+@dataclass(frozen=True)
+class RunState(Record):
+    """`models/<model>/seed-<seed>/state.json`: one run's status and what it was trained from."""
+
+    model: str
+    seed: int
+    config_hash: str
+    data_fingerprint: str
+    status: str  # "partial", "complete", "failed" or "diverged"
+    epochs_completed: int
+    epochs_planned: int | None = None
+    wall_seconds: float | None = None
+    error: str | None = None
+    precision: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    starting_point: str | None = None  # finetune, transfer_extended: sha256 of the source run's history.json
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RunState:
+        return cls(fields.text("model"), fields.integer("seed"), fields.text("config_hash"), fields.text("data_fingerprint"),
+                   fields.text("status"), fields.integer("epochs_completed"), fields.integer("epochs_planned", optional=True),
+                   fields.number("wall_seconds", optional=True), fields.text("error", optional=True),
+                   fields.text("precision", optional=True), fields.text("started_at", optional=True),
+                   fields.text("finished_at", optional=True), fields.text("starting_point", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        inputs = {"config_hash": self.config_hash, "data_fingerprint": self.data_fingerprint}
+        if self.starting_point is not None:
+            inputs["starting_point"] = self.starting_point
+        return {"model": self.model, "seed": self.seed, **inputs, "status": self.status,
+                "epochs_completed": self.epochs_completed, "epochs_planned": self.epochs_planned,
+                "wall_seconds": self.wall_seconds, "error": self.error, "precision": self.precision,
+                "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a model summary."""
+
+    name: str
+    type: str
+    output_shape: str
+    params: int
+    trainable: bool
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Layer:
+        return cls(fields.text("name"), fields.text("type"), fields.text("output_shape"), fields.integer("params"),
+                   fields.boolean("trainable"))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "output_shape": self.output_shape, "params": self.params,
+                "trainable": self.trainable}
+
+
+@dataclass(frozen=True)
+class ModelSummary(Record):
+    """`models/<model>/summary.json`: the architecture, its parameter counts and Keras's summary text."""
+
+    model: str
+    title: str
+    description: str
+    layers: list[Layer]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    summary_text: str
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ModelSummary:
+        return cls(fields.text("model"), fields.text("title"), fields.text("description"),
+                   [Layer.from_fields(item) for item in fields.children("layers")], fields.integer("total_params"),
+                   fields.integer("trainable_params"), fields.integer("non_trainable_params"), fields.text("summary_text"))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "title": self.title, "description": self.description,
+                "layers": [layer.to_fields() for layer in self.layers], "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "non_trainable_params": self.non_trainable_params,
+                "summary_text": self.summary_text}
+
+
+@dataclass(frozen=True)
+class ValidationPredictions(Record):
     """`models/<model>/seed-<seed>/validation_predictions.json`: what one finished run's final
     model (the weights that are scored, saved and may be tested) predicts for every validation
     image, in the order of dataset.json's validation files. Paired comparisons of two models
@@ -230,61 +516,28 @@ class ValidationPredictions:
     def accuracy(self) -> float | None:
         return sum(self.correct) / len(self.labels) if self.labels else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "model": self.model, "seed": self.seed, "epoch": self.epoch,
-                "files_sha256": self.files_sha256, "class_names": list(self.class_names),
-                "accuracy": self.accuracy, "labels": list(self.labels), "predicted": list(self.predicted),
-                "probability": list(self.probability)}
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "epoch": self.epoch, "files_sha256": self.files_sha256,
+                "class_names": list(self.class_names), "accuracy": self.accuracy, "labels": list(self.labels),
+                "predicted": list(self.predicted), "probability": list(self.probability)}
 
     @classmethod
-    def from_json(cls, data: object, path: Path | str) -> ValidationPredictions:
-        """Check every field; raise ArtifactFormatError naming the file and the field."""
-
-        def fail(field_name: str, what: str) -> ArtifactFormatError:
-            return ArtifactFormatError(f"{path}: field {field_name!r} {what}")
-
-        if not isinstance(data, dict):
-            raise ArtifactFormatError(f"{path}: not a JSON object")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise fail("schema_version", f"is {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        for name in ("model", "files_sha256"):
-            if not isinstance(data.get(name), str):
-                raise fail(name, "must be a string")
-        for name in ("seed", "epoch"):
-            if isinstance(data.get(name), bool) or not isinstance(data.get(name), int):
-                raise fail(name, "must be an integer")
-        class_names = data.get("class_names")
-        if not isinstance(class_names, list) or len(class_names) < 2 or not all(isinstance(n, str) for n in class_names):
-            raise fail("class_names", "must list two or more class names")
+    def from_fields(cls, fields: Fields) -> ValidationPredictions:
+        class_names = fields.texts("class_names")
+        if len(class_names) < 2:
+            raise fields.fail("class_names", "must list two or more class names")
         count = None
         for name in ("labels", "predicted", "probability"):
-            values = data.get(name)
-            if not isinstance(values, list):
-                raise fail(name, "must be a list")
+            values = fields.items(name)
             if count is not None and len(values) != count:
-                raise fail(name, f"has {len(values)} entries, but labels has {count}")
+                raise fields.fail(name, f"has {len(values)} entries, but labels has {count}")
             count = len(values)
             for value in values:
                 if name == "probability":
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                        raise fail(name, f"holds {value!r}, not a probability")
-                elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(class_names):
-                    raise fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
-        return cls(data["model"], data["seed"], data["epoch"], data["files_sha256"], list(class_names),
-                   list(data["labels"]), list(data["predicted"]), [float(v) for v in data["probability"]])
-
-    @classmethod
-    def read(cls, path: Path) -> ValidationPredictions | None:
-        """The record at `path`; None when the file is missing; ArtifactFormatError when it is unusable."""
-        path = Path(path)
-        if not path.exists():
-            return None
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise ArtifactFormatError(f"{path}: not readable JSON ({error})") from None
-        return cls.from_json(data, path)
-
-    def write(self, path: Path) -> Path:
-        return write_json(path, self.to_json())
+                    if not _is_number(value) or not 0.0 <= value <= 1.0:
+                        raise fields.fail(name, f"holds {value!r}, not a probability")
+                elif not _is_integer(value) or not 0 <= value < len(class_names):
+                    raise fields.fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
+        return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
+                   class_names, list(fields.data["labels"]), list(fields.data["predicted"]),
+                   [float(value) for value in fields.data["probability"]])

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,11 @@ from filelock import FileLock, Timeout
 
 from experiments.artifacts import (
     SCHEMA_VERSION,
+    ArtifactFormatError,
+    Fields,
+    ModelSummary,
     RunFolder,
+    RunState,
     SeedRun,
     ValidationPredictions,
     files_digest,
@@ -230,7 +234,7 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
               expected: dict[str, str], on_started: Callable[[], None] | None = None,
-              tracking: StudyTracking | None = None, strategy: Any = None) -> dict[str, Any]:
+              tracking: StudyTracking | None = None, strategy: Any = None) -> RunState:
     """Build (or continue), compile and fit one model for one seed; write its history, state,
     model file and its model's summary. The caller holds the cell's lock.
 
@@ -249,7 +253,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
 
 def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
                expected: dict[str, str], on_started: Callable[[], None] | None,
-               tracking: StudyTracking | None) -> dict[str, Any]:
+               tracking: StudyTracking | None) -> RunState:
     import keras
 
     from experiments.models import describe_model, set_precision
@@ -259,12 +263,11 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
-    write_json(run.summary(model_name), {"schema_version": SCHEMA_VERSION, **describe_model(model, config.recipe(model_name))})
+    ModelSummary.from_fields(Fields(describe_model(model, config.recipe(model_name)), run.summary(model_name))).write(run.summary(model_name))
     earlier_epochs, _ = load_progress(seed_run)
-    state = {"schema_version": SCHEMA_VERSION, "model": model_name, "seed": seed, **expected, "status": PARTIAL,
-             "epochs_completed": len(earlier_epochs), "epochs_planned": last_epoch - first_epoch,
-             "wall_seconds": None, "error": None, "precision": policy, "started_at": _now_precise(), "finished_at": None}
-    write_json(seed_run.state, state)
+    state = RunState(model_name, seed, **expected, status=PARTIAL, epochs_completed=len(earlier_epochs),
+                     epochs_planned=last_epoch - first_epoch, precision=policy, started_at=_now_precise())
+    state.write(seed_run.state)
     if on_started is not None:
         on_started()
     cached_validation = None
@@ -289,9 +292,9 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     write_atomic(seed_run.model_file, lambda path: result.model.save(path))
     record_validation_predictions(config, data, seed_run, result.model, first_epoch + len(result.epochs))
     earlier_seconds = sum(record.get("seconds") or 0 for record in result.epochs[: result.resumed_epochs])
-    state.update(status=COMPLETE, epochs_completed=len(result.epochs), wall_seconds=round(result.wall_seconds + earlier_seconds, 1),
-                 finished_at=_now_precise())
-    write_json(seed_run.state, state)
+    state = replace(state, status=COMPLETE, epochs_completed=len(result.epochs),
+                    wall_seconds=round(result.wall_seconds + earlier_seconds, 1), finished_at=_now_precise())
+    state.write(seed_run.state)
     clear_checkpoint(seed_run)
     return state
 
@@ -331,14 +334,16 @@ def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, 
     """Write a failed or diverged run's state: its status, the error, the epochs still committed."""
     from experiments.training import load_progress
 
-    state = read_json(seed_run.state)
-    if not state or any(state.get(key) != value for key, value in expected.items()):
-        state = {}  # a state from other inputs says nothing about this attempt
-    state.update({"schema_version": SCHEMA_VERSION, "model": seed_run.model_name, "seed": seed_run.seed, **expected,
-                  "status": status, "epochs_completed": len(load_progress(seed_run)[0]), "wall_seconds": None,
-                  "error": error, "finished_at": _now_precise()})
-    state.setdefault("precision", precision)
-    write_json(seed_run.state, state)
+    try:
+        previous = RunState.read(seed_run.state)
+    except ArtifactFormatError:
+        previous = None
+    if previous is not None and any(getattr(previous, key) != value for key, value in expected.items()):
+        previous = None  # a state from other inputs says nothing about this attempt
+    RunState(seed_run.model_name, seed_run.seed, **expected, status=status, epochs_completed=len(load_progress(seed_run)[0]),
+             epochs_planned=previous.epochs_planned if previous else None, error=error,
+             precision=previous.precision if previous else precision,
+             started_at=previous.started_at if previous else None, finished_at=_now_precise()).write(seed_run.state)
 
 
 def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, model_name: str) -> None:

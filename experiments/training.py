@@ -16,14 +16,14 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from experiments.artifacts import SCHEMA_VERSION, SeedRun, read_json, write_atomic, write_json
+from experiments.artifacts import ArtifactFormatError, CheckpointProgress, Epoch, History, RunState, SeedRun, write_atomic
 from experiments.interrupts import raise_if_interrupted
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -56,7 +56,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Record each finished epoch and commit a resumable checkpoint; stop, committing nothing,
     at the first epoch whose training loss is not finite (`diverged` then holds (epoch, loss))."""
 
-    def __init__(self, seed_run: SeedRun, epochs: list[dict[str, Any]], state: dict[str, Any], precision: str):
+    def __init__(self, seed_run: SeedRun, epochs: list[dict[str, Any]], state: RunState, precision: str):
         super().__init__()
         self.seed_run = seed_run
         self.epochs = epochs
@@ -83,13 +83,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         checkpoint_dir = self.seed_run.checkpoint_dir
         checkpoint_name = f"epoch-{epoch + 1:04d}.keras"
         write_atomic(checkpoint_dir / checkpoint_name, lambda path: self.model.save(path))
-        write_json(checkpoint_dir / "progress.json", {"schema_version": SCHEMA_VERSION, "checkpoint": checkpoint_name, "epochs": self.epochs})
+        CheckpointProgress(checkpoint_name, as_epochs(self.epochs)).write(checkpoint_dir / "progress.json")
         for old in checkpoint_dir.glob("epoch-*.keras"):
             if old.name != checkpoint_name:
                 old.unlink(missing_ok=True)
         write_history(self.seed_run, self.epochs, self.precision)
-        self.state.update(status="partial", epochs_completed=len(self.epochs))
-        write_json(self.seed_run.state, self.state)
+        self.state = replace(self.state, status="partial", epochs_completed=len(self.epochs))
+        self.state.write(self.seed_run.state)
         raise_if_interrupted()  # a stop whose KeyboardInterrupt TensorFlow swallowed still stops here
 
 
@@ -169,20 +169,25 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
 
+def as_epochs(epochs: list[dict[str, Any]]) -> list[Epoch]:
+    """The epoch records of the dicts the callbacks build (and TensorBoard and MLflow read)."""
+    return [Epoch(**record) for record in epochs]
+
+
 def write_history(seed_run: SeedRun, epochs: list[dict[str, Any]], precision: str) -> None:
-    write_json(seed_run.history, {"schema_version": SCHEMA_VERSION, "model": seed_run.model_name,
-                                  "seed": seed_run.seed, "precision": precision, "epochs": epochs})
+    History(seed_run.model_name, seed_run.seed, precision, as_epochs(epochs)).write(seed_run.history)
 
 
 def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]:
-    """The committed history and checkpoint file of an interrupted fit, if there is one."""
-    progress = read_json(seed_run.checkpoint_dir / "progress.json")
-    if not progress or not isinstance(progress.get("epochs"), list):
+    """The committed history and checkpoint file of an interrupted fit, if there is one (an
+    unreadable progress file counts as none: the run starts again)."""
+    try:
+        progress = CheckpointProgress.read(seed_run.checkpoint_dir / "progress.json")
+    except ArtifactFormatError:
         return [], None
-    checkpoint = seed_run.checkpoint_dir / str(progress.get("checkpoint", ""))
-    if not checkpoint.is_file():
+    if progress is None or not (seed_run.checkpoint_dir / progress.checkpoint).is_file():
         return [], None
-    return progress["epochs"], checkpoint
+    return [epoch.to_fields() for epoch in progress.epochs], seed_run.checkpoint_dir / progress.checkpoint
 
 
 def clear_checkpoint(seed_run: SeedRun) -> None:
@@ -201,7 +206,7 @@ def fit(
     seed_run: SeedRun,
     train_dataset,
     validation_dataset,
-    state: dict[str, Any],
+    state: RunState,
     first_epoch: int = 0,
     last_epoch: int = 1,
     precision: str = "float32",
@@ -212,8 +217,8 @@ def fit(
     """Train `model` (already compiled) for epochs `first_epoch + 1` .. `last_epoch`, resuming
     a committed checkpoint. (`first_epoch` is above 0 when a model continues another's training.)
 
-    `state` is the run's state.json content (config hash, data fingerprint, ...); it is updated
-    and written after every epoch. With `cached_validation`, validation comes from that callback
+    `state` is the run's state.json record (config hash, data fingerprint, ...); it is written,
+    updated, after every epoch. With `cached_validation`, validation comes from that callback
     and `validation_dataset` is not used. `tracking` (experiments.tracking.StudyTracking) adds
     the TensorBoard and MLflow callbacks. Raises :class:`TrainingDiverged` when an epoch's
     training loss is not finite (the epochs before it stay committed).
@@ -232,7 +237,7 @@ def fit(
     if resumed < planned:
         checkpoint_callback = EpochCheckpoint(seed_run, epochs, state, precision)
         # order: validation logs filled in, then TensorBoard reads them, then the commit, then MLflow
-        before, after = tracking.callbacks(seed_run, epochs, resumed, state) if tracking is not None else ([], [])
+        before, after = tracking.callbacks(seed_run, epochs, resumed, state.to_json()) if tracking is not None else ([], [])
         callbacks = [*before, checkpoint_callback, *after]
         if cached_validation is not None:
             callbacks.insert(0, cached_validation)

@@ -18,7 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from experiments.artifacts import SCHEMA_VERSION, ArtifactFormatError, ValidationPredictions, files_digest, parse_seed_folder
+from experiments.artifacts import (
+    SCHEMA_VERSION,
+    ArtifactFormatError,
+    History,
+    ModelSummary,
+    RunState,
+    ValidationPredictions,
+    files_digest,
+    load_json_object,
+    parse_seed_folder,
+)
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
 from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, recipe_for
@@ -174,10 +184,11 @@ class SeedRun:
     """What one ``seed-<seed>/`` folder of a model holds."""
 
     seed: int
-    epochs: object  # the history's ``epochs`` list, validated by observations
+    epochs: list[dict[str, Any]] | None  # the history's epochs, as JSON objects; None with `error`
     precision: str | None
     epochs_planned: int | None
     predictions: ValidationPredictions | None = None
+    error: str | None = None  # why the history cannot be used
 
 
 @dataclass
@@ -197,33 +208,16 @@ class RunView:
 def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
     """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
+        data = load_json_object(path)
+    except ArtifactFormatError as error:
         if required:
-            raise ReportError(f"artifact file {path} is not UTF-8 text (byte {error.start})") from None
-        problems.append(f"{_relative_name(path)}: not UTF-8 text")
+            message = f"is {error.detail}" if error.detail.startswith("not ") else f"{error.detail}"
+            raise ReportError(f"artifact file {path} {message}") from None
+        problems.append(f"{_relative_name(path)}: {error.detail}")
         return None
-    except FileNotFoundError:
+    if data is None:
         if required:
-            raise ReportError(f"required artifact file is missing: {path}") from None
-        return None
-    except OSError as error:
-        if required:
-            raise ReportError(f"cannot read artifact file {path}: {error}") from error
-        problems.append(f"{path.name} in {path.parent.name}: cannot be read ({error.strerror or error})")
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        message = f"not valid JSON ({error.msg} at line {error.lineno})"
-        if required:
-            raise ReportError(f"artifact file {path} is {message}") from error
-        problems.append(f"{_relative_name(path)}: {message}")
-        return None
-    if not isinstance(data, dict):
-        if required:
-            raise ReportError(f"artifact file {path} must hold a JSON object")
-        problems.append(f"{_relative_name(path)}: not a JSON object")
+            raise ReportError(f"required artifact file is missing: {path}")
         return None
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -235,6 +229,19 @@ def read_json(path: Path, problems: list[str], required: bool = False) -> dict[s
         problems.append(f"{_relative_name(path)}: {message}")
         return None
     return data
+
+
+def read_record(record_type: type, path: Path, problems: list[str]) -> Any:
+    """The record at `path` (experiments.artifacts), or None when it is missing or unusable; an
+    unusable one becomes a problem note naming the file and the field."""
+    data = read_json(path, problems)
+    if data is None:
+        return None
+    try:
+        return record_type.from_json(data, path)
+    except ArtifactFormatError as error:
+        problems.append(f"{_relative_name(path)}: {error.detail}")
+        return None
 
 
 def _is_older_schema(version: object) -> bool:
@@ -274,17 +281,20 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
     """Every seed folder of a model that has a readable history, in numeric seed order."""
     runs = []
     for seed, folder in seed_folders(model_dir):
-        history = read_json(folder / "history.json", problems)
-        if history is None:
+        data = read_json(folder / "history.json", problems)
+        if data is None:
             continue
-        state = as_dict(read_json(folder / "state.json", problems))
-        precision = artifact_text(history.get("precision"))
+        state = read_record(RunState, folder / "state.json", problems)
+        epochs_planned = state.epochs_planned if state is not None else None
+        predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
         try:
-            predictions = ValidationPredictions.read(folder / "validation_predictions.json")
+            history = History.from_json(data, folder / "history.json")
         except ArtifactFormatError as error:
-            problems.append(f"{_relative_name(folder / 'validation_predictions.json')}: {str(error).split(': ', 1)[-1]}")
-            predictions = None
-        runs.append(SeedRun(seed, history.get("epochs"), precision, as_int(state.get("epochs_planned")), predictions))
+            error_text = f"history of {model_dir.name} (seed {seed}): {error.detail}"
+            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text))
+            continue
+        epochs = [epoch.to_fields() for epoch in history.epochs]
+        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions))
     return runs
 
 
@@ -407,9 +417,9 @@ def load_models(
         entry = as_dict(manifest_models.get(name))
         status = str(entry.get("status", "not_run")) if entry else "not_run"
         runs = read_seed_runs(model_dir, problems)
-        summary = read_json(model_dir / "summary.json", problems)
-        seeds, observation_error = None, None
-        if runs:
+        summary = read_record(ModelSummary, model_dir / "summary.json", problems)
+        seeds, observation_error = None, next((run.error for run in runs if run.error), None)
+        if runs and observation_error is None:
             try:
                 seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
             except ValueError as error:
@@ -568,28 +578,18 @@ def _model_view(
     names: list[str],
     status: str,
     entry: dict[str, Any],
-    summary: dict[str, Any] | None,
+    summary: ModelSummary | None,
     runs: list[SeedRun],
     observation_error: str | None,
     figures: list[str],
     validation: dict[str, Any],
     selection_score: object,
 ) -> ModelView:
-    name, index = recipe.name, names.index(recipe.name)
-    summary_data = as_dict(summary)
-    raw_layers = summary_data.get("layers")
-    layers = [
-        {
-            "name": artifact_text(layer.get("name")),
-            "type": artifact_text(layer.get("type")),
-            "output_shape": artifact_text(layer.get("output_shape")),
-            "params": as_int(layer.get("params")),
-            "trainable": layer.get("trainable") is True,
-        }
-        for layer in (raw_layers if isinstance(raw_layers, list) else [])
-        if isinstance(layer, dict)
-    ]
-    summary_text = summary_data.get("summary_text")
+    name = recipe.name
+    index = names.index(name)
+    layers = [{"name": layer.name or None, "type": layer.type or None, "output_shape": layer.output_shape or None,
+               "params": layer.params, "trainable": layer.trainable} for layer in (summary.layers if summary else [])]
+    summary_text = summary.summary_text if summary else None
     error = entry.get("error")
     curves = f"curves_{name}.png"
     return ModelView(
@@ -602,14 +602,14 @@ def _model_view(
         wall_seconds=finite(entry.get("wall_seconds")),
         epochs_completed=_epochs_completed(runs, entry),
         epochs_planned=_epochs_planned(runs, entry),
-        title=artifact_text(summary_data.get("title")) or f"The {name} model",
-        description=artifact_text(summary_data.get("description")),
+        title=(summary.title if summary else None) or f"The {name} model",
+        description=(summary.description if summary else None) or None,
         has_summary=summary is not None,
         layers=layers,
-        total_params=as_int(summary_data.get("total_params")),
-        trainable_params=as_int(summary_data.get("trainable_params")),
-        frozen_params=as_int(summary_data.get("non_trainable_params")),
-        summary_text=summary_text if isinstance(summary_text, str) and summary_text.strip() else None,
+        total_params=summary.total_params if summary else None,
+        trainable_params=summary.trainable_params if summary else None,
+        frozen_params=summary.non_trainable_params if summary else None,
+        summary_text=summary_text if summary_text and summary_text.strip() else None,
         observation_error=observation_error,
         curves_figure=curves if curves in figures else None,
         previous=names[index - 1] if index > 0 else None,
@@ -813,14 +813,15 @@ def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return view
 
 
-def selection_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """How the model was chosen: the rule and each candidate's validation score."""
+def selection_view(metrics: dict[str, Any] | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
+    """How the model was chosen: the rule and each candidate's validation score, in study order."""
+    order = list(order)
     selection = as_dict(as_dict(metrics).get("selection"))
     if not selection:
         return None
     scores = as_dict(selection.get("candidates"))
-    names = [name for name in MODEL_ORDER if name in scores]
-    names += sorted(str(name) for name in scores if name not in MODEL_ORDER)
+    names = [name for name in order if name in scores]
+    names += sorted(str(name) for name in scores if name not in order)
     candidates = [(name, finite(scores[name])) for name in names]
     return {
         "rule": artifact_text(selection.get("rule")) or "not recorded",
@@ -930,7 +931,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "about_data": about_data(manifest),
         "rules": reading_rules(),
         "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},
-        "selection": selection_view(run.metrics),
+        "selection": selection_view(run.metrics, [model.name for model in run.models]),
         "test": test_view(run.metrics),
         "config_rows": applicable_config_rows(manifest.get("config", {}), [model.recipe for model in run.models if model.status != "not_run"]),
         "study": study_text(manifest),

@@ -16,7 +16,17 @@ from typing import Any
 
 from PIL import Image
 
-from experiments.artifacts import SCHEMA_VERSION, ValidationPredictions, files_digest, seed_folder_name
+from experiments.artifacts import (
+    SCHEMA_VERSION,
+    Epoch,
+    History,
+    Layer,
+    ModelSummary,
+    RunState,
+    ValidationPredictions,
+    files_digest,
+    seed_folder_name,
+)
 from experiments.config import MODEL_NAMES
 
 MODEL_ORDER = MODEL_NAMES
@@ -152,29 +162,19 @@ def write_png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (
     Image.new("RGB", size, color).save(path, format="PNG")
 
 
-def summary_for(model: str) -> dict[str, Any]:
+def summary_for(model: str) -> ModelSummary:
     frozen = {"transfer": 2257984, "finetune": 1861952}.get(model, 0)
     layers = [
-        {"name": "input_layer", "type": "InputLayer", "output_shape": "(None, 160, 160, 3)", "params": 0, "trainable": True},
-        {"name": "conv2d", "type": "Conv2D", "output_shape": "(None, 158, 158, 32)", "params": 896, "trainable": True},
-        {"name": "dense", "type": "Dense", "output_shape": "(None, 2)", "params": 1666, "trainable": True},
+        Layer("input_layer", "InputLayer", "(None, 160, 160, 3)", 0, True),
+        Layer("conv2d", "Conv2D", "(None, 158, 158, 32)", 896, True),
+        Layer("dense", "Dense", "(None, 2)", 1666, True),
     ]
     if model in ("transfer", "finetune"):
-        layers.insert(1, {"name": "mobilenetv2_1.00_160", "type": "Functional", "output_shape": "(None, 5, 5, 1280)",
-                          "params": 2257984, "trainable": model == "finetune"})
+        layers.insert(1, Layer("mobilenetv2_1.00_160", "Functional", "(None, 5, 5, 1280)", 2257984, model == "finetune"))
     trainable = 2562 if model != "finetune" else 2260546 - frozen
     title, description = MODEL_TITLES[model]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": model,
-        "title": title,
-        "description": description,
-        "layers": layers,
-        "total_params": trainable + frozen,
-        "trainable_params": trainable,
-        "non_trainable_params": frozen,
-        "summary_text": f'Model: "{model}"\n\u250f\u2501\u2501\u2513\n\u2503 Layer (type) \u2503\n```not a fence end\nTotal params: {trainable + frozen:,}\n',
-    }
+    summary_text = f'Model: "{model}"\n\u250f\u2501\u2501\u2513\n\u2503 Layer (type) \u2503\n```not a fence end\nTotal params: {trainable + frozen:,}\n'
+    return ModelSummary(model, title, description, layers, trainable + frozen, trainable, frozen, summary_text)
 
 
 def write_artifacts(
@@ -267,21 +267,16 @@ def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list
                 validation: tuple[list[str], list[int], list[str]] | None = None) -> dict[str, Any]:
     """Write a model's summary and per-seed history, state and (with `validation`) predictions;
     return its manifest entry."""
-    write_json(model_dir / "summary.json", summary_for(model))
+    summary_for(model).write(model_dir / "summary.json")
     run_entries = {}
     for seed, epochs in sorted(runs.items()):
         seed_dir = model_dir / seed_folder_name(seed)
-        write_json(seed_dir / "history.json", {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed,
-                                               "precision": precision_for(model), "epochs": epochs})
+        History(model, seed, precision_for(model), [Epoch(**record) for record in epochs]).write(seed_dir / "history.json")
         run_status = "complete" if status == "complete" else "partial"
         record = predictions_for(model, seed, epochs, validation) if validation is not None and epochs else None
         if record is not None:
             record.write(seed_dir / "validation_predictions.json")
-        write_json(
-            seed_dir / "state.json",
-            {"schema_version": SCHEMA_VERSION, "model": model, "seed": seed, "config_hash": "c0ffee", "data_fingerprint": "f00d",
-             "status": run_status, "epochs_completed": len(epochs), "epochs_planned": 10},
-        )
+        RunState(model, seed, "c0ffee", "f00d", run_status, len(epochs), epochs_planned=10).write(seed_dir / "state.json")
         run_entries[str(seed)] = {"status": run_status, "wall_seconds": 20.0 + 10.0 * index, "epochs_completed": len(epochs),
                                   "error": None}
     return {

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.artifacts import SeedRun, read_json
+from experiments.artifacts import RunState, SeedRun, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
 from experiments.errors import UserError
 from experiments.tracking import (
@@ -352,12 +352,12 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
     config.training.mlflow_uri = mlflow_store
     study_tracking = StudyTracking(config, tmp_path)
     seed_run = SeedRun("baseline", 5, tmp_path / "models" / "baseline" / "seed-5")
-    state = {"model": "baseline", "seed": 5, "config_hash": "h", "data_fingerprint": "f", "precision": "float32"}
+    state = RunState("baseline", 5, "h", "f", "partial", 0, precision="float32")
 
     model, dataset = _tiny_setup(tmp_path)
     monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)  # stop after epoch 1 is committed
     with pytest.raises(interrupts.Interrupted), tracked_cell(study_tracking, seed_run):
-        fit(model, seed_run, dataset, dataset, dict(state), first_epoch=0, last_epoch=3, verbose=0, tracking=study_tracking)
+        fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=3, verbose=0, tracking=study_tracking)
     first_run = read_json(seed_run.folder / MLFLOW_RUN_FILE)["run_id"]
     client, runs = _mlflow_runs(config.training.mlflow_uri, "resume")
     assert [run.info.status for run in runs] == ["KILLED"]
@@ -365,7 +365,7 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
 
     model, dataset = _tiny_setup(tmp_path)
     with tracked_cell(study_tracking, seed_run):
-        result = fit(model, seed_run, dataset, dataset, dict(state), first_epoch=0, last_epoch=3, verbose=0, tracking=study_tracking)
+        result = fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=3, verbose=0, tracking=study_tracking)
     assert result.resumed_epochs == 1
     events = tmp_path / "tensorboard" / "baseline" / "seed-5" / "train"
     assert len(list(events.glob("events.out.tfevents.*"))) == 2, "the resumed fit adds an event file beside the first"

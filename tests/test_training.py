@@ -92,11 +92,11 @@ def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
 
 
 def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
-    from experiments.artifacts import read_json
+    from experiments.artifacts import RunState, read_json
     from experiments.training import TrainingDiverged, fit, load_progress
 
     model, dataset, seed_run = _tiny_fit_setup(tmp_path, nan_from_step=8)
-    state = {"status": "partial"}
+    state = RunState("baseline", 5, "config", "data", "partial", 0)
     with pytest.raises(TrainingDiverged, match="^loss became NaN in epoch 3$") as caught:
         fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=6, verbose=0)
     assert caught.value.epoch == 3
@@ -105,7 +105,7 @@ def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
     assert checkpoint is not None and checkpoint.name == "epoch-0002.keras"
     history = read_json(seed_run.history)["epochs"]
     assert [record["epoch"] for record in history] == [1, 2] and all(record["loss"] is not None for record in history)
-    assert state["epochs_completed"] == 2
+    assert RunState.read(seed_run.state).epochs_completed == 2
 
 
 def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_path, monkeypatch):
@@ -113,12 +113,14 @@ def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_pat
     import signal
 
     from experiments import interrupts
+    from experiments.artifacts import RunState
     from experiments.training import fit, load_progress
 
     model, dataset, seed_run = _tiny_fit_setup(tmp_path)
     monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)
     with pytest.raises(interrupts.Interrupted):
-        fit(model, seed_run, dataset, dataset, {"status": "partial"}, first_epoch=0, last_epoch=4, verbose=0)
+        fit(model, seed_run, dataset, dataset, RunState("baseline", 5, "config", "data", "partial", 0), first_epoch=0, last_epoch=4,
+            verbose=0)
     epochs, checkpoint = load_progress(seed_run)
     assert [record["epoch"] for record in epochs] == [1] and checkpoint.name == "epoch-0001.keras"
 

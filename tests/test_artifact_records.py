@@ -1,0 +1,98 @@
+"""The typed artifact records (experiments.artifacts): what they read, what they refuse, and
+that docs/guide/artifacts.md documents exactly the fields they write."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments.artifacts import (
+    ArtifactFormatError,
+    CheckpointProgress,
+    Epoch,
+    History,
+    Layer,
+    ModelSummary,
+    RunState,
+    ValidationPredictions,
+)
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "artifacts.md"
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "artifacts" / "cats-vs-dogs"
+
+EXAMPLES = {
+    "models/<model>/seed-<seed>/history.json": History("baseline", 1337, "float32", [Epoch(1, 0.69, 0.52, 0.68, 0.55, 9.8)]),
+    "models/<model>/seed-<seed>/checkpoint/progress.json": CheckpointProgress("epoch-0001.keras", [Epoch(1)]),
+    "models/<model>/seed-<seed>/state.json": RunState("finetune", 1337, "c", "d", "complete", 5, 5, 1.0, None, "float32",
+                                                      "t0", "t1", starting_point="s"),
+    "models/<model>/summary.json": ModelSummary("transfer", "t", "d", [Layer("dense", "Dense", "(None, 2)", 10, True)], 10, 10, 0, ""),
+    "models/<model>/seed-<seed>/validation_predictions.json": ValidationPredictions("baseline", 1337, 1, "0" * 64, ["a", "b"], [0],
+                                                                                    [1], [0.5]),
+}
+
+
+def keys_of(value: object) -> set[str]:
+    """Every key of a JSON value, at any depth."""
+    if isinstance(value, dict):
+        return set(value) | {key for item in value.values() for key in keys_of(item)}
+    if isinstance(value, list):
+        return {key for item in value for key in keys_of(item)}
+    return set()
+
+
+def documented_keys(file_name: str) -> set[str]:
+    """The keys of the JSON example under the guide's heading for `file_name`."""
+    section = GUIDE.read_text(encoding="utf-8").split(f"## `{file_name}`\n", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```json\n", 1)[1].split("```", 1)[0]
+    return set(re.findall(r'"(\w+)":', example))
+
+
+@pytest.mark.parametrize("file_name", sorted(EXAMPLES))
+def test_the_guide_documents_every_field_a_record_writes_and_no_other(file_name):
+    record = EXAMPLES[file_name]
+    assert documented_keys(file_name) == keys_of(record.to_json())
+
+
+@pytest.mark.parametrize("file_name", sorted(EXAMPLES))
+def test_a_record_reads_back_what_it_writes(tmp_path, file_name):
+    record = EXAMPLES[file_name]
+    path = record.write(tmp_path / "record.json")
+    assert type(record).read(path) == record
+
+
+def test_the_shipped_run_reads_and_writes_back_byte_for_byte(tmp_path):
+    for path in sorted(SHIPPED_RUN.glob("models/*/seed-*/*.json")) + sorted(SHIPPED_RUN.glob("models/*/summary.json")):
+        record_type = {"history.json": History, "state.json": RunState, "summary.json": ModelSummary,
+                       "validation_predictions.json": ValidationPredictions}[path.name]
+        record = record_type.read(path)
+        assert record.write(tmp_path / path.name).read_bytes() == path.read_bytes(), path
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda data: data["epochs"][1].update(val_accuracy="high"), "field 'epochs[1].val_accuracy' must be a number or null"),
+    (lambda data: data["epochs"][0].pop("epoch"), "field 'epochs[0].epoch' must be an integer"),
+    (lambda data: data.update(epochs={}), "field 'epochs' must be a list"),
+    (lambda data: data.update(seed="1337"), "field 'seed' must be an integer"),
+    (lambda data: data.update(schema_version=1), "field 'schema_version' is 1, expected 2"),
+])
+def test_a_malformed_history_is_one_error_naming_the_file_and_the_field(tmp_path, change, message):
+    data = History("baseline", 1337, None, [Epoch(1, 0.5), Epoch(2, 0.4)]).to_json()
+    change(data)
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ArtifactFormatError) as caught:
+        History.read(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_unknown_keys_are_ignored_and_a_missing_file_reads_as_none(tmp_path):
+    data = {**RunState("baseline", 1, "c", "d", "partial", 0).to_json(), "from_a_later_version": True}
+    (tmp_path / "state.json").write_text(json.dumps(data), encoding="utf-8")
+    assert RunState.read(tmp_path / "state.json") == RunState("baseline", 1, "c", "d", "partial", 0)
+    assert RunState.read(tmp_path / "missing.json") is None
+    (tmp_path / "broken.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ArtifactFormatError, match="broken.json: not valid JSON"):
+        RunState.read(tmp_path / "broken.json")

@@ -103,8 +103,17 @@ def build_pages(run: RunView, environment: jinja2.Environment, extra: dict[str, 
 def site_navigation(run: RunView) -> dict[str, Any]:
     """What report_builder.site needs for the study's site: its name and model pages in study order."""
     study = study_text(run.manifest)
-    return {"site_name": study["title"] or f"{number_word(len(run.models)).capitalize()} models, one honest test",
+    return {"site_name": plain_site_name(study["title"] or f"{number_word(len(run.models)).capitalize()} models, one honest test"),
             "models": [f"models/{model.name}.md" for model in run.models]}
+
+
+def plain_site_name(title: str) -> str:
+    """The study's title as a site name MkDocs can print anywhere: Material puts `site_name`
+    into the page header and an aria-label unescaped, so characters that would make markup or
+    end an attribute are replaced (& by "and", a double quote by a single one, <, > dropped),
+    and control characters and runs of white space become one space."""
+    text = title.replace("&", "and").replace('"', "'").replace("<", "").replace(">", "")
+    return " ".join("".join(character if character.isprintable() else " " for character in text).split())
 
 
 def javascript_files() -> dict[str, bytes]:

@@ -165,3 +165,10 @@ def test_the_site_is_named_after_the_study_and_lists_its_models(shapes_site):
     assert not (site / "models" / "baseline").exists()
     nav = json.loads((shapes_site / "docs" / ".report-builder-nav.json").read_text(encoding="utf-8"))
     assert nav["models"] == [f"models/{name}.md" for name in ("cnn", "cnn_augmented", "mobilenet", "mobilenet_finetune")]
+
+
+def test_a_title_with_markup_cannot_reach_the_site_as_markup():
+    from report_builder.render import plain_site_name
+
+    assert plain_site_name('<script>alert(1)</script> Cats & "dogs"\n\x1b x') == "scriptalert(1)/script Cats and 'dogs' x"
+    assert plain_site_name("Eight shapes: a study") == "Eight shapes: a study"

@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
-from experiments.recipes import BUILT_IN, BUILT_IN_NAMES, ModelRecipe, check_study_models, parse_models, recipe_for, weights_of
+from experiments.recipes import BUILT_IN_NAMES, ModelRecipe, check_study_models, parse_models, recipe_for, weights_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
 #: The built-in models (experiments/recipes.py); a config declares its own in [models.<name>] tables.
 MODEL_NAMES = BUILT_IN_NAMES
-#: The built-in models that start from another one's final weights (same seed); their epochs continue
-#: that model's numbering. `transfer_extended` is the budget-matched control for `finetune`.
-CONTINUES = {name: recipe.continues for name, recipe in BUILT_IN.items() if recipe.continues_model}
 DATA_SOURCES = ("download", "folder", "synthetic")
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
 VERBOSE_CHOICES = ("auto", "bar", "epoch", "silent")

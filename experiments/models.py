@@ -45,11 +45,6 @@ def _small_cnn(inputs, class_count: int, dropout: float):
     return layers.Dense(class_count, dtype="float32", name="logits")(x)
 
 
-def build_mobilenet_base(image_size: tuple[int, int], base_weights: str) -> keras.Model:
-    """MobileNetV2 without its top, with `base_weights` = "imagenet", "none" or a file path."""
-    return build_backbone(BACKBONES["mobilenet_v2"], image_size, base_weights, "transfer")
-
-
 def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_count: int, base_weights: str = "none",
                 seed: int = 0) -> keras.Model:
     """Build the model of `recipe` (or of a built-in model's name) for images of `image_size`
@@ -89,9 +84,6 @@ def backbone_of(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.Model):
             return layer
     raise ValueError(f"model {model.name!r} has no nested pre-trained backbone")
-
-
-mobilenet_base_of = backbone_of
 
 
 def make_finetune_model(trained_model: keras.Model, from_layer: int, name: str = "finetune") -> keras.Model:

@@ -265,10 +265,6 @@ def weights_of(recipe: ModelRecipe, base_weights: str) -> str:
     return "imagenet"
 
 
-def uses_pretrained_weights(recipe: ModelRecipe, base_weights: str) -> bool:
-    return recipe.recipe == "transfer" and weights_of(recipe, base_weights) != "none"
-
-
 def describe(recipe: ModelRecipe) -> tuple[str, str]:
     """(title, description) of a model for the report: its own, else built from its recipe."""
     title, description = recipe.title, recipe.description

@@ -110,8 +110,8 @@ MUTATIONS = (
     # ---- the config, and which finished runs are reused
     Mutation(
         "image-size-not-hashed", "experiments/config.py",
-        '("data", "workers"), ("data", "cache_dir")}',
-        '("data", "workers"), ("data", "cache_dir"), ("data", "image_size")}',
+        '("data", "workers"), ("data", "cache_dir"),\n',
+        '("data", "workers"), ("data", "cache_dir"), ("data", "image_size"),\n',
         ("tests/test_config.py",),
         "a run trained at another image size is reused (stale results)",
     ),
@@ -131,22 +131,22 @@ MUTATIONS = (
     ),
     Mutation(
         "finetune-keys-never-hashed", "experiments/config.py",
-        "ignored = UNHASHED_KEYS | (FINETUNE_KEYS - CONTINUATION_KEYS.get(model_name, set()))",
+        "ignored = UNHASHED_KEYS | (FINETUNE_KEYS - read_keys)",
         "ignored = UNHASHED_KEYS | FINETUNE_KEYS",
         ("tests/test_config.py",),
         "changing the fine-tuning settings does not retrain finetune (or its control)",
     ),
     Mutation(
         "control-hash-ignores-finetune-epochs", "experiments/config.py",
-        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "transfer_extended": {("training", "finetune_epochs")}}',
+        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "train_on": {("training", "finetune_epochs")}}',
         'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS}',
         ("tests/test_config.py::test_every_setting_that_changes_results_changes_the_hash",),
         "transfer_extended's hash ignores finetune_epochs: a control trained for another number of epochs is reused",
     ),
     Mutation(
         "control-hash-reads-every-finetune-key", "experiments/config.py",
-        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "transfer_extended": {("training", "finetune_epochs")}}',
-        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "transfer_extended": FINETUNE_KEYS}',
+        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "train_on": {("training", "finetune_epochs")}}',
+        'CONTINUATION_KEYS = {"finetune": FINETUNE_KEYS, "train_on": FINETUNE_KEYS}',
         ("tests/test_config.py::test_every_setting_that_changes_results_changes_the_hash",),
         "the control is retrained when only a setting it never reads (finetune_from_layer, the rate factor) changes",
     ),
@@ -175,9 +175,9 @@ MUTATIONS = (
     # ---- models that continue transfer
     Mutation(
         "finetune-from-fresh-transfer", "experiments/study.py",
-        "model = make_finetune_model(load_trained_model(source_file), training.finetune_from_layer)",
-        'model = make_finetune_model(build_model("transfer", data.image_size, len(data.class_names), training.base_weights, seed), '
-        "training.finetune_from_layer)",
+        "model = make_finetune_model(load_trained_model(source_file), from_layer, model_name)",
+        "model = make_finetune_model(build_model(config.recipe(source), data.image_size, len(data.class_names), "
+        "config.weights_of(source), seed), from_layer, model_name)",
         ("tests/test_claims.py::test_finetune_starts_from_the_trained_transfer_weights",),
         "fine-tuning starts from a freshly initialised transfer model, not the trained one",
     ),
@@ -189,16 +189,16 @@ MUTATIONS = (
         "a retrained transfer run leaves the finetune run built on the old one in place (stale results)",
     ),
     Mutation(
-        "no-lead-in-for-finetune", "experiments/config.py",
-        'CONTINUES = {"finetune": "transfer", "transfer_extended": "transfer"}',
-        'CONTINUES = {"transfer_extended": "transfer"}',
+        "no-lead-in-for-finetune", "report_builder/views.py",
+        'source = by_name.get(view.recipe.continues_model or "")',
+        'source = by_name.get(view.recipe.continues_model or "") if view.recipe.recipe != "finetune" else None',
         ("tests/test_claims.py::test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers",),
         "finetune is no longer known to continue transfer (its page and the method page stop saying so)",
     ),
     Mutation(
         "method-page-forgets-finetune-continues", "report_builder/templates/method.md.j2",
-        "{% for model in models if model.lead_in is not none %}",
-        '{% for model in models if model.lead_in is not none and model.name != "finetune" %}',
+        "{% for model in models if model.lead_in is not none and model.over_seeds is not none %}",
+        '{% for model in models if model.lead_in is not none and model.over_seeds is not none and model.name != "finetune" %}',
         ("tests/test_claims.py::test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers",),
         "the method page drops the sentence that finetune starts from transfer",
     ),
@@ -380,15 +380,15 @@ MUTATIONS = (
     ),
     Mutation(
         "download-settings-listed-for-other-data", "report_builder/views.py",
-        '    if key in ("data.url", "data.archive_sha256", "data.cache_dir"):\n        return source == "download"',
-        '    if key in ("data.url", "data.archive_sha256", "data.cache_dir"):\n        return True',
+        '    if key in ("data.url", "data.archive_sha256"):\n        return source == "download"',
+        '    if key in ("data.url", "data.archive_sha256"):\n        return True',
         ("tests/test_render.py::test_the_method_page_lists_only_the_settings_that_applied",),
         "the method page lists the download URL and archive hash for a run that read a folder",
     ),
     Mutation(
         "finetune-settings-listed-without-finetune", "report_builder/views.py",
-        '    if key in ("training.finetune_from_layer", "training.finetune_learning_rate_factor"):\n        return "finetune" in models',
-        '    if key in ("training.finetune_from_layer", "training.finetune_learning_rate_factor"):\n        return bool(continuing)',
+        '    if key == "training.finetune_from_layer":\n        return any(recipe.unfreeze_from_layer is None for recipe in finetune_defaults)',
+        '    if key == "training.finetune_from_layer":\n        return bool(epochs_defaults)',
         ("tests/test_render.py::test_the_method_page_lists_only_the_settings_that_applied",),
         "the method page lists the fine-tuning settings for a run where only the control read finetune_epochs",
     ),

@@ -111,10 +111,10 @@ def test_finetune_unfreezes_the_top_but_keeps_batchnorm_statistics(tmp_path):
     import keras
     import numpy as np
 
-    from experiments.models import mobilenet_base_of
+    from experiments.models import backbone_of
 
     model, images, labels = _trained_finetune_model(tmp_path)
-    base = mobilenet_base_of(model)
+    base = backbone_of(model)
     assert not any(layer.trainable_weights for layer in base.layers[:100])
     batch_norms = [layer for layer in base.layers[100:] if isinstance(layer, keras.layers.BatchNormalization)]
     assert batch_norms and not any(layer.trainable for layer in batch_norms)
@@ -150,10 +150,10 @@ def test_frozen_transfer_model_keeps_batchnorm_statistics():
     import keras
     import numpy as np
 
-    from experiments.models import compile_model, mobilenet_base_of
+    from experiments.models import backbone_of, compile_model
 
     model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=1), 1e-3)
-    batch_norms = [layer for layer in mobilenet_base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    batch_norms = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
     before = [np.array(layer.moving_variance) for layer in batch_norms]
     images = np.random.default_rng(1).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
     model.fit(images, np.array([0, 1] * 4), epochs=1, batch_size=4, verbose=0)

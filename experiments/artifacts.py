@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -541,3 +541,391 @@ class ValidationPredictions(Record):
         return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
                    class_names, list(fields.data["labels"]), list(fields.data["predicted"]),
                    [float(value) for value in fields.data["probability"]])
+
+
+# --------------------------------------------------------------------------- the run's own files
+
+
+def _optional_record(fields: Fields, name: str, parse: Callable[[Fields], Any]) -> Any:
+    """A nested object parsed by `parse`, or None when the field is absent or null."""
+    return None if fields.data.get(name) is None else parse(fields.child(name))
+
+
+def _texts_by_name(fields: Fields, name: str) -> dict[str, str | None]:
+    """An object of strings (or nulls) by name, such as package versions."""
+    values = fields.mapping(name, optional=True)
+    for key, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise fields.fail(f"{name}.{key}", "must be a string or null")
+    return {str(key): value for key, value in values.items()}
+
+
+def _integers_by_name(fields: Fields, name: str) -> dict[str, int]:
+    values = fields.mapping(name)
+    for key, value in values.items():
+        if not _is_integer(value) or value < 0:
+            raise fields.fail(f"{name}.{key}", "must be a count (an integer, 0 or more)")
+    return {str(key): value for key, value in values.items()}
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """A data file the run left out, and why (manifest.skipped_files, dataset.skipped)."""
+
+    file: str
+    reason: str
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> SkippedEntry:
+        return cls(fields.text("file"), fields.text("reason"))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"file": self.file, "reason": self.reason}
+
+
+def _skipped(fields: Fields, name: str) -> list[SkippedEntry]:
+    if fields.data.get(name) is None:
+        return []
+    return [SkippedEntry.from_fields(item) for item in fields.children(name)]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the images came from: kind "download", "folder" or "synthetic", and the URL,
+    folder or generator."""
+
+    kind: str
+    location: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> DataSource:
+        return cls(fields.text("kind"), fields.text("location", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location}
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """Where the study's backbone weights came from (training.base_weights): kind "imagenet",
+    "none" or "file"; for a file, its path, name and sha256."""
+
+    kind: str
+    location: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> BaseWeights:
+        return cls(fields.text("kind"), fields.text("location", optional=True), fields.text("file", optional=True),
+                   fields.text("sha256", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location, "file": self.file, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """manifest.models[<model>].runs[<seed>]: one cell as its state.json says."""
+
+    status: str
+    wall_seconds: float | None = None
+    epochs_completed: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RunEntry:
+        return cls(fields.text("status"), fields.number("wall_seconds", optional=True),
+                   fields.integer("epochs_completed", optional=True), fields.text("error", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"status": self.status, "wall_seconds": self.wall_seconds, "epochs_completed": self.epochs_completed,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """manifest.models[<model>]: a model's runs by seed (as text) and their totals."""
+
+    status: str
+    wall_seconds: float | None = None
+    epochs_completed: int | None = None
+    error: str | None = None
+    precision: str | None = None
+    runs: dict[str, RunEntry] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ModelEntry:
+        runs = fields.child("runs", optional=True)
+        return cls(fields.text("status"), fields.number("wall_seconds", optional=True),
+                   fields.integer("epochs_completed", optional=True), fields.text("error", optional=True),
+                   fields.text("precision", optional=True),
+                   {str(seed): RunEntry.from_fields(runs.child(seed)) for seed in runs.data})
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"status": self.status, "wall_seconds": self.wall_seconds, "epochs_completed": self.epochs_completed,
+                "error": self.error, "precision": self.precision,
+                "runs": {seed: entry.to_fields() for seed, entry in self.runs.items()}}
+
+
+@dataclass(frozen=True)
+class Manifest(Record):
+    """`manifest.json`: what ran, where and with what, and the run's status. `models` is derived
+    from the cells' state.json files each time it is written (experiments.study.write_manifest)."""
+
+    run_name: str
+    config: dict[str, Any]  # the resolved config (experiments.config.StudyConfig.to_dict)
+    config_hash: str
+    status: str  # "running", "complete", "failed", "interrupted" (or "healing"'s carry-over of those)
+    seeds: list[int]
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    data_source: DataSource | None = None
+    skipped_files: list[SkippedEntry] = field(default_factory=list)
+    base_weights: BaseWeights | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+    hardware: dict[str, Any] = field(default_factory=dict)  # platform, processor, cpu_count, gpus, cpu_kernels
+    git_commit: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    execution: dict[str, Any] | None = None  # how the cells were spread (experiments.scale), when they were
+    wall_seconds: float | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Manifest:
+        seeds = fields.items("seeds")
+        if not all(_is_integer(seed) for seed in seeds):
+            raise fields.fail("seeds", "must list integers")
+        models = fields.child("models", optional=True)
+        return cls(
+            run_name=fields.text("run_name"), config=fields.mapping("config"), config_hash=fields.text("config_hash"),
+            status=fields.text("status"), seeds=list(seeds),
+            models={str(name): ModelEntry.from_fields(models.child(name)) for name in models.data},
+            data_fingerprint=fields.text("data_fingerprint", optional=True),
+            data_source=_optional_record(fields, "data_source", DataSource.from_fields),
+            skipped_files=_skipped(fields, "skipped_files"),
+            base_weights=_optional_record(fields, "base_weights", BaseWeights.from_fields),
+            versions=_texts_by_name(fields, "versions"), devices=fields.texts("devices") if "devices" in fields.data else [],
+            hardware=fields.mapping("hardware", optional=True), git_commit=fields.text("git_commit", optional=True),
+            started_at=fields.text("started_at", optional=True), finished_at=fields.text("finished_at", optional=True),
+            execution=fields.mapping("execution", optional=True) or None,
+            wall_seconds=fields.number("wall_seconds", optional=True),
+        )
+
+    def to_fields(self) -> dict[str, Any]:
+        data = {
+            "run_name": self.run_name, "config": self.config, "config_hash": self.config_hash,
+            "data_fingerprint": self.data_fingerprint,
+            "data_source": self.data_source.to_fields() if self.data_source else None,
+            "skipped_files": [item.to_fields() for item in self.skipped_files],
+            "base_weights": self.base_weights.to_fields() if self.base_weights else None,
+            "versions": self.versions, "devices": self.devices, "hardware": self.hardware, "git_commit": self.git_commit,
+            "started_at": self.started_at, "finished_at": self.finished_at, "status": self.status, "seeds": self.seeds,
+            "models": {name: entry.to_fields() for name, entry in self.models.items()},
+        }
+        if self.execution is not None:
+            data["execution"] = self.execution
+        if self.wall_seconds is not None:
+            data["wall_seconds"] = self.wall_seconds
+        return data
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """dataset.splits[<split>]: how many images, how many of each class, and which files."""
+
+    count: int
+    label_counts: dict[str, int]
+    files: list[str]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> SplitFiles:
+        files = fields.texts("files") if "files" in fields.data else []
+        return cls(fields.integer("count"), _integers_by_name(fields, "label_counts"), files)
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"count": self.count, "label_counts": self.label_counts, "files": self.files}
+
+
+@dataclass(frozen=True)
+class MajorityBaseline:
+    """Always predicting the training split's most common class (ties: the first by name), and
+    its accuracy on each split (None for an empty split)."""
+
+    class_name: str
+    rule: str
+    accuracy: dict[str, float | None]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> MajorityBaseline:
+        accuracy = fields.numbers("accuracy")
+        for split, value in accuracy.items():
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise fields.fail(f"accuracy.{split}", f"is {value!r}, not an accuracy between 0 and 1")
+        return cls(fields.text("class_name"), fields.text("rule"), {key: None if value is None else float(value)
+                                                                     for key, value in accuracy.items()})
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"class_name": self.class_name, "rule": self.rule, "accuracy": self.accuracy}
+
+
+@dataclass(frozen=True)
+class Dataset(Record):
+    """`dataset.json`: the classes, the splits with their files, the majority baseline and the
+    files left out. File paths are relative to the data root."""
+
+    class_names: list[str]
+    image_size: list[int]  # height, width
+    seed: int  # the seed of the validation/test split
+    splits: dict[str, SplitFiles]  # "train", "validation", "test"
+    test_fraction: float | None = None
+    majority_baseline: MajorityBaseline | None = None
+    skipped: list[SkippedEntry] = field(default_factory=list)
+    source: DataSource | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Dataset:
+        class_names = fields.texts("class_names")
+        if len(class_names) < 2:
+            raise fields.fail("class_names", "must list two or more class names")
+        image_size = fields.items("image_size")
+        if len(image_size) != 2 or not all(_is_integer(side) and side > 0 for side in image_size):
+            raise fields.fail("image_size", "must be [height, width] in pixels")
+        splits = fields.child("splits")
+        return cls(class_names, list(image_size), fields.integer("seed"),
+                   {str(name): SplitFiles.from_fields(splits.child(name)) for name in splits.data},
+                   fields.number("test_fraction", optional=True),
+                   _optional_record(fields, "majority_baseline", MajorityBaseline.from_fields), _skipped(fields, "skipped"),
+                   _optional_record(fields, "source", DataSource.from_fields), fields.text("fingerprint", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"class_names": self.class_names, "image_size": self.image_size, "seed": self.seed}
+        if self.source is not None:
+            data["source"] = self.source.to_fields()
+        if self.fingerprint is not None:
+            data["fingerprint"] = self.fingerprint
+        return {**data, "splits": {name: split.to_fields() for name, split in self.splits.items()},
+                "test_fraction": self.test_fraction,
+                "majority_baseline": self.majority_baseline.to_fields() if self.majority_baseline else None,
+                "skipped": [item.to_fields() for item in self.skipped]}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """metrics.selection: the rule, and the validation scores it chose by."""
+
+    metric: str
+    rule: str
+    candidates: dict[str, float | None]  # model -> mean over seeds of the last epoch's val_accuracy
+    seed_candidates: dict[str, float | None]  # the chosen model's seed (as text) -> its last val_accuracy
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Selection:
+        return cls(fields.text("metric"), fields.text("rule"), fields.numbers("candidates"),
+                   fields.numbers("seed_candidates") if "seed_candidates" in fields.data else {})
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"metric": self.metric, "rule": self.rule, "candidates": self.candidates,
+                "seed_candidates": self.seed_candidates}
+
+
+@dataclass(frozen=True)
+class TestPrediction:
+    """What the chosen model predicted for one test file (class names), with the probability."""
+
+    file: str
+    label: str
+    predicted: str
+    probability: float
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> TestPrediction:
+        return cls(fields.text("file"), fields.text("label"), fields.text("predicted"), fields.number("probability"))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"file": self.file, "label": self.label, "predicted": self.predicted, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    """metrics.test: the one evaluation of the chosen model and seed on the test split."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    model: str
+    seed: int
+    loss: float | None
+    accuracy: float | None
+    correct: int
+    total: int
+    class_names: list[str]
+    confusion_matrix: list[list[int]]  # [true class][predicted class]
+    predictions: list[TestPrediction]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> TestEvaluation:
+        class_names = fields.texts("class_names")
+        matrix = fields.items("confusion_matrix")
+        if (len(matrix) != len(class_names) or not all(isinstance(row, list) and len(row) == len(class_names) for row in matrix)
+                or not all(_is_integer(cell) and cell >= 0 for row in matrix for cell in row)):
+            raise fields.fail("confusion_matrix", f"must be {len(class_names)} rows of {len(class_names)} counts, one per class")
+        correct, total = fields.integer("correct"), fields.integer("total")
+        if not 0 <= correct <= total:
+            raise fields.fail("correct", f"is {correct}, not between 0 and total ({total})")
+        return cls(fields.text("model"), fields.integer("seed"), fields.number("loss", optional=True),
+                   fields.number("accuracy", optional=True), correct, total, class_names,
+                   [list(row) for row in matrix], [TestPrediction.from_fields(item) for item in fields.children("predictions")])
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "loss": self.loss, "accuracy": self.accuracy,
+                "correct": self.correct, "total": self.total, "class_names": self.class_names,
+                "confusion_matrix": self.confusion_matrix, "predictions": [item.to_fields() for item in self.predictions]}
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """metrics.validation[<model>]: means over seeds of the last epoch's validation loss and accuracy."""
+
+    loss: float | None
+    accuracy: float | None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ModelScore:
+        return cls(fields.number("loss", optional=True), fields.number("accuracy", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"loss": self.loss, "accuracy": self.accuracy}
+
+
+@dataclass(frozen=True)
+class Metrics(Record):
+    """`metrics.json`: the choice on validation and the one test evaluation of the choice."""
+
+    config_hash: str
+    data_fingerprint: str
+    selection: Selection
+    chosen_model: str | None
+    chosen_seed: int | None
+    validation: dict[str, ModelScore]
+    test: TestEvaluation | None = None
+    chosen_history_sha256: str | None = None  # the test score is reused only for this training
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Metrics:
+        validation = fields.child("validation", optional=True)
+        return cls(fields.text("config_hash"), fields.text("data_fingerprint"), Selection.from_fields(fields.child("selection")),
+                   fields.text("chosen_model", optional=True), fields.integer("chosen_seed", optional=True),
+                   {str(name): ModelScore.from_fields(validation.child(name)) for name in validation.data},
+                   _optional_record(fields, "test", TestEvaluation.from_fields),
+                   fields.text("chosen_history_sha256", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        data = {"config_hash": self.config_hash, "data_fingerprint": self.data_fingerprint,
+                "selection": self.selection.to_fields(), "chosen_model": self.chosen_model, "chosen_seed": self.chosen_seed}
+        if self.chosen_history_sha256 is not None:
+            data["chosen_history_sha256"] = self.chosen_history_sha256
+        if self.test is not None:
+            data["test"] = self.test.to_fields()
+        return {**data, "validation": {name: score.to_fields() for name, score in self.validation.items()}}

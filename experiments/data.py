@@ -29,10 +29,10 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles
 from experiments.cache import CachedImages, load_or_build
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
 from experiments.images import DataError, SkippedFile, SplitImages
@@ -67,7 +67,7 @@ class StudyData:
     train: Split
     validation: Split
     test: Split
-    source: dict[str, Any]
+    source: DataSource
     fingerprint: str
     seed: int
     test_fraction: float
@@ -81,35 +81,29 @@ class StudyData:
         counts = np.bincount(split.labels, minlength=len(self.class_names))
         return {name: int(count) for name, count in zip(self.class_names, counts)}
 
-    def majority_baseline(self) -> dict[str, Any]:
+    def majority_baseline(self) -> MajorityBaseline:
         """Always predict the training split's most common class (ties: the first by name)."""
         majority_index = int(np.argmax(np.bincount(self.train.labels, minlength=len(self.class_names))))
         accuracy = {
             name: float(np.mean(split.labels == majority_index)) if len(split) else None
             for name, split in self.splits.items()
         }
-        return {
-            "class_name": self.class_names[majority_index],
-            "rule": "always predict the most common class of the training split",
-            "accuracy": accuracy,
-        }
+        return MajorityBaseline(self.class_names[majority_index], "always predict the most common class of the training split",
+                                accuracy)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Dataset:
         """The content of dataset.json (see docs/guide/artifacts.md)."""
-        return {
-            "class_names": self.class_names,
-            "image_size": list(self.image_size),
-            "seed": self.seed,
-            "source": self.source,
-            "fingerprint": self.fingerprint,
-            "splits": {
-                name: {"count": len(split), "label_counts": self.label_counts(split), "files": split.files}
-                for name, split in self.splits.items()
-            },
-            "test_fraction": self.test_fraction,
-            "majority_baseline": self.majority_baseline(),
-            "skipped": [{"file": item.path, "reason": item.reason} for item in self.skipped],
-        }
+        return Dataset(
+            class_names=list(self.class_names),
+            image_size=list(self.image_size),
+            seed=self.seed,
+            source=self.source,
+            fingerprint=self.fingerprint,
+            splits={name: SplitFiles(len(split), self.label_counts(split), list(split.files)) for name, split in self.splits.items()},
+            test_fraction=self.test_fraction,
+            majority_baseline=self.majority_baseline(),
+            skipped=[SkippedEntry(item.path, item.reason) for item in self.skipped],
+        )
 
 
 # --------------------------------------------------------------------------- splits
@@ -180,7 +174,7 @@ def _print_progress(label: str):
     return progress
 
 
-def _from_folder(config: StudyConfig, data_root: Path, source: dict[str, Any]) -> StudyData:
+def _from_folder(config: StudyConfig, data_root: Path, source: DataSource) -> StudyData:
     """Decoded splits from the decoded-image cache (decoding the folder once, on a miss)."""
     cached = load_or_build(
         data_root,
@@ -301,7 +295,7 @@ def _synthetic(config: StudyConfig) -> StudyData:
         train=Split(train_images, train_labels, names("train", train_labels)),
         validation=validation_split,
         test=test_split,
-        source={"kind": "synthetic", "location": "generated in memory (experiments.data.synthetic_images)"},
+        source=DataSource("synthetic", "generated in memory (experiments.data.synthetic_images)"),
         fingerprint=hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest(),
         seed=seed,
         test_fraction=config.data.test_fraction,
@@ -384,9 +378,9 @@ def load_study_data(config: StudyConfig) -> StudyData:
         return _synthetic(config)
     if source == "folder":
         data_root = Path(config.data.data_dir).expanduser()
-        return _from_folder(config, data_root, {"kind": "folder", "location": str(data_root)})
+        return _from_folder(config, data_root, DataSource("folder", str(data_root)))
     data_root = download_dataset(config.data.url, config.data.cache_dir, config.data.archive_sha256)
-    return _from_folder(config, data_root, {"kind": "download", "location": config.data.url})
+    return _from_folder(config, data_root, DataSource("download", config.data.url))
 
 
 # --------------------------------------------------------------------------- tf.data

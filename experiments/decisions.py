@@ -5,9 +5,10 @@ No TensorFlow and no file access here: `experiments.study` reads the files and a
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime
-from typing import Any
 
+from experiments.artifacts import Epoch, History, RunState
 from experiments.config import StudyConfig, config_hash
 
 SKIP, RESUME, RESTART, SETTLED = "skip", "resume", "restart", "settled"
@@ -16,7 +17,7 @@ COMPLETE, PARTIAL, FAILED, DIVERGED = "complete", "partial", "failed", "diverged
 CELL_STATUSES = (COMPLETE, PARTIAL, FAILED, DIVERGED)
 
 
-def decide(state: dict[str, Any] | None, history: dict[str, Any] | None, model_file_present: bool,
+def decide(state: RunState | None, history: History | None, model_file_present: bool,
            expected: dict[str, str], force: bool, since: datetime | None = None,
            model_file_name: str = "model.keras", source_name: str | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), from its state.json and history.json (None
@@ -25,52 +26,59 @@ def decide(state: dict[str, Any] | None, history: dict[str, Any] | None, model_f
     started: report it, do not train it again), and why, in words for the console."""
     labels = {"config_hash": "config", "data_fingerprint": "data",
               "starting_point": f"{source_name} model it starts from" if source_name else "model it starts from"}
-    same_inputs = state is not None and all(state.get(key) == value for key, value in expected.items())
-    if same_inputs and since is not None and _at_or_after(state.get("finished_at"), since):
+    same_inputs = state is not None and all(getattr(state, key) == value for key, value in expected.items())
+    if same_inputs and since is not None and at_or_after(state.finished_at, since):
         # another process finished it while this one waited: --force does not retrain it twice
-        if (state.get("status") == COMPLETE and history is not None and model_file_present
-                and len(history.get("epochs", [])) == state.get("epochs_planned")):
+        if (state.status == COMPLETE and history is not None and model_file_present
+                and len(history.epochs) == state.epochs_planned):
             return SKIP, "finished by another process since this command started"
-        if state.get("status") in (FAILED, DIVERGED):
-            return SETTLED, f"{state['status']} in another process since this command started ({state.get('error')})"
+        if state.status in (FAILED, DIVERGED):
+            return SETTLED, f"{state.status} in another process since this command started ({state.error})"
     if force:
         return RESTART, "--force given"
     if state is None:
         return RESUME, "not trained yet"
     for key, value in expected.items():
-        if state.get(key) != value:
-            return RESTART, f"the {labels.get(key, key)} changed since it was trained ({str(state.get(key))[:10]} -> {value[:10]}); retraining"
-    if state.get("status") == DIVERGED:
-        return RESTART, f"it diverged last time ({state.get('error')}); training again from the start"
-    if state.get("status") != COMPLETE or history is None:
-        if state.get("status") == FAILED:
-            return RESUME, f"it failed last time ({state.get('error')}); trying again"
-        return RESUME, f"resuming an unfinished run ({state.get('epochs_completed', 0)} epochs done)"
-    if len(history.get("epochs", [])) != state.get("epochs_planned"):
+        if getattr(state, key) != value:
+            return RESTART, f"the {labels.get(key, key)} changed since it was trained ({str(getattr(state, key))[:10]} -> {value[:10]}); retraining"
+    if state.status == DIVERGED:
+        return RESTART, f"it diverged last time ({state.error}); training again from the start"
+    if state.status != COMPLETE or history is None:
+        if state.status == FAILED:
+            return RESUME, f"it failed last time ({state.error}); trying again"
+        return RESUME, f"resuming an unfinished run ({state.epochs_completed} epochs done)"
+    if len(history.epochs) != state.epochs_planned:
         return RESTART, "its history is incomplete; retraining"
     if not model_file_present:
         return RESTART, f"its model file {model_file_name} is missing (artifacts copied without models?); retraining"
     return SKIP, "finished with the same config and data"
 
 
-def finished_for(state: dict[str, Any] | None, config: StudyConfig, model_name: str, data_fingerprint: str) -> bool:
+def finished_for(state: RunState | None, config: StudyConfig, model_name: str, data_fingerprint: str) -> bool:
     """Whether a cell's state says it finished training with the current config and data."""
-    return bool(state) and state.get("status") == COMPLETE and state.get("config_hash") == config_hash(config, model_name) \
-        and state.get("data_fingerprint") == data_fingerprint
+    return settled_for(state, config, model_name, data_fingerprint) and state.status == COMPLETE
 
 
-def _at_or_after(moment: object, since: datetime) -> bool:
+def settled_for(state: RunState | None, config: StudyConfig, model_name: str, data_fingerprint: str | None) -> bool:
+    """Whether a cell's state was written for the current config (and data, unless
+    `data_fingerprint` is None): only then does it say anything about this study."""
+    return state is not None and state.config_hash == config_hash(config, model_name) \
+        and (data_fingerprint is None or state.data_fingerprint == data_fingerprint)
+
+
+def at_or_after(moment: object, since: datetime) -> bool:
+    """Whether `moment` (an ISO time string from a state.json) is at or after `since`."""
     try:
         return isinstance(moment, str) and datetime.fromisoformat(moment) >= since
     except ValueError:
         return False
 
 
-def last_validation_accuracy(epochs: list[dict[str, Any]]) -> float | None:
-    return epochs[-1].get("val_accuracy") if epochs else None
+def last_validation_accuracy(epochs: list[Epoch]) -> float | None:
+    return epochs[-1].val_accuracy if epochs else None
 
 
-def choose_model(runs_by_model: dict[str, dict[int, list[dict[str, Any]]]]) -> tuple[str | None, int | None, dict[str, float | None], dict[str, float | None]]:
+def choose_model(runs_by_model: dict[str, dict[int, list[Epoch]]]) -> tuple[str | None, int | None, dict[str, float | None], dict[str, float | None]]:
     """The model with the highest mean (over seeds) last-epoch validation accuracy, then its
     seed with the highest; study order, then seed order, breaks ties. Test data is not used.
 
@@ -79,7 +87,7 @@ def choose_model(runs_by_model: dict[str, dict[int, list[dict[str, Any]]]]) -> t
     candidates: dict[str, float | None] = {}
     for name, runs in runs_by_model.items():
         values = [value for value in map(last_validation_accuracy, runs.values()) if value is not None]
-        candidates[name] = sum(values) / len(values) if values else None
+        candidates[name] = statistics.fmean(values) if values else None
     usable = [(value, -index, name) for index, (name, value) in enumerate(candidates.items()) if value is not None]
     if not usable:
         return None, None, candidates, {}

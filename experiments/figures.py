@@ -30,7 +30,10 @@ from cycler import cycler  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from experiments.artifacts import write_atomic  # noqa: E402
+from experiments.artifacts import Epoch, write_atomic  # noqa: E402
+
+#: One history per seed; each epoch an artifacts.Epoch or its JSON object (both read with .get).
+Runs = list[list[Epoch | dict[str, Any]]]
 
 FIGURE_DPI = 110
 PNG_METADATA = {"Software": None}  # keep the files free of version strings that churn diffs
@@ -189,28 +192,28 @@ def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]],
     return _save_both(draw, path)
 
 
-def band(runs: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def band(runs: Runs, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Epoch numbers and the mean, minimum and maximum of `key` over `runs` (one history per
     seed) at each epoch; missing and null values are left out of that epoch."""
     by_epoch: dict[int, list[float]] = {}
     for epochs in runs:
         for record in epochs:
             if record.get(key) is not None:
-                by_epoch.setdefault(int(record["epoch"]), []).append(float(record[key]))
+                by_epoch.setdefault(int(record.get("epoch")), []).append(float(record.get(key)))
     numbers = sorted(by_epoch)
     values = [np.asarray(by_epoch[number]) for number in numbers]
     return (np.asarray(numbers), np.asarray([v.mean() for v in values]),
             np.asarray([v.min() for v in values]), np.asarray([v.max() for v in values]))
 
 
-def final_values(runs: list[list[dict[str, Any]]], key: str = "val_accuracy") -> list[float]:
+def final_values(runs: Runs, key: str = "val_accuracy") -> list[float]:
     """`key` at the last epoch of each run (one history per seed) that has a finite value of it,
     in the order of `runs`."""
     values = []
     for epochs in runs:
-        recorded = [record for record in epochs if record.get(key) is not None and np.isfinite(float(record[key]))]
+        recorded = [record for record in epochs if record.get(key) is not None and np.isfinite(float(record.get(key)))]
         if recorded:
-            values.append(float(max(recorded, key=lambda record: int(record["epoch"]))[key]))
+            values.append(float(max(recorded, key=lambda record: int(record.get("epoch"))).get(key)))
     return values
 
 
@@ -224,11 +227,11 @@ def _plot_band(axis, runs, key: str, label: str, style: str, color=None, alpha: 
 
 
 def training_curves(
-    runs: list[list[dict[str, Any]]],
+    runs: Runs,
     title: str,
     path: Path,
     baseline_accuracy: float | None = None,
-    lead_in: list[list[dict[str, Any]]] | None = None,
+    lead_in: Runs | None = None,
     lead_in_name: str = "",
 ) -> Path:
     """Accuracy and loss per epoch, training against validation: the mean over `runs` (one
@@ -244,7 +247,7 @@ def training_curves(
                     _plot_band(axis, lead_in, key, f"{label} ({lead_in_name})", "-", color=color, alpha=0.35, band_alpha=theme.band_alpha)
                 _plot_band(axis, runs, key, label, style, color=color, band_alpha=theme.band_alpha)
             if lead_in:
-                last_lead_in_epoch = max((record["epoch"] for epochs in lead_in for record in epochs), default=None)
+                last_lead_in_epoch = max((record.get("epoch") for epochs in lead_in for record in epochs), default=None)
                 if last_lead_in_epoch is not None:
                     axis.axvline(last_lead_in_epoch + 0.5, color=theme.reference, linestyle="--", linewidth=1)
             axis.set_ylabel(ylabel, **LITERAL)
@@ -275,7 +278,7 @@ def final_epoch_limits(values: list[float]) -> tuple[float, float]:
     return max(0.0, low - margin), min(1.0, high + margin)
 
 
-def _comparison_figure(histories: dict[str, list[list[dict[str, Any]]]], baseline_accuracy: float | None, theme: Theme):
+def _comparison_figure(histories: dict[str, Runs], baseline_accuracy: float | None, theme: Theme):
     """The two-panel comparison figure, drawn for `theme` (call inside _themed(theme))."""
     figure, (curves_axis, final_axis) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
     colors = _cycle_colors()
@@ -332,7 +335,7 @@ def _comparison_figure(histories: dict[str, list[list[dict[str, Any]]]], baselin
     return figure
 
 
-def comparison(histories: dict[str, list[list[dict[str, Any]]]], path: Path, baseline_accuracy: float | None = None) -> Path:
+def comparison(histories: dict[str, Runs], path: Path, baseline_accuracy: float | None = None) -> Path:
     """Every model's validation accuracy, in two panels. Left: per epoch, for each model the mean
     over its runs (one history per seed) with a min-max band when there are several, and the
     majority baseline. Right: the last epoch only, one row per model, each seed's value a dot

@@ -46,13 +46,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from experiments.artifacts import RunFolder, read_json
-from experiments.config import StudyConfig, config_hash
-from experiments.decisions import COMPLETE, DIVERGED, FAILED
+from experiments.artifacts import Manifest, RunFolder, RunState, read_json
+from experiments.config import StudyConfig
+from experiments.decisions import COMPLETE, DIVERGED, FAILED, at_or_after, settled_for
 from experiments.errors import StudyFailed, UserError
 from experiments.interrupts import raise_if_interrupted
 from experiments.study import study_cells
@@ -419,11 +419,10 @@ def worker_context(spec: WorkerSpec):
     return context
 
 
-def prepare_job(spec: WorkerSpec) -> dict[str, Any]:
+def prepare_job(spec: WorkerSpec) -> Manifest:
     """In a worker, before any cell: the checks that need TensorFlow, the data read once (building
     the decoded-image cache the other workers then open), dataset.json and the data figures.
     Returns the manifest's header."""
-    from experiments.artifacts import SCHEMA_VERSION, write_json
     from experiments.images import summarize_skipped
     from experiments.study import preflight, study_header, write_data_figures
 
@@ -441,7 +440,7 @@ def prepare_job(spec: WorkerSpec) -> dict[str, Any]:
             log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
-        write_json(run.dataset, {"schema_version": SCHEMA_VERSION, **data.describe()})
+        data.describe().write(run.dataset)
         write_data_figures(run, data, config.study.seed)
         return study_header(config, data)
 
@@ -596,12 +595,11 @@ class CensusProgress:
         durations: dict[str, list[float]] = {}
         for model_name, seed in self.cells:
             seed_run = self.run.seed_run(model_name, seed)
-            state = read_json(seed_run.state) or {}
-            ours = state.get("config_hash") == config_hash(self.config, model_name) and state.get("data_fingerprint") == self.fingerprint
-            if ours and state.get("status") in SETTLED_STATUSES:
+            state = RunState.read(seed_run.state)
+            if settled_for(state, self.config, model_name, self.fingerprint) and state.status in SETTLED_STATUSES:
                 done.append((model_name, seed))
-                if state.get("status") == COMPLETE and isinstance(state.get("wall_seconds"), (int, float)) and _since(state, self.since):
-                    durations.setdefault(model_name, []).append(float(state["wall_seconds"]))
+                if state.status == COMPLETE and state.wall_seconds is not None and at_or_after(state.finished_at, self.since):
+                    durations.setdefault(model_name, []).append(state.wall_seconds)
             elif _alive(read_json(seed_run.owner_file) or {}):
                 running.append((model_name, seed))
             else:
@@ -625,13 +623,6 @@ class CensusProgress:
         text = self.text()
         self.line.show(text)
         return text
-
-
-def _since(state: Mapping[str, Any], since: datetime) -> bool:
-    try:
-        return datetime.fromisoformat(str(state.get("finished_at"))) >= since
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- options
@@ -860,7 +851,7 @@ def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFo
     """Run the study (or this task's share of it) with its cells in worker processes or on a Dask
     cluster; this process imports no TensorFlow. Returns the run folder; raises StudyFailed when
     cells failed, diverged or were lost (the others' artifacts are written)."""
-    from experiments.study import write_manifest
+    from experiments.study import ManifestWriter, write_manifest
 
     run = RunFolder(config.run_dir)
     run.check_writable()
@@ -871,38 +862,19 @@ def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFo
     every_cell = study_cells(config)
     cells = announce_task(config, options.task) if options.task else every_cell
     spec = WorkerSpec(worker_config(config), force, since, options.strategy, quiet=not options.verbose)
-    header: dict[str, Any] = {}
-    fingerprint: str | None = None
-
-    def refresh_manifest(phase: str = "running") -> None:
-        if header:
-            write_manifest(run, config, phase, header, fingerprint)
-
+    manifest = ManifestWriter(run, config, started)
     finished = False
     results = CellResults()
-    try:
-        with make_backend(options, options.strategy) as backend:
-            header.update(backend.call(prepare_job, spec))
-            header["started_at"] = _now()
-            header["execution"] = options.describe(backend.slots)
-            fingerprint = header["data_fingerprint"]
-            refresh_manifest()
-            progress = CensusProgress(run, config, fingerprint, since, started,
-                                      parallel=backend.slots * (options.task.count if options.task else 1), line=PlainLine())
-            if cells:
-                results = backend.run_cells(spec, cells, every_cell, lambda: (refresh_manifest(), progress.cell_done()))
-            if not results.lost:
-                finished = backend.call(finish_job, spec)
-    except BaseException:
-        header["finished_at"] = _now()
-        try:
-            refresh_manifest("interrupted")
-        except OSError:
-            pass
-        raise
-    header["finished_at"] = _now()
-    header["wall_seconds"] = round(time.perf_counter() - started, 1)
-    refresh_manifest("finished" if finished else ("interrupted" if results.lost else "running"))
+    with manifest.until_interrupted(), make_backend(options, options.strategy) as backend:
+        header = backend.call(prepare_job, spec)
+        manifest.start(replace(header, started_at=_now(), execution=options.describe(backend.slots)))
+        progress = CensusProgress(run, config, header.data_fingerprint, since, started,
+                                  parallel=backend.slots * (options.task.count if options.task else 1), line=PlainLine())
+        if cells:
+            results = backend.run_cells(spec, cells, every_cell, lambda: (manifest.refresh(), progress.cell_done()))
+        if not results.lost:
+            finished = backend.call(finish_job, spec)
+    manifest.finish("finished" if finished else ("interrupted" if results.lost else "running"))
     counts: dict[str, int] = {}
     for outcome in results.outcomes.values():
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1

@@ -17,6 +17,7 @@ import importlib.metadata
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -30,13 +31,24 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from experiments.artifacts import (
-    SCHEMA_VERSION,
     ArtifactFormatError,
+    BaseWeights,
+    Epoch,
     Fields,
+    History,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    ModelScore,
     ModelSummary,
+    RunEntry,
     RunFolder,
     RunState,
     SeedRun,
+    Selection,
+    SkippedEntry,
+    TestEvaluation,
+    TestPrediction,
     ValidationPredictions,
     files_digest,
     read_json,
@@ -58,6 +70,7 @@ from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the stud
     choose_model,
     decide,
     finished_for,
+    settled_for,
 )
 from experiments.errors import StudyFailed
 from experiments.images import summarize_skipped
@@ -133,11 +146,11 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def describe_base_weights(setting: str) -> dict[str, Any]:
+def describe_base_weights(setting: str) -> BaseWeights:
     """manifest.base_weights: where the MobileNetV2 weights came from, and for a local file its
     sha256, so a reader can tell which weights a run used (the report's method page shows it)."""
     if setting in ("imagenet", "none"):
-        return {"kind": setting, "location": None, "file": None, "sha256": None}
+        return BaseWeights(setting)
     path = Path(setting)
     digest = hashlib.sha256()
     try:
@@ -147,7 +160,7 @@ def describe_base_weights(setting: str) -> dict[str, Any]:
         sha256 = digest.hexdigest()
     except OSError:
         sha256 = None
-    return {"kind": "file", "location": str(path), "file": path.name, "sha256": sha256}
+    return BaseWeights("file", str(path), path.name, sha256)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -157,19 +170,19 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                       since: datetime | None = None, source: str | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`.
     `source`: the model it continues, if any."""
-    return decide(read_json(seed_run.state), read_json(seed_run.history), seed_run.model_file.is_file(),
+    return decide(RunState.read(seed_run.state), History.read(seed_run.history), seed_run.model_file.is_file(),
                   expected, force, since, seed_run.model_file.name, source)
 
 
-def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[dict[str, Any]]]:
+def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[Epoch]]:
     """The histories, by seed, of this model's finished runs with the current config and data
     (failed, diverged and unfinished runs are left out: they are never chosen or tested)."""
     runs = {}
     for seed in config.seeds:
         seed_run = run.seed_run(model_name, seed)
-        history = read_json(seed_run.history) or {}
-        if finished_for(read_json(seed_run.state), config, model_name, data_fingerprint) and history.get("epochs"):
-            runs[seed] = history["epochs"]
+        history = History.read(seed_run.history)
+        if finished_for(RunState.read(seed_run.state), config, model_name, data_fingerprint) and history and history.epochs:
+            runs[seed] = history.epochs
     return runs
 
 
@@ -322,12 +335,11 @@ def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_r
     """A finished run from before predictions were recorded gets them from its saved model."""
     from experiments.models import load_trained_model
 
-    history = read_json(seed_run.history) or {}
-    epochs = history.get("epochs") or []
-    if seed_run.validation_predictions.is_file() or not epochs or not seed_run.model_file.is_file():
+    history = History.read(seed_run.history)
+    if seed_run.validation_predictions.is_file() or not history or not history.epochs or not seed_run.model_file.is_file():
         return
     log(f"  {seed_run.label}: recording its validation predictions from the saved model")
-    record_validation_predictions(config, data, seed_run, load_trained_model(seed_run.model_file), epochs[-1]["epoch"])
+    record_validation_predictions(config, data, seed_run, load_trained_model(seed_run.model_file), history.epochs[-1].epoch)
 
 
 def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, error: str, precision: str | None) -> None:
@@ -356,10 +368,10 @@ def write_model_curves(config: StudyConfig, run: RunFolder, data: StudyData, mod
     source = config.source_of(model_name)
     lead_in = list(finished_runs(run, config, source, data.fingerprint).values()) if source else None
     figures.training_curves(runs, f"{model_name}: accuracy and loss per epoch", run.figure(f"curves_{model_name}"),
-                            data.majority_baseline()["accuracy"]["validation"], lead_in=lead_in, lead_in_name=source or "")
+                            data.majority_baseline().accuracy["validation"], lead_in=lead_in, lead_in_name=source or "")
 
 
-def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chosen: str, seed: int) -> dict[str, Any]:
+def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chosen: str, seed: int) -> TestEvaluation:
     """Evaluate the chosen model's saved weights on the test split: the one look at test."""
     import numpy as np
 
@@ -384,33 +396,31 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
     correct = int(np.trace(confusion))
     total = len(data.test)
     predictions = [
-        {"file": name, "label": data.class_names[int(label)], "predicted": data.class_names[int(guess)],
-         "probability": round(float(probability[guess]), 4)}
+        TestPrediction(name, data.class_names[int(label)], data.class_names[int(guess)], round(float(probability[guess]), 4))
         for name, label, guess, probability in zip(data.test.files, data.test.labels, predicted, probabilities)
     ]
-    return {"model": chosen, "seed": seed, "loss": float(loss), "accuracy": correct / total if total else None,
-            "correct": correct, "total": total, "class_names": data.class_names,
-            "confusion_matrix": confusion.tolist(), "predictions": predictions}
+    return TestEvaluation(chosen, seed, float(loss), correct / total if total else None, correct, total,
+                          list(data.class_names), confusion.tolist(), predictions)
 
 
-def write_misclassified_figure(run: RunFolder, data: StudyData, test: dict[str, Any]) -> None:
+def write_misclassified_figure(run: RunFolder, data: StudyData, test: TestEvaluation) -> None:
     """Up to twelve test images the chosen model got wrong, from the test record's predictions."""
     from experiments import figures
 
     row_of = {name: index for index, name in enumerate(data.test.files)}
-    wrong = [item for item in test.get("predictions", []) if item.get("label") != item.get("predicted") and item.get("file") in row_of]
+    wrong = [item for item in test.predictions if item.label != item.predicted and item.file in row_of]
     figures.misclassified(
-        data.test.images[[row_of[item["file"]] for item in wrong]],
-        [f"{item['label']} as {item['predicted']}\n(p = {item['probability']:.2f})" for item in wrong],
+        data.test.images[[row_of[item.file] for item in wrong]],
+        [f"{item.label} as {item.predicted}\n(p = {item.probability:.2f})" for item in wrong],
         run.figure("misclassified_test"),
     )
-    if test.get("confusion_matrix"):  # the report shows it in place of a table when there are many classes
-        figures.confusion_heatmap(test["confusion_matrix"], list(data.class_names), run.figure("confusion_test"))
+    if test.confusion_matrix:  # the report shows it in place of a table when there are many classes
+        figures.confusion_heatmap(test.confusion_matrix, list(data.class_names), run.figure("confusion_test"))
 
 
 def _mean(values: list[float | None]) -> float | None:
     present = [value for value in values if value is not None]
-    return sum(present) / len(present) if present else None
+    return statistics.fmean(present) if present else None
 
 
 def _file_digest(path: Path) -> str | None:
@@ -420,7 +430,7 @@ def _file_digest(path: Path) -> str | None:
         return None
 
 
-def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> dict[str, Any] | None:
+def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> Metrics | None:
     """Choose on validation among the finished runs and evaluate the choice on test, once;
     write metrics.json. Call it holding the run lock (see `run_lock`): two processes must not
     evaluate at once. The test score is reused while the chosen run's history (so its training)
@@ -432,45 +442,43 @@ def select_and_test(config: StudyConfig, run: RunFolder, data: StudyData) -> dic
         return None
     study_hash = config_hash(config)
     chosen_history = _file_digest(run.seed_run(chosen, chosen_seed).history)
-    previous = read_json(run.metrics)
+    previous = _readable(Metrics, run.metrics)
     if (
-        previous
-        and previous.get("chosen_model") == chosen
-        and previous.get("chosen_seed") == chosen_seed
-        and previous.get("config_hash") == study_hash
-        and previous.get("data_fingerprint") == data.fingerprint
+        previous is not None
+        and previous.chosen_model == chosen
+        and previous.chosen_seed == chosen_seed
+        and previous.config_hash == study_hash
+        and previous.data_fingerprint == data.fingerprint
         and chosen_history is not None
-        and previous.get("chosen_history_sha256") == chosen_history
-        and previous.get("test")
+        and previous.chosen_history_sha256 == chosen_history
+        and previous.test is not None
     ):
-        test = previous["test"]
+        test = previous.test
         log(f"Test score of {chosen} (seed {chosen_seed}) is unchanged since the last run; not evaluating again.")
     else:
         log(f"Chosen on validation: {chosen} (mean {candidates[chosen]:.3f} over {len(runs_by_model[chosen])} seed(s)), "
             f"seed {chosen_seed}. Evaluating it on the test split, once.")
         test = evaluate_on_test(config, run, data, chosen, chosen_seed)
     write_misclassified_figure(run, data, test)
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "config_hash": study_hash,
-        "data_fingerprint": data.fingerprint,
-        "selection": {"metric": "val_accuracy", "rule": SELECTION_RULE, "candidates": candidates,
-                      "seed_candidates": seed_candidates},
-        "chosen_model": chosen,
-        "chosen_seed": chosen_seed,
-        "chosen_history_sha256": chosen_history,
-        "test": test,
-        "validation": {
-            name: {"loss": _mean([epochs[-1].get("val_loss") for epochs in runs.values()]),
-                   "accuracy": _mean([epochs[-1].get("val_accuracy") for epochs in runs.values()])}
+    metrics = Metrics(
+        config_hash=study_hash,
+        data_fingerprint=data.fingerprint,
+        selection=Selection("val_accuracy", SELECTION_RULE, candidates, seed_candidates),
+        chosen_model=chosen,
+        chosen_seed=chosen_seed,
+        chosen_history_sha256=chosen_history,
+        test=test,
+        validation={
+            name: ModelScore(_mean([epochs[-1].val_loss for epochs in runs.values()]),
+                             _mean([epochs[-1].val_accuracy for epochs in runs.values()]))
             for name, runs in runs_by_model.items()
         },
-    }
-    write_json(run.metrics, metrics)
+    )
+    metrics.write(run.metrics)
     from experiments import figures
 
     figures.comparison({name: list(runs.values()) for name, runs in runs_by_model.items()}, run.figure("comparison"),
-                       data.majority_baseline()["accuracy"]["validation"])
+                       data.majority_baseline().accuracy["validation"])
     return metrics
 
 
@@ -601,20 +609,16 @@ class CellLock:
 # --------------------------------------------------------------------------- the manifest, derived from the cells
 
 
-def run_entry(state: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]:
-    """manifest.models[<model>].runs[<seed>], from the cell's state. `fallback` (the manifest's
-    old entry) fills only keys that a state written before states held them lacks."""
-    status = state.get("status") if state.get("status") in CELL_STATUSES else PARTIAL
-    entry = {"status": status}
-    for key in ("wall_seconds", "epochs_completed", "error"):
-        entry[key] = state[key] if key in state else fallback.get(key)
-    return entry
+def run_entry(state: RunState) -> RunEntry:
+    """manifest.models[<model>].runs[<seed>], from the cell's state."""
+    status = state.status if state.status in CELL_STATUSES else PARTIAL
+    return RunEntry(status, state.wall_seconds, state.epochs_completed, state.error)
 
 
-def aggregate_model_entry(precision: str | None, runs: dict[str, dict[str, Any]], planned_runs: int | None = None) -> dict[str, Any]:
+def aggregate_model_entry(precision: str | None, runs: dict[str, RunEntry], planned_runs: int | None = None) -> ModelEntry:
     """manifest.models[<model>]: its runs, and their totals. `complete` only when every planned
     run is; `failed` when any failed; `diverged` when any diverged and none failed."""
-    statuses = [entry["status"] for entry in runs.values()]
+    statuses = [entry.status for entry in runs.values()]
     planned = len(runs) if planned_runs is None else planned_runs
     if FAILED in statuses:
         status = FAILED
@@ -624,51 +628,40 @@ def aggregate_model_entry(precision: str | None, runs: dict[str, dict[str, Any]]
         status = COMPLETE
     else:
         status = PARTIAL
-    seconds = [entry.get("wall_seconds") for entry in runs.values()]
-    errors = [f"seed {seed}: {entry['error']}" for seed, entry in runs.items() if entry.get("error")]
-    return {
-        "status": status,
-        "wall_seconds": round(sum(seconds), 1) if seconds and all(value is not None for value in seconds) else None,
-        "epochs_completed": sum(entry.get("epochs_completed") or 0 for entry in runs.values()),
-        "error": "; ".join(errors) or None,
-        "precision": precision,
-        "runs": runs,
-    }
+    seconds = [entry.wall_seconds for entry in runs.values()]
+    errors = [f"seed {seed}: {entry.error}" for seed, entry in runs.items() if entry.error]
+    return ModelEntry(
+        status=status,
+        wall_seconds=round(sum(seconds), 1) if seconds and all(value is not None for value in seconds) else None,
+        epochs_completed=sum(entry.epochs_completed or 0 for entry in runs.values()),
+        error="; ".join(errors) or None,
+        precision=precision,
+        runs=runs,
+    )
 
 
-def _as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def derive_models(run: RunFolder, config: StudyConfig, data_fingerprint: str | None,
-                  previous: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+def derive_models(run: RunFolder, config: StudyConfig, data_fingerprint: str | None) -> tuple[dict[str, ModelEntry], list[str]]:
     """manifest.models, read fresh from every planned cell's state.json, and every planned
     cell's status ("not_run" for a cell with no state for this config and data).
 
     A state written for another config (or other data, when `data_fingerprint` is given) is not
-    this study's: the cell counts as not run. `previous` (the old manifest) only fills in
-    wall_seconds and the like for states written before states held them."""
-    old_models = _as_dict(_as_dict(previous).get("models"))
-    models: dict[str, Any] = {}
+    this study's: the cell counts as not run."""
+    models: dict[str, ModelEntry] = {}
     statuses: list[str] = []
     for model_name in config.study.models:
-        expected_hash = config_hash(config, model_name)
-        old_entry = _as_dict(old_models.get(model_name))
-        runs: dict[str, dict[str, Any]] = {}
+        runs: dict[str, RunEntry] = {}
         precisions: set[str] = set()
         for seed in config.seeds:
-            state = read_json(run.seed_run(model_name, seed).state)
-            if (not state or state.get("config_hash") != expected_hash
-                    or (data_fingerprint is not None and state.get("data_fingerprint") != data_fingerprint)):
+            state = RunState.read(run.seed_run(model_name, seed).state)
+            if not settled_for(state, config, model_name, data_fingerprint):
                 statuses.append("not_run")
                 continue
-            runs[str(seed)] = run_entry(state, _as_dict(_as_dict(old_entry.get("runs")).get(str(seed))))
-            statuses.append(runs[str(seed)]["status"])
-            if isinstance(state.get("precision"), str):
-                precisions.add(state["precision"])
+            runs[str(seed)] = run_entry(state)
+            statuses.append(runs[str(seed)].status)
+            if state.precision:
+                precisions.add(state.precision)
         if runs:
-            precision = ", ".join(sorted(precisions)) or old_entry.get("precision")
-            models[model_name] = aggregate_model_entry(precision, runs, len(config.seeds))
+            models[model_name] = aggregate_model_entry(", ".join(sorted(precisions)) or None, runs, len(config.seeds))
     return models, statuses
 
 
@@ -689,8 +682,8 @@ def study_status(statuses: list[str], phase: str, previous_status: object = None
     return "interrupted" if phase == "healing" else "failed"
 
 
-def write_manifest(run: RunFolder, config: StudyConfig, phase: str, header: dict[str, Any] | None = None,
-                   data_fingerprint: str | None = None) -> dict[str, Any] | None:
+def write_manifest(run: RunFolder, config: StudyConfig, phase: str, header: Manifest | None = None,
+                   data_fingerprint: str | None = None) -> Manifest | None:
     """Write manifest.json: `header` (what this process knows: config, versions, ...) with
     `models` and `status` derived from the cells' states, read under the run lock, so the
     manifest never contradicts them whichever process writes last. Without `header` the existing
@@ -703,18 +696,64 @@ def write_manifest(run: RunFolder, config: StudyConfig, phase: str, header: dict
         if not held:
             log(f"  could not take {run.lock_file.name} within 10 s; {run.manifest.name} not updated")
             return None
-        previous = read_json(run.manifest)
+        previous = _readable(Manifest, run.manifest)
         if header is None:
             if previous is None:
                 return None
-            header = {**previous, "run_name": config.study.run_name, "config": config.to_dict(),
-                      "config_hash": config_hash(config), "seeds": config.seeds}
-            if data_fingerprint is None and isinstance(previous.get("data_fingerprint"), str):
-                data_fingerprint = previous["data_fingerprint"]
-        models, statuses = derive_models(run, config, data_fingerprint, previous)
-        manifest = {**header, "status": study_status(statuses, phase, _as_dict(previous).get("status")), "models": models}
-        write_json(run.manifest, manifest)
+            header = replace(previous, run_name=config.study.run_name, config=config.to_dict(),
+                             config_hash=config_hash(config), seeds=config.seeds)
+            if data_fingerprint is None:
+                data_fingerprint = previous.data_fingerprint
+        models, statuses = derive_models(run, config, data_fingerprint)
+        manifest = replace(header, status=study_status(statuses, phase, previous.status if previous else None), models=models)
+        manifest.write(run.manifest)
         return manifest
+
+
+class ManifestWriter:
+    """One process's manifest.json: its header (set once the data is read: `start`) with the
+    cells' states, written again by `refresh`; `finish` stamps the end time and wall seconds.
+    Inside `until_interrupted()`, any exception first writes the manifest as "interrupted"."""
+
+    def __init__(self, run: RunFolder, config: StudyConfig, started: float):
+        self.run, self.config, self.started = run, config, started  # started: time.perf_counter() at the command's start
+        self.header: Manifest | None = None
+
+    def start(self, header: Manifest) -> None:
+        self.header = header
+        self.refresh()
+
+    def refresh(self, phase: str = "running") -> None:
+        if self.header is not None:
+            write_manifest(self.run, self.config, phase, self.header, self.header.data_fingerprint)
+
+    def finish(self, phase: str) -> None:
+        if self.header is not None:
+            self.header = replace(self.header, finished_at=_now(), wall_seconds=round(time.perf_counter() - self.started, 1))
+        self.refresh(phase)
+
+    @contextmanager
+    def until_interrupted(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if self.header is not None:
+                self.header = replace(self.header, finished_at=_now())
+            try:
+                self.refresh("interrupted")
+            except OSError:
+                pass
+            raise
+
+
+def _readable(record: type, path: Path) -> Any:
+    """The record at `path`, or None when it is missing or no longer reads (this process
+    rewrites it from the cells' states, which are the truth; the message says so)."""
+    try:
+        return record.read(path)
+    except ArtifactFormatError as error:
+        log(f"  {error}; writing it again")
+        return None
 
 
 # --------------------------------------------------------------------------- one cell
@@ -802,12 +841,12 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     expected = expected_state(config, run, model_name, seed, data.fingerprint)
     source = config.source_of(model_name)
     if source:
-        source_state = read_json(run.seed_run(source, seed).state)
+        source_state = RunState.read(run.seed_run(source, seed).state)
         if not finished_for(source_state, config, source, data.fingerprint):
             if (source, seed) in coming_back:
                 log(f"{where}: starts from {source}, seed {seed}, which is not finished yet; coming back to it")
                 return CellOutcome(model_name, seed, DEFERRED)
-            status = (source_state or {}).get("status", "not trained")
+            status = source_state.status if source_state is not None else "not trained"
             message = f"it starts from {source}, seed {seed}, which did not finish ({status})"
             log(f"{where}: not trained: {message}")
             record_unfinished(seed_run, expected, FAILED, message, None)
@@ -820,9 +859,9 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
             context.tracking.cell_skipped(seed_run)
         return CellOutcome(model_name, seed, SKIPPED)
     if action == SETTLED:
-        state = read_json(seed_run.state) or {}
+        state = RunState.read(seed_run.state)
         log(f"{where}: {reason}")
-        return CellOutcome(model_name, seed, state.get("status", FAILED), state.get("error"))
+        return CellOutcome(model_name, seed, state.status if state else FAILED, state.error if state else None)
     precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
     log(f"{where}: training in {POLICIES[precision]}, {reason}")
     if action == RESTART:
@@ -853,28 +892,25 @@ def strategy_scope(strategy: Any):
 # --------------------------------------------------------------------------- the study
 
 
-def study_header(config: StudyConfig, data: StudyData) -> dict[str, Any]:
+def study_header(config: StudyConfig, data: StudyData) -> Manifest:
     """What manifest.json says about the run besides its cells: config, data, versions, hardware."""
     hardware, devices = hardware_and_devices()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_name": config.study.run_name,
-        "config": config.to_dict(),
-        "config_hash": config_hash(config),
-        "data_fingerprint": data.fingerprint,
-        "data_source": data.source,
-        "skipped_files": [{"file": item.path, "reason": item.reason} for item in data.skipped],
-        "base_weights": describe_base_weights(config.training.base_weights),
-        "versions": package_versions(),
-        "devices": devices,
-        "hardware": hardware,
-        "git_commit": git_commit(),
-        "started_at": _now(),
-        "finished_at": None,
-        "status": "running",
-        "seeds": config.seeds,
-        "models": {},
-    }
+    return Manifest(
+        run_name=config.study.run_name,
+        config=config.to_dict(),
+        config_hash=config_hash(config),
+        data_fingerprint=data.fingerprint,
+        data_source=data.source,
+        skipped_files=[SkippedEntry(item.path, item.reason) for item in data.skipped],
+        base_weights=describe_base_weights(config.training.base_weights),
+        versions=package_versions(),
+        devices=devices,
+        hardware=hardware,
+        git_commit=git_commit(),
+        started_at=_now(),
+        status="running",
+        seeds=config.seeds,
+    )
 
 
 def study_cells(config: StudyConfig) -> list[tuple[str, int]]:
@@ -887,9 +923,8 @@ def unsettled_cells(run: RunFolder, config: StudyConfig, data_fingerprint: str) 
     config and data: not trained yet, being trained, or left unfinished by a process that died."""
     left = []
     for model_name, seed in study_cells(config):
-        state = read_json(run.seed_run(model_name, seed).state) or {}
-        if (state.get("status") not in (COMPLETE, FAILED, DIVERGED) or state.get("config_hash") != config_hash(config, model_name)
-                or state.get("data_fingerprint") != data_fingerprint):
+        state = RunState.read(run.seed_run(model_name, seed).state)
+        if not settled_for(state, config, model_name, data_fingerprint) or state.status not in (COMPLETE, FAILED, DIVERGED):
             left.append((model_name, seed))
     return left
 
@@ -946,16 +981,10 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     if data.skipped:
         log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
     log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
-    header = study_header(config, data)
-    if execution is not None:
-        header["execution"] = execution
-
-    def refresh_manifest(phase: str = "running") -> None:
-        write_manifest(run, config, phase, header, data.fingerprint)
-
-    write_json(run.dataset, {"schema_version": SCHEMA_VERSION, **data.describe()})
+    data.describe().write(run.dataset)
     write_data_figures(run, data, config.study.seed)
-    refresh_manifest()
+    manifest = ManifestWriter(run, config, started)
+    manifest.start(replace(study_header(config, data), execution=execution))
     distribute = None
     if strategy != "none":
         from experiments.scale import make_strategy
@@ -963,7 +992,7 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
         distribute = make_strategy(strategy)
     context = CellContext(run, config, data, force=force, since=since,
                           gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
-                          on_started=refresh_manifest, tracking=tracking, strategy=distribute)
+                          on_started=manifest.refresh, tracking=tracking, strategy=distribute)
     failures: dict[str, str] = {}
     cells = study_cells(config)
     if share is not None:
@@ -977,52 +1006,44 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     def settle(outcome: CellOutcome, cell_started: float) -> None:
         if outcome.status in (FAILED, DIVERGED):
             failures[outcome.label] = outcome.error or outcome.status
-        refresh_manifest()
+        manifest.refresh()
         progress.cell_done(outcome.model_name, outcome.seed,
                            time.perf_counter() - cell_started if outcome.status == COMPLETE else None)
 
     finished = True
     try:
-        deferred: list[tuple[str, int]] = []
-        for step, (model_name, seed) in enumerate(cells, 1):
+        with manifest.until_interrupted():
+            deferred: list[tuple[str, int]] = []
+            for step, (model_name, seed) in enumerate(cells, 1):
+                raise_if_interrupted()
+                cell_started = time.perf_counter()
+                outcome = run_cell(context, model_name, seed, coming_back=deferred,
+                                   where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
+                if outcome.status == DEFERRED:
+                    deferred.append((model_name, seed))
+                    continue
+                settle(outcome, cell_started)
+                if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
+                    write_model_curves(config, run, data, model_name)
+            for index, (model_name, seed) in enumerate(deferred):
+                raise_if_interrupted()
+                cell_started = time.perf_counter()
+                outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
+                                   where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
+                settle(outcome, cell_started)
             raise_if_interrupted()
-            cell_started = time.perf_counter()
-            outcome = run_cell(context, model_name, seed, coming_back=deferred,
-                               where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
-            if outcome.status == DEFERRED:
-                deferred.append((model_name, seed))
-                continue
-            settle(outcome, cell_started)
-            if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
-                write_model_curves(config, run, data, model_name)
-        for index, (model_name, seed) in enumerate(deferred):
-            raise_if_interrupted()
-            cell_started = time.perf_counter()
-            outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
-                               where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
-            settle(outcome, cell_started)
-        raise_if_interrupted()
-        if share is None:
-            for model_name in dict.fromkeys(name for name, _ in deferred):
-                write_model_curves(config, run, data, model_name)
-            set_precision("none")
-            with run_lock(run):
-                select_and_test(config, run, data)
-        else:
-            finished = finish_study(config, run, data)
-    except BaseException:
-        header["finished_at"] = _now()
-        try:
-            refresh_manifest("interrupted")
-        except OSError:
-            pass
-        raise
+            if share is None:
+                for model_name in dict.fromkeys(name for name, _ in deferred):
+                    write_model_curves(config, run, data, model_name)
+                set_precision("none")
+                with run_lock(run):
+                    select_and_test(config, run, data)
+            else:
+                finished = finish_study(config, run, data)
     finally:
         STATUS_LINE.release()
         keras.backend.clear_session()
-    header["finished_at"] = _now()
-    header["wall_seconds"] = round(time.perf_counter() - started, 1)
-    refresh_manifest("finished" if finished else "running")  # "running": other tasks still have cells
+    manifest.finish("finished" if finished else "running")  # "running": other tasks still have cells
     if failures:
         raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
     return run

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import SeedRun, read_json, write_json
+from experiments.artifacts import History, RunState, SeedRun, read_json, write_json
 from experiments.config import StudyConfig
 from experiments.errors import UserError
 
@@ -344,6 +344,18 @@ def _milliseconds(timestamp: object) -> int | None:
         return None
 
 
+def _history_epochs(seed_run: SeedRun) -> list[dict[str, Any]]:
+    """The cell's finished epochs as history.json holds them (empty when it has none)."""
+    history = History.read(seed_run.history)
+    return [epoch.to_fields() for epoch in history.epochs] if history else []
+
+
+def _state_fields(seed_run: SeedRun) -> dict[str, Any]:
+    """The cell's state.json as its JSON object (empty when it has none)."""
+    state = RunState.read(seed_run.state)
+    return state.to_json() if state else {}
+
+
 def cell_params(seed_run: SeedRun, state: Mapping[str, Any]) -> dict[str, str]:
     """The MLflow parameters of a cell: model, seed, and what its training was made from."""
     params = {"model": seed_run.model_name, "seed": str(seed_run.seed)}
@@ -470,8 +482,7 @@ class MlflowLog:
 
     def _finish(self, seed_run: SeedRun, open_run: _OpenRun, status: str, cell_status: str, error: str | None,
                 end_time: int | None = None) -> None:
-        history = read_json(seed_run.history) or {}
-        self._sync(open_run, history.get("epochs") if isinstance(history.get("epochs"), list) else [])
+        self._sync(open_run, _history_epochs(seed_run))
         for path in (seed_run.history, seed_run.state, seed_run.validation_predictions):
             if path.is_file():
                 self.client.log_artifact(open_run.run_id, str(path))
@@ -506,7 +517,7 @@ class MlflowLog:
                 if not create:
                     return
                 stored = self._stored_run(seed_run)
-                open_run = self._continue(stored) if stored is not None else self._new_run(seed_run, read_json(seed_run.state) or {})
+                open_run = self._continue(stored) if stored is not None else self._new_run(seed_run, _state_fields(seed_run))
             self._finish(seed_run, open_run, status, cell_status, error)
 
         self._guard(f"ending the MLflow run of {seed_run.label}", close_cell)
@@ -517,7 +528,7 @@ class MlflowLog:
             stored = self._stored_run(seed_run)
             if stored is not None and stored.info.status == "FINISHED":
                 return
-            state = read_json(seed_run.state) or {}
+            state = _state_fields(seed_run)
             open_run = self._continue(stored) if stored is not None else self._new_run(seed_run, state, from_files=True)
             self._finish(seed_run, open_run, "FINISHED", str(state.get("status", "complete")), None,
                          end_time=_milliseconds(state.get("finished_at")) if stored is None else None)
@@ -589,10 +600,10 @@ class StudyTracking:
         """A finished cell the study does not train again: log it where it is missing."""
         if self.tensorboard:
             directory = tensorboard_dir(self.run_root, seed_run)
-            history = read_json(seed_run.history) or {}
-            if not directory.exists() and isinstance(history.get("epochs"), list) and history["epochs"]:
+            epochs = _history_epochs(seed_run)
+            if not directory.exists() and epochs:
                 try:
-                    write_tensorboard_history(directory, history["epochs"])
+                    write_tensorboard_history(directory, epochs)
                 except Exception as error:  # a view of the numbers, never a reason to stop
                     say(f"warning: could not write TensorBoard events for {seed_run.label} ({type(error).__name__}: {error})")
         if self.mlflow is not None:

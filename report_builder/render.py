@@ -20,6 +20,7 @@ from typing import Any
 
 import jinja2
 
+from experiments.artifacts import Manifest
 from report_builder import charts
 from report_builder.formatting import (
     code_fence,
@@ -40,8 +41,6 @@ from report_builder.views import (
     FIGURES_SUBDIR,
     ReportError,
     RunView,
-    artifact_text,
-    as_dict,
     load_run,
     page_context,
     seed_histories,
@@ -131,12 +130,12 @@ def javascript_files() -> dict[str, bytes]:
     return files
 
 
-def forbidden_targets(artifacts_dir: Path, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
+def forbidden_targets(artifacts_dir: Path, manifest: Manifest) -> list[tuple[Path, str]]:
     """Folders the docs must be neither inside nor around: the run, and the data it read. A
     relative data location is taken both from here and from where the run was most likely
     trained (the folder holding the output folder)."""
     forbidden = [(artifacts_dir, "the run folder")]
-    location = artifact_text(as_dict(manifest.get("data_source")).get("location"))
+    location = manifest.data_source.location if manifest.data_source else None
     if location and "://" not in location:
         candidates = [Path(location)] if Path(location).is_absolute() else \
             [Path.cwd() / location, artifacts_dir.resolve().parent.parent / location]

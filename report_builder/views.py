@@ -21,8 +21,14 @@ import numpy as np
 from experiments.artifacts import (
     SCHEMA_VERSION,
     ArtifactFormatError,
+    Dataset,
     History,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    ModelScore,
     ModelSummary,
+    RunEntry,
     RunState,
     ValidationPredictions,
     files_digest,
@@ -196,9 +202,9 @@ class RunView:
     """The whole run, loaded and cleaned for the templates."""
 
     artifacts_dir: Path
-    manifest: dict[str, Any]
-    dataset: dict[str, Any] | None
-    metrics: dict[str, Any] | None
+    manifest: Manifest
+    dataset: Dataset | None
+    metrics: Metrics | None
     models: list[ModelView]
     figures: list[str]
     seeds: list[int]
@@ -298,12 +304,9 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
     return runs
 
 
-def run_seeds(manifest: dict[str, Any]) -> list[int]:
+def run_seeds(manifest: Manifest) -> list[int]:
     """The run's training seeds from the manifest, in numeric order (empty when not recorded)."""
-    seeds = manifest.get("seeds")
-    if not isinstance(seeds, list):
-        return []
-    return sorted({seed for seed in seeds if isinstance(seed, int) and not isinstance(seed, bool)})
+    return sorted(set(manifest.seeds))
 
 
 def _relative_name(path: Path) -> str:
@@ -338,23 +341,32 @@ def load_run(artifacts_dir: Path) -> RunView:
     if not artifacts_dir.is_dir():
         raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
     problems: list[str] = []
-    manifest = read_json(artifacts_dir / "manifest.json", problems, required=True) or {}
+    manifest = read_manifest(artifacts_dir / "manifest.json", problems)
     reject_seedless_models(artifacts_dir)
-    dataset = read_json(artifacts_dir / "dataset.json", problems)
-    metrics = read_json(artifacts_dir / "metrics.json", problems)
-    order = study_models(manifest, problems)
+    dataset = read_record(Dataset, artifacts_dir / "dataset.json", problems)
+    metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
+    order = study_models(manifest.config, problems)
     figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
     models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
 
 
-def study_models(manifest: dict[str, Any], problems: list[str]) -> list[ModelRecipe]:
+def read_manifest(path: Path, problems: list[str]) -> Manifest:
+    """The run's manifest.json; :class:`ReportError` naming the file (and field) when it is
+    missing or unusable: without it there is no report."""
+    data = read_json(path, problems, required=True) or {}
+    try:
+        return Manifest.from_json(data, path)
+    except ArtifactFormatError as error:
+        raise ReportError(f"artifact file {path}: {error.detail}") from None
+
+
+def study_models(config: dict[str, Any], problems: list[str]) -> list[ModelRecipe]:
     """The study's models in study order, with their recipes, from the config the manifest
     records (study.models and its [models.<name>] tables); a run from before models were
     declared lists the built-in ones. A declaration that no longer reads is a problem, and the
     model is shown with the built-in recipe of its name, or as a small CNN."""
-    config = as_dict(manifest.get("config"))
     listed = as_dict(config.get("study")).get("models")
     names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else list(MODEL_ORDER)
     declared: dict[str, ModelRecipe] = {}
@@ -380,42 +392,39 @@ def _figure_names(order: list[ModelRecipe]) -> list[str]:
     return [f"{name}{variant}.png" for name in names for variant in ("", "-dark")]
 
 
-def _baseline_validation_accuracy(dataset: dict[str, Any] | None) -> float | None:
-    baseline = as_dict(as_dict(dataset).get("majority_baseline"))
-    value = finite(as_dict(baseline.get("accuracy")).get("validation"))
-    return value if value is not None and 0.0 <= value <= 1.0 else None
+def _baseline_validation_accuracy(dataset: Dataset | None) -> float | None:
+    baseline = dataset.majority_baseline if dataset else None
+    return baseline.accuracy.get("validation") if baseline else None
 
 
-def _validation_count(dataset: dict[str, Any] | None) -> int | None:
+def _validation_count(dataset: Dataset | None) -> int | None:
     """Images in the validation split (the n of every validation interval), ``None`` when unknown."""
-    splits = as_dict(as_dict(dataset).get("splits"))
-    count = as_int(as_dict(splits.get("validation")).get("count"))
-    return count if count is not None and count > 0 else None
+    validation = dataset.splits.get("validation") if dataset else None
+    return validation.count if validation is not None and validation.count > 0 else None
 
 
 def load_models(
     artifacts_dir: Path,
-    manifest: dict[str, Any],
-    dataset: dict[str, Any] | None,
-    metrics: dict[str, Any] | None,
+    manifest: Manifest,
+    dataset: Dataset | None,
+    metrics: Metrics | None,
     figures: list[str],
     problems: list[str],
     order: list[ModelRecipe] | None = None,
 ) -> list[ModelView]:
     """Load every model of the study, in study order, run or not."""
     order = order if order is not None else [BUILT_IN[name] for name in MODEL_ORDER]
-    manifest_models = as_dict(manifest.get("models"))
     baseline = _baseline_validation_accuracy(dataset)
-    validation = as_dict(as_dict(metrics).get("validation"))
-    candidates = as_dict(as_dict(as_dict(metrics).get("selection")).get("candidates"))
+    validation = metrics.validation if metrics else {}
+    candidates = metrics.selection.candidates if metrics else {}
     all_seeds = run_seeds(manifest)
     views: list[ModelView] = []
     names = [recipe.name for recipe in order]
     for recipe in order:
         name = recipe.name
         model_dir = artifacts_dir / "models" / name
-        entry = as_dict(manifest_models.get(name))
-        status = str(entry.get("status", "not_run")) if entry else "not_run"
+        entry = manifest.models.get(name)
+        status = entry.status if entry else "not_run"
         runs = read_seed_runs(model_dir, problems)
         summary = read_record(ModelSummary, model_dir / "summary.json", problems)
         seeds, observation_error = None, next((run.error for run in runs if run.error), None)
@@ -425,7 +434,7 @@ def load_models(
             except ValueError as error:
                 seeds, observation_error = None, str(error)
         view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
-                           figures, as_dict(validation.get(name)), candidates.get(name))
+                           figures, validation.get(name), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
@@ -433,17 +442,15 @@ def load_models(
     return views
 
 
-def validation_labels(dataset: dict[str, Any] | None) -> tuple[str | None, list[int] | None]:
+def validation_labels(dataset: Dataset | None) -> tuple[str | None, list[int] | None]:
     """The digest of the validation file list (None when dataset.json does not list them) and
     the validation label counts in class order (None when not recorded)."""
-    dataset = as_dict(dataset)
-    validation = as_dict(as_dict(dataset.get("splits")).get("validation"))
-    files = validation.get("files")
-    digest = files_digest([str(name) for name in files]) if isinstance(files, list) and files else None
-    counts = as_dict(validation.get("label_counts"))
-    class_names = dataset.get("class_names") if isinstance(dataset.get("class_names"), list) else []
-    values = [as_int(counts.get(name)) for name in class_names]
-    label_counts = values if values and all(value is not None and value >= 0 for value in values) and sum(values) > 0 else None
+    validation = dataset.splits.get("validation") if dataset else None
+    if validation is None:
+        return None, None
+    digest = files_digest(validation.files) if validation.files else None
+    values = [validation.label_counts.get(name) for name in dataset.class_names]
+    label_counts = values if all(value is not None for value in values) and sum(values) > 0 else None
     return digest, label_counts
 
 
@@ -473,7 +480,7 @@ def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[n
     return np.array(rows, dtype=bool), seeds, None
 
 
-def _add_reading(view: ModelView, runs: list[SeedRun], dataset: dict[str, Any] | None, baseline: float | None) -> None:
+def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, baseline: float | None) -> None:
     """The expert reading of one model: its interval, verdicts and best epochs (report_builder.analysis)."""
     if view.over_seeds is None:
         return
@@ -494,13 +501,10 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: dict[str, Any] |
             view.reference = None
 
 
-def _classes_of_the_write_ups(dataset: dict[str, Any] | None) -> bool:
+def _classes_of_the_write_ups(dataset: Dataset | None) -> bool:
     """Whether the run classifies the reference write-ups' two classes, cats and dogs: only then
     do their figures for the built-in models mean anything next to this run's."""
-    names = as_dict(dataset).get("class_names")
-    if not isinstance(names, list):
-        return False
-    return sorted(str(name).lower().rstrip("s") for name in names) == ["cat", "dog"]
+    return dataset is not None and sorted(name.lower().rstrip("s") for name in dataset.class_names) == ["cat", "dog"]
 
 
 def confounds(first: ModelView, second: ModelView) -> list[str]:
@@ -533,30 +537,29 @@ def _add_seeds(
     view: ModelView,
     seeds: obs.SeedSummary | None,
     runs: list[SeedRun],
-    entry: dict[str, Any],
+    entry: ModelEntry | None,
     all_seeds: list[int],
 ) -> None:
     """Fill in the per-seed facts of a model view: rows, missing seeds, the accuracy estimate."""
     precisions = sorted({run.precision for run in runs if run.precision})
-    view.precision = artifact_text(entry.get("precision")) or (", ".join(precisions) if precisions else None)
+    view.precision = (entry.precision if entry else None) or (", ".join(precisions) if precisions else None)
     if seeds is None:
         return
     view.over_seeds = seeds
-    run_entries = as_dict(entry.get("runs"))
+    run_entries = entry.runs if entry else {}
     by_seed = {run.seed: run for run in runs}
-    view.seed_rows = [_seed_row(result, by_seed[result.seed], as_dict(run_entries.get(str(result.seed))))
-                      for result in seeds.seeds]
+    view.seed_rows = [_seed_row(result, by_seed[result.seed], run_entries.get(str(result.seed))) for result in seeds.seeds]
     found = {result.seed for result in seeds.seeds}
     view.missing_seeds = [seed for seed in all_seeds if seed not in found] if view.status != "not_run" else []
     view.accuracy = seeds.last_val
 
 
-def _seed_row(result: obs.SeedResult, run: SeedRun, entry: dict[str, Any]) -> SeedRow:
-    status = str(entry.get("status", STATUS_COMPLETE)) if entry else STATUS_COMPLETE
+def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> SeedRow:
+    status = entry.status if entry else STATUS_COMPLETE
     return SeedRow(
         result=result,
         precision=run.precision,
-        wall_seconds=finite(entry.get("wall_seconds")),
+        wall_seconds=finite(entry.wall_seconds) if entry else None,
         status_label=STATUS_LABELS.get(status, "did not finish"),
         complete=status == STATUS_COMPLETE,
     )
@@ -577,29 +580,28 @@ def _model_view(
     recipe: ModelRecipe,
     names: list[str],
     status: str,
-    entry: dict[str, Any],
+    entry: ModelEntry | None,
     summary: ModelSummary | None,
     runs: list[SeedRun],
     observation_error: str | None,
     figures: list[str],
-    validation: dict[str, Any],
-    selection_score: object,
+    validation: ModelScore | None,
+    selection_score: float | None,
 ) -> ModelView:
     name = recipe.name
     index = names.index(name)
     layers = [{"name": layer.name or None, "type": layer.type or None, "output_shape": layer.output_shape or None,
                "params": layer.params, "trainable": layer.trainable} for layer in (summary.layers if summary else [])]
     summary_text = summary.summary_text if summary else None
-    error = entry.get("error")
     curves = f"curves_{name}.png"
     return ModelView(
         name=name,
         status=status,
         status_label=STATUS_LABELS.get(status, "did not finish"),
         complete=status == STATUS_COMPLETE,
-        error=None if error is None else str(error),
+        error=entry.error if entry else None,
         recipe=recipe,
-        wall_seconds=finite(entry.get("wall_seconds")),
+        wall_seconds=finite(entry.wall_seconds) if entry else None,
         epochs_completed=_epochs_completed(runs, entry),
         epochs_planned=_epochs_planned(runs, entry),
         title=(summary.title if summary else None) or f"The {name} model",
@@ -614,23 +616,23 @@ def _model_view(
         curves_figure=curves if curves in figures else None,
         previous=names[index - 1] if index > 0 else None,
         next=names[index + 1] if index + 1 < len(names) else None,
-        validation_accuracy=finite(validation.get("accuracy")),
+        validation_accuracy=finite(validation.accuracy) if validation else None,
         selection_score=finite(selection_score),
     )
 
 
-def _epochs_completed(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
-    recorded = as_int(entry.get("epochs_completed"))
+    recorded = entry.epochs_completed if entry else None
     if recorded is not None or not runs:
         return recorded
     return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
 
 
-def _epochs_planned(runs: list[SeedRun], entry: dict[str, Any]) -> int | None:
+def _epochs_planned(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
     planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
-    run_count = len(as_dict(entry.get("runs"))) or len(runs)
+    run_count = (len(entry.runs) if entry else 0) or len(runs)
     return max(planned) * run_count if planned else None
 
 
@@ -692,20 +694,20 @@ def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> l
     URL, ...); `models` as recipes, or names the config declares or that are built in."""
     config = as_dict(config)
     if any(isinstance(model, str) for model in models):
-        recipes = {recipe.name: recipe for recipe in study_models({"config": config}, [])}
+        recipes = {recipe.name: recipe for recipe in study_models(config, [])}
         models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
         models = [model for model in models if model is not None]
     return [(key, value) for key, value in flatten_config(config) if _applies(key, config, models)]
 
 
-def study_text(manifest: dict[str, Any]) -> dict[str, str | None]:
+def study_text(manifest: Manifest) -> dict[str, str | None]:
     """The config's study.title and study.question (None when not given)."""
-    return _pick_text(as_dict(manifest.get("config")).get("study"), ("title", "question"))
+    return _pick_text(manifest.config.get("study"), ("title", "question"))
 
 
-def about_data(manifest: dict[str, Any]) -> dict[str, str | None]:
+def about_data(manifest: Manifest) -> dict[str, str | None]:
     """The config's [dataset] description (name, description, source, licence): None values when not given."""
-    return _pick_text(as_dict(manifest.get("config")).get("dataset"), ("name", "description", "source", "licence"))
+    return _pick_text(manifest.config.get("dataset"), ("name", "description", "source", "licence"))
 
 
 def reading_rules() -> dict[str, Any]:
@@ -722,21 +724,18 @@ def sorted_items(mapping: object) -> list[tuple[str, Any]]:
     return sorted(mapping.items(), key=lambda item: str(item[0]))
 
 
-def split_rows(dataset: dict[str, Any] | None) -> list[dict[str, Any]]:
+def split_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
     """Per split: label, count and per-class counts in class order (extra labels sorted after)."""
-    dataset = as_dict(dataset)
-    class_names = [str(name) for name in (dataset.get("class_names") or [])]
-    splits = as_dict(dataset.get("splits"))
+    if dataset is None:
+        return []
     rows = []
     for split in SPLIT_ORDER:
-        info = as_dict(splits.get(split))
-        if not info:
+        info = dataset.splits.get(split)
+        if info is None:
             continue
-        counts = as_dict(info.get("label_counts"))
-        labels = class_names + sorted(str(label) for label in counts if str(label) not in class_names)
-        total = finite(info.get("count"))
-        if total is None:
-            total = float(sum(finite(value) or 0 for value in counts.values()))
+        counts = info.label_counts
+        labels = dataset.class_names + sorted(label for label in counts if label not in dataset.class_names)
+        total = float(info.count)
         classes = []
         for label in labels:
             count = finite(counts.get(label))
@@ -766,79 +765,54 @@ def _pick_text(mapping: object, keys: Iterable[str]) -> dict[str, str | None]:
     return {key: artifact_text(source.get(key)) for key in keys}
 
 
-def baseline_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+def baseline_view(dataset: Dataset | None) -> dict[str, Any] | None:
     """The majority baseline: class name and accuracy per split (None when not recorded)."""
-    baseline = as_dict(as_dict(dataset).get("majority_baseline"))
-    if not baseline:
+    baseline = dataset.majority_baseline if dataset else None
+    if baseline is None:
         return None
-    accuracy = as_dict(baseline.get("accuracy"))
-    return {
-        "class_name": artifact_text(baseline.get("class_name")) or "unknown",
-        "accuracy": {split: finite(accuracy.get(split)) for split in SPLIT_ORDER},
-    }
+    return {"class_name": baseline.class_name, "accuracy": {split: baseline.accuracy.get(split) for split in SPLIT_ORDER}}
 
 
-def test_view(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+def test_view(metrics: Metrics | None) -> dict[str, Any] | None:
     """The single test evaluation, or None when the run has none."""
-    test = as_dict(as_dict(metrics).get("test"))
-    if not test or finite(test.get("accuracy")) is None:
+    test = metrics.test if metrics else None
+    if test is None or finite(test.accuracy) is None:
         return None
-    view = {
-        "model": artifact_text(test.get("model")),
-        "seed": artifact_text(test.get("seed")),
-        "accuracy": finite(test.get("accuracy")),
-        "correct": finite(test.get("correct")),
-        "total": finite(test.get("total")),
-        "interval": None,
-        "confusion": None,
-        "per_class": None,
-    }
-    correct, total = as_int(test.get("correct")), as_int(test.get("total"))
-    if correct is not None and total is not None:
-        view["interval"] = obs.wilson_interval(correct, total)
-    class_names = test.get("class_names")
-    confusion = test.get("confusion_matrix")
-    if (
-        isinstance(class_names, list)
-        and isinstance(confusion, list)
-        and len(confusion) == len(class_names)
-        and all(isinstance(row, list) and len(row) == len(class_names) for row in confusion)
-        and all(as_int(cell) is not None and as_int(cell) >= 0 for row in confusion for cell in row)
-    ):
-        names = [artifact_text(name) or "?" for name in class_names]
-        matrix = [[as_int(cell) for cell in row] for row in confusion]
-        view["confusion"] = list(zip(names, matrix))
-        view["confusion_names"] = names
-        view["per_class"] = obs.per_class_scores(names, matrix)
-    return view
-
-
-def selection_view(metrics: dict[str, Any] | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
-    """How the model was chosen: the rule and each candidate's validation score, in study order."""
-    order = list(order)
-    selection = as_dict(as_dict(metrics).get("selection"))
-    if not selection:
-        return None
-    scores = as_dict(selection.get("candidates"))
-    names = [name for name in order if name in scores]
-    names += sorted(str(name) for name in scores if name not in order)
-    candidates = [(name, finite(scores[name])) for name in names]
     return {
-        "rule": artifact_text(selection.get("rule")) or "not recorded",
-        "metric": artifact_text(selection.get("metric")) or "not recorded",
-        "candidates": candidates,
-        "seed_candidates": seed_candidates(selection.get("seed_candidates")),
-        "chosen_seed": artifact_text(as_dict(metrics).get("chosen_seed")),
+        "model": test.model,
+        "seed": str(test.seed),
+        "accuracy": test.accuracy,
+        "correct": float(test.correct),
+        "total": float(test.total),
+        "interval": obs.wilson_interval(test.correct, test.total),
+        "confusion": list(zip(test.class_names, test.confusion_matrix)),
+        "confusion_names": test.class_names,
+        "per_class": obs.per_class_scores(test.class_names, test.confusion_matrix),
     }
 
 
-def seed_candidates(scores: object) -> list[tuple[str, float | None]]:
+def selection_view(metrics: Metrics | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
+    """How the model was chosen: the rule and each candidate's validation score, in study order."""
+    if metrics is None:
+        return None
+    order = list(order)
+    scores = metrics.selection.candidates
+    names = [name for name in order if name in scores] + sorted(name for name in scores if name not in order)
+    return {
+        "rule": metrics.selection.rule,
+        "metric": metrics.selection.metric,
+        "candidates": [(name, finite(scores[name])) for name in names],
+        "seed_candidates": seed_candidates(metrics.selection.seed_candidates),
+        "chosen_seed": None if metrics.chosen_seed is None else str(metrics.chosen_seed),
+    }
+
+
+def seed_candidates(scores: dict[str, float | None]) -> list[tuple[str, float | None]]:
     """The chosen model's per-seed validation scores as (seed, score), numeric seeds first in order."""
     def order(seed: str) -> tuple[int, int, str]:
         return (0, int(seed), "") if seed.isdigit() else (1, 0, seed)
 
-    scores = as_dict(scores)
-    return [(str(seed), finite(scores[seed])) for seed in sorted(scores, key=lambda key: order(str(key)))]
+    return [(seed, finite(scores[seed])) for seed in sorted(scores, key=order)]
 
 
 def runner_up(models: Iterable[ModelView], chosen: str | None) -> ModelView | None:
@@ -871,47 +845,38 @@ def control_comparison(models: list[ModelView]) -> PairedComparison | None:
     return None
 
 
-def dataset_view(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+def dataset_view(dataset: Dataset | None) -> dict[str, Any] | None:
     """Dataset facts for the method page (all as text, except the test fraction)."""
     if dataset is None:
         return None
-    class_names = dataset.get("class_names")
-    image_size = dataset.get("image_size")
     return {
-        "class_names": [str(name) for name in class_names] if isinstance(class_names, list) else [],
-        "image_size": " x ".join(str(side) for side in image_size) if isinstance(image_size, list) else artifact_text(image_size),
-        "seed": artifact_text(dataset.get("seed")),
-        "test_fraction": finite(dataset.get("test_fraction")),
+        "class_names": list(dataset.class_names),
+        "image_size": " x ".join(str(side) for side in dataset.image_size),
+        "seed": str(dataset.seed),
+        "test_fraction": finite(dataset.test_fraction),
     }
 
 
-def skipped_view(dataset: dict[str, Any] | None) -> list[dict[str, str | None]]:
+def skipped_view(dataset: Dataset | None) -> list[dict[str, str | None]]:
     """Skipped files with their reasons, in the recorded order."""
-    skipped = as_dict(dataset).get("skipped")
-    if not isinstance(skipped, list):
-        return []
-    return [_pick_text(item, ("file", "reason")) for item in skipped if isinstance(item, dict)]
+    return [{"file": item.file, "reason": item.reason} for item in dataset.skipped] if dataset else []
 
 
 def page_context(run: RunView) -> dict[str, Any]:
     """The variables every template sees; every value is present (templates use StrictUndefined)."""
     manifest = run.manifest
-    metrics = as_dict(run.metrics)
     models_by_name = {model.name: model for model in run.models}
-    chosen_name = artifact_text(metrics.get("chosen_model"))
-    devices = manifest.get("devices")
+    chosen_name = run.metrics.chosen_model if run.metrics else None
     dataset = dataset_view(run.dataset)
     return {
-        "run_status": artifact_text(manifest.get("status")) or "unknown",
-        "run_info": _pick_text(
-            manifest,
-            ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name"),
-        ),
-        "data_source": _pick_text(manifest.get("data_source"), ("kind", "location")),
-        "base_weights": _pick_text(manifest.get("base_weights"), ("kind", "location", "sha256")),
-        "versions": [(str(name), artifact_text(value)) for name, value in sorted_items(manifest.get("versions"))],
-        "hardware": [(str(name), artifact_text(value)) for name, value in sorted_items(manifest.get("hardware"))],
-        "devices": [str(device) for device in devices] if isinstance(devices, list) else [],
+        "run_status": manifest.status or "unknown",
+        "run_info": {key: artifact_text(getattr(manifest, key)) for key in
+                     ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name")},
+        "data_source": _pick_text(manifest.data_source.to_fields() if manifest.data_source else None, ("kind", "location")),
+        "base_weights": _pick_text(manifest.base_weights.to_fields() if manifest.base_weights else None, ("kind", "location", "sha256")),
+        "versions": [(name, artifact_text(value)) for name, value in sorted_items(manifest.versions)],
+        "hardware": [(name, artifact_text(value)) for name, value in sorted_items(manifest.hardware)],
+        "devices": list(manifest.devices),
         "has_dataset": run.dataset is not None,
         "has_metrics": run.metrics is not None,
         "dataset_info": dataset,
@@ -933,7 +898,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},
         "selection": selection_view(run.metrics, [model.name for model in run.models]),
         "test": test_view(run.metrics),
-        "config_rows": applicable_config_rows(manifest.get("config", {}), [model.recipe for model in run.models if model.status != "not_run"]),
+        "config_rows": applicable_config_rows(manifest.config, [model.recipe for model in run.models if model.status != "not_run"]),
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,
         # the study's --base-weights reached a model: a transfer model without weights of its own ran

@@ -11,18 +11,32 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from experiments.artifacts import (
-    SCHEMA_VERSION,
+    BaseWeights,
+    Dataset,
+    DataSource,
     Epoch,
     History,
     Layer,
+    MajorityBaseline,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    ModelScore,
     ModelSummary,
+    RunEntry,
     RunState,
+    Selection,
+    SkippedEntry,
+    SplitFiles,
+    TestEvaluation,
+    TestPrediction,
     ValidationPredictions,
     files_digest,
     seed_folder_name,
@@ -209,21 +223,21 @@ def write_artifacts(
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = dataset_for(class_names, skipped, baseline_accuracy, validation_per_class)
     validation = validation_split(dataset) if write_predictions else None
-    manifest_models: dict[str, Any] = {}
+    manifest_models: dict[str, ModelEntry] = {}
     for index, model in enumerate(MODEL_ORDER):
         runs = runs_by_model.get(model)
         if runs is None:
             continue
         status = model_status.get(model, "complete")
-        manifest_models[model] = write_model(run_dir / "models" / model, model, index, runs, status, validation)
-        manifest_models[model]["error"] = model_errors.get(model)
-    all_complete = all(entry["status"] == "complete" for entry in manifest_models.values())
+        entry = write_model(run_dir / "models" / model, model, index, runs, status, validation)
+        manifest_models[model] = replace(entry, error=model_errors.get(model))
+    all_complete = all(entry.status == "complete" for entry in manifest_models.values())
     status = run_status or ("complete" if all_complete and len(manifest_models) == len(MODEL_ORDER) else "failed")
-    write_json(run_dir / "manifest.json", manifest_for(status, sorted(seeds), manifest_models, config_extra))
+    manifest_for(status, sorted(seeds), manifest_models, config_extra).write(run_dir / "manifest.json")
     if write_dataset:
-        write_json(run_dir / "dataset.json", dataset)
+        dataset.write(run_dir / "dataset.json")
     if write_metrics:
-        write_json(run_dir / "metrics.json", metrics_for(runs_by_model, class_names))
+        metrics_for(runs_by_model, class_names).write(run_dir / "metrics.json")
     if write_figures:
         write_figures_for(run_dir, [model for model in MODEL_ORDER if model in runs_by_model], write_metrics)
     return run_dir
@@ -233,13 +247,11 @@ def precision_for(model: str) -> str:
     return "float32" if model in ("transfer", "finetune", "transfer_extended") else "mixed_bfloat16"
 
 
-def validation_split(dataset: Mapping[str, Any]) -> tuple[list[str], list[int], list[str]]:
+def validation_split(dataset: Dataset) -> tuple[list[str], list[int], list[str]]:
     """The validation files, their labels (from the class folder in each name) and the class names."""
-    class_names = list(dataset["class_names"])
-    validation = dataset["splits"]["validation"]
-    files = list(validation["files"])
-    labels = [index for index, name in enumerate(class_names) for _ in range(validation["label_counts"][name])]
-    return files, labels, class_names
+    validation = dataset.splits["validation"]
+    labels = [index for index, name in enumerate(dataset.class_names) for _ in range(validation.label_counts[name])]
+    return list(validation.files), labels, list(dataset.class_names)
 
 
 def predictions_for(model: str, seed: int, epochs: Sequence[Mapping[str, Any]],
@@ -264,7 +276,7 @@ def predictions_for(model: str, seed: int, epochs: Sequence[Mapping[str, Any]],
 
 
 def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list[dict[str, Any]]], status: str,
-                validation: tuple[list[str], list[int], list[str]] | None = None) -> dict[str, Any]:
+                validation: tuple[list[str], list[int], list[str]] | None = None) -> ModelEntry:
     """Write a model's summary and per-seed history, state and (with `validation`) predictions;
     return its manifest entry."""
     summary_for(model).write(model_dir / "summary.json")
@@ -277,64 +289,58 @@ def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list
         if record is not None:
             record.write(seed_dir / "validation_predictions.json")
         RunState(model, seed, "c0ffee", "f00d", run_status, len(epochs), epochs_planned=10).write(seed_dir / "state.json")
-        run_entries[str(seed)] = {"status": run_status, "wall_seconds": 20.0 + 10.0 * index, "epochs_completed": len(epochs),
-                                  "error": None}
-    return {
-        "status": status,
-        "wall_seconds": math.fsum(entry["wall_seconds"] for entry in run_entries.values()),
-        "epochs_completed": sum(entry["epochs_completed"] for entry in run_entries.values()),
-        "precision": precision_for(model),
-        "runs": run_entries,
-    }
+        run_entries[str(seed)] = RunEntry(run_status, 20.0 + 10.0 * index, len(epochs))
+    return ModelEntry(
+        status=status,
+        wall_seconds=math.fsum(entry.wall_seconds for entry in run_entries.values()),
+        epochs_completed=sum(entry.epochs_completed for entry in run_entries.values()),
+        precision=precision_for(model),
+        runs=run_entries,
+    )
 
 
-def manifest_for(status: str, seeds: Sequence[int], models: Mapping[str, Any], config_extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def manifest_for(status: str, seeds: Sequence[int], models: Mapping[str, ModelEntry], config_extra: Mapping[str, Any] | None) -> Manifest:
     config = {"run": {"name": "cats-vs-dogs", "seed": 1337}, "training": {"epochs": 10, "batch_size": 32, "learning_rate": 0.001}}
     if config_extra:
         config["extra"] = dict(config_extra)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_name": "cats-vs-dogs",
-        "config": config,
-        "config_hash": "c0ffee" * 10 + "abcd",
-        "data_fingerprint": "f00d" * 16,
-        "data_source": {"kind": "synthetic", "location": "generator: coloured_shapes_v1"},
-        "base_weights": {"kind": "none", "location": None, "sha256": None},
-        "versions": {"python": "3.11.7", "numpy": "2.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
-        "devices": ["/physical_device:CPU:0"],
-        "hardware": {"platform": "Linux-x86_64", "processor": "test CPU", "cpu_count": 2, "gpus": []},
-        "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "started_at": "2026-11-22T03:00:00+00:00",
-        "finished_at": "2026-11-22T03:10:00+00:00" if status == "complete" else None,
-        "status": status,
-        "seeds": list(seeds),
-        "models": dict(models),
-    }
+    return Manifest(
+        run_name="cats-vs-dogs",
+        config=config,
+        config_hash="c0ffee" * 10 + "abcd",
+        data_fingerprint="f00d" * 16,
+        data_source=DataSource("synthetic", "generator: coloured_shapes_v1"),
+        base_weights=BaseWeights("none"),
+        versions={"python": "3.11.7", "numpy": "2.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
+        devices=["/physical_device:CPU:0"],
+        hardware={"platform": "Linux-x86_64", "processor": "test CPU", "cpu_count": 2, "gpus": []},
+        git_commit="0123456789abcdef0123456789abcdef01234567",
+        started_at="2026-11-22T03:00:00+00:00",
+        finished_at="2026-11-22T03:10:00+00:00" if status == "complete" else None,
+        status=status,
+        seeds=list(seeds),
+        models=dict(models),
+    )
 
 
 def dataset_for(
     class_names: Sequence[str], skipped: Sequence[Mapping[str, str]] | None, baseline: float, validation_per_class: int = 200
-) -> dict[str, Any]:
+) -> Dataset:
     splits = {}
     for split, per_class in (("train", 20), ("validation", validation_per_class), ("test", 10)):
         extra = 1 if split == "train" else 0  # the first class is the training split's majority
         counts = {name: per_class + (extra if index == 0 else 0) for index, name in enumerate(class_names)}
         files = [f"{split}/{name}/{name}.{number}.jpg" for name in class_names for number in range(counts[name])]
-        splits[split] = {"count": sum(counts.values()), "label_counts": counts, "files": files}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "class_names": list(class_names),
-        "image_size": [160, 160],
-        "seed": 1337,
-        "splits": splits,
-        "test_fraction": 0.2,
-        "majority_baseline": {
-            "class_name": class_names[0],
-            "rule": "always predict the most common class of the training split",
-            "accuracy": {"train": baseline, "validation": baseline, "test": baseline},
-        },
-        "skipped": [dict(item) for item in (skipped or [])],
-    }
+        splits[split] = SplitFiles(sum(counts.values()), counts, files)
+    return Dataset(
+        class_names=list(class_names),
+        image_size=[160, 160],
+        seed=1337,
+        splits=splits,
+        test_fraction=0.2,
+        majority_baseline=MajorityBaseline(class_names[0], "always predict the most common class of the training split",
+                                           {"train": baseline, "validation": baseline, "test": baseline}),
+        skipped=[SkippedEntry(item["file"], item["reason"]) for item in (skipped or [])],
+    )
 
 
 def last_val_accuracy(epochs: Sequence[Mapping[str, Any]]) -> float | None:
@@ -342,7 +348,7 @@ def last_val_accuracy(epochs: Sequence[Mapping[str, Any]]) -> float | None:
     return value if isinstance(value, float) and value == value else None
 
 
-def metrics_for(runs_by_model: Mapping[str, Mapping[int, list[dict[str, Any]]]], class_names: Sequence[str]) -> dict[str, Any]:
+def metrics_for(runs_by_model: Mapping[str, Mapping[int, list[dict[str, Any]]]], class_names: Sequence[str]) -> Metrics:
     """Selection as the runner does it: best mean last-epoch validation accuracy, then the best seed."""
     candidates = {}
     for model in MODEL_ORDER:
@@ -354,38 +360,26 @@ def metrics_for(runs_by_model: Mapping[str, Mapping[int, list[dict[str, Any]]]],
     seed_scores = {str(seed): last_val_accuracy(epochs) for seed, epochs in sorted(runs_by_model.get(chosen, {}).items())}
     usable_seeds = {seed: value for seed, value in seed_scores.items() if value is not None}
     chosen_seed = int(max(sorted(usable_seeds), key=lambda seed: usable_seeds[seed])) if usable_seeds else None
-    metrics: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "config_hash": "c0ffee" * 10 + "abcd",
-        "data_fingerprint": "f00d" * 16,
-        "selection": {
-            "metric": "val_accuracy",
-            "rule": ("highest mean over seeds of the last epoch's validation accuracy; within that model, the seed with the "
-                     "highest; the test split is not looked at"),
-            "candidates": candidates,
-            "seed_candidates": seed_scores,
-        },
-        "chosen_model": chosen,
-        "chosen_seed": chosen_seed,
-        "validation": {name: {"loss": 0.3, "accuracy": value} for name, value in candidates.items()},
-    }
-    if chosen is not None:
-        metrics["test"] = test_for(chosen, chosen_seed, class_names)
-    return metrics
+    return Metrics(
+        config_hash="c0ffee" * 10 + "abcd",
+        data_fingerprint="f00d" * 16,
+        selection=Selection("val_accuracy", "highest mean over seeds of the last epoch's validation accuracy; within that model, "
+                            "the seed with the highest; the test split is not looked at", candidates, seed_scores),
+        chosen_model=chosen,
+        chosen_seed=chosen_seed,
+        validation={name: ModelScore(0.3, value) for name, value in candidates.items()},
+        test=test_for(chosen, chosen_seed, class_names) if chosen is not None else None,
+    )
 
 
-def test_for(model: str, seed: int | None, class_names: Sequence[str]) -> dict[str, Any]:
+def test_for(model: str, seed: int | None, class_names: Sequence[str]) -> TestEvaluation:
     """Ten test images per class, all right except one image of the second class (19 of 20 for two)."""
     size = len(class_names)
     confusion = [[10 if row == column else 0 for column in range(size)] for row in range(size)]
     confusion[1][1], confusion[1][0] = 9, 1
     total = 10 * size
-    return {
-        "model": model, "seed": seed, "loss": 0.11, "accuracy": (total - 1) / total, "correct": total - 1, "total": total,
-        "class_names": list(class_names), "confusion_matrix": confusion,
-        "predictions": [{"file": f"validation/{class_names[1]}/x.jpg", "label": class_names[1],
-                         "predicted": class_names[0], "probability": 0.81}],
-    }
+    return TestEvaluation(model, seed, 0.11, (total - 1) / total, total - 1, total, list(class_names), confusion,
+                          [TestPrediction(f"validation/{class_names[1]}/x.jpg", class_names[1], class_names[0], 0.81)])
 
 
 def write_figures_for(run_dir: Path, models: Sequence[str], misclassified: bool = True) -> None:

@@ -6,14 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from experiments.artifacts import BaseWeights, Epoch, History, RunState
 from experiments.decisions import RESTART, RESUME, SETTLED, SKIP, decide
 
 EXPECTED = {"config_hash": "c1", "data_fingerprint": "d1"}
-HISTORY = {"epochs": [{"epoch": 1}, {"epoch": 2}]}
+HISTORY = History("baseline", 1, None, [Epoch(1), Epoch(2)])
 
 
 def state(status="complete", **changes):
-    return {**EXPECTED, "status": status, "epochs_planned": 2, "epochs_completed": 2, "error": None, **changes}
+    fields = {**EXPECTED, "status": status, "epochs_planned": 2, "epochs_completed": 2, "error": None, **changes}
+    return RunState("baseline", 1, **fields)
 
 
 @pytest.mark.parametrize("arguments, action, words", [
@@ -24,7 +26,7 @@ def state(status="complete", **changes):
     ((state(data_fingerprint="d0"), HISTORY, True, EXPECTED, False), RESTART, "data changed"),
     ((state(), HISTORY, True, {**EXPECTED, "starting_point": "new"}, False), RESTART, "the model it starts from changed"),
     ((state(), HISTORY, False, EXPECTED, False), RESTART, "model file model.keras is missing"),
-    ((state(), {"epochs": [{"epoch": 1}]}, True, EXPECTED, False), RESTART, "history is incomplete"),
+    ((state(), History("baseline", 1, None, [Epoch(1)]), True, EXPECTED, False), RESTART, "history is incomplete"),
     ((state("partial", epochs_completed=1), None, False, EXPECTED, False), RESUME, "1 epochs done"),
     ((state("failed", error="boom"), None, False, EXPECTED, False), RESUME, "failed last time (boom)"),
     ((state("diverged", error="loss became NaN in epoch 2"), None, False, EXPECTED, False), RESTART, "diverged last time"),
@@ -56,6 +58,5 @@ def test_a_local_weights_file_is_recorded_with_its_sha256(tmp_path):
     weights = tmp_path / "base.weights.h5"
     weights.write_bytes(b"not really weights")
     described = describe_base_weights(str(weights))
-    assert described == {"kind": "file", "location": str(weights), "file": "base.weights.h5",
-                         "sha256": hashlib.sha256(b"not really weights").hexdigest()}
-    assert describe_base_weights("imagenet")["sha256"] is None
+    assert described == BaseWeights("file", str(weights), "base.weights.h5", hashlib.sha256(b"not really weights").hexdigest())
+    assert describe_base_weights("imagenet") == BaseWeights("imagenet")

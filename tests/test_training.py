@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from experiments.artifacts import Epoch
 from experiments.study import choose_model
 
 
@@ -48,7 +49,7 @@ def test_softmax_cross_entropy_against_hand_values():
 
 
 def _runs(*last_values):
-    return {1337 + index: [{"epoch": 1, "val_accuracy": 0.1}, {"epoch": 2, "val_accuracy": value}] for index, value in enumerate(last_values)}
+    return {1337 + index: [Epoch(1, val_accuracy=0.1), Epoch(2, val_accuracy=value)] for index, value in enumerate(last_values)}
 
 
 def test_choose_model_uses_the_mean_over_seeds_then_the_best_seed():
@@ -60,7 +61,7 @@ def test_choose_model_uses_the_mean_over_seeds_then_the_best_seed():
 
 
 def test_choose_model_breaks_ties_by_study_order_and_skips_missing_values():
-    runs = {"baseline": _runs(0.8), "augmented": _runs(0.8), "transfer": {1337: [{"epoch": 1, "val_accuracy": None}]}}
+    runs = {"baseline": _runs(0.8), "augmented": _runs(0.8), "transfer": {1337: [Epoch(1, val_accuracy=None)]}}
     chosen, seed, candidates, _ = choose_model(runs)
     assert chosen == "baseline" and seed == 1337 and candidates["transfer"] is None
     assert choose_model({})[0] is None

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles
-from experiments.cache import CachedImages, load_or_build
+from experiments.cache import CachedImages, CachedSplit, load_or_build
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
-from experiments.images import DataError, SkippedFile, SplitImages
+from experiments.images import DataError, DecodedSplit, SkippedFile
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
@@ -144,9 +144,9 @@ def check_validation_classes_can_split(
             raise DataError(f"Class folder '{validation_dir / class_name}' {problem}.")
 
 
-def fingerprint(class_names: list[str], splits: dict[str, SplitImages]) -> str:
+def fingerprint(class_names: list[str], splits: dict[str, CachedSplit | DecodedSplit]) -> str:
     """sha256 over class names and every used file's relative path and content digest (`splits`:
-    anything with `files` and `file_digests`: SplitImages, cached splits)."""
+    anything with `files` and `file_digests`: the cache's splits, or decode_scan_into's)."""
     digest = hashlib.sha256(json.dumps(class_names).encode())
     for split_name in sorted(splits):
         split = splits[split_name]

@@ -2,12 +2,13 @@
 
 A data root is laid out as ``<root>/train/<class>/...`` and
 ``<root>/validation/<class>/...``; class names are the sub-folder names.
-Every usable file is decoded once with PIL, converted to RGB, resized to the
-target size and kept as ``uint8``: in memory (:func:`read_dataset`,
-:func:`read_split`), or wherever the caller stores each image
-(:func:`decode_scan_into`; experiments.cache writes them into a decoded-image
-cache on disk, keyed by the files' digests and :func:`decode_settings`).  Files that cannot be used are
-never fatal: they are skipped and listed with a reason.  Problems that make a
+:func:`scan_dataset` lists both split folders, :func:`read_digests` hashes the
+files, and :func:`decode_scan_into` decodes every usable file once with PIL
+into a ``uint8`` RGB array of the target size, handing each image to the
+caller's store (experiments.cache writes them into a decoded-image cache
+on disk, keyed by the files' digests and :func:`decode_settings`; that cache is
+the only way the study reads images).  Files that cannot be used are never
+fatal: they are skipped and listed with a reason.  Problems that make a
 study impossible (missing folders, fewer than two classes, a class with no
 usable images, differing class sets) raise :class:`DataError`, whose message
 is one sentence naming the folder, meant to be printed without a traceback.
@@ -101,18 +102,6 @@ class SkippedFile:
 
 
 @dataclass
-class SplitImages:
-    """Decoded images of one split, in deterministic order."""
-
-    class_names: list[str]
-    images: np.ndarray
-    labels: np.ndarray
-    files: list[str]
-    skipped: list[SkippedFile]
-    file_digests: list[str]
-
-
-@dataclass
 class DecodedSplit:
     """What decoding one split's candidates gave, without the pixels (see decode_scan_into)."""
 
@@ -183,50 +172,6 @@ def list_class_folders(split_dir: Path) -> list[str]:
     return class_names
 
 
-def read_split(
-    data_root: Path,
-    split: str,
-    image_size: tuple[int, int],
-    workers: int | None = None,
-    progress: ProgressCallback | None = None,
-) -> SplitImages:
-    """Scan and decode ``<data_root>/<split>`` into a SplitImages.
-
-    ``image_size`` is (height, width).  Raises DataError when the folder
-    layout makes a study impossible; unusable files are skipped and listed.
-    """
-    height, width = _checked_image_size(image_size)
-    worker_count = _checked_worker_count(workers)
-    data_root = _checked_data_root(data_root)
-    scan = _scan_split(data_root, split)
-    return _decode_scan(scan, (height, width), worker_count, progress, 0, len(scan.candidates))
-
-
-def read_dataset(
-    data_root: Path,
-    image_size: tuple[int, int],
-    workers: int | None = None,
-    progress: ProgressCallback | None = None,
-) -> tuple[SplitImages, SplitImages]:
-    """Read the train and validation splits; their class sets must match.
-
-    Both folders are listed (and the class sets compared) before anything is
-    decoded, so layout errors are reported at once.  ``progress`` receives
-    (done, total) counted over both splits.
-    """
-    height, width = _checked_image_size(image_size)
-    worker_count = _checked_worker_count(workers)
-    train_scan, validation_scan = scan_dataset(data_root)
-    data_root = Path(data_root)
-    total = len(train_scan.candidates) + len(validation_scan.candidates)
-    _check_memory_for(data_root, total, (height, width))
-    train = _decode_scan(train_scan, (height, width), worker_count, progress, 0, total)
-    validation = _decode_scan(
-        validation_scan, (height, width), worker_count, progress, len(train_scan.candidates), total
-    )
-    return train, validation
-
-
 def scan_dataset(data_root: Path) -> tuple[_SplitScan, _SplitScan]:
     """List the train and validation folders (nothing is read or decoded) and check that their
     class sets match. Returns the two scans: ``class_names``, ``candidates`` (the files that will
@@ -295,16 +240,6 @@ def decode_scan_into(
     total = len(scan.candidates) if progress_total is None else progress_total
     outcomes = _decode_all(scan.candidates, store, (height, width), worker_count, progress, progress_offset, total)
     return _decoded_split(scan, outcomes)
-
-
-def load_image_file(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    """Decode one image file to a uint8 RGB array of shape (height, width, 3).
-
-    Raises UnusableImage(reason) when the file cannot be used.
-    """
-    height, width = _checked_image_size(image_size)
-    image_bytes = _read_file_bytes(Path(path))
-    return decode_image_bytes(image_bytes, (height, width))
 
 
 def decode_image_bytes(image_bytes: bytes, image_size: tuple[int, int]) -> np.ndarray:
@@ -381,34 +316,6 @@ def _checked_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise ValueError(f"image_size must be two positive integers, got {image_size!r}")
     return height, width
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give this process (Linux MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _check_memory_for(data_root: Path, image_count: int, image_size: tuple[int, int]) -> None:
-    """Stop before decoding when the uint8 arrays alone would not fit in the available memory."""
-    height, width = image_size
-    needed = image_count * height * width * 3
-    available = available_memory_bytes()
-    if available is not None and needed > available:
-        raise DataError(
-            f"Decoding the {image_count} images under '{data_root}' at {height}x{width} needs "
-            f"{needed / 2**30:.1f} GiB of memory (uint8) but only {available / 2**30:.1f} GiB is "
-            "available; use a smaller data.image_size or fewer images."
-        )
 
 
 def _checked_worker_count(workers: int | None) -> int:
@@ -602,34 +509,6 @@ def _linked_among(scan: _SplitScan, names: list[str]) -> list[SkippedFile]:
 # --------------------------------------------------------------------------
 
 
-def _decode_scan(
-    scan: _SplitScan,
-    image_size: tuple[int, int],
-    worker_count: int,
-    progress: ProgressCallback | None,
-    progress_offset: int,
-    progress_total: int,
-) -> SplitImages:
-    """Decode all candidates of a scan in parallel into a preallocated array."""
-    height, width = image_size
-    candidates = scan.candidates
-    images = np.empty((len(candidates), height, width, 3), dtype=np.uint8)
-
-    def store(index: int, image: np.ndarray) -> None:
-        images[index] = image
-
-    outcomes = _decode_all(candidates, store, image_size, worker_count, progress, progress_offset, progress_total)
-    decoded = _decoded_split(scan, outcomes)
-    return SplitImages(
-        class_names=decoded.class_names,
-        images=_compact_rows(images, decoded.used_indices),
-        labels=decoded.labels,
-        files=decoded.files,
-        skipped=decoded.skipped,
-        file_digests=decoded.file_digests,
-    )
-
-
 def _decoded_split(scan: _SplitScan, outcomes: list[_DecodeOutcome]) -> DecodedSplit:
     """Sort the outcomes into used and skipped files; DataError if a class has no usable image."""
     candidates = scan.candidates
@@ -706,17 +585,6 @@ def _decode_into(
     except UnusableImage as problem:
         return _DecodeOutcome(digest=None, skip_reason=problem.reason, read_digest=digest)
     return _DecodeOutcome(digest=digest, skip_reason=None, read_digest=digest)
-
-
-def _compact_rows(images: np.ndarray, used_indices: list[int]) -> np.ndarray:
-    """Move the used rows to the front in order and shrink the array in place."""
-    if len(used_indices) == len(images):
-        return images
-    for new_index, old_index in enumerate(used_indices):
-        if new_index != old_index:
-            images[new_index] = images[old_index]
-    images.resize((len(used_indices),) + images.shape[1:], refcheck=False)
-    return images
 
 
 def _check_regular_file(path: Path) -> None:

@@ -22,7 +22,7 @@ from experiments import images as images_module
 from experiments.cache import CachedImages, cache_root, list_caches, load_or_build
 from experiments.config import load_config
 from experiments.data import fingerprint, load_study_data
-from experiments.images import DataError, read_dataset
+from experiments.images import DataError
 from tests.conftest import SMOKE_CONFIG
 
 IMAGE_SIZE = (12, 10)
@@ -96,18 +96,30 @@ def test_a_second_load_decodes_nothing_and_gives_the_same_data(tmp_path, monkeyp
     assert decodes[0] == 23
 
 
+def decode_without_the_cache(data_root: Path) -> dict[str, tuple[images_module.DecodedSplit, np.ndarray]]:
+    """Each split decoded straight into memory with the cache's own building blocks
+    (scan_dataset, decode_scan_into): what it gives, and the used images in file order."""
+    decoded = {}
+    for name, scan in zip(("train", "validation"), images_module.scan_dataset(data_root)):
+        stored: dict[int, np.ndarray] = {}
+        split = images_module.decode_scan_into(scan, stored.__setitem__, IMAGE_SIZE)
+        decoded[name] = (split, np.stack([stored[index] for index in split.used_indices]))
+    return decoded
+
+
 def test_the_cache_holds_what_decoding_in_memory_gives(tmp_path):
     data_root = write_folder(tmp_path / "data")
     decoded = load_or_build(data_root, IMAGE_SIZE)
-    train, validation = read_dataset(data_root, IMAGE_SIZE)
-    for cached, fresh in ((decoded.train, train), (decoded.validation, validation)):
-        assert cached.files == fresh.files
-        assert cached.labels.tolist() == fresh.labels.tolist()
-        assert cached.file_digests == fresh.file_digests
-        assert cached.skipped == fresh.skipped
-        np.testing.assert_array_equal(np.asarray(cached.images), fresh.images)
+    fresh = decode_without_the_cache(data_root)
+    for cached, (split, images) in ((decoded.train, fresh["train"]), (decoded.validation, fresh["validation"])):
+        assert cached.files == split.files
+        assert cached.labels.tolist() == split.labels.tolist()
+        assert cached.file_digests == split.file_digests
+        assert cached.skipped == split.skipped
+        assert cached.class_names == split.class_names
+        np.testing.assert_array_equal(np.asarray(cached.images), images)
     assert fingerprint(decoded.class_names, {"train": decoded.train, "validation": decoded.validation}) == \
-        fingerprint(train.class_names, {"train": train, "validation": validation})
+        fingerprint(fresh["train"][0].class_names, {name: split for name, (split, _) in fresh.items()})
     assert [item.path for item in decoded.train.skipped] == ["train/a/broken.jpg"]
     assert [item.path for item in decoded.validation.skipped] == ["validation/.DS_Store"]
 
@@ -242,6 +254,18 @@ def test_not_enough_disk_stops_before_decoding_in_one_sentence(tmp_path, monkeyp
     assert str(tmp_path / "small-disk" / "decoded") in message and "23 images" in message
     assert "GiB" in message and "0.0 GiB is free" in message and "--cache-dir" in message
     assert message.count(". ") == 0 and message.endswith(".")
+
+
+def test_a_disk_with_exactly_the_room_needed_is_enough(tmp_path, monkeypatch):
+    """The disk check's boundary: the arrays (23 candidates of 12x10x3 bytes), their two headers
+    and 1 MiB of slack fit in exactly that much free space, and not in one byte less."""
+    data_root = write_folder(tmp_path / "data")
+    needed = 23 * 12 * 10 * 3 + 2 * cache_module.HEADER_BYTES + (1 << 20)
+    monkeypatch.setattr(cache_module, "disk_free_bytes", lambda folder: needed - 1)
+    with pytest.raises(DataError, match="23 images"):
+        load_or_build(data_root, IMAGE_SIZE)
+    monkeypatch.setattr(cache_module, "disk_free_bytes", lambda folder: needed)
+    assert load_or_build(data_root, IMAGE_SIZE).built
 
 
 # --------------------------------------------------------------------------- two processes at once

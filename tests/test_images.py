@@ -1,4 +1,9 @@
-"""Tests for experiments.images: scanning, decoding, skipping and errors."""
+"""Tests for experiments.images: scanning, decoding, skipping and errors.
+
+Images are read the way the study reads them: whole data sets through the decoded-image cache
+(experiments.cache.load_or_build, in tmp_path), one split through scan_dataset and
+decode_scan_into (what that cache is built with), one image through decode_image_bytes.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,17 @@ from hypothesis import strategies as st
 from PIL import Image, features
 
 from experiments import images as images_module
+from experiments.cache import CachedSplit, DecodedData, load_or_build
 from experiments.images import (
     DataError,
+    DecodedSplit,
     SkippedFile,
     UnusableImage,
     convert_to_rgb,
+    decode_image_bytes,
+    decode_scan_into,
     list_class_folders,
-    load_image_file,
-    read_dataset,
-    read_split,
+    scan_dataset,
     summarize_skipped,
 )
 
@@ -90,6 +97,40 @@ def make_two_class_split(root: Path, split: str, classes: tuple[str, ...] = ("ca
 
 
 # --------------------------------------------------------------------------
+# Reading as the study reads
+# --------------------------------------------------------------------------
+
+
+def decode_split(
+    data_root: Path,
+    split: str = "train",
+    image_size: tuple[int, int] = IMAGE_SIZE,
+    workers: int | None = None,
+) -> tuple[DecodedSplit, np.ndarray]:
+    """One split decoded as the decoded-image cache is built: scan_dataset lists both split
+    folders (so both must exist, with the same classes), decode_scan_into decodes this one.
+    Returns what it gives and the stored images of the used files, stacked in file order; every
+    used file, and only those, must have been stored once, as a uint8 (height, width, 3) array."""
+    scans = dict(zip(("train", "validation"), scan_dataset(data_root)))
+    stored: dict[int, np.ndarray] = {}
+
+    def store(index: int, image: np.ndarray) -> None:
+        assert index not in stored, f"candidate {index} stored twice"
+        assert image.dtype == np.uint8 and image.shape == (*image_size, 3), (image.dtype, image.shape)
+        stored[index] = image
+
+    decoded = decode_scan_into(scans[split], store, image_size, workers=workers)
+    assert sorted(stored) == decoded.used_indices
+    assert len(decoded.files) == len(decoded.used_indices) == len(decoded.labels) == len(decoded.file_digests)
+    return decoded, np.stack([stored[index] for index in decoded.used_indices])
+
+
+def load_dataset(data_root: Path, cache_dir: Path, **options: object) -> DecodedData:
+    """Both splits as the study reads them: through a decoded-image cache in `cache_dir`."""
+    return load_or_build(data_root, IMAGE_SIZE, cache_dir=cache_dir, log=lambda message: None, **options)
+
+
+# --------------------------------------------------------------------------
 # The full messy data set
 # --------------------------------------------------------------------------
 
@@ -105,6 +146,9 @@ CATS_USED = [
     "train/cats/rgba.png",
     "train/cats/sub/x.jpg",
 ] + (["train/cats/image.webp"] if WEBP_AVAILABLE else [])
+
+TRAIN_USED = [f"train/{HTML_CLASS}/a.jpg"] + sorted(CATS_USED) + ["train/chats été/a.jpg", "train/dogs with space/a.png"]
+TRAIN_LABELS = [0] + [1] * len(CATS_USED) + [2, 3]
 
 EXPECTED_SKIPPED = {
     "train/.DS_Store": "hidden or system file",
@@ -166,21 +210,14 @@ def test_class_folders_sorted_and_hidden_ignored(messy_root: Path) -> None:
     assert list_class_folders(messy_root / "train") == [HTML_CLASS, "cats", "chats été", "dogs with space"]
 
 
-def test_used_and_skipped_files(messy_root: Path) -> None:
-    split = read_split(messy_root, "train", IMAGE_SIZE, workers=4)
-    expected_files = (
-        [f"train/{HTML_CLASS}/a.jpg"]
-        + sorted(CATS_USED)
-        + ["train/chats été/a.jpg", "train/dogs with space/a.png"]
-    )
-    assert split.files == expected_files
+def check_messy_train_split(split: DecodedSplit | CachedSplit, images: np.ndarray) -> None:
+    """The used files, labels and images, and the skipped files with their reasons, of messy_root's train split."""
+    assert split.files == TRAIN_USED
     assert split.class_names == [HTML_CLASS, "cats", "chats été", "dogs with space"]
-    expected_labels = [0] + [1] * len(CATS_USED) + [2, 3]
-    assert split.labels.tolist() == expected_labels
+    assert split.labels.tolist() == TRAIN_LABELS
     assert split.labels.dtype == np.int32
-    assert split.images.dtype == np.uint8
-    assert split.images.shape == (len(expected_files), 16, 20, 3)
-    assert split.images.flags["C_CONTIGUOUS"]
+    assert images.dtype == np.uint8
+    assert images.shape == (len(TRAIN_USED), 16, 20, 3)
     skipped_paths = [item.path for item in split.skipped]
     assert skipped_paths == sorted(EXPECTED_SKIPPED)
     for item in split.skipped:
@@ -188,16 +225,32 @@ def test_used_and_skipped_files(messy_root: Path) -> None:
     assert all(isinstance(item, SkippedFile) for item in split.skipped)
 
 
+def test_used_and_skipped_files(messy_root: Path) -> None:
+    split, images = decode_split(messy_root, "train", workers=4)
+    check_messy_train_split(split, images)
+
+
+def test_the_cache_gives_the_used_and_skipped_files_and_their_pixels(messy_root: Path, tmp_path: Path) -> None:
+    """What the study reads (load_or_build, built and then reopened) is what decoding gives:
+    the same files and reasons (odd names included), labels and pixels."""
+    _, decoded_images = decode_split(messy_root, "train")
+    for expect_built in (True, False):
+        data = load_dataset(messy_root, tmp_path / "cache")
+        assert data.built is expect_built
+        check_messy_train_split(data.train, np.asarray(data.train.images))
+        np.testing.assert_array_equal(np.asarray(data.train.images), decoded_images)
+
+
 def test_digests_are_sha256_of_file_bytes(messy_root: Path) -> None:
-    split = read_split(messy_root, "train", IMAGE_SIZE)
+    split, _ = decode_split(messy_root, "train")
     assert len(split.file_digests) == len(split.files)
     for relative_path, digest in zip(split.files, split.file_digests):
         assert digest == hashlib.sha256((messy_root / relative_path).read_bytes()).hexdigest()
 
 
 def test_pixel_conversions(messy_root: Path) -> None:
-    split = read_split(messy_root, "train", IMAGE_SIZE)
-    by_file = dict(zip(split.files, split.images))
+    split, images = decode_split(messy_root, "train")
+    by_file = dict(zip(split.files, images))
     rgba = by_file["train/cats/rgba.png"].astype(int)
     assert np.all(np.abs(rgba - np.array([255, 127, 127])) <= 2), "alpha composited onto white"
     grey16 = by_file["train/cats/grey16.png"]
@@ -216,46 +269,47 @@ def test_pixel_conversions(messy_root: Path) -> None:
 
 
 def test_deterministic_and_worker_independent(messy_root: Path) -> None:
-    first = read_split(messy_root, "train", IMAGE_SIZE, workers=1)
-    second = read_split(messy_root, "train", IMAGE_SIZE, workers=4)
+    first, first_images = decode_split(messy_root, "train", workers=1)
+    second, second_images = decode_split(messy_root, "train", workers=4)
     assert first.files == second.files
     assert first.skipped == second.skipped
     assert first.file_digests == second.file_digests
-    assert np.array_equal(first.images, second.images)
+    assert np.array_equal(first_images, second_images)
     assert np.array_equal(first.labels, second.labels)
 
 
-def test_folder_unchanged(messy_root: Path) -> None:
+def test_folder_unchanged(messy_root: Path, tmp_path: Path) -> None:
     before = snapshot(messy_root)
-    read_dataset(messy_root, IMAGE_SIZE)
+    load_dataset(messy_root, tmp_path / "cache")
     assert snapshot(messy_root) == before
 
 
-def test_read_dataset_and_progress(messy_root: Path) -> None:
+def test_both_splits_and_progress_over_both(messy_root: Path, tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
-    train, validation = read_dataset(messy_root, IMAGE_SIZE, progress=lambda done, total: calls.append((done, total)))
-    assert train.class_names == validation.class_names
-    assert validation.images.shape == (4, 16, 20, 3)
-    assert validation.labels.tolist() == [0, 1, 2, 3]
-    assert calls and calls[-1][0] == calls[-1][1]
+    data = load_dataset(messy_root, tmp_path / "cache", progress=lambda done, total: calls.append((done, total)))
+    assert data.train.class_names == data.validation.class_names == data.class_names
+    assert data.validation.images.shape == (4, 16, 20, 3)
+    assert data.validation.labels.tolist() == [0, 1, 2, 3]
+    train_scan, validation_scan = scan_dataset(messy_root)
+    total = len(train_scan.candidates) + len(validation_scan.candidates)
+    assert calls and calls[-1] == (total, total), "progress counts the candidates of both splits"
+    assert all(reported_total == total for _, reported_total in calls)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert (len(train_scan.candidates), total) in calls, "the train split ends where the validation split starts"
 
 
-def test_the_decoded_cache_s_building_blocks_agree_with_read_split(messy_root: Path) -> None:
-    """scan_dataset, read_digests and decode_scan_into (what experiments.cache builds a cache
-    with) give what read_split gives: the same files, digests, skipped files and pixels."""
-    train_scan, validation_scan = images_module.scan_dataset(messy_root)
-    assert train_scan.class_names == validation_scan.class_names
-    train = read_split(messy_root, "train", IMAGE_SIZE)
+def test_hashing_and_decoding_read_the_same_bytes(messy_root: Path) -> None:
+    """read_digests (the cache key's pass) and decode_scan_into (the build's pass) agree: per
+    candidate the sha256 of its bytes (None where it cannot be read), and for the used files
+    the digests the fingerprint is computed from."""
+    train_scan, _ = scan_dataset(messy_root)
     digests = images_module.read_digests(train_scan.candidates, workers=2)
-    stored: dict[int, np.ndarray] = {}
-    decoded = images_module.decode_scan_into(train_scan, stored.__setitem__, IMAGE_SIZE, workers=2)
-    assert decoded.files == train.files and decoded.skipped == train.skipped
-    assert decoded.file_digests == train.file_digests and decoded.labels.tolist() == train.labels.tolist()
-    np.testing.assert_array_equal(np.stack([stored[index] for index in decoded.used_indices]), train.images)
-    assert decoded.read_digests == [outcome.digest for outcome in digests]  # hashing and decoding read the same bytes
+    decoded = decode_scan_into(train_scan, lambda index, image: None, IMAGE_SIZE, workers=2)
+    assert decoded.read_digests == [outcome.digest for outcome in digests]
+    for candidate, outcome in zip(train_scan.candidates, digests):
+        assert outcome.digest == hashlib.sha256(candidate.absolute_path.read_bytes()).hexdigest(), candidate
     by_path = {candidate.relative_path: outcome.digest for candidate, outcome in zip(train_scan.candidates, digests)}
-    assert [by_path[file] for file in train.files] == train.file_digests
+    assert [by_path[file] for file in decoded.files] == decoded.file_digests
 
 
 def test_decode_settings_name_what_decides_the_pixels() -> None:
@@ -283,24 +337,22 @@ def test_summarize_skipped() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_exif_orientation_applied(tmp_path: Path) -> None:
+def test_exif_orientation_applied() -> None:
     raw = np.zeros((10, 20, 3), dtype=np.uint8)
     raw[:, 10:] = 255  # left half black, right half white
     image = Image.fromarray(raw)
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    path = write(tmp_path / "rotated.jpg", image_bytes(image, "JPEG", exif=exif.tobytes(), quality=95))
-    array = load_image_file(path, (20, 10))
+    array = decode_image_bytes(image_bytes(image, "JPEG", exif=exif.tobytes(), quality=95), (20, 10))
     assert array.shape == (20, 10, 3)
     assert array[:8].mean() < 30 and array[12:].mean() > 225
 
 
-def test_large_jpeg_uses_draft_and_stays_correct(tmp_path: Path) -> None:
+def test_large_jpeg_uses_draft_and_stays_correct() -> None:
     raw = np.zeros((480, 640, 3), dtype=np.uint8)
     raw[:, :320] = (250, 0, 0)
     raw[:, 320:] = (0, 0, 250)
-    path = write(tmp_path / "large.jpg", image_bytes(Image.fromarray(raw), "JPEG", quality=95))
-    array = load_image_file(path, IMAGE_SIZE).astype(int)
+    array = decode_image_bytes(image_bytes(Image.fromarray(raw), "JPEG", quality=95), IMAGE_SIZE).astype(int)
     assert array.shape == (16, 20, 3)
     assert np.all(np.abs(array[:, :8] - np.array([250, 0, 0])) <= 6)
     assert np.all(np.abs(array[:, 12:] - np.array([0, 0, 250])) <= 6)
@@ -322,15 +374,25 @@ def test_other_modes_convert_to_rgb() -> None:
 def test_decompression_bomb_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixel_limit: int) -> None:
     # 20x16 = 320 pixels: over twice 100 (PIL error) and between 200 and 400 (PIL warning).
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixel_limit)
-    path = write(tmp_path / "bomb.png", image_bytes(Image.new("RGB", (20, 16)), "PNG"))
+    bomb = image_bytes(Image.new("RGB", (20, 16)), "PNG")
     with pytest.raises(UnusableImage, match="image too large"):
-        load_image_file(path, IMAGE_SIZE)
+        decode_image_bytes(bomb, IMAGE_SIZE)
+    # in a split it is listed as skipped with that reason; the 8x8 images (64 pixels) are used
+    for split_name in ("train", "validation"):
+        for class_name in ("cats", "dogs"):
+            write(tmp_path / split_name / class_name / "a.jpg", colour_jpeg(size=(8, 8)))
+    write(tmp_path / "train" / "cats" / "bomb.png", bomb)
+    split, _ = decode_split(tmp_path, "train")
+    assert split.files == ["train/cats/a.jpg", "train/dogs/a.jpg"]
+    assert [item.path for item in split.skipped] == ["train/cats/bomb.png"]
+    assert split.skipped[0].reason.startswith("image too large")
 
 
 def test_unreadable_special_files_are_skipped(tmp_path: Path) -> None:
     make_two_class_split(tmp_path, "train")
+    make_two_class_split(tmp_path, "validation")
     (tmp_path / "train" / "cats" / "broken.jpg").symlink_to(tmp_path / "missing.jpg")
-    split = read_split(tmp_path, "train", IMAGE_SIZE)
+    split, _ = decode_split(tmp_path, "train")
     assert split.files == ["train/cats/a.jpg", "train/dogs/a.jpg"]
     assert split.skipped[0].path == "train/cats/broken.jpg"
     assert split.skipped[0].reason.startswith("could not read file")
@@ -340,6 +402,7 @@ def test_a_linked_class_folder_is_skipped_like_other_linked_folders(tmp_path: Pa
     """A class folder that is a symbolic link is not followed (one pointing at /usr would be
     scanned whole); it is listed among the skipped entries, as linked sub-folders are."""
     make_two_class_split(tmp_path, "train")
+    make_two_class_split(tmp_path, "validation")
     outside = tmp_path / "elsewhere"
     write(outside / "birds" / "b.jpg", colour_jpeg())
     (tmp_path / "train" / "birds").symlink_to(outside / "birds", target_is_directory=True)
@@ -347,7 +410,7 @@ def test_a_linked_class_folder_is_skipped_like_other_linked_folders(tmp_path: Pa
     (tmp_path / "train" / "cats" / "nested").symlink_to(outside / "birds", target_is_directory=True)
     (tmp_path / "train" / ".hidden-link").symlink_to(outside / "birds", target_is_directory=True)
     assert list_class_folders(tmp_path / "train") == ["cats", "dogs"]
-    split = read_split(tmp_path, "train", IMAGE_SIZE)
+    split, _ = decode_split(tmp_path, "train")
     assert split.class_names == ["cats", "dogs"]
     assert split.files == ["train/cats/a.jpg", "train/dogs/a.jpg"]
     linked = "link to a folder (not followed)"
@@ -366,16 +429,19 @@ def test_a_linked_split_folder_is_still_read(tmp_path: Path) -> None:
     root.mkdir()
     (root / "train").symlink_to(real / "train", target_is_directory=True)
     (root / "validation").symlink_to(real / "validation", target_is_directory=True)
-    train, validation = read_dataset(root, IMAGE_SIZE)
-    assert train.files == ["train/cats/a.jpg", "train/dogs/a.jpg"] and len(validation.files) == 2
+    linked_root = tmp_path / "linked-root"
+    linked_root.symlink_to(root, target_is_directory=True)
+    data = load_dataset(linked_root, tmp_path / "cache")
+    assert data.train.files == ["train/cats/a.jpg", "train/dogs/a.jpg"] and len(data.validation.files) == 2
 
 
 def test_a_linked_second_class_folder_leaves_one_class(tmp_path: Path) -> None:
     write(tmp_path / "train" / "cats" / "a.jpg", colour_jpeg())
     write(tmp_path / "elsewhere" / "dogs" / "a.jpg", colour_jpeg())
     (tmp_path / "train" / "dogs").symlink_to(tmp_path / "elsewhere" / "dogs", target_is_directory=True)
+    make_two_class_split(tmp_path, "validation")
     expect_data_error(
-        read_split, tmp_path, "train", IMAGE_SIZE,
+        load_dataset, tmp_path, tmp_path / "cache",
         naming=[str(tmp_path / "train"), "only one class folder 'cats'", "links to folders are not followed: 'dogs'"],
     )
 
@@ -386,7 +452,7 @@ def test_a_class_linked_in_one_split_only_is_named(tmp_path: Path) -> None:
     write(tmp_path / "elsewhere" / "birds" / "a.jpg", colour_jpeg())
     (tmp_path / "validation" / "birds").symlink_to(tmp_path / "elsewhere" / "birds", target_is_directory=True)
     expect_data_error(
-        read_dataset, tmp_path, IMAGE_SIZE,
+        load_dataset, tmp_path, tmp_path / "cache",
         naming=[str(tmp_path / "validation"), "'birds'", "links to folders are not followed"],
     )
 
@@ -409,31 +475,35 @@ def expect_data_error(function, *arguments, naming: list[str]) -> str:
 
 def test_missing_root(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    expect_data_error(read_dataset, missing, IMAGE_SIZE, naming=[str(missing), "does not exist"])
+    expect_data_error(load_dataset, missing, tmp_path / "cache", naming=[str(missing), "does not exist"])
 
 
 def test_root_is_a_file(tmp_path: Path) -> None:
     file_path = write(tmp_path / "data.zip", b"zip")
-    expect_data_error(read_split, file_path, "train", IMAGE_SIZE, naming=[str(file_path), "not a folder"])
+    expect_data_error(load_dataset, file_path, tmp_path / "cache", naming=[str(file_path), "not a folder"])
 
 
 def test_missing_validation(tmp_path: Path) -> None:
     make_two_class_split(tmp_path, "train")
     expect_data_error(
-        read_dataset, tmp_path, IMAGE_SIZE, naming=[str(tmp_path), "no 'validation' folder", "/train/<class>/"]
+        load_dataset, tmp_path, tmp_path / "cache", naming=[str(tmp_path), "no 'validation' folder", "/train/<class>/"]
     )
 
 
 def test_no_class_folders(tmp_path: Path) -> None:
     write(tmp_path / "train" / "loose.jpg", colour_jpeg())
     (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
-    expect_data_error(read_split, tmp_path, "train", IMAGE_SIZE, naming=[str(tmp_path / "train"), "no class folders"])
+    make_two_class_split(tmp_path, "validation")
+    expect_data_error(
+        load_dataset, tmp_path, tmp_path / "cache", naming=[str(tmp_path / "train"), "no class folders"]
+    )
 
 
 def test_one_class_folder(tmp_path: Path) -> None:
     write(tmp_path / "train" / "cats" / "a.jpg", colour_jpeg())
+    make_two_class_split(tmp_path, "validation")
     expect_data_error(
-        read_split, tmp_path, "train", IMAGE_SIZE,
+        load_dataset, tmp_path, tmp_path / "cache",
         naming=[str(tmp_path / "train"), "only one class folder 'cats'", "two or more"],
     )
 
@@ -441,25 +511,32 @@ def test_one_class_folder(tmp_path: Path) -> None:
 def test_empty_class(tmp_path: Path) -> None:
     make_two_class_split(tmp_path, "train")
     write(tmp_path / "train" / "birds" / "notes.txt", b"no images here")
+    make_two_class_split(tmp_path, "validation", ("birds", "cats", "dogs"))
     expect_data_error(
-        read_split, tmp_path, "train", IMAGE_SIZE,
+        load_dataset, tmp_path, tmp_path / "cache",
         naming=[str(tmp_path / "train" / "birds"), "no usable images", "cannot be learned"],
     )
 
 
 def test_class_whose_images_all_fail_to_decode(tmp_path: Path) -> None:
+    """Found only by decoding: the study stops, and the cache holds nothing of it."""
     make_two_class_split(tmp_path, "train")
     write(tmp_path / "train" / "birds" / "broken.jpg", b"not really a jpeg")
+    make_two_class_split(tmp_path, "validation", ("birds", "cats", "dogs"))
     expect_data_error(
-        read_split, tmp_path, "train", IMAGE_SIZE, naming=[str(tmp_path / "train" / "birds"), "no usable images"]
+        decode_split, tmp_path, "train", naming=[str(tmp_path / "train" / "birds"), "no usable images"]
     )
+    expect_data_error(
+        load_dataset, tmp_path, tmp_path / "cache", naming=[str(tmp_path / "train" / "birds"), "no usable images"]
+    )
+    assert [path.name for path in (tmp_path / "cache" / "decoded").iterdir() if not path.name.endswith(".lock")] == []
 
 
 def test_mismatched_classes(tmp_path: Path) -> None:
     make_two_class_split(tmp_path, "train", ("cats", "dogs"))
     make_two_class_split(tmp_path, "validation", ("birds", "cats"))
     expect_data_error(
-        read_dataset, tmp_path, IMAGE_SIZE,
+        load_dataset, tmp_path, tmp_path / "cache",
         naming=[str(tmp_path / "train"), str(tmp_path / "validation"), "'dogs'", "'birds'"],
     )
 
@@ -467,15 +544,22 @@ def test_mismatched_classes(tmp_path: Path) -> None:
 def test_no_usable_images(tmp_path: Path) -> None:
     for class_name in ("cats", "dogs"):
         write(tmp_path / "train" / class_name / "empty.jpg", b"")
-    expect_data_error(read_split, tmp_path, "train", IMAGE_SIZE, naming=[str(tmp_path / "train"), "no usable images"])
+    make_two_class_split(tmp_path, "validation")
+    expect_data_error(decode_split, tmp_path, "train", naming=[str(tmp_path / "train"), "no usable images"])
+    expect_data_error(load_dataset, tmp_path, tmp_path / "cache", naming=[str(tmp_path / "train"), "no usable images"])
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
     make_two_class_split(tmp_path, "train")
-    with pytest.raises(ValueError):
-        read_split(tmp_path, "train", (0, 10))
-    with pytest.raises(ValueError):
-        read_split(tmp_path, "train", IMAGE_SIZE, workers=0)
+    make_two_class_split(tmp_path, "validation")
+    train_scan, _ = scan_dataset(tmp_path)
+    for image_size, workers, named in (
+        ((0, 10), None, "image_size"), ((16,), None, "image_size"), (IMAGE_SIZE, 0, "workers must be at least 1")
+    ):
+        with pytest.raises(ValueError, match=named):
+            decode_scan_into(train_scan, lambda index, image: None, image_size, workers=workers)
+        with pytest.raises(ValueError, match=named):
+            load_or_build(tmp_path, image_size, workers=workers, cache_dir=tmp_path / "cache")
 
 
 # --------------------------------------------------------------------------
@@ -498,6 +582,7 @@ def random_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two good classes; each example overwrites cats/random.jpg."""
     root = tmp_path_factory.mktemp("random")
     make_two_class_split(root, "train")
+    make_two_class_split(root, "validation")
     return root
 
 
@@ -505,45 +590,13 @@ def random_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(prefix=st.sampled_from(PREFIXES), body=st.binary(max_size=400))
 def test_random_bytes_are_used_or_skipped(random_root: Path, prefix: bytes, body: bytes) -> None:
     write(random_root / "train" / "cats" / "random.jpg", prefix + body)
-    split = read_split(random_root, "train", IMAGE_SIZE, workers=2)
+    split, images = decode_split(random_root, "train", workers=2)
     used = "train/cats/random.jpg" in split.files
     skipped = [item for item in split.skipped if item.path == "train/cats/random.jpg"]
     assert used != bool(skipped)
-    assert split.images.shape == (len(split.files), 16, 20, 3)
+    assert images.shape == (len(split.files), 16, 20, 3)
 
 
 def test_module_has_no_tensorflow_import() -> None:
     source = Path(images_module.__file__).read_text(encoding="utf-8")
     assert "tensorflow" not in source
-
-
-def test_data_larger_than_memory_stops_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_two_class_split(tmp_path, "train")
-    make_two_class_split(tmp_path, "validation")
-    image_count = len(list(tmp_path.rglob("*.jpg")))
-    needed = image_count * IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
-
-    def refuse_to_decode(*args: object, **kwargs: object) -> None:
-        raise AssertionError("decoding started although the data cannot fit")
-
-    monkeypatch.setattr(images_module, "available_memory_bytes", lambda: needed - 1)
-    monkeypatch.setattr(images_module, "_decode_scan", refuse_to_decode)
-    expect_data_error(
-        read_dataset, tmp_path, IMAGE_SIZE,
-        naming=[str(tmp_path), f"{image_count} images", "16x20", "data.image_size"],
-    )
-
-
-def test_data_that_fits_exactly_is_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_two_class_split(tmp_path, "train")
-    make_two_class_split(tmp_path, "validation")
-    image_count = len(list(tmp_path.rglob("*.jpg")))
-    monkeypatch.setattr(images_module, "available_memory_bytes", lambda: image_count * IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3)
-    train, validation = read_dataset(tmp_path, IMAGE_SIZE)
-    assert len(train.files) + len(validation.files) == image_count
-
-
-@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="reads Linux /proc/meminfo")
-def test_available_memory_is_read_on_linux() -> None:
-    available = images_module.available_memory_bytes()
-    assert available is not None and 0 < available < 2**50

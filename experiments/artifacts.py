@@ -669,6 +669,29 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """manifest.execution: how the command that wrote the manifest ran its cells (train
+    --workers, --scheduler, --task, --strategy; experiments.scale)."""
+
+    workers: int | None = None  # cells at once in this command
+    scheduler: str | None = None  # None (a local pool), "local" (a Dask LocalCluster) or "remote"
+    task_index: int | None = None  # a job-array task's index and count, or None
+    task_count: int | None = None
+    strategy: str = "none"  # "none" or "mirrored"
+    host: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Execution:
+        return cls(fields.integer("workers", optional=True), fields.text("scheduler", optional=True),
+                   fields.integer("task_index", optional=True), fields.integer("task_count", optional=True),
+                   fields.text("strategy", optional=True) or "none", fields.text("host", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"workers": self.workers, "scheduler": self.scheduler, "task_index": self.task_index,
+                "task_count": self.task_count, "strategy": self.strategy, "host": self.host}
+
+
+@dataclass(frozen=True)
 class Manifest(Record):
     """`manifest.json`: what ran, where and with what, and the run's status. `models` is derived
     from the cells' state.json files each time it is written (experiments.study.write_manifest)."""
@@ -689,7 +712,7 @@ class Manifest(Record):
     git_commit: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    execution: dict[str, Any] | None = None  # how the cells were spread (experiments.scale), when they were
+    execution: Execution | None = None
     wall_seconds: float | None = None
 
     @classmethod
@@ -709,7 +732,7 @@ class Manifest(Record):
             versions=_texts_by_name(fields, "versions"), devices=fields.texts("devices") if "devices" in fields.data else [],
             hardware=fields.mapping("hardware", optional=True), git_commit=fields.text("git_commit", optional=True),
             started_at=fields.text("started_at", optional=True), finished_at=fields.text("finished_at", optional=True),
-            execution=fields.mapping("execution", optional=True) or None,
+            execution=_optional_record(fields, "execution", Execution.from_fields),
             wall_seconds=fields.number("wall_seconds", optional=True),
         )
 
@@ -725,7 +748,7 @@ class Manifest(Record):
             "models": {name: entry.to_fields() for name, entry in self.models.items()},
         }
         if self.execution is not None:
-            data["execution"] = self.execution
+            data["execution"] = self.execution.to_fields()
         if self.wall_seconds is not None:
             data["wall_seconds"] = self.wall_seconds
         return data
@@ -834,6 +857,8 @@ class Selection:
 @dataclass(frozen=True)
 class TestPrediction:
     """What the chosen model predicted for one test file (class names), with the probability."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     file: str
     label: str

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from experiments.artifacts import Manifest, RunFolder, RunState, read_json
+from experiments.artifacts import Execution, Manifest, RunFolder, RunState, read_json
 from experiments.config import StudyConfig
 from experiments.decisions import COMPLETE, DIVERGED, FAILED, at_or_after, settled_for
 from experiments.errors import StudyFailed, UserError
@@ -662,12 +662,12 @@ class ScaleOptions:
                 raise UserError(f"--scheduler needs Dask's distributed package: run {DASK_INSTALL}, then the same command again")
         return self
 
-    def describe(self, slots: int | None = None) -> dict[str, Any]:
+    def describe(self, slots: int | None = None) -> Execution:
         """manifest.json's "execution": how this command ran its cells."""
-        return {"workers": slots if slots is not None else self.workers,
-                "scheduler": self.scheduler if self.scheduler in (None, "local") else "remote",
-                "task_index": self.task.index if self.task else None, "task_count": self.task.count if self.task else None,
-                "strategy": self.strategy, "host": socket.gethostname()}
+        return Execution(slots if slots is not None else self.workers,
+                         self.scheduler if self.scheduler in (None, "local") else "remote",
+                         self.task.index if self.task else None, self.task.count if self.task else None,
+                         self.strategy, socket.gethostname())
 
 
 # --------------------------------------------------------------------------- backends

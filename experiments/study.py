@@ -34,6 +34,7 @@ from experiments.artifacts import (
     ArtifactFormatError,
     BaseWeights,
     Epoch,
+    Execution,
     Fields,
     History,
     Manifest,
@@ -951,7 +952,7 @@ def finish_study(config: StudyConfig, run: RunFolder, data: StudyData) -> bool:
 
 
 def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tuple[str, int]] | None = None,
-              strategy: str = "none", execution: dict[str, Any] | None = None, parallel: int = 1) -> RunFolder:
+              strategy: str = "none", execution: Execution | None = None, parallel: int = 1) -> RunFolder:
     """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
 
     Other `train` processes may work on the same run at the same time: cells one of them holds

@@ -142,6 +142,12 @@ def number_word(value: object) -> str:
     return _NUMBER_WORDS[number] if 0 <= number < len(_NUMBER_WORDS) else format_count(number)
 
 
+def number_of_times(value: object) -> str:
+    """How often, in words: 1 -> "once", 2 -> "twice", 3 -> "three times"."""
+    number = as_int(value)
+    return {1: "once", 2: "twice"}.get(number, f"{number_word(value)} times") if number is not None else "n/a times"
+
+
 def magnitude(value: object) -> float | None:
     """Absolute value (for wording like "3.4 points lower")."""
     number = finite(value)

@@ -33,6 +33,7 @@ from report_builder.formatting import (
     format_seconds,
     format_std,
     magnitude,
+    number_of_times,
     number_word,
 )
 from report_builder.publish import publish_tree
@@ -80,6 +81,7 @@ def make_environment() -> jinja2.Environment:
         std=format_std,
         interval=format_interval,
         words=number_word,
+        times=number_of_times,
     )
     return environment
 

@@ -770,7 +770,13 @@ def baseline_view(dataset: Dataset | None) -> dict[str, Any] | None:
     baseline = dataset.majority_baseline if dataset else None
     if baseline is None:
         return None
-    return {"class_name": baseline.class_name, "accuracy": {split: baseline.accuracy.get(split) for split in SPLIT_ORDER}}
+    train = dataset.splits.get("train")
+    counts = train.label_counts if train else {}
+    top = counts.get(baseline.class_name)
+    tied = [name for name in dataset.class_names if top is not None and counts.get(name) == top]
+    return {"class_name": baseline.class_name, "accuracy": {split: baseline.accuracy.get(split) for split in SPLIT_ORDER},
+            # the classes as common in training as the one chosen (ties go to the first by name)
+            "tied": tied if len(tied) > 1 else [], "all_tied": len(tied) == len(dataset.class_names) > 1}
 
 
 def test_view(metrics: Metrics | None) -> dict[str, Any] | None:

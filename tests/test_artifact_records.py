@@ -11,14 +11,30 @@ import pytest
 
 from experiments.artifacts import (
     ArtifactFormatError,
+    BaseWeights,
     CheckpointProgress,
+    Dataset,
+    DataSource,
     Epoch,
+    Execution,
     History,
     Layer,
+    MajorityBaseline,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    ModelScore,
     ModelSummary,
+    RunEntry,
     RunState,
+    Selection,
+    SkippedEntry,
+    SplitFiles,
+    TestEvaluation,
+    TestPrediction,
     ValidationPredictions,
 )
+from experiments.config import MODEL_NAMES
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "artifacts.md"
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "artifacts" / "cats-vs-dogs"
@@ -31,13 +47,29 @@ EXAMPLES = {
     "models/<model>/summary.json": ModelSummary("transfer", "t", "d", [Layer("dense", "Dense", "(None, 2)", 10, True)], 10, 10, 0, ""),
     "models/<model>/seed-<seed>/validation_predictions.json": ValidationPredictions("baseline", 1337, 1, "0" * 64, ["a", "b"], [0],
                                                                                     [1], [0.5]),
+    # the guide's placeholders (<model>, <seed>) and free mappings (config, versions) by the names it shows
+    "manifest.json": Manifest(
+        "r", {}, "h", "running", [1337], {"<model>": ModelEntry("complete", 1.0, 1, None, "float32", {"<seed>": RunEntry("complete")})},
+        "f", DataSource("folder", "d"), [SkippedEntry("x", "y")], BaseWeights("file", "p", "n", "s"),
+        {"python": "3", "tensorflow": "2", "keras": "3", "numpy": "2"}, ["cpu"],
+        {"platform": "p", "processor": "c", "cpu_count": 2, "gpus": [], "cpu_kernels": "oneDNN"}, "g", "t0", "t1",
+        Execution(2, None, 0, 4, "none", "h"), 1.0),
+    "dataset.json": Dataset(
+        ["cats", "dogs"], [160, 160], 1337, {split: SplitFiles(2, {"cats": 1, "dogs": 1}, ["a", "b"]) for split in ("train", "validation", "test")},
+        0.2, MajorityBaseline("cats", "r", {"train": 0.5, "validation": 0.5, "test": 0.5}), [SkippedEntry("x", "y")],
+        DataSource("folder", "d"), "f"),
+    "metrics.json": Metrics(
+        "h", "f", Selection("val_accuracy", "r", dict.fromkeys(MODEL_NAMES, 0.5), dict.fromkeys(("1337", "1338", "1339"), 0.5)),
+        "finetune", 1338, {"<model>": ModelScore(0.2, 0.9)},
+        TestEvaluation("finetune", 1338, 0.1, 0.5, 1, 2, ["cats", "dogs"], [[1, 0], [1, 0]], [TestPrediction("f", "cats", "dogs", 0.8)]),
+        "s"),
 }
 
 
 def keys_of(value: object) -> set[str]:
-    """Every key of a JSON value, at any depth."""
+    """Every key of a JSON value, at any depth (placeholders such as <model> left out)."""
     if isinstance(value, dict):
-        return set(value) | {key for item in value.values() for key in keys_of(item)}
+        return {key for key in value if re.fullmatch(r"\w+", key)} | {key for item in value.values() for key in keys_of(item)}
     if isinstance(value, list):
         return {key for item in value for key in keys_of(item)}
     return set()
@@ -64,9 +96,12 @@ def test_a_record_reads_back_what_it_writes(tmp_path, file_name):
 
 
 def test_the_shipped_run_reads_and_writes_back_byte_for_byte(tmp_path):
-    for path in sorted(SHIPPED_RUN.glob("models/*/seed-*/*.json")) + sorted(SHIPPED_RUN.glob("models/*/summary.json")):
+    paths = [SHIPPED_RUN / name for name in ("manifest.json", "dataset.json", "metrics.json")]
+    paths += sorted(SHIPPED_RUN.glob("models/*/seed-*/*.json")) + sorted(SHIPPED_RUN.glob("models/*/summary.json"))
+    for path in paths:
         record_type = {"history.json": History, "state.json": RunState, "summary.json": ModelSummary,
-                       "validation_predictions.json": ValidationPredictions}[path.name]
+                       "validation_predictions.json": ValidationPredictions, "manifest.json": Manifest,
+                       "dataset.json": Dataset, "metrics.json": Metrics}[path.name]
         record = record_type.read(path)
         assert record.write(tmp_path / path.name).read_bytes() == path.read_bytes(), path
 
@@ -96,3 +131,30 @@ def test_unknown_keys_are_ignored_and_a_missing_file_reads_as_none(tmp_path):
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(ArtifactFormatError, match="broken.json: not valid JSON"):
         RunState.read(tmp_path / "broken.json")
+
+
+@pytest.mark.parametrize(("name", "change", "message"), [
+    ("manifest.json", lambda data: data["models"]["transfer"]["runs"]["1337"].update(wall_seconds="long"),
+     "field 'models.transfer.runs.1337.wall_seconds' must be a number or null"),
+    ("manifest.json", lambda data: data.update(seeds=[1337, "1338"]), "field 'seeds' must list integers"),
+    ("manifest.json", lambda data: data["base_weights"].pop("kind"), "field 'base_weights.kind' must be a string"),
+    ("dataset.json", lambda data: data["splits"]["validation"]["label_counts"].update(cats=-1),
+     "field 'splits.validation.label_counts.cats' must be a count (an integer, 0 or more)"),
+    ("dataset.json", lambda data: data["majority_baseline"]["accuracy"].update(test=50),
+     "field 'majority_baseline.accuracy.test' is 50, not an accuracy between 0 and 1"),
+    ("dataset.json", lambda data: data.update(image_size=[160]), "field 'image_size' must be [height, width] in pixels"),
+    ("metrics.json", lambda data: data["test"]["confusion_matrix"].pop(), "field 'test.confusion_matrix' must be 2 rows of 2 counts"),
+    ("metrics.json", lambda data: data["test"].update(correct=999), "field 'test.correct' is 999, not between 0 and total"),
+    ("metrics.json", lambda data: data["selection"]["candidates"].update(transfer="best"),
+     "field 'selection.candidates.transfer' must be a number or null"),
+])
+def test_a_malformed_run_file_is_one_error_naming_the_file_and_the_field(tmp_path, name, change, message):
+    path = SHIPPED_RUN / name
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    broken = tmp_path / name
+    broken.write_text(json.dumps(data), encoding="utf-8")
+    record_type = {"manifest.json": Manifest, "dataset.json": Dataset, "metrics.json": Metrics}[name]
+    with pytest.raises(ArtifactFormatError) as caught:
+        record_type.read(broken)
+    assert str(caught.value).startswith(f"{broken}: {message}")

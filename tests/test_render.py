@@ -615,3 +615,40 @@ def test_a_diverged_model_is_called_diverged(tmp_path: Path):
     assert "loss became NaN in epoch 3" in pages["models/augmented.md"]
     assert "[augmented](models/augmented.md) (diverged)" in pages["index.md"]
     assert "| [augmented](models/augmented.md) | diverged |" in pages["method.md"]
+
+
+def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a_malformed_manifest_stops(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    metrics["test"]["correct"] = "most"
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    dataset = json.loads((run / "dataset.json").read_text(encoding="utf-8"))
+    dataset["splits"]["train"]["count"] = None
+    (run / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    method, index = read(docs / "method.md"), read(docs / "index.md")
+    assert "metrics.json: field 'test.correct' must be an integer" in method
+    assert "dataset.json: field 'splits.train.count' must be an integer" in method
+    assert "No dataset description" in index and "No test score yet" in index
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    manifest["models"]["baseline"]["status"] = 3
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ReportError, match=r"manifest.json: field 'models.baseline.status' must be a string"):
+        render_report(run, tmp_path / "docs-2")
+
+
+def test_the_majority_baseline_says_when_its_class_is_a_tie_break(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(1337, 1338))
+    dataset = json.loads((run / "dataset.json").read_text(encoding="utf-8"))
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    index = read(docs / "index.md")
+    assert "class of the training split, here **cats**." in index  # the fixture's first class leads by one image
+    assert "every one of them twice with different seeds" in index
+    assert "trained twice, once per seed" in read(docs / "method.md")
+    dataset["splits"]["train"]["label_counts"] = {"cats": 20, "dogs": 20}
+    (run / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
+    render_report(run, docs)
+    index = " ".join(read(docs / "index.md").split())
+    assert "the classes are equally common in training, so it answers with the first by name, **cats**" in index

@@ -158,21 +158,18 @@ def _in_process_config(tmp_path: Path, models: list[str], seeds: int):
 
 def test_healing_derives_models_and_status_from_the_states(tmp_path):
     """The manifest a crashed process left is rewritten from the cells, without training."""
-    from experiments.artifacts import RunFolder, write_json
+    from experiments.artifacts import Manifest, ModelEntry, RunFolder, RunState, write_json
     from experiments.config import config_hash
     from experiments.study import write_manifest
 
     config = _in_process_config(tmp_path, ["baseline"], 2)
     run = RunFolder(config.run_dir)
     for seed, status, error in ((7, "complete", None), (8, "diverged", "loss became NaN in epoch 1")):
-        write_json(run.seed_run("baseline", seed).state, {
-            "model": "baseline", "seed": seed, "config_hash": config_hash(config, "baseline"), "data_fingerprint": "data",
-            "status": status, "epochs_completed": 1 if status == "complete" else 0, "epochs_planned": 1,
-            "wall_seconds": 2.5 if status == "complete" else None, "error": error, "precision": "float32"})
-    write_json(run.manifest, {"schema_version": 2, "data_fingerprint": "data", "status": "running", "seeds": [7, 8],
-                              "models": {"baseline": {"status": "complete", "runs": {}}}})
-    manifest = write_manifest(run, config, "healing")
-    assert manifest == load(run.manifest)
+        RunState("baseline", seed, config_hash(config, "baseline"), "data", status, 1 if status == "complete" else 0, 1,
+                 2.5 if status == "complete" else None, error, "float32").write(run.seed_run("baseline", seed).state)
+    Manifest("held", {}, "stale", "running", [7, 8], {"baseline": ModelEntry("complete")}, data_fingerprint="data").write(run.manifest)
+    manifest = write_manifest(run, config, "healing").to_json()
+    assert manifest == load(run.manifest) and manifest["config_hash"] == config_hash(config)
     assert manifest["status"] == "failed"
     baseline = manifest["models"]["baseline"]
     assert baseline["status"] == "diverged" and baseline["precision"] == "float32"
@@ -180,7 +177,7 @@ def test_healing_derives_models_and_status_from_the_states(tmp_path):
     assert baseline["runs"]["8"]["status"] == "diverged" and baseline["error"] == "seed 8: loss became NaN in epoch 1"
     # a state trained for other data is not this study's: the cell counts as not run
     write_json(run.seed_run("baseline", 8).state, {**load(run.seed_run("baseline", 8).state), "data_fingerprint": "other"})
-    manifest = write_manifest(run, config, "healing")
+    manifest = write_manifest(run, config, "healing").to_json()
     assert set(manifest["models"]["baseline"]["runs"]) == {"7"} and manifest["models"]["baseline"]["status"] == "partial"
     assert manifest["status"] == "interrupted", "cells not run, and nobody said it is running"
     assert write_manifest(RunFolder(tmp_path / "nothing"), config, "healing") is None, "no manifest, nothing to heal"

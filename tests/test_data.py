@@ -50,16 +50,16 @@ def test_smoke_data_counts_baseline_and_description():
     config = load_config(SMOKE_CONFIG)
     data = load_study_data(config)
     description = data.describe()
-    assert description["class_names"] == ["blobs", "stripes"]
-    splits = description["splits"]
-    assert splits["train"]["count"] == 128
-    assert splits["train"]["label_counts"] == {"blobs": 64, "stripes": 64}
-    assert splits["validation"]["count"] + splits["test"]["count"] == 80
-    assert splits["test"]["count"] == 16
-    assert not set(splits["test"]["files"]) & set(splits["validation"]["files"])
-    baseline = description["majority_baseline"]
-    assert baseline["class_name"] == "blobs"
-    assert baseline["accuracy"]["train"] == pytest.approx(0.5)
+    assert description.class_names == ["blobs", "stripes"]
+    splits = description.splits
+    assert splits["train"].count == 128
+    assert splits["train"].label_counts == {"blobs": 64, "stripes": 64}
+    assert splits["validation"].count + splits["test"].count == 80
+    assert splits["test"].count == 16
+    assert not set(splits["test"].files) & set(splits["validation"].files)
+    baseline = description.majority_baseline
+    assert baseline.class_name == "blobs"
+    assert baseline.accuracy["train"] == pytest.approx(0.5)
     assert data.train.images.dtype == np.uint8 and data.train.images.shape == (128, 48, 48, 3)
     assert load_study_data(config).fingerprint == data.fingerprint
 
@@ -73,9 +73,9 @@ def test_majority_baseline_on_unbalanced_training_data(tmp_path):
                 Image.new("RGB", (24, 24), (index * 20, 0, 0)).save(folder / f"{index}.png")
     config = load_config(SMOKE_CONFIG, {"data.source": "folder", "data.data_dir": str(tmp_path)})
     baseline = load_study_data(config).majority_baseline()
-    assert baseline["class_name"] == "a"
-    assert baseline["accuracy"]["train"] == pytest.approx(0.75)
-    assert baseline["accuracy"]["validation"] == pytest.approx(4 / 8)
+    assert baseline.class_name == "a"
+    assert baseline.accuracy["train"] == pytest.approx(0.75)
+    assert baseline.accuracy["validation"] == pytest.approx(4 / 8)
 
 
 def test_synthetic_classes_differ_but_overlap():
@@ -177,9 +177,9 @@ def test_folder_labels_follow_each_file_s_class_folder(tmp_path):
     assert data.label_counts(data.validation) == {"cats": 8, "dogs": 3}
     assert data.label_counts(data.test) == {"cats": 2, "dogs": 1}
     baseline = data.majority_baseline()
-    assert baseline["class_name"] == "cats"
-    assert baseline["accuracy"]["validation"] == pytest.approx(8 / 11)
-    assert baseline["accuracy"]["test"] == pytest.approx(2 / 3)
+    assert baseline.class_name == "cats"
+    assert baseline.accuracy["validation"] == pytest.approx(8 / 11)
+    assert baseline.accuracy["test"] == pytest.approx(2 / 3)
 
 
 def test_the_pipeline_keeps_every_image_with_its_label(tmp_path):

@@ -220,7 +220,7 @@ def test_the_progress_line_counts_every_process_cells(tmp_path):
     """Done and running are read from the run folder: states, and the owner files of live holders."""
     from datetime import UTC, datetime, timedelta
 
-    from experiments.artifacts import RunFolder, write_json
+    from experiments.artifacts import RunFolder, RunState, write_json
     from experiments.config import config_hash
     from experiments.scale import CensusProgress
 
@@ -229,9 +229,9 @@ def test_the_progress_line_counts_every_process_cells(tmp_path):
     since = datetime.now(UTC) - timedelta(minutes=5)
     finished = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     for model, seed, seconds in (("baseline", 1337, 30.0), ("baseline", 1338, 50.0)):
-        write_json(run.seed_run(model, seed).state, {"status": "complete", "config_hash": config_hash(config, model),
-                                                     "data_fingerprint": "data", "wall_seconds": seconds, "finished_at": finished})
-    write_json(run.seed_run("transfer", 1337).state, {"status": "complete", "config_hash": "another config", "data_fingerprint": "data"})
+        RunState(model, seed, config_hash(config, model), "data", "complete", 1, wall_seconds=seconds,
+                 finished_at=finished).write(run.seed_run(model, seed).state)
+    RunState("transfer", 1337, "another config", "data", "complete", 1).write(run.seed_run("transfer", 1337).state)
     write_json(run.seed_run("transfer", 1337).owner_file, {"pid": os.getpid(), "host": os.uname().nodename, "task": "training"})
     write_json(run.seed_run("transfer", 1338).owner_file, {"pid": 2**22 + 12345, "host": os.uname().nodename, "task": "training"})
 

@@ -137,8 +137,10 @@ def test_a_terminal_gets_one_line_rewritten_in_place_on_stderr(terminal_environm
         for done in range(50, 401, 50):
             progress(done, 400)
             print("a message printed meanwhile", file=sys.stderr)  # shows above the line
+        print("a result on stdout")  # stays on stdout (rich does not take it over)
     text = terminal.getvalue()
-    assert out.getvalue() == "", "nothing on stdout"
+    assert out.getvalue() == "a result on stdout\n", "nothing else on stdout"
+    assert "a result" not in text
     assert sys.stderr is terminal, "stderr is no longer redirected through rich"
     assert "\r" in text and "\x1b[2K" in text, "the line is rewritten in place"
     assert text.count("a message printed meanwhile") == 8

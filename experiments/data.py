@@ -36,6 +36,7 @@ from experiments.artifacts import Dataset, DataSource, MajorityBaseline, Skipped
 from experiments.cache import CachedImages, CachedSplit, load_or_build
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
 from experiments.images import DataError, DecodedSplit, SkippedFile
+from experiments.progress import progress_counter
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
@@ -158,32 +159,17 @@ def fingerprint(class_names: list[str], splits: dict[str, CachedSplit | DecodedS
 # --------------------------------------------------------------------------- sources
 
 
-def _print_progress(label: str):
-    """A counter that rewrites one line on a terminal and prints every quarter in logs."""
-    interactive = sys.stderr.isatty()
-    next_quarter = [1]
-
-    def progress(done: int, total: int) -> None:
-        if interactive:
-            end = "\n" if done >= total else "\r"
-            print(f"  reading {label} images: {done}/{total}", end=end, file=sys.stderr, flush=True)
-        elif done >= total * next_quarter[0] / 4:
-            print(f"  reading {label} images: {done}/{total}", file=sys.stderr, flush=True)
-            next_quarter[0] = int(4 * done / total) + 1
-
-    return progress
-
-
 def _from_folder(config: StudyConfig, data_root: Path, source: DataSource) -> StudyData:
     """Decoded splits from the decoded-image cache (decoding the folder once, on a miss)."""
-    cached = load_or_build(
-        data_root,
-        config.image_size,
-        workers=config.data.workers or None,
-        cache_dir=config.data.cache_dir,
-        progress=_print_progress(str(data_root)),
-        fingerprint=fingerprint,
-    )
+    with progress_counter(f"reading {data_root} images") as progress:
+        cached = load_or_build(
+            data_root,
+            config.image_size,
+            workers=config.data.workers or None,
+            cache_dir=config.data.cache_dir,
+            progress=progress,
+            fingerprint=fingerprint,
+        )
     train, validation = cached.train, cached.validation
     check_validation_classes_can_split(
         validation.class_names, validation.labels, config.data.test_fraction, data_root / "validation"

@@ -58,6 +58,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from experiments.errors import UserError
+from experiments.progress import ProgressCallback  # the callback protocol (experiments.cache imports it from here)
 
 ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 Image.init()  # register every PIL plugin so the format list below can be checked
@@ -75,7 +76,6 @@ ROTATING_EXIF_ORIENTATIONS = frozenset({5, 6, 7, 8})
 DECODE_RULES_VERSION = 1
 EXIF_ORIENTATION_TAG = 0x0112
 
-ProgressCallback = Callable[[int, int], None]
 # Symlinked folders are never followed (one pointing at /usr would be scanned whole): not in a
 # class folder, and not as a class folder either.  They are listed with this reason.
 LINKED_FOLDER_REASON = "link to a folder (not followed)"

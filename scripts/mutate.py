@@ -107,6 +107,42 @@ MUTATIONS = (
         ("tests/test_cache.py::test_changed_files_or_image_size_build_a_new_cache",),
         "a file whose bytes changed under the same name is read from the old decoded-image cache (stale pixels)",
     ),
+    # ---- the progress counter while images are read (experiments.progress)
+    Mutation(
+        "folder-reading-without-progress", "experiments/data.py",
+        "            progress=progress,\n",
+        "            progress=None,\n",
+        ("tests/test_data.py::test_decoding_a_folder_shows_its_progress_on_stderr_once",),
+        "decoding a data folder into the cache shows no progress at all",
+    ),
+    Mutation(
+        "progress-line-at-every-report", "experiments/progress.py",
+        "        if quarter <= self._quarters_shown:\n            return\n",
+        "        if done <= 0:\n            return\n",
+        ("tests/test_progress.py",),
+        "a log gets a line at every report (every 50 images) instead of one per quarter",
+    ),
+    Mutation(
+        "progress-counter-without-lock", "experiments/progress.py",
+        "        self._lock = threading.Lock()\n",
+        "        self._lock = __import__('contextlib').nullcontext()\n",
+        ("tests/test_progress.py",),
+        "reports from several threads at once are not serialised: garbled or repeated log lines",
+    ),
+    Mutation(
+        "progress-lines-on-stdout", "experiments/progress.py",
+        "stream = self._file if self._file is not None else sys.stderr",
+        "stream = self._file if self._file is not None else sys.stdout",
+        ("tests/test_progress.py",),
+        "the progress lines go to stdout, mixed into what a command prints or pipes",
+    ),
+    Mutation(
+        "progress-display-left-running-on-error", "experiments/progress.py",
+        "    try:\n        yield counter\n    finally:\n        counter.close()\n",
+        "    yield counter\n    counter.close()\n",
+        ("tests/test_progress.py",),
+        "Ctrl-C or an error while images decode leaves the live display running: hidden cursor, stderr redirected",
+    ),
     # ---- the config, and which finished runs are reused
     Mutation(
         "image-size-not-hashed", "experiments/config.py",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -243,3 +245,24 @@ def test_the_fingerprint_follows_every_file_s_name_class_and_bytes(tmp_path):
     assert fingerprint_now() != original
     removed.write_bytes(saved)
     assert fingerprint_now() == original
+
+
+def test_decoding_a_folder_shows_its_progress_on_stderr_once(tmp_path, capfd):
+    """The first read decodes the folder into the cache and counts the images on stderr (a log
+    here: plain lines, the last one with the time taken); the second finds them in the cache and shows no counter. Nothing
+    goes to stdout (see tests/test_progress.py for the terminal and the quarters)."""
+    root = tmp_path / "pets"
+    write_colour_study(root)
+    load_study_data(folder_config(root))
+    first = capfd.readouterr()
+    total = sum(sum(counts.values()) for counts in COLOUR_STUDY.values())
+    train = sum(COLOUR_STUDY["train"].values())  # each split reports when it is done (and every 50 images)
+    counted = [line for line in first.err.splitlines() if " images: " in line]
+    label = f"  reading {re.escape(str(root))} images: "
+    assert len(counted) == 2, counted
+    assert re.fullmatch(rf"{label}{train}/{total} \({100 * train // total}%\)", counted[0]), counted
+    assert re.fullmatch(rf"{label}{total}/{total} \(100%\) in \d+\.\d s", counted[1]), counted
+    load_study_data(folder_config(root))
+    second = capfd.readouterr()
+    assert " images: " not in second.err and "using the images decoded earlier" in second.err
+    assert first.out == second.out == ""

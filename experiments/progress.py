@@ -1,0 +1,165 @@
+"""A done/total counter for long loops (reading and decoding images), drawn with rich.progress.
+
+    with progress_counter("reading /data/cats images") as progress:
+        load_or_build(..., progress=progress)   # anything that calls progress(done, total)
+
+The callable it yields follows `ProgressCallback`, the protocol experiments.images and
+experiments.cache call: `progress(done, total)`, with `done` counting up to `total`. It may be
+called from any thread: each call takes a lock, and a report older than one already shown is
+ignored. (experiments.images reports from the thread that waits on its decoding pool, not from
+the pool's threads; the lock is for callers that do.)
+
+Where it writes: always standard error, never standard output.
+
+- On a terminal: one line that rich rewrites in place (bar, done/total, time elapsed and left;
+  a description too long for the width loses its middle), left standing at its last state when
+  the block ends, followed by a newline. Messages printed to
+  stderr meanwhile appear above it. It starts at the first report, so a block that reports
+  nothing (images found in the cache) prints nothing.
+- Elsewhere (a log file, CI, `2> file`, TERM=dumb, or TTY_INTERACTIVE=0): a plain line at each
+  quarter done, the last one with the time taken:
+
+      reading /data/cats images: 375/1500 (25%)
+      ...
+      reading /data/cats images: 1500/1500 (100%) in 4.2 s
+
+However the block ends (an exception, Ctrl-C: experiments.interrupts turns SIGTERM into one too),
+the display is stopped on the way out: the cursor is shown again, the line ends, and stderr is
+no longer redirected through rich. Reports that arrive after that (a straggling thread) are dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
+
+ProgressCallback = Callable[[int, int], None]
+
+# The terminal line: "  {description} {bar} {done}/{total} 0:00:07 elapsed, 0:00:02 left", with one
+# column left free. Besides the description, the bar and the counts it takes: the indent, the four
+# spaces between those and the times, the two times with their words, and the free column.
+FIXED_COLUMNS = 2 + 4 + len("0:00:07 elapsed,") + len("0:00:02 left") + 1
+BAR_WIDTH = 20  # at most; narrower on a narrow terminal, down to MINIMUM_BAR
+MINIMUM_BAR = 4
+SHORT_BAR = 10  # what the bar keeps when the description has to be cut (a third of the room if less)
+MINIMUM_DESCRIPTION = 12
+
+
+def _is_terminal(console: Console, file: IO[str] | None) -> bool:
+    """An interactive terminal that can take cursor moves: the stream is a tty (whatever
+    FORCE_COLOR says, so `2> file` stays plain) and rich calls it interactive (not TERM=dumb,
+    not TTY_INTERACTIVE=0)."""
+    stream = file if file is not None else sys.stderr
+    try:
+        is_tty = bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+    return is_tty and console.is_interactive
+
+
+class ProgressCounter:
+    """The callable `progress_counter` yields; `close()` ends its display (the with-block does)."""
+
+    def __init__(self, description: str, file: IO[str] | None = None):
+        self.description = description
+        self._file = file
+        self._lock = threading.Lock()
+        self._console = Console(file=file) if file is not None else Console(stderr=True)
+        self.interactive = _is_terminal(self._console, file)
+        self._started = time.monotonic()  # rich's clock too: its elapsed column counts from here
+        self._closed = False
+        self._done = -1
+        self._total = 0
+        self._quarters_shown = 0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._closed or total <= 0:
+                return
+            done = max(0, min(int(done), int(total)))
+            if total != self._total:  # a new count (not expected from one build, but keep it sane)
+                self._total, self._done, self._quarters_shown = int(total), -1, 0
+            if done <= self._done:
+                return  # an older report than one already shown (threads can finish out of order)
+            self._done = done
+            if self.interactive:
+                self._draw(done, total)
+            else:
+                self._print_quarter(done, total)
+
+    def _draw(self, done: int, total: int) -> None:
+        if self._progress is None:
+            description, bar_width = self._layout(total)
+            self._progress = Progress(
+                TextColumn("  {task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+                BarColumn(bar_width=bar_width),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("elapsed,"),
+                TimeRemainingColumn(),
+                TextColumn("left"),
+                console=self._console,
+                redirect_stdout=False,  # stdout stays stdout; only stderr messages print above the line
+                redirect_stderr=True,
+                refresh_per_second=4,
+            )
+            self._task = self._progress.add_task(description, total=total, completed=done)
+            self._progress.tasks[-1].start_time = self._started  # elapsed since the block began, as in the log lines
+            self._progress.start()
+            return
+        assert self._task is not None
+        self._progress.update(self._task, completed=done, total=total)
+
+    def _layout(self, total: int) -> tuple[str, int]:
+        """The description and the bar's width that fit the terminal's width on one line: the bar
+        takes what the description leaves (at most BAR_WIDTH, at least SHORT_BAR); a description
+        too long for the rest loses its middle ("reading /a/lo…/pets images": the
+        verb and the folder's own name stay)."""
+        room = self._console.width - FIXED_COLUMNS - len(f"{total}/{total}")  # for the description and the bar
+        bar_width = max(MINIMUM_BAR, min(BAR_WIDTH, max(room - len(self.description), min(room // 3, SHORT_BAR))))
+        space = max(MINIMUM_DESCRIPTION, room - bar_width)
+        if len(self.description) <= space:
+            return self.description, bar_width
+        head = space // 3
+        return self.description[:head] + "…" + self.description[len(self.description) - (space - head - 1):], bar_width
+
+    def _print_quarter(self, done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter <= self._quarters_shown:
+            return
+        self._quarters_shown = quarter
+        line = f"  {self.description}: {done}/{total} ({100 * done // total}%)"
+        if done >= total:
+            line += f" in {time.monotonic() - self._started:.1f} s"
+        stream = self._file if self._file is not None else sys.stderr
+        print(line, file=stream, flush=True)
+
+    def close(self) -> None:
+        """Stop the display (idempotent): later reports are ignored."""
+        with self._lock:
+            self._closed = True
+            progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.stop()
+
+
+@contextmanager
+def progress_counter(description: str, file: IO[str] | None = None) -> Iterator[ProgressCounter]:
+    """A thread-safe `ProgressCallback` that shows `description: done/total` on stderr (or
+    `file`) while the block runs; see the module's docstring for what a terminal and a log get.
+    The total comes with each call, so the caller need not know it beforehand."""
+    counter = ProgressCounter(description, file)
+    try:
+        yield counter
+    finally:
+        counter.close()

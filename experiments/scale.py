@@ -751,15 +751,14 @@ class PoolBackend:
         priority = critical_path(spec.config, cells)
         tries: dict[Cell, int] = {}
         in_flight: dict[Future, Cell] = {}
+        sources = {cell: source_of(spec.config, cell) for cell in cells}
         while True:
-            for cell in cells:  # a cell whose source was lost is not run
-                source = source_of(spec.config, cell)
+            for cell, source in sources.items():  # a cell whose source was lost is not run
                 if cell not in results.lost and cell not in results.outcomes and source in results.lost:
                     results.lost[cell] = f"not run: it starts from {source[0]}, seed {source[1]}, which was lost"
             busy = set(in_flight.values())
             ready = [cell for cell in cells if cell not in results.outcomes and cell not in results.lost and cell not in busy
-                     and (source_of(spec.config, cell) is None or source_of(spec.config, cell) not in cells
-                          or source_of(spec.config, cell) in results.outcomes)]
+                     and (sources[cell] is None or sources[cell] not in sources or sources[cell] in results.outcomes)]
             for cell in sorted(ready, key=lambda item: (-priority[item], cells.index(item)))[: self.workers - len(in_flight)]:
                 in_flight[self._pool().submit(cell_job, spec, cell[0], cell[1], _label(cell, labels))] = cell
             if not in_flight:

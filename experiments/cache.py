@@ -165,7 +165,7 @@ class CachedImages:
     works too). `take(indices)` gives a lazy view of some rows (what `Split.subset` uses), and
     `np.asarray(images)` or `astype` read everything. Nothing is memory-mapped: every read is a
     pread into a new array, so the pages stay in the page cache and out of this process's resident
-    memory. `memmap()` gives numpy's own read-only memory map of the whole file when wanted.
+    memory.
     Instances pickle by path (a worker process reopens the file).
     """
 
@@ -273,11 +273,6 @@ class CachedImages:
 
     def astype(self, dtype: Any, copy: bool = True) -> np.ndarray:
         return np.asarray(self).astype(dtype, copy=False)
-
-    def memmap(self) -> np.ndarray:
-        """numpy's read-only memory map of the whole array file (rows a view leaves out included).
-        Pages it touches count in this process's resident memory."""
-        return np.load(self.path, mmap_mode="r")
 
 
 # --------------------------------------------------------------------------- what load gives

@@ -90,8 +90,6 @@ DARK = Theme(
     muted=DARK_MUTED,
     band_alpha=0.26,
 )
-THEMES = (LIGHT, DARK)
-
 
 def dark_path(path: Path) -> Path:
     """Where the dark twin of the figure at `path` goes: ``x.png`` -> ``x-dark.png``."""

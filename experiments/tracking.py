@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -203,8 +205,8 @@ def estimate_seconds_left(durations: Mapping[str, list[float]], remaining: Itera
     every = [seconds for values in durations.values() for seconds in values]
     if not every:
         return None
-    overall = sum(every) / len(every)
-    return sum(sum(durations[name]) / len(durations[name]) if durations.get(name) else overall for name in remaining)
+    overall = statistics.fmean(every)
+    return math.fsum(statistics.fmean(durations[name]) if durations.get(name) else overall for name in remaining)
 
 
 def progress_line(done: int, total: int, elapsed: float, seconds_left: float | None) -> str:

@@ -273,15 +273,6 @@ def mean_curve(runs: Runs, key: str) -> dict[int, float | None]:
     return curve
 
 
-def last_epoch_mean(runs: Runs, key: str) -> float | None:
-    """Mean over seeds of ``key`` at each seed's own last epoch (its final record).
-
-    Seeds whose last value is missing are left out; None when no seed has one.
-    """
-    values = [_value(_ordered(history)[-1], key) for history in runs.values() if history]
-    return _mean_or_none([value for value in values if value is not None])
-
-
 def window_mean(runs: Runs, key: str, window: int = FINAL_WINDOW) -> float | None:
     """Mean over seeds of each seed's mean ``key`` over its last ``window`` epochs.
 

@@ -43,7 +43,6 @@ from experiments.errors import UserError
 
 MARKER = ".report-builder.json"
 GENERATOR = "report-builder"
-LOCK_WAIT_NOTICE_SECONDS = 1.0
 
 
 class PublishError(UserError):

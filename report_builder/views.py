@@ -126,10 +126,6 @@ class ModelView:
     histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
 
     @property
-    def verdict_codes(self) -> list[str]:
-        return [verdict.code for verdict in self.verdicts]
-
-    @property
     def verdict_labels(self) -> list[str]:
         """Short words per verdict; near chance by its loss alone (accuracy above the baseline) says so."""
         return ["chance-level loss" if verdict.code == analysis.AT_CHANCE and not verdict.facts.get("by_interval")
@@ -168,10 +164,6 @@ class PairedComparison:
     @property
     def winner(self) -> str | None:
         return {BETTER: self.first, WORSE: self.second}.get(self.outcome)
-
-    @property
-    def loser(self) -> str | None:
-        return {BETTER: self.second, WORSE: self.first}.get(self.outcome)
 
 
 @dataclass

@@ -248,8 +248,8 @@ MUTATIONS = (
     ),
     Mutation(
         "backfill-numbers-epochs-from-one", "experiments/study.py",
-        'load_trained_model(seed_run.model_file), epochs[-1]["epoch"])',
-        "load_trained_model(seed_run.model_file), len(epochs))",
+        "load_trained_model(seed_run.model_file), history.epochs[-1].epoch)",
+        "load_trained_model(seed_run.model_file), len(history.epochs))",
         ("tests/test_claims.py::test_backfilled_predictions_are_the_ones_training_records",),
         "predictions backfilled for an older finetune run are stamped with the wrong epoch",
     ),
@@ -538,6 +538,42 @@ MUTATIONS = (
         "    if FAILED in statuses:\n        status = FAILED\n    elif DIVERGED in statuses:\n        status = FAILED",
         ("tests/test_concurrency.py::test_healing_derives_models_and_status_from_the_states",),
         "a diverged model is reported as failed",
+    ),
+    Mutation(
+        "negative-label-counts-read", "experiments/artifacts.py",
+        "        if not _is_integer(value) or value < 0:\n            raise fields.fail(f\"{name}.{key}\", \"must be a count (an integer, 0 or more)\")",
+        "        if not _is_integer(value):\n            raise fields.fail(f\"{name}.{key}\", \"must be a count (an integer, 0 or more)\")",
+        ("tests/test_artifact_records.py::test_a_malformed_run_file_is_one_error_naming_the_file_and_the_field",),
+        "a dataset.json with a negative class count is read as if it were a count",
+    ),
+    Mutation(
+        "execution-left-out-of-the-manifest", "experiments/artifacts.py",
+        "            data[\"execution\"] = self.execution.to_fields()",
+        "            pass",
+        ("tests/test_artifact_records.py",),
+        "the manifest forgets how its cells were run (workers, scheduler, task, strategy)",
+    ),
+    Mutation(
+        "tie-break-called-the-most-common-class", "report_builder/views.py",
+        "\"all_tied\": len(tied) == len(dataset.class_names) > 1}",
+        "\"all_tied\": False}",
+        ("tests/test_render.py::test_the_majority_baseline_says_when_its_class_is_a_tie_break",),
+        "with equally common classes the write-up calls its first class the most common one",
+    ),
+    Mutation(
+        "healed-manifest-keeps-the-old-config", "experiments/study.py",
+        "            header = replace(previous, run_name=config.study.run_name, config=config.to_dict(),\n"
+        "                             config_hash=config_hash(config), seeds=config.seeds)",
+        "            header = replace(previous, run_name=config.study.run_name, seeds=config.seeds)",
+        ("tests/test_concurrency.py::test_healing_derives_models_and_status_from_the_states",),
+        "a healed manifest keeps the config and config hash of the run before it",
+    ),
+    Mutation(
+        "stopped-run-left-running", "experiments/study.py",
+        "                self.refresh(\"interrupted\")",
+        "                self.refresh(\"running\")",
+        ("tests/test_study.py::test_interrupted_training_resumes_with_every_epoch_once",),
+        "a train stopped by Ctrl-C leaves its manifest saying the run is still running",
     ),
 )
 

@@ -14,7 +14,6 @@ from report_builder.analysis import (
     best_epoch,
     chance_loss,
     curve_verdicts,
-    last_epoch_mean,
     mean_curve,
     paired_difference,
     window_mean,
@@ -270,12 +269,11 @@ def test_mean_curve_uses_the_epochs_every_seed_reached():
     assert mean_curve({}, "val_accuracy") == {}
 
 
-def test_last_epoch_and_window_means():
+def test_window_means():
     runs = {1: history([0.1, 0.5, 0.6, 0.7]), 2: history([0.9, 0.9, None])}
-    assert last_epoch_mean(runs, "val_accuracy") == pytest.approx(0.7)  # seed 2's last value is missing
     assert window_mean(runs, "val_accuracy") == pytest.approx((0.6 + 0.9) / 2)
     assert window_mean(runs, "val_accuracy", window=1) == pytest.approx(0.7)
-    assert window_mean(runs, "loss") is None and last_epoch_mean({}, "loss") is None
+    assert window_mean(runs, "loss") is None and window_mean({}, "loss") is None
 
 
 # --- Verdicts. ---

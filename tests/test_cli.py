@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from experiments.artifacts import ArtifactError
+from experiments.artifacts import ArtifactError, ArtifactFormatError
 from experiments.config import ConfigError
 from experiments.errors import StudyFailed, UserError
 from experiments.images import DataError
@@ -21,6 +21,12 @@ from report_builder.views import ReportError
 @pytest.mark.parametrize("error_class", [ConfigError, DataError, ArtifactError, ReportError, PublishError, SiteBuildError])
 def test_every_user_error_is_one_kind_with_status_2(error_class):
     assert issubclass(error_class, UserError) and error_class("x").exit_status == 2
+
+
+def test_a_malformed_artifact_is_a_user_error_naming_file_and_field():
+    error = ArtifactFormatError("run/state.json", "field 'seed' must be an integer")
+    assert isinstance(error, UserError) and error.exit_status == 2
+    assert str(error) == "run/state.json: field 'seed' must be an integer"
 
 
 @pytest.mark.parametrize("error, status", [(ConfigError("study.seeds must be 1 to 1000"), 2),

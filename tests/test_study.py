@@ -119,6 +119,21 @@ def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
     assert len(load(seed_folder(run_dir, "baseline", 7) / "history.json")["epochs"]) == 1
 
 
+def test_a_malformed_state_stops_train_with_one_sentence_naming_the_file_and_field(smoke_run, tmp_path):
+    import shutil
+
+    run_dir, _ = smoke_run
+    shutil.copytree(run_dir, tmp_path / "smoke")
+    state = seed_folder(tmp_path / "smoke", "augmented", 8) / "state.json"
+    broken = {**load(state), "epochs_completed": "three"}
+    state.write_text(json.dumps(broken), encoding="utf-8")
+    result = train(tmp_path, "--seeds", "2")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {state}: field 'epochs_completed' must be an integer"
+    assert "Traceback" not in result.stderr
+    assert load(state) == broken, "the file stays as the user left it"
+
+
 def test_offline_download_is_one_clear_message(write_config, tmp_path):
     config = write_config(
         "[study]\nmodels = ['baseline']\n[data]\nsource = 'download'\nimage_size = [32, 32]\n"

@@ -176,7 +176,8 @@ def _measure(spec: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from experiments.models import build_model, compile_model, precision_for, set_precision
+    from experiments.models import build_model, compile_model, set_precision
+    from experiments.recipes import precision_for
     from experiments.runtime import cpu_supports_bf16
 
     precision = precision_for("baseline", "auto", bool(tf.config.list_physical_devices("GPU")), cpu_supports_bf16())

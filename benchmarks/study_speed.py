@@ -266,7 +266,8 @@ def run_child(spec: dict) -> dict:
     import keras
 
     from experiments import models as models_module
-    from experiments.models import build_model, precision_for, set_precision
+    from experiments.models import build_model, set_precision
+    from experiments.recipes import precision_for
 
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])

@@ -18,9 +18,7 @@ from keras import layers
 
 from experiments.backbones import BACKBONES, build_backbone, preprocessing_layer
 from experiments.config import ConfigError
-from experiments.recipes import BUILT_IN, ModelRecipe, describe
-
-POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+from experiments.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
 
 
 def _rescaling() -> layers.Layer:
@@ -118,22 +116,6 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
         jit_compile=jit_compile,
     )
     return model
-
-
-def precision_for(recipe: ModelRecipe | str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
-    """The precision ("none", "bf16" or "fp16") to train a model of `recipe` (or a built-in
-    model's name) in.
-
-    "auto" picks bfloat16 only where it was measured to pay (benchmarks/README.md): the small
-    CNNs on a CPU with native bfloat16 and no GPU. The MobileNetV2 models ran slower in
-    bfloat16 there, and float16 on GPUs has not been measured by this project, so models with a
-    pre-trained backbone stay float32 under "auto".
-    """
-    if isinstance(recipe, str):
-        recipe = BUILT_IN[recipe]
-    if setting != "auto":
-        return setting
-    return "bf16" if recipe.recipe == "small_cnn" and bf16_cpu and not gpu_available else "none"
 
 
 def set_precision(mode: str) -> str:

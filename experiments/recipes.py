@@ -48,6 +48,8 @@ RECIPE_KEYS = {
 POOLING_CHOICES = ("max", "average")
 #: The smallest square side the small CNN accepts: three 3x3 convolutions and two 2x2 poolings.
 SMALL_CNN_MINIMUM_SIDE = 18
+#: The Keras dtype policy of each training.mixed_precision setting a model can train in.
+POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # A model's name is a folder name (models/<name>/) and appears in pages: keep it plain.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -263,6 +265,22 @@ def weights_of(recipe: ModelRecipe, base_weights: str) -> str:
     if recipe.backbone == "mobilenet_v2" or base_weights == "none":
         return base_weights
     return "imagenet"
+
+
+def precision_for(recipe: ModelRecipe | str, setting: str, gpu_available: bool, bf16_cpu: bool) -> str:
+    """The precision ("none", "bf16" or "fp16") to train a model of `recipe` (or a built-in
+    model's name) in.
+
+    "auto" picks bfloat16 only where it was measured to pay (benchmarks/README.md): the small
+    CNNs on a CPU with native bfloat16 and no GPU. The MobileNetV2 models ran slower in
+    bfloat16 there, and float16 on GPUs has not been measured by this project, so models with a
+    pre-trained backbone stay float32 under "auto".
+    """
+    if isinstance(recipe, str):
+        recipe = BUILT_IN[recipe]
+    if setting != "auto":
+        return setting
+    return "bf16" if recipe.recipe == "small_cnn" and bf16_cpu and not gpu_available else "none"
 
 
 def describe(recipe: ModelRecipe) -> tuple[str, str]:

@@ -834,7 +834,7 @@ def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = F
 
 
 def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_back: Collection[tuple[str, int]]) -> CellOutcome:
-    from experiments.models import POLICIES, precision_for
+    from experiments.recipes import POLICIES, precision_for
     from experiments.training import TrainingDiverged, clear_checkpoint
 
     run, config, data = context.run, context.config, context.data

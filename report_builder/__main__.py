@@ -26,9 +26,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config (default: experiments/configs/default.toml)")
     parser.add_argument("--data-dir", help="read DIR/train/<class>/ and DIR/validation/<class>/ instead of downloading")
     parser.add_argument("--dataset", choices=["download", "folder", "synthetic"], help="data source (overrides the config)")
-    parser.add_argument("--base-weights", help="MobileNetV2 weights: imagenet, none, or a local .weights.h5 file")
+    parser.add_argument("--base-weights", help="backbone weights of the transfer models that name none of their own: "
+                        "imagenet, none, or a local .weights.h5 file")
     parser.add_argument("--epochs", type=int, help="epochs per model")
-    parser.add_argument("--models", help="comma-separated subset: baseline,augmented,preprocessed,transfer,finetune,transfer_extended")
+    parser.add_argument("--models", help="comma-separated models to run, in study order: built-in ones or ones the config "
+                        "declares under [models] (default: the config's study.models)")
     parser.add_argument("--seed", type=int, help="seed for the test split and the first training run")
     parser.add_argument("--seeds", type=int, help="train every model N times, with seeds seed, seed+1, ... (default 1)")
     parser.add_argument("--deterministic", action="store_true", default=None,

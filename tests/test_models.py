@@ -91,7 +91,7 @@ def test_summary_text_keeps_the_parameter_column():
     ],
 )
 def test_auto_precision_only_where_it_was_measured_to_pay(model_name, setting, gpu, bf16_cpu, expected):
-    from experiments.models import precision_for
+    from experiments.recipes import precision_for
 
     assert precision_for(model_name, setting, gpu, bf16_cpu) == expected
 

@@ -954,3 +954,65 @@ class Metrics(Record):
         if self.test is not None:
             data["test"] = self.test.to_fields()
         return {**data, "validation": {name: score.to_fields() for name, score in self.validation.items()}}
+
+
+# --------------------------------------------------------------------------- a cell's side files
+#
+# Two small files beside a cell's state, read where a missing or unreadable one simply means
+# "nothing known": `read_or_none` gives None for those rather than an error. Files written
+# before they carried a schema_version still read.
+
+
+class SideRecord(Record):
+    """A record of a side file: written with the schema version, read without insisting on it."""
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | str) -> Any:
+        fields = Fields(data, path)
+        if "schema_version" in fields.data:
+            fields.schema_version()
+        return cls.from_fields(fields)
+
+    @classmethod
+    def read_or_none(cls, path: Path) -> Any:
+        """The record at `path`; None when it is missing, unreadable or not what it should be."""
+        try:
+            return cls.read(path)
+        except ArtifactFormatError:
+            return None
+
+
+@dataclass(frozen=True)
+class CellOwner(SideRecord):
+    """`models/<model>/seed-<seed>/.cell.owner.json`: who holds the cell's lock and what for, while
+    it is held (deleted on release). Other processes read it for their messages and to tell a
+    live holder from a dead one."""
+
+    pid: int
+    host: str
+    task: str  # in words: "training transfer, seed 1337"
+    since: str | None = None  # ISO time the lock was taken
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> CellOwner:
+        return cls(fields.integer("pid"), fields.text("host"), fields.text("task"), fields.text("since", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"pid": self.pid, "host": self.host, "task": self.task, "since": self.since}
+
+
+@dataclass(frozen=True)
+class MlflowLink(SideRecord):
+    """`models/<model>/seed-<seed>/.mlflow_run.json` (with --mlflow): the MLflow store, experiment
+    and run this cell logs to, so a resumed or skipped cell continues that run."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> MlflowLink:
+        return cls(fields.text("tracking_uri"), fields.text("experiment_id"), fields.text("run_id"))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}

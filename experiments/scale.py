@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from experiments.artifacts import Execution, Manifest, RunFolder, RunState, read_json
+from experiments.artifacts import CellOwner, Execution, Manifest, RunFolder, RunState
 from experiments.config import StudyConfig
 from experiments.decisions import COMPLETE, DIVERGED, FAILED, at_or_after, settled_for
 from experiments.errors import StudyFailed, UserError
@@ -547,15 +547,14 @@ def child_main() -> None:
 # --------------------------------------------------------------------------- progress across processes
 
 
-def _alive(owner: Mapping[str, Any]) -> bool:
+def _alive(owner: CellOwner | None) -> bool:
     """Whether the process an owner file names is still there (on another host: assumed so)."""
-    pid = owner.get("pid")
-    if not isinstance(pid, int):
+    if owner is None:
         return False
-    if owner.get("host") not in (None, socket.gethostname()):
+    if owner.host != socket.gethostname():
         return True
     try:
-        os.kill(pid, 0)
+        os.kill(owner.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -600,7 +599,7 @@ class CensusProgress:
                 done.append((model_name, seed))
                 if state.status == COMPLETE and state.wall_seconds is not None and at_or_after(state.finished_at, self.since):
                     durations.setdefault(model_name, []).append(state.wall_seconds)
-            elif _alive(read_json(seed_run.owner_file) or {}):
+            elif _alive(CellOwner.read_or_none(seed_run.owner_file)):
                 running.append((model_name, seed))
             else:
                 left.append((model_name, seed))

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from experiments.artifacts import (
     ArtifactFormatError,
     BaseWeights,
+    CellOwner,
     Epoch,
     Execution,
     Fields,
@@ -52,9 +53,7 @@ from experiments.artifacts import (
     TestPrediction,
     ValidationPredictions,
     files_digest,
-    read_json,
     write_atomic,
-    write_json,
 )
 from experiments.config import StudyConfig, config_hash
 from experiments.data import StudyData, load_study_data, make_dataset
@@ -585,8 +584,7 @@ class CellLock:
 
     def _claim(self, task: str) -> None:
         try:
-            write_json(self.seed_run.owner_file, {"pid": os.getpid(), "host": socket.gethostname(), "task": task,
-                                                  "since": _now()})
+            CellOwner(os.getpid(), socket.gethostname(), task, _now()).write(self.seed_run.owner_file)
         except BaseException:
             self._lock.release()
             raise
@@ -599,12 +597,11 @@ class CellLock:
 
     def holder(self) -> tuple[str, str]:
         """Who holds the lock, and what for, in words: ("another process (pid 123)", "training transfer, seed 7")."""
-        owner = read_json(self.seed_run.owner_file) or {}
-        who = "another process"
-        if isinstance(owner.get("pid"), int):
-            who += f" (pid {owner['pid']}" + (f" on {owner['host']}" if owner.get("host") not in (None, socket.gethostname()) else "") + ")"
-        task = owner.get("task") if isinstance(owner.get("task"), str) else None
-        return who, task or f"training {self.seed_run.model_name}, seed {self.seed_run.seed}"
+        owner = CellOwner.read_or_none(self.seed_run.owner_file)
+        if owner is None:
+            return "another process", f"training {self.seed_run.model_name}, seed {self.seed_run.seed}"
+        where = f" on {owner.host}" if owner.host != socket.gethostname() else ""
+        return f"another process (pid {owner.pid}{where})", owner.task
 
 
 # --------------------------------------------------------------------------- the manifest, derived from the cells

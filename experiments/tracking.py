@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import History, RunState, SeedRun, read_json, write_json
+from experiments.artifacts import History, MlflowLink, RunState, SeedRun
 from experiments.config import StudyConfig
 from experiments.errors import UserError
 
@@ -434,11 +434,11 @@ class MlflowLog:
 
     def _stored_run(self, seed_run: SeedRun) -> Any:
         """The MLflow run `<cell>/.mlflow_run.json` names, if it is in this store and experiment."""
-        record = read_json(seed_run.folder / MLFLOW_RUN_FILE) or {}
-        if record.get("tracking_uri") != self.uri or not isinstance(record.get("run_id"), str):
+        link = MlflowLink.read_or_none(seed_run.folder / MLFLOW_RUN_FILE)
+        if link is None or link.tracking_uri != self.uri:
             return None
         try:
-            run = self.client.get_run(record["run_id"])
+            run = self.client.get_run(link.run_id)
         except Exception as error:
             if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
                 return None
@@ -459,7 +459,7 @@ class MlflowLog:
         self.client.log_batch(run_id, params=[Param(key, value) for key, value in cell_params(seed_run, state).items()])
         if replaces is not None:
             self.client.set_tag(replaces.info.run_id, "report_builder.superseded_by", run_id)
-        write_json(seed_run.folder / MLFLOW_RUN_FILE, {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "run_id": run_id})
+        MlflowLink(self.uri, self.experiment_id, run_id).write(seed_run.folder / MLFLOW_RUN_FILE)
         return _OpenRun(run_id)
 
     def _continue(self, run: Any) -> _OpenRun:

@@ -158,3 +158,17 @@ def test_a_malformed_run_file_is_one_error_naming_the_file_and_the_field(tmp_pat
     with pytest.raises(ArtifactFormatError) as caught:
         record_type.read(broken)
     assert str(caught.value).startswith(f"{broken}: {message}")
+
+
+def test_side_files_read_without_a_schema_version_and_as_nothing_when_unusable(tmp_path):
+    from experiments.artifacts import CellOwner, MlflowLink
+
+    owner = tmp_path / ".cell.owner.json"
+    owner.write_text(json.dumps({"pid": 12, "host": "node", "task": "training transfer, seed 1"}), encoding="utf-8")
+    assert CellOwner.read_or_none(owner) == CellOwner(12, "node", "training transfer, seed 1")
+    owner.write_text(json.dumps({"pid": "12", "host": "node", "task": "t"}), encoding="utf-8")
+    assert CellOwner.read_or_none(owner) is None and CellOwner.read_or_none(tmp_path / "gone.json") is None
+    link = MlflowLink("sqlite:///m.db", "1", "abc").write(tmp_path / ".mlflow_run.json")
+    assert MlflowLink.read_or_none(link) == MlflowLink("sqlite:///m.db", "1", "abc")
+    link.write_text("{", encoding="utf-8")
+    assert MlflowLink.read_or_none(link) is None

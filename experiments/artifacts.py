@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from experiments.errors import UserError
 
@@ -192,6 +192,11 @@ class SeedRun:
         return self.folder / ".cell.lock"
 
     @property
+    def mlflow_link(self) -> Path:
+        """With --mlflow: the MLflow run this cell logs to (MlflowLink)."""
+        return self.folder / ".mlflow_run.json"
+
+    @property
     def owner_file(self) -> Path:
         """Who holds the lock (pid, host, what it does), for the other processes' messages."""
         return self.folder / ".cell.owner.json"
@@ -218,6 +223,9 @@ class ArtifactFormatError(UserError, ValueError):
         super().__init__(f"{path}: {detail}")
         self.path = Path(path)
         self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries whole (worker pools, Dask)
+        return type(self), (self.path, self.detail)
 
 
 def _is_integer(value: object) -> bool:
@@ -269,15 +277,15 @@ class Fields:
         value = self._get(name, lambda value: isinstance(value, dict), "a JSON object", optional)
         return {} if value is None else value
 
-    def texts(self, name: str) -> list[str]:
-        values = self.items(name)
+    def texts(self, name: str, optional: bool = False) -> list[str]:
+        values = self.items(name, optional)
         if not all(isinstance(value, str) for value in values):
             raise self.fail(name, "must list strings")
         return list(values)
 
-    def numbers(self, name: str) -> dict[str, float | None]:
+    def numbers(self, name: str, optional: bool = False) -> dict[str, float | None]:
         """An object of numbers (or nulls) by name, such as per-class counts."""
-        values = self.mapping(name)
+        values = self.mapping(name, optional)
         for key, value in values.items():
             if value is not None and not _is_number(value):
                 raise self.fail(f"{name}.{key}", "must be a number or null")
@@ -356,7 +364,7 @@ class Epoch:
     val_accuracy: float | None = None
     seconds: float | None = None  # wall time of the epoch
 
-    METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+    METRICS: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "val_loss", "val_accuracy")
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Epoch:
@@ -717,7 +725,7 @@ class Manifest(Record):
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Manifest:
-        seeds = fields.items("seeds")
+        seeds = fields.items("seeds", optional=True)
         if not all(_is_integer(seed) for seed in seeds):
             raise fields.fail("seeds", "must list integers")
         models = fields.child("models", optional=True)
@@ -729,7 +737,7 @@ class Manifest(Record):
             data_source=_optional_record(fields, "data_source", DataSource.from_fields),
             skipped_files=_skipped(fields, "skipped_files"),
             base_weights=_optional_record(fields, "base_weights", BaseWeights.from_fields),
-            versions=_texts_by_name(fields, "versions"), devices=fields.texts("devices") if "devices" in fields.data else [],
+            versions=_texts_by_name(fields, "versions"), devices=fields.texts("devices", optional=True),
             hardware=fields.mapping("hardware", optional=True), git_commit=fields.text("git_commit", optional=True),
             started_at=fields.text("started_at", optional=True), finished_at=fields.text("finished_at", optional=True),
             execution=_optional_record(fields, "execution", Execution.from_fields),
@@ -764,7 +772,7 @@ class SplitFiles:
 
     @classmethod
     def from_fields(cls, fields: Fields) -> SplitFiles:
-        files = fields.texts("files") if "files" in fields.data else []
+        files = fields.texts("files", optional=True)
         return cls(fields.integer("count"), _integers_by_name(fields, "label_counts"), files)
 
     def to_fields(self) -> dict[str, Any]:
@@ -847,7 +855,7 @@ class Selection:
     @classmethod
     def from_fields(cls, fields: Fields) -> Selection:
         return cls(fields.text("metric"), fields.text("rule"), fields.numbers("candidates"),
-                   fields.numbers("seed_candidates") if "seed_candidates" in fields.data else {})
+                   fields.numbers("seed_candidates", optional=True))
 
     def to_fields(self) -> dict[str, Any]:
         return {"metric": self.metric, "rule": self.rule, "candidates": self.candidates,

@@ -72,7 +72,7 @@ from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the stud
     finished_for,
     settled_for,
 )
-from experiments.errors import StudyFailed
+from experiments.errors import StudyFailed, UserError
 from experiments.images import summarize_skipped
 from experiments.interrupts import raise_if_interrupted
 from experiments.recipes import chain_root
@@ -170,8 +170,15 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                       since: datetime | None = None, source: str | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`.
     `source`: the model it continues, if any."""
-    return decide(RunState.read(seed_run.state), History.read(seed_run.history), seed_run.model_file.is_file(),
-                  expected, force, since, seed_run.model_file.name, source)
+    try:
+        state, history = RunState.read(seed_run.state), History.read(seed_run.history)
+    except ArtifactFormatError as error:
+        if not force:
+            raise ArtifactFormatError(error.path, f"{error.detail}; mend or delete the file, or pass --force to train "
+                                                  f"{seed_run.label} again") from None
+        log(f"  {error}; --force: training {seed_run.label} again")
+        state, history = None, None
+    return decide(state, history, seed_run.model_file.is_file(), expected, force, since, seed_run.model_file.name, source)
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[Epoch]]:
@@ -650,7 +657,10 @@ def derive_models(run: RunFolder, config: StudyConfig, data_fingerprint: str | N
         runs: dict[str, RunEntry] = {}
         precisions: set[str] = set()
         for seed in config.seeds:
-            state = RunState.read(run.seed_run(model_name, seed).state)
+            try:
+                state = RunState.read(run.seed_run(model_name, seed).state)
+            except ArtifactFormatError:  # the cell's own turn says so, and what to do
+                state = None
             if not settled_for(state, config, model_name, data_fingerprint):
                 statuses.append("not_run")
                 continue
@@ -739,7 +749,7 @@ class ManifestWriter:
                 self.header = replace(self.header, finished_at=_now())
             try:
                 self.refresh("interrupted")
-            except OSError:
+            except (OSError, UserError):  # the stop, not a file that cannot be written or read, is what to report
                 pass
             raise
 
@@ -750,7 +760,7 @@ def _readable(record: type, path: Path) -> Any:
     try:
         return record.read(path)
     except ArtifactFormatError as error:
-        log(f"  {error}; writing it again")
+        log(f"  {error}; this command derives it again")
         return None
 
 

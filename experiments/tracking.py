@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import History, MlflowLink, RunState, SeedRun
+from experiments.artifacts import ArtifactFormatError, History, MlflowLink, RunState, SeedRun
 from experiments.config import StudyConfig
 from experiments.errors import UserError
 
 TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
 MLFLOW_INSTALL = 'pip install -e ".[mlflow]"'
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-MLFLOW_RUN_FILE = ".mlflow_run.json"
 
 
 def say(message: str) -> None:
@@ -348,13 +347,19 @@ def _milliseconds(timestamp: object) -> int | None:
 
 def _history_epochs(seed_run: SeedRun) -> list[dict[str, Any]]:
     """The cell's finished epochs as history.json holds them (empty when it has none)."""
-    history = History.read(seed_run.history)
+    try:
+        history = History.read(seed_run.history)
+    except ArtifactFormatError:  # the study reports the file; logging goes on without its epochs
+        return []
     return [epoch.to_fields() for epoch in history.epochs] if history else []
 
 
 def _state_fields(seed_run: SeedRun) -> dict[str, Any]:
     """The cell's state.json as its JSON object (empty when it has none)."""
-    state = RunState.read(seed_run.state)
+    try:
+        state = RunState.read(seed_run.state)
+    except ArtifactFormatError:
+        return {}
     return state.to_json() if state else {}
 
 
@@ -434,7 +439,7 @@ class MlflowLog:
 
     def _stored_run(self, seed_run: SeedRun) -> Any:
         """The MLflow run `<cell>/.mlflow_run.json` names, if it is in this store and experiment."""
-        link = MlflowLink.read_or_none(seed_run.folder / MLFLOW_RUN_FILE)
+        link = MlflowLink.read_or_none(seed_run.mlflow_link)
         if link is None or link.tracking_uri != self.uri:
             return None
         try:
@@ -459,7 +464,7 @@ class MlflowLog:
         self.client.log_batch(run_id, params=[Param(key, value) for key, value in cell_params(seed_run, state).items()])
         if replaces is not None:
             self.client.set_tag(replaces.info.run_id, "report_builder.superseded_by", run_id)
-        MlflowLink(self.uri, self.experiment_id, run_id).write(seed_run.folder / MLFLOW_RUN_FILE)
+        MlflowLink(self.uri, self.experiment_id, run_id).write(seed_run.mlflow_link)
         return _OpenRun(run_id)
 
     def _continue(self, run: Any) -> _OpenRun:

@@ -168,8 +168,13 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
     from report_builder.render import render_report
 
     artifacts = arguments.artifacts or run_dir or default_run_dir(arguments.config)
-    written = render_report(artifacts, arguments.docs)
+    problems: list[str] = []
+    written = render_report(artifacts, arguments.docs, problems)
     print(f"Rendered {artifacts} into {arguments.docs} ({len(written)} files)")
+    if problems:
+        shown = "".join(f"\n  - {problem}" for problem in problems[:10]) + ("\n  - ..." if len(problems) > 10 else "")
+        print(f"warning: {len(problems)} problem(s) with the run's files; the report leaves out what they concern and "
+              f"lists them at the foot of the method page:{shown}", file=sys.stderr)
 
 
 def command_build(arguments: argparse.Namespace) -> None:

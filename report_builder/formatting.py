@@ -145,7 +145,9 @@ def number_word(value: object) -> str:
 def number_of_times(value: object) -> str:
     """How often, in words: 1 -> "once", 2 -> "twice", 3 -> "three times"."""
     number = as_int(value)
-    return {1: "once", 2: "twice"}.get(number, f"{number_word(value)} times") if number is not None else "n/a times"
+    if number is None:
+        return "an unknown number of times"
+    return {1: "once", 2: "twice"}.get(number, f"{number_word(number)} times")
 
 
 def magnitude(value: object) -> float | None:

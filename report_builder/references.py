@@ -30,7 +30,7 @@ REFERENCE_MODELS = ("baseline", "augmented", "preprocessed", "transfer")
 STUDY_MODELS = (*REFERENCE_MODELS, "finetune", "transfer_extended")
 METRICS = ("val_accuracy",)
 
-#: How a caveat marks an entry whose write-up trained on its test split ("trained on its test split").
+#: A caveat that says the write-up trained on its test split ("trained on its test split", "trains on the test ...").
 _TRAINED_ON_TEST = re.compile(r"\btrain(?:ed|s)? on (?:its|the) test\b", re.IGNORECASE)
 #: A reference write-up's file name inside a source, e.g. 000_dad564cf92011e57.txt.
 _SOURCE_FILE = re.compile(r"\b\d{3}_[0-9a-f]{16}\.txt\b")

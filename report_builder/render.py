@@ -145,7 +145,7 @@ def forbidden_targets(artifacts_dir: Path, manifest: Manifest) -> list[tuple[Pat
     return forbidden
 
 
-def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
+def render_report(artifacts_dir: Path, docs_dir: Path, problems: list[str] | None = None) -> list[Path]:
     """Render the run in ``artifacts_dir`` into ``docs_dir``; returns the written files (sorted).
 
     The pages, figures, chart specs (``assets/charts/``), CSV downloads (``assets/data/``) and the
@@ -153,10 +153,13 @@ def render_report(artifacts_dir: Path, docs_dir: Path) -> list[Path]:
     :mod:`report_builder.publish`); files in ``docs_dir`` that no render wrote are kept.
     Raises :class:`ReportError` when the folder or its ``manifest.json`` is missing or unusable,
     and :class:`~report_builder.publish.PublishError` when ``docs_dir`` is not the report's to write.
+    ``problems``, when given, receives what the method page lists as unusable in the run's files.
     """
     artifacts_dir = Path(artifacts_dir)
     docs_dir = Path(docs_dir)
     run = load_run(artifacts_dir)
+    if problems is not None:
+        problems.extend(run.problems)
     extras = charts.report_files(run, seed_histories(run))
     pages = build_pages(run, make_environment(), {"charts": extras.charts, "data_files": extras.data_files})
     figure_bytes = {}

@@ -347,7 +347,7 @@ def load_run(artifacts_dir: Path) -> RunView:
 def read_manifest(path: Path, problems: list[str]) -> Manifest:
     """The run's manifest.json; :class:`ReportError` naming the file (and field) when it is
     missing or unusable: without it there is no report."""
-    data = read_json(path, problems, required=True) or {}
+    data = read_json(path, problems, required=True)
     try:
         return Manifest.from_json(data, path)
     except ArtifactFormatError as error:

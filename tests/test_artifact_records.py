@@ -172,3 +172,12 @@ def test_side_files_read_without_a_schema_version_and_as_nothing_when_unusable(t
     assert MlflowLink.read_or_none(link) == MlflowLink("sqlite:///m.db", "1", "abc")
     link.write_text("{", encoding="utf-8")
     assert MlflowLink.read_or_none(link) is None
+
+
+def test_a_format_error_crosses_a_process_boundary_whole():
+    """Worker processes (--workers, Dask) send their exceptions back pickled."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ArtifactFormatError("run/history.json", "field 'seed' must be an integer")))
+    assert isinstance(error, ArtifactFormatError) and error.detail == "field 'seed' must be an integer"
+    assert str(error) == "run/history.json: field 'seed' must be an integer" and error.path == Path("run/history.json")

@@ -617,7 +617,7 @@ def test_a_diverged_model_is_called_diverged(tmp_path: Path):
     assert "| [augmented](models/augmented.md) | diverged |" in pages["method.md"]
 
 
-def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a_malformed_manifest_stops(tmp_path: Path):
+def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a_malformed_manifest_stops(tmp_path: Path, capsys):
     run = fixtures.write_artifacts(tmp_path / "artifacts")
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     metrics["test"]["correct"] = "most"
@@ -626,12 +626,21 @@ def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a
     dataset["splits"]["train"]["count"] = None
     (run / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
     docs = tmp_path / "docs"
-    render_report(run, docs)
+    from report_builder.__main__ import main
+
+    assert main(["render", "--artifacts", str(run), "--docs", str(docs)]) == 0
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: 2 problem(s) with the run's files") and "test.correct" in warning
     method, index = read(docs / "method.md"), read(docs / "index.md")
     assert "metrics.json: field 'test.correct' must be an integer" in method
     assert "dataset.json: field 'splits.train.count' must be an integer" in method
     assert "No dataset description" in index and "No test score yet" in index
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["seeds"]
+    manifest["devices"] = None
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    render_report(run, tmp_path / "docs-1")  # no seeds recorded, no devices: still a report
+    assert "once per seed: 1337, 1338, 1339" in read(tmp_path / "docs-1" / "method.md")  # the seeds the histories have
     manifest["models"]["baseline"]["status"] = 3
     (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ReportError, match=r"manifest.json: field 'models.baseline.status' must be a string"):

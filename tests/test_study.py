@@ -129,9 +129,14 @@ def test_a_malformed_state_stops_train_with_one_sentence_naming_the_file_and_fie
     state.write_text(json.dumps(broken), encoding="utf-8")
     result = train(tmp_path, "--seeds", "2")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"error: {state}: field 'epochs_completed' must be an integer"
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {state}: field 'epochs_completed' must be an integer; mend or "
+                                                      "delete the file, or pass --force to train augmented (seed 8) again")
     assert "Traceback" not in result.stderr
     assert load(state) == broken, "the file stays as the user left it"
+    forced = train(tmp_path, "--seeds", "2", "--models", "augmented", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "--force: training augmented (seed 8) again" in forced.stderr
+    assert load(state)["status"] == "complete" and isinstance(load(state)["epochs_completed"], int)
 
 
 def test_offline_download_is_one_clear_message(write_config, tmp_path):

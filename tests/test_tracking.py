@@ -18,7 +18,6 @@ from experiments.artifacts import RunState, SeedRun, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
 from experiments.errors import UserError
 from experiments.tracking import (
-    MLFLOW_RUN_FILE,
     MlflowLog,
     StatusLine,
     StudyProgress,
@@ -312,7 +311,7 @@ def test_a_study_writes_tensorboard_events_and_mlflow_runs_for_every_cell(tmp_pa
             assert [point.value for point in metric] == pytest.approx([record[key] for record in history])
         assert {item.path for item in client.list_artifacts(run.info.run_id)} == {
             "history.json", "state.json", "validation_predictions.json"}
-        assert read_json(cell / MLFLOW_RUN_FILE)["run_id"] == run.info.run_id
+        assert read_json(cell / ".mlflow_run.json")["run_id"] == run.info.run_id
     assert next(run for run in runs if run.data.params["seed"] == "7").data.tags.get("report_builder.logged_from")
     event_files = sorted(path.name for path in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -358,7 +357,7 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
     monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)  # stop after epoch 1 is committed
     with pytest.raises(interrupts.Interrupted), tracked_cell(study_tracking, seed_run):
         fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=3, verbose=0, tracking=study_tracking)
-    first_run = read_json(seed_run.folder / MLFLOW_RUN_FILE)["run_id"]
+    first_run = read_json(seed_run.mlflow_link)["run_id"]
     client, runs = _mlflow_runs(config.training.mlflow_uri, "resume")
     assert [run.info.status for run in runs] == ["KILLED"]
     monkeypatch.setattr(interrupts, "_received", None)

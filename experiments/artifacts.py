@@ -349,6 +349,15 @@ class Record:
         data = load_json_object(path)
         return None if data is None else cls.from_json(data, path)
 
+    @classmethod
+    def read_or_none(cls, path: Path) -> Any:
+        """The record at `path`; None when it is missing or unusable, for readers to whom such a
+        file means "nothing known" (whoever acts on the file reports it)."""
+        try:
+            return cls.read(path)
+        except ArtifactFormatError:
+            return None
+
     def write(self, path: Path) -> Path:
         return write_json(path, self.to_json())
 
@@ -980,14 +989,6 @@ class SideRecord(Record):
         if "schema_version" in fields.data:
             fields.schema_version()
         return cls.from_fields(fields)
-
-    @classmethod
-    def read_or_none(cls, path: Path) -> Any:
-        """The record at `path`; None when it is missing, unreadable or not what it should be."""
-        try:
-            return cls.read(path)
-        except ArtifactFormatError:
-            return None
 
 
 @dataclass(frozen=True)

@@ -594,7 +594,7 @@ class CensusProgress:
         durations: dict[str, list[float]] = {}
         for model_name, seed in self.cells:
             seed_run = self.run.seed_run(model_name, seed)
-            state = RunState.read(seed_run.state)
+            state = RunState.read_or_none(seed_run.state)  # a bad one is left to its cell's turn
             if settled_for(state, self.config, model_name, self.fingerprint) and state.status in SETTLED_STATUSES:
                 done.append((model_name, seed))
                 if state.status == COMPLETE and state.wall_seconds is not None and at_or_after(state.finished_at, self.since):

@@ -657,10 +657,7 @@ def derive_models(run: RunFolder, config: StudyConfig, data_fingerprint: str | N
         runs: dict[str, RunEntry] = {}
         precisions: set[str] = set()
         for seed in config.seeds:
-            try:
-                state = RunState.read(run.seed_run(model_name, seed).state)
-            except ArtifactFormatError:  # the cell's own turn says so, and what to do
-                state = None
+            state = RunState.read_or_none(run.seed_run(model_name, seed).state)  # a bad one: the cell's turn says so
             if not settled_for(state, config, model_name, data_fingerprint):
                 statuses.append("not_run")
                 continue

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import ArtifactFormatError, History, MlflowLink, RunState, SeedRun
+from experiments.artifacts import History, MlflowLink, RunState, SeedRun
 from experiments.config import StudyConfig
 from experiments.errors import UserError
 
@@ -347,19 +347,13 @@ def _milliseconds(timestamp: object) -> int | None:
 
 def _history_epochs(seed_run: SeedRun) -> list[dict[str, Any]]:
     """The cell's finished epochs as history.json holds them (empty when it has none)."""
-    try:
-        history = History.read(seed_run.history)
-    except ArtifactFormatError:  # the study reports the file; logging goes on without its epochs
-        return []
+    history = History.read_or_none(seed_run.history)  # a bad one: the study reports it
     return [epoch.to_fields() for epoch in history.epochs] if history else []
 
 
 def _state_fields(seed_run: SeedRun) -> dict[str, Any]:
     """The cell's state.json as its JSON object (empty when it has none)."""
-    try:
-        state = RunState.read(seed_run.state)
-    except ArtifactFormatError:
-        return {}
+    state = RunState.read_or_none(seed_run.state)
     return state.to_json() if state else {}
 
 

@@ -51,6 +51,7 @@ BETTER, WORSE, NO_CLEAR_DIFFERENCE, NOT_COMPARABLE = "better", "worse", "no clea
 #: Short words for each curve verdict, for table cells (the model pages say them in full).
 VERDICT_LABELS = {
     analysis.AT_CHANCE: "near chance",
+    analysis.OVERCONFIDENT: "over-confident",
     analysis.UNDERFITTING: "underfits",
     analysis.STILL_IMPROVING: "still improving",
     analysis.OVERFITTING_LOSS: "val. loss rising",
@@ -127,9 +128,8 @@ class ModelView:
 
     @property
     def verdict_labels(self) -> list[str]:
-        """Short words per verdict; near chance by its loss alone (accuracy above the baseline) says so."""
-        return ["chance-level loss" if verdict.code == analysis.AT_CHANCE and not verdict.facts.get("by_interval")
-                else VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
+        """Short words per verdict (the model pages say them in full)."""
+        return [VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
 
     @property
     def final_accuracies(self) -> list[tuple[int, float | None]]:
@@ -484,8 +484,8 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, 
         view.interval = analysis.accuracy_interval(view.correct)
     view.best_epochs = {seed: analysis.best_epoch(history) for seed, history in histories.items()}
     if baseline is not None and label_counts:
-        view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline,
-                                                chance_loss=analysis.chance_loss(label_counts), interval=view.interval)
+        view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline, chance_loss=analysis.chance_loss(label_counts),
+                                                interval=view.interval, validation_count=_validation_count(dataset))
     if view.name in refs.STUDY_MODELS and not view.recipe.declared and _classes_of_the_write_ups(dataset):
         try:
             view.reference = refs.summarize(refs.load_references(), view.name)
@@ -705,7 +705,7 @@ def about_data(manifest: Manifest) -> dict[str, str | None]:
 def reading_rules() -> dict[str, Any]:
     """The thresholds of report_builder.analysis, for the method page to quote."""
     return {name.lower(): getattr(analysis, name) for name in (
-        "RESAMPLES", "GENERATOR_SEED", "LEVEL", "FINAL_WINDOW", "LATE_EPOCHS", "TREND_WINDOW", "CHANCE_LOSS_FRACTION",
+        "LEVEL", "NOISE_Z", "SPREAD_Z", "FINAL_WINDOW", "LATE_EPOCHS", "TREND_WINDOW", "CHANCE_LOSS_FRACTION",
         "UNDERFIT_FRACTION", "RISING_SLOPE", "LOSS_RISE_FRACTION", "GAP_THRESHOLD", "SPREAD_THRESHOLD", "DROP_THRESHOLD")}
 
 

@@ -107,6 +107,13 @@ MUTATIONS = (
         ("tests/test_cache.py::test_changed_files_or_image_size_build_a_new_cache",),
         "a file whose bytes changed under the same name is read from the old decoded-image cache (stale pixels)",
     ),
+    Mutation(
+        "majority-baseline-from-validation", "experiments/data.py",
+        "majority_index = int(np.argmax(np.bincount(self.train.labels, minlength=len(self.class_names))))",
+        "majority_index = int(np.argmax(np.bincount(self.validation.labels, minlength=len(self.class_names))))",
+        ("tests/test_data.py::test_the_majority_baseline_predicts_the_training_split_s_most_common_class_not_validation_s",),
+        "the majority baseline predicts validation's most common class, not the training split's (it peeks at validation)",
+    ),
     # ---- the progress counter while images are read (experiments.progress)
     Mutation(
         "folder-reading-without-progress", "experiments/data.py",
@@ -237,6 +244,41 @@ MUTATIONS = (
         '{% for model in models if model.lead_in is not none and model.over_seeds is not none and model.name != "finetune" %}',
         ("tests/test_claims.py::test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers",),
         "the method page drops the sentence that finetune starts from transfer",
+    ),
+    # ---- the choice on validation and the one look at test
+    Mutation(
+        "chosen-by-best-epoch", "experiments/decisions.py",
+        "    return epochs[-1].val_accuracy if epochs else None\n",
+        "    return max((epoch.val_accuracy for epoch in epochs if epoch.val_accuracy is not None), default=None)\n",
+        ("tests/test_decisions.py::test_a_model_is_scored_by_its_last_epoch_not_its_best",),
+        "models and seeds are scored by their best epoch's validation accuracy, not the last (saved, tested) epoch's",
+    ),
+    Mutation(
+        # (dropping `previous.chosen_seed == chosen_seed` alone changes nothing: history.json
+        # records its seed, so another seed's history never has the digest compared next)
+        "test-score-of-the-seed-tested-before", "experiments/study.py",
+        "    chosen_history = _file_digest(run.seed_run(chosen, chosen_seed).history)\n"
+        "    previous = _readable(Metrics, run.metrics)\n"
+        "    if (\n"
+        "        previous is not None\n"
+        "        and previous.chosen_model == chosen\n"
+        "        and previous.chosen_seed == chosen_seed\n",
+        "    previous = _readable(Metrics, run.metrics)\n"
+        "    tested_seed = previous.chosen_seed if previous is not None and previous.chosen_seed is not None else chosen_seed\n"
+        "    chosen_history = _file_digest(run.seed_run(chosen, tested_seed).history)\n"
+        "    if (\n"
+        "        previous is not None\n"
+        "        and previous.chosen_model == chosen\n",
+        ("tests/test_study.py::test_a_new_chosen_seed_is_tested_not_given_the_old_seed_s_score",
+         "tests/test_study.py::test_a_change_of_seed_within_the_same_seeds_is_tested_again"),
+        "a newly chosen seed gets the test score of the seed tested before (the reuse checks that run, not the chosen one)",
+    ),
+    Mutation(
+        "test-score-kept-after-retraining", "experiments/study.py",
+        "        and previous.chosen_history_sha256 == chosen_history\n",
+        "",
+        ("tests/test_study.py::test_a_retrained_chosen_run_is_tested_again",),
+        "a chosen run trained again (--force) keeps the test score of the weights it replaced",
     ),
     # ---- validation predictions: what the paired comparisons rest on
     Mutation(

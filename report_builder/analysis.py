@@ -234,22 +234,39 @@ def holm_rejections(p_values: Sequence[float | None], alpha: float = 1.0 - LEVEL
     return rejected
 
 
-def seeds_to_settle(difference: float, seed_sd: float, level: float = LEVEL, power: float = 0.8, image_variance: float = 0.0) -> int | None:
+def seeds_to_settle(difference: float, seed_sd: float, level: float = LEVEL, power: float = 0.8,
+                    image_variance: float = 0.0, interaction_variance: float = 0.0) -> int | None:
     """Seeds per model a study would need to call ``difference`` real with the given power.
 
-    The smallest n with ``t(level, df) + t(power, df)`` standard errors fitting in the difference,
-    each model trained with n independent seeds of standard deviation ``seed_sd`` (standard
-    error ``sqrt(2 sd^2 / n + image_variance)``, df = 2n - 2). None when no number up to 1,000
-    suffices (the difference is within what the images alone can resolve, or zero).
+    Each model trained with n independent seeds whose accuracies vary with standard deviation
+    ``seed_sd``; the standard error of the difference is then
+    ``sqrt(2 seed_sd^2 / n + image_variance + interaction_variance / n)``: ``image_variance`` is
+    the part of the image variance that more seeds do not shrink (the images' own difficulty),
+    ``interaction_variance`` the part that averages out over seeds (which seed gets which image
+    right), both as variances of the mean over the images. Returns the smallest n from 2 with
+    ``t(level, df) + t(power, df)`` such errors fitting in the difference, df = 2n - 2; None
+    when no n up to 1,000 does (or the difference is zero).
     """
     if difference == 0 or not math.isfinite(difference) or seed_sd < 0:
         return None
     for seeds in range(2, 1001):
         df = 2 * seeds - 2
         needed = stats.t.ppf((1 + level) / 2, df) + stats.t.ppf(power, df)
-        if abs(difference) >= needed * math.sqrt(2 * seed_sd**2 / seeds + image_variance):
+        if abs(difference) >= needed * math.sqrt(2 * seed_sd**2 / seeds + image_variance + interaction_variance / seeds):
             return seeds
     return None
+
+
+def interaction_variance(correct) -> float:
+    """The seed-by-image interaction variance of a ``(seeds, images)`` matrix: the residual mean
+    square of a two-way layout (0 with one seed). How much which seed gets which image right
+    varies beyond each seed's and each image's own level."""
+    matrix = as_correct_matrix(correct).astype(np.float64)
+    seeds, images = matrix.shape
+    if seeds < 2 or images < 2:
+        return 0.0
+    residual = matrix - matrix.mean(axis=1, keepdims=True) - matrix.mean(axis=0, keepdims=True) + matrix.mean()
+    return float((residual**2).sum() / ((seeds - 1) * (images - 1)))
 
 
 def _check_level(level: float) -> None:

@@ -241,10 +241,11 @@ def test_equal_models_with_three_seeds_rarely_differ_clearly():
     claims = 0
     for _ in range(400):
         difficulty = rng.beta(0.6, 3.0, size=IMAGES)  # chance a seed gets the image wrong
-        def model() -> np.ndarray:
+        logit = np.log(difficulty / (1 - difficulty))
+
+        def model(logit=logit) -> np.ndarray:
             skill = rng.normal(0.0, 0.6, size=(3, 1))  # seed-level luck on the logit scale
-            wrong = rng.random((3, IMAGES)) < 1 / (1 + np.exp(-(np.log(difficulty / (1 - difficulty)) + skill)))
-            return ~wrong
+            return ~(rng.random((3, IMAGES)) < 1 / (1 + np.exp(-(logit + skill))))
         claims += paired_difference(model(), model()).excludes(0.0)
     assert claims / 400 <= 0.07
 

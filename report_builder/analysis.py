@@ -432,9 +432,9 @@ def curve_verdicts(runs: Runs, *, majority_accuracy: float, chance_loss: float, 
       seeds that have a late drop (that event is named once, as the drop).
     * ``late_drop``: some seed's last validation accuracy is below the best of its last
       TREND_WINDOW epochs by at least DROP_THRESHOLD (2 points), NOISE_Z x the noise and
-      NOISE_Z x the seed's own epoch-to-epoch variation (the standard deviation of its
-      epoch-to-epoch changes before the last epoch, over the second half of training when it
-      has 8 or more such epochs).
+      NOISE_Z x the seed's own epoch-to-epoch variation (:func:`_jitter` of its validation
+      accuracies before the last epoch, over the second half of training when it has 10 or
+      more such epochs).
     * ``settled``: none of the above applies.
 
     A model at chance is not read for trends, spreads or drops: at chance they are noise.
@@ -602,9 +602,8 @@ def _late_drop(runs: Runs, noise: float) -> Verdict | None:
             continue
         recent_best = next(_value(record, "val_accuracy") for record in recent if record["epoch"] == recent_best_epoch)
         earlier = [value for record in ordered[:-1] if (value := _value(record, "val_accuracy")) is not None]
-        earlier = earlier[len(earlier) // 2:] if len(earlier) >= 8 else earlier  # the second half: past the learning phase
-        changes = [after - before for before, after in zip(earlier, earlier[1:])]
-        jitter = statistics.stdev(changes) if len(changes) >= 3 else 0.0
+        earlier = earlier[len(earlier) // 2:] if len(earlier) >= 10 else earlier  # the second half: past the learning phase
+        jitter = _jitter(earlier)
         threshold = max(DROP_THRESHOLD, NOISE_Z * noise, NOISE_Z * jitter)
         if final <= recent_best - threshold + TOLERANCE:
             dropped.append({"seed": seed, "final": final, "recent_best": recent_best, "recent_best_epoch": recent_best_epoch,
@@ -613,6 +612,18 @@ def _late_drop(runs: Runs, noise: float) -> Verdict | None:
 
 
 # --- Small helpers. ---
+
+
+def _jitter(values: Sequence[float]) -> float:
+    """The typical size of an epoch-to-epoch change that is noise, not trend: the standard
+    deviation of the second differences over sqrt(3). For values that are a smooth trend plus
+    independent noise of standard deviation s, second differences cancel the trend and have
+    standard deviation sqrt(6) s, so this estimates sqrt(2) s, the spread of one change.
+    0 with fewer than five values."""
+    if len(values) < 5:
+        return 0.0
+    second = [values[index + 2] - 2 * values[index + 1] + values[index] for index in range(len(values) - 2)]
+    return statistics.stdev(second) / math.sqrt(3)
 
 
 def _value(record: Mapping[str, object], key: str) -> float | None:

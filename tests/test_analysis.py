@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 import pytest
@@ -483,7 +482,7 @@ def test_a_seed_that_falls_off_its_recent_best_is_a_late_drop():
     runs = {**converged_runs(), 4: history(dropping, accuracy=CONVERGED_ACCURACY, val_loss=CONVERGED_VAL_LOSS)}
     facts = verdict(runs, "late_drop").facts
     assert facts["seeds"] == [{"seed": 4, "final": pytest.approx(0.88), "recent_best": pytest.approx(0.905), "recent_best_epoch": 8,
-                               "threshold": pytest.approx(2 * statistics.stdev([0.01, 0.0, 0.005, -0.015]))}]  # its own jitter
+                               "threshold": pytest.approx(2 * analysis._jitter(dropping[:-1]))}]  # twice its own jitter
     assert "late_drop" not in codes(converged_runs())
 
 

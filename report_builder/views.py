@@ -510,7 +510,6 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, 
     if view.correct is not None:
         view.interval = analysis.accuracy_interval(view.correct)
     view.best_epochs = {seed: analysis.best_epoch(history) for seed, history in histories.items()}
-    view.train_below_validation = _train_below_validation(view, histories)
     if baseline is not None and label_counts:
         view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline, chance_loss=analysis.chance_loss(label_counts),
                                                 interval=view.interval, validation_count=_validation_count(dataset))
@@ -521,12 +520,14 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, 
             view.reference = None
 
 
-def _train_below_validation(view: ModelView, histories: dict[int, list[Any]]) -> dict[str, Any] | None:
+def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> dict[str, Any] | None:
     """Final training accuracy below validation accuracy in a model trained with augmentation or
-    dropout, which are on while training accuracy is measured and off for validation."""
-    train = analysis.window_mean(histories, "accuracy")
-    validation = analysis.window_mean(histories, "val_accuracy")
-    causes = (["augmentation"] if view.recipe.augment else []) + (["dropout"] if view.recipe.dropout else [])
+    dropout, which are on while training accuracy is measured and off for validation. A model
+    that continues another's runs trains that model, its augmentation and dropout included."""
+    train = analysis.window_mean(view.histories, "accuracy")
+    validation = analysis.window_mean(view.histories, "val_accuracy")
+    recipes = [view.recipe] + [by_name[name].recipe for name in _ancestors(view, by_name)]
+    causes = (["augmentation"] if any(recipe.augment for recipe in recipes) else []) + (["dropout"] if any(recipe.dropout for recipe in recipes) else [])
     if train is None or validation is None or train >= validation or not causes:
         return None
     return {"train": train, "validation": validation, "causes": causes}
@@ -540,11 +541,17 @@ def _classes_of_the_write_ups(dataset: Dataset | None) -> bool:
 
 def lineage_root(view: ModelView, by_name: dict[str, ModelView]) -> str:
     """The model whose fresh runs a model's runs descend from (itself unless it continues one)."""
-    name, seen = view.name, set()
-    while name in by_name and by_name[name].recipe.continues_model and name not in seen:
-        seen.add(name)
+    ancestors = _ancestors(view, by_name)
+    return ancestors[-1] if ancestors else view.name
+
+
+def _ancestors(view: ModelView, by_name: dict[str, ModelView]) -> list[str]:
+    """The models a model continues, nearest first (empty for a model trained from its start)."""
+    found, name = [], view.recipe.continues_model
+    while name and name in by_name and name not in found and name != view.name:
+        found.append(name)
         name = by_name[name].recipe.continues_model
-    return name
+    return found
 
 
 def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str, ModelView]) -> dict[str, str]:
@@ -713,6 +720,8 @@ def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> S
 def _add_comparisons(views: list[ModelView], base_weights: str | None = None) -> None:
     """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
+    for view in views:
+        view.train_below_validation = _train_below_validation(view, by_name) if view.histories else None
     for view, previous in zip(views[1:], views[:-1]):
         if view.over_seeds is not None and previous.over_seeds is not None:
             view.comparison = compare(view, previous, by_name, base_weights)

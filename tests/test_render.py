@@ -670,3 +670,63 @@ def test_the_majority_baseline_says_when_its_class_is_a_tie_break(tmp_path: Path
     render_report(run, docs)
     index = " ".join(read(docs / "index.md").split())
     assert "the classes are equally common in training, so it answers with the first by name, **cats**" in index
+
+
+# --------------------------------------------------------------------------- the comparisons as a family
+
+
+def test_holm_keeps_the_family_wise_error_rate_over_the_distinct_pairs():
+    """Three distinct pairs (the same pair twice counts once): p = 0.001 holds (<= 0.05/3), p = 0.03
+    does not (> 0.05/2) and turns into no clear difference; p = 0.5 was never clear."""
+    from report_builder import views
+
+    def comparison(first, second, p, low):
+        return views.PairedComparison(first, second, analysis.Interval(0.02, low, 0.04, 3.0, p),
+                                      views.BETTER if low > 0 else views.NO_CLEAR_DIFFERENCE)
+
+    strong, weak, none, again = (comparison("b", "a", 0.001, 0.01), comparison("c", "b", 0.03, 0.001),
+                                 comparison("d", "c", 0.5, -0.02), comparison("b", "a", 0.001, 0.01))
+    assert views.settle_family([strong, weak, None, none, again]) == 3
+    assert (strong.outcome, again.outcome) == (views.BETTER, views.BETTER)
+    assert weak.outcome == views.NO_CLEAR_DIFFERENCE and weak.holm_failed
+    assert none.outcome == views.NO_CLEAR_DIFFERENCE and not none.holm_failed
+    assert strong.family_size == 3
+
+
+def test_a_difference_that_does_not_survive_holm_is_not_called_better(complete_run: Path, tmp_path: Path, monkeypatch):
+    from report_builder import views
+
+    monkeypatch.setattr(views.analysis, "holm_rejections", lambda p_values, alpha=0.05: [False] * len(p_values))
+    augmented = render_pages(complete_run, tmp_path)["models/augmented.md"]
+    assert "**augmented vs baseline: +13.0 points**" in augmented
+    assert "augmented is better" not in augmented
+    assert "no clear difference: the interval excludes zero, but not once the five comparisons of this report are corrected for together (Holm" in augmented
+
+
+def test_two_copies_of_one_recipe_are_named_identical_runs(tmp_path: Path):
+    histories = fixtures.default_histories()
+    histories["augmented"] = histories["baseline"]
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    augmented = render_pages(run, tmp_path)["models/augmented.md"]
+    assert "**augmented vs baseline: identical runs.**" in augmented
+    assert "one model under two names" in augmented and "95% interval 0.0" not in augmented
+
+
+def test_a_conclusion_that_rests_on_the_last_epoch_is_flagged(tmp_path: Path):
+    """augmented dips 4 points at its last epoch on every seed: clearly below preprocessed there,
+    but over the last three epochs the gap is 1.3 points, which the same interval would not call."""
+    histories = fixtures.default_histories()
+    histories["augmented"] = fixtures.make_history([0.8] * 10, [0.70] * 9 + [0.66])
+    histories["preprocessed"] = fixtures.make_history([0.8] * 10, [0.70] * 10)
+    run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
+    preprocessed = render_pages(run, tmp_path)["models/preprocessed.md"]
+    assert "**preprocessed vs augmented: +4.0 points**" in preprocessed and "preprocessed is better" in preprocessed
+    assert ("Scored on the mean of each seed's last 3 epochs instead of its last epoch, the difference is +1.3 points, "
+            "which would not be a clear difference: this conclusion rests on one epoch.") in preprocessed
+
+
+def test_a_model_with_one_seed_says_its_interval_covers_the_images_only(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", seeds=(7,))
+    pages = render_pages(run, tmp_path)
+    assert "one seed: the choice of validation images only, the seed-to-seed variation is unknown" in pages["models/augmented.md"]
+    assert "With one seed each, the seed-to-seed variation is unknown" in pages["models/augmented.md"]

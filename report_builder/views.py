@@ -63,6 +63,8 @@ VERDICT_LABELS = {
     analysis.SETTLED: "settled",
 }
 RERUN_COMMAND = "python -m report_builder train"
+#: A comparison notes its last-epochs mean difference when it moves the result by at least this much.
+WINDOW_MOVE_POINTS = 0.01
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
 FIGURES_SUBDIR = Path("assets") / "figures"
@@ -181,6 +183,15 @@ class PairedComparison:
         shift = self.window_difference - self.difference.estimate
         low, high = self.difference.low + shift, self.difference.high + shift
         return (low > 0) != (self.difference.low > 0) or (high < 0) != (self.difference.high < 0)
+
+    @property
+    def window_moves(self) -> bool:
+        """Whether the last-epochs mean difference differs from the last epoch's by a point or
+        more, and by a third of the interval's half-width: the last epoch moves the result."""
+        if self.difference is None or self.window_difference is None or self.difference.identical:
+            return False
+        half_width = (self.difference.high - self.difference.low) / 2
+        return abs(self.window_difference - self.difference.estimate) >= max(WINDOW_MOVE_POINTS, half_width / 3)
 
     @property
     def cost_ratio(self) -> float | None:

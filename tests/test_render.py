@@ -730,3 +730,17 @@ def test_a_model_with_one_seed_says_its_interval_covers_the_images_only(tmp_path
     pages = render_pages(run, tmp_path)
     assert "one seed: the choice of validation images only, the seed-to-seed variation is unknown" in pages["models/augmented.md"]
     assert "With one seed each, the seed-to-seed variation is unknown" in pages["models/augmented.md"]
+
+
+def test_a_last_epoch_that_moves_a_difference_is_noted_even_when_the_conclusion_stands():
+    from report_builder import views
+
+    def comparison(estimate, window):
+        result = views.PairedComparison("b", "a", analysis.Interval(estimate, estimate - 0.027, estimate + 0.027, 3.0, 0.2),
+                                        views.NO_CLEAR_DIFFERENCE)
+        result.window_difference = window
+        return result
+
+    moved = comparison(0.019, 0.003)  # as finetune vs transfer in the shipped study: +1.9 on the last epoch, +0.3 over three
+    assert moved.window_moves and not moved.window_changes_conclusion
+    assert not comparison(0.019, 0.014).window_moves  # half a point: within a third of the half-width

@@ -208,7 +208,7 @@ def paired_difference(correct_a, correct_b, *, paired: bool = False, level: floa
     estimate = float(seeds_a.mean() - seeds_b.mean())
     if matrix_a.shape == matrix_b.shape and np.array_equal(matrix_a, matrix_b):
         return Interval(estimate, estimate, estimate, None, 1.0, seed_variation_known=matrix_a.shape[0] > 1, identical=True)
-    if False:
+    if paired:
         seed_component = _component(seeds_a - seeds_b)
     else:
         seed_component = _welch_component(seeds_a, seeds_b)

@@ -389,8 +389,8 @@ MUTATIONS = (
         "one-seed-loss-spike-is-a-trend", "report_builder/analysis.py",
         "    if 2 * len(seeds) <= len(runs):\n        return None\n    turn_epoch, lowest, final = rise",
         "    turn_epoch, lowest, final = rise",
-        ("tests/test_analysis.py::test_one_seeds_one_epoch_loss_spike_is_one_event_named_once",),
-        "one seed's loss spike is read as the model's validation loss rising",
+        ("tests/test_analysis.py::test_one_seeds_loss_rise_is_not_the_models",),
+        "one seed's loss rise is read as the model's validation loss rising",
     ),
     Mutation(
         "late-drop-also-counted-as-spread", "report_builder/analysis.py",

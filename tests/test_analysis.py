@@ -622,3 +622,14 @@ def test_seeds_apart_by_no_more_than_the_binomial_noise_agree():
     runs = three_seeds([0.60] * 10, accuracy=[0.80] * 10, val_loss=[0.60] * 10, offsets=(-0.02, 0.02, 0.0))
     assert "unstable_spread" in codes(runs)
     assert "unstable_spread" not in [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=None, validation_count=200)]
+
+
+def test_one_seeds_loss_rise_is_not_the_models():
+    """One seed of three ends with its loss up fourfold over three epochs, the others flat: the
+    mean curve rises well past 20%, but that is one run's story, not the model's."""
+    flat = [0.30, 0.20, 0.15, 0.13, 0.12, 0.12, 0.117, 0.12, 0.118, 0.118]
+    runs = {1: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=flat),
+            2: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=flat),
+            3: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=[*flat[:7], 0.5, 0.6, 0.7])}
+    assert "overfitting_loss" not in codes(runs)
+    assert "overfitting_loss" in codes({**runs, 2: runs[3]})  # two of three: most seeds

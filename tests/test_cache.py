@@ -487,3 +487,73 @@ def test_the_train_command_s_cache_dir_sets_data_cache_dir():
 def test_the_cache_module_imports_no_tensorflow():
     source = Path(cache_module.__file__).read_text(encoding="utf-8")
     assert "import tensorflow" not in source and "from tensorflow" not in source
+
+
+# --------------------------------------------------------------------------- only caches are removed
+
+
+def test_cache_remove_leaves_a_folder_that_is_not_a_cache_and_lists_it_as_such(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    cache_dir = tmp_path / "caches"
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)
+    photos = cache_root(cache_dir) / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir)]) == 0
+    listing = capsys.readouterr().out
+    line = next(line for line in listing.splitlines() if "photos" in line)
+    assert "not a cache, left alone" in line and "damaged" not in listing
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "pho"]) == 2
+    error = capsys.readouterr().err
+    assert "is not a decoded-image cache" in error and str(photos) in error and error.count("\n") == 1
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"Removed {built.folder}" in out and f"Left alone: {photos}" in out
+    assert (photos / "p.jpg").read_bytes() == b"x" and not built.folder.exists()
+
+
+def test_a_cache_carries_a_marker_and_one_built_before_markers_is_still_recognised(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=tmp_path / "caches")
+    marker = json.loads((built.folder / cache_module.MARKER_FILE).read_text())
+    assert marker["generator"] == "report-builder" and marker["key"] == built.key
+    (built.folder / cache_module.MARKER_FILE).unlink()  # as a cache written before the marker existed
+    assert cache_module.cache_kind(built.folder) == "cache before the marker"
+    assert [entry.state for entry in list_caches(root)] == ["ok"]
+    # without the marker, an index that does not check out (or a file a cache never writes) is not enough
+    (built.folder / "notes.txt").write_text("mine")
+    assert cache_module.cache_kind(built.folder) is None
+    assert not cache_module.remove_cache(root, built.folder.name)
+    assert (built.folder / "notes.txt").read_text() == "mine" and (built.folder / "train.npy").is_file()
+
+
+def test_a_folder_named_like_a_cache_without_marker_or_valid_index_is_not_a_cache(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    impostor = root / ("12x10-" + "ab" * 12)
+    impostor.mkdir(parents=True)
+    (impostor / "index.json").write_text("{}")
+    assert cache_module.cache_kind(impostor) is None
+    assert [entry.state for entry in list_caches(root)] == [cache_module.NOT_A_CACHE]
+    assert cache_module.remove_cache(root, impostor.name).not_a_cache and (impostor / "index.json").is_file()
+
+
+def test_removing_a_cache_that_holds_a_stranger_s_file_deletes_nothing_and_names_the_file(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    cache_dir = tmp_path / "caches"
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)
+    (built.folder / "keep-me.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "all"]) == 0
+    assert "keep-me.txt" in capsys.readouterr().out
+    assert sorted(path.name for path in built.folder.iterdir()) == sorted(cache_module.CACHE_FILES | {"keep-me.txt"})
+
+
+def test_a_damaged_cache_with_its_marker_is_listed_as_damaged_and_removable(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=tmp_path / "caches")
+    (built.folder / "index.json").unlink()
+    assert [entry.state for entry in list_caches(root)] == ["damaged: index.json is missing"]
+    assert cache_module.remove_cache(root, built.folder.name) and not built.folder.exists()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,24 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: The run folder's marker (the docs folder's marker file, with kind "run"): `train` writes a run only
+#: into a folder that is absent, empty, marked, or an earlier run of this program (RunFolder.claim).
+RUN_MARKER = ".report-builder.json"
+RUN_MARKER_DATA = {"generator": "report-builder", "kind": "run",
+                   "note": "A run folder written by report-builder `train` (its files: docs/guide/artifacts.md); "
+                           "`train` writes runs only into folders that carry this marker, or are empty.",
+                   "files": []}
+#: Every name a run writes at its top level (files and folders), and the transient ones
+RUN_ENTRIES = frozenset({"manifest.json", "dataset.json", "metrics.json", "figures", "models", "tensorboard", RUN_MARKER})
+TRANSIENT_RUN_ENTRIES = frozenset({".manifest.lock", ".write-check.json", ".run.lock", ".run.owner.json"})
+#: write_atomic's temporary files: `.<stem>.<random>.tmp<suffix>`
+TEMPORARY_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
+
+
+def _transient(name: str) -> bool:
+    return name in TRANSIENT_RUN_ENTRIES or TEMPORARY_NAME.fullmatch(name) is not None
+
+
 class RunFolder:
     """Paths inside one run folder, `<out>/<run name>/`."""
 
@@ -147,6 +166,53 @@ class RunFolder:
     def lock_file(self) -> Path:
         """Held while the manifest is written and while the chosen model is tested."""
         return self.root / ".manifest.lock"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / RUN_MARKER
+
+    def claim(self) -> None:
+        """Make sure this folder is a run of this program before `train` writes anything into it,
+        and mark it as one: UserError (one sentence naming the folder) unless it is absent, empty,
+        carries the run marker, or is an earlier run written before the marker existed
+        (`looks_like_an_earlier_run`)."""
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []  # absent (or a file is in the way: writing the marker names it)
+        except OSError as error:
+            raise ArtifactError(f"cannot read the run folder {self.root}: {error.strerror or error}") from None
+        if RUN_MARKER in names:
+            data = read_json(self.marker) or {}
+            ours = data.get("generator") == RUN_MARKER_DATA["generator"]
+            if ours and data.get("kind") == "run":
+                return
+            kind = data.get("kind")
+            what = f"a {kind} folder" if ours and isinstance(kind, str) else "a folder whose marker this program did not write"
+            raise UserError(f"Refusing to write a run into {self.root}: its {RUN_MARKER} marks it as {what}, not a run "
+                            "folder; choose another --out or --run-name.")
+        own = [name for name in names if not _transient(name)]
+        if own and not self.looks_like_an_earlier_run(names):
+            own.sort(key=lambda name: (name in RUN_ENTRIES, name))  # names a run never writes first
+            shown = ", ".join(own[:4]) + (", ..." if len(own) > 4 else "")
+            raise UserError(
+                f"Refusing to write a run into {self.root}: it holds files this program did not write ({shown}) and no "
+                f"{RUN_MARKER} run marker; choose another --out or --run-name, or, if it is a run from an older version, "
+                f"mark it with `echo '{{\"generator\": \"report-builder\", \"kind\": \"run\"}}' > {self.marker}`."
+            )
+        write_json(self.marker, RUN_MARKER_DATA)
+
+    def looks_like_an_earlier_run(self, names: Sequence[str]) -> bool:
+        """A run written before the marker existed: nothing at its top level but what a run writes,
+        and a manifest.json that reads as this program's (every field of the current format)."""
+        if "manifest.json" not in names or not all(name in RUN_ENTRIES or _transient(name) for name in names):
+            return False
+        if not (self.root / "manifest.json").is_file() or (self.root / "manifest.json").is_symlink():
+            return False
+        try:
+            return Manifest.read(self.manifest) is not None
+        except ArtifactFormatError:
+            return False
 
     def check_writable(self) -> None:
         """Fail early, with the folder named, if nothing can be written here."""

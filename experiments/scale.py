@@ -852,6 +852,7 @@ def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFo
     from experiments.study import ManifestWriter, write_manifest
 
     run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
     run.check_writable()
     since = datetime.now(UTC)
     started = time.perf_counter()

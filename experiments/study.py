@@ -973,6 +973,7 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     from experiments.models import set_precision
 
     run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
     run.check_writable()
     since = datetime.now(UTC)
     started = time.perf_counter()

@@ -221,6 +221,7 @@ def test_a_held_cell_is_left_then_waited_for(tmp_path, monkeypatch, models, seed
             waiting.set()
 
     monkeypatch.setattr(study, "log", log)
+    RunFolder(config.run_dir).claim()  # the other process claimed (marked) the run first, as `train` does
     holder = _hold_until(RunFolder(config.run_dir).seed_run(held, 7), waiting)
     study.run_study(config)
     holder.join(timeout=10)

@@ -128,6 +128,45 @@ def _transient(name: str) -> bool:
     return name in TRANSIENT_RUN_ENTRIES or TEMPORARY_NAME.fullmatch(name) is not None
 
 
+#: What a cell's checkpoint folder holds: `epoch-NNNN.keras`, `progress.json`, and their temporaries
+CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}\.keras|progress\.json|\.(?:epoch-\d{4,}|progress)\.[A-Za-z0-9_]+\.tmp\.(?:keras|json)")
+#: What TensorBoard writes in a cell's train/ and validation/ folders
+EVENT_FILE_NAME = re.compile(r"events\.out\.tfevents\..+")
+
+
+def remove_written_files(folder: Path, ours: re.Pattern[str], subfolders: Sequence[str] = ()) -> list[Path]:
+    """Delete the plain files in `folder` (and in each of its `subfolders`) whose whole name `ours`
+    matches: the files this program writes there. Each of these folders left empty goes too.
+    Everything else (another file, a folder, a link) is left alone and returned, so the caller
+    can name it; nothing is removed by being inside a folder."""
+    left: list[Path] = []
+    for name in subfolders:
+        left += remove_written_files(folder / name, ours)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return left
+    for entry in entries:
+        if entry.name in subfolders and entry.is_dir(follow_symlinks=False):
+            continue  # emptied above; what is left in it is listed already
+        if ours.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+        else:
+            left.append(Path(entry.path))
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: someone else's files are in it
+        pass
+    return sorted(left)
+
+
+def describe_left_files(folder: Path, left: Sequence[Path]) -> str:
+    """One line naming the files `remove_written_files` left in `folder`."""
+    names = [str(path.relative_to(folder)) for path in left]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"  left alone in {folder}: {shown} (not written by this program)"
+
+
 class RunFolder:
     """Paths inside one run folder, `<out>/<run name>/`."""
 

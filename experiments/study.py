@@ -315,7 +315,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     state = replace(state, status=COMPLETE, epochs_completed=len(result.epochs),
                     wall_seconds=round(result.wall_seconds + earlier_seconds, 1), finished_at=_now_precise())
     state.write(seed_run.state)
-    clear_checkpoint(seed_run)
+    clear_checkpoint(seed_run, log)
     return state
 
 
@@ -870,7 +870,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
     log(f"{where}: training in {POLICIES[precision]}, {reason}")
     if action == RESTART:
-        clear_checkpoint(seed_run)
+        clear_checkpoint(seed_run, log)
     try:
         with tracked_cell(context.tracking, seed_run):  # MLflow: the cell's run ends finished, failed or killed
             train_one(config, run, data, seed_run, precision, expected, context.on_started, context.tracking, context.strategy)

@@ -81,6 +81,7 @@ def shared_run(tmp_path_factory):
     config = root / "chain.toml"
     config.write_text(CHAIN_CONFIG, encoding="utf-8")
     run_dir = root / "out" / "shared"
+    RunFolder(run_dir).claim()  # the holder stands for a third `train` command, which claimed (marked) the run
     held = CellLock(RunFolder(run_dir).seed_run("baseline", 7))
     assert held.try_acquire("training baseline, seed 7")
     logs = [root / "first.err", root / "second.err"]

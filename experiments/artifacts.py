@@ -119,7 +119,7 @@ RUN_MARKER_DATA = {"generator": "report-builder", "kind": "run",
                    "files": []}
 #: Every name a run writes at its top level (files and folders), and the transient ones
 RUN_ENTRIES = frozenset({"manifest.json", "dataset.json", "metrics.json", "figures", "models", "tensorboard", RUN_MARKER})
-TRANSIENT_RUN_ENTRIES = frozenset({".manifest.lock", ".write-check.json", ".run.lock", ".run.owner.json"})
+TRANSIENT_RUN_ENTRIES = frozenset({".manifest.lock", ".write-check.json", ".run.lock", ".run.users", ".run.settings.json"})
 #: write_atomic's temporary files: `.<stem>.<random>.tmp<suffix>`
 TEMPORARY_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 
@@ -209,6 +209,21 @@ class RunFolder:
     @property
     def marker(self) -> Path:
         return self.root / RUN_MARKER
+
+    @property
+    def settings_guard(self) -> Path:
+        """Held for a moment while a `train` command checks and joins the run's settings."""
+        return self.root / ".run.lock"
+
+    @property
+    def users_file(self) -> Path:
+        """Every `train` command working on the run holds a shared lock on it (see RunSettings)."""
+        return self.root / ".run.users"
+
+    @property
+    def settings_file(self) -> Path:
+        """The settings the `train` commands working on the run now share (RunSettings)."""
+        return self.root / ".run.settings.json"
 
     def claim(self) -> None:
         """Make sure this folder is a run of this program before `train` writes anything into it,
@@ -1130,3 +1145,24 @@ class MlflowLink(SideRecord):
 
     def to_fields(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+
+@dataclass(frozen=True)
+class RunSettings(SideRecord):
+    """`<run>/.run.settings.json`: the settings (study config hash) of the `train` commands
+    working on the run now, written by the first of them; meaningful only while one holds
+    `<run>/.run.users` (experiments.study.hold_run_settings)."""
+
+    config_hash: str
+    settings: dict[str, Any]  # experiments.config.hashed_settings, to name what differs
+    pid: int
+    host: str
+    since: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RunSettings:
+        return cls(fields.text("config_hash"), fields.mapping("settings"), fields.integer("pid"), fields.text("host"),
+                   fields.text("since", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"config_hash": self.config_hash, "settings": self.settings, "pid": self.pid, "host": self.host, "since": self.since}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.errors import UserError
+from experiments.errors import UserError, disk_full_sentence, is_disk_full
 
 SCHEMA_VERSION = 2
 #: One run of a model with one seed lives in `models/<model>/seed-<seed>/`.
@@ -73,6 +73,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         )
         os.close(descriptor)
     except OSError as error:
+        if is_disk_full(error):
+            raise ArtifactError(disk_full_sentence(str(path), error)) from None
         raise ArtifactError(f"cannot write {path}: {error.strerror or error}") from None
     temporary_path = Path(temporary_name)
     try:
@@ -81,6 +83,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         os.replace(temporary_path, path)
     except OSError as error:
         temporary_path.unlink(missing_ok=True)
+        if is_disk_full(error):  # the previous file at `path` is untouched: only the temporary one is gone
+            raise ArtifactError(disk_full_sentence(str(path), error)) from None
         raise ArtifactError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
         temporary_path.unlink(missing_ok=True)

@@ -67,6 +67,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from experiments import images as image_reading
+from experiments.errors import is_disk_full
 from experiments.images import DataError, ProgressCallback, SkippedFile
 
 FORMAT_VERSION = 1
@@ -394,7 +395,16 @@ def load_or_build(
         check_disk_space(root, data_root, total, (height, width))
         log(f"  decoding {total} images once, into the cache {folder}")
         started = time.perf_counter()
-        _build(folder, key, data_root, scans, digests, settings, worker_count, progress, fingerprint)
+        try:
+            _build(folder, key, data_root, scans, digests, settings, worker_count, progress, fingerprint)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise DataError(  # _build has removed its staging folder; earlier caches are as they were
+                f"The disk holding the cache folder '{root}' filled up while the images under '{data_root}' were being "
+                f"decoded ({error.strerror or error}); the unfinished cache was removed and earlier caches are intact, so free "
+                "some space or point --cache-dir (data.cache_dir) at a larger disk."
+            ) from None
         seconds = time.perf_counter() - started
         opened, problem = _open_cache(folder, key, scans)
         if opened is None:

@@ -9,6 +9,8 @@
 User errors (a bad config value, a missing folder, no network, a folder that is not the
 report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
 with status 130 or 143, and an interrupted training resumes when the same command is run again.
+A closed standard output (`| head`) ends a command quietly with status 141; a full disk, anywhere,
+with one sentence naming what was being written, and status 2.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def command_train(arguments: argparse.Namespace) -> Path:
     from experiments.config import load_config
 
     config = load_config(arguments.config, config_overrides(arguments))
+    _OUTPUT["what"] = f"into the run folder {config.run_dir}"
     from experiments.scale import options_from_arguments
 
     options = options_from_arguments(arguments.workers, arguments.scheduler, arguments.task_index, arguments.task_count,
@@ -168,6 +171,7 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
     from report_builder.render import render_report
 
     artifacts = arguments.artifacts or run_dir or default_run_dir(arguments.config)
+    _OUTPUT["what"] = f"into the docs folder {arguments.docs}"
     problems: list[str] = []
     written = render_report(artifacts, arguments.docs, problems)
     print(f"Rendered {artifacts} into {arguments.docs} ({len(written)} files)")
@@ -180,6 +184,7 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
 def command_build(arguments: argparse.Namespace) -> None:
     from report_builder.site import build_site
 
+    _OUTPUT["what"] = f"into the site folder {arguments.site_dir or PROJECT_ROOT / 'site'}"
     site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir, docs_dir=arguments.docs)
     print(f"Site built in {site}; preview it with `python -m report_builder serve`")
 
@@ -278,13 +283,87 @@ INTERRUPTED_MESSAGES = {
 }
 
 
+STANDARD_OUTPUT = "standard output"
+#: A closed standard output (`train | head -2`) ends the command quietly with this status: what a
+#: shell reports for a program stopped by SIGPIPE (128 + 13), as `yes | head` gives.
+CLOSED_OUTPUT_STATUS = 141
+
+
+class _NamedOutput:
+    """sys.stdout, whose write errors name it: an OSError from writing it gets filename
+    "standard output", so a full disk there is told apart from one under a file the command writes."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            error.filename = error.filename or STANDARD_OUTPUT
+            raise
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as error:
+            error.filename = error.filename or STANDARD_OUTPUT
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _discard_output(stream) -> None:
+    """Point the standard output's descriptor at /dev/null, so that what is still buffered, flushed
+    at exit, raises nothing more (the recipe of Python's signal documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's captured output)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (see the module's docstring). A closed standard
+    output (`| head`) ends it quietly with status 141; a full disk, anywhere, with one sentence naming
+    what was being written and status 2."""
+    stdout = sys.stdout
+    sys.stdout = _NamedOutput(stdout)
+    try:
+        return _main(argv)
+    except BrokenPipeError as error:
+        if error.filename != STANDARD_OUTPUT:
+            raise
+        _discard_output(stdout)
+        return CLOSED_OUTPUT_STATUS
+    except OSError as error:
+        from experiments.errors import disk_full_sentence, is_disk_full
+
+        if not is_disk_full(error):
+            raise
+        if error.filename == STANDARD_OUTPUT:
+            _discard_output(stdout)
+        what = error.filename or _OUTPUT.get("what") or "the command's output"
+        print(f"error: {disk_full_sentence(str(what), error)}", file=sys.stderr)
+        return 2
+    finally:
+        sys.stdout = stdout
+
+
+#: What the running command writes into (a folder), for a full-disk message that has no file name
+_OUTPUT: dict[str, object] = {}
+
+
+def _main(argv: list[str] | None = None) -> int:
     from experiments import interrupts
 
     interrupts.install_handlers()  # Ctrl-C and SIGTERM: a clean stop, exit 130 / 143
     if hasattr(sys.stdout, "reconfigure"):  # a folder name that is not valid UTF-8 still prints
         sys.stdout.reconfigure(errors="backslashreplace")
         sys.stderr.reconfigure(errors="backslashreplace")
+    _OUTPUT.clear()
     phase = "train"
     try:
         arguments = parse_arguments(argv)
@@ -318,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_status
         interrupts.raise_if_interrupted()  # a stop whose exception something swallowed
+        sys.stdout.flush()  # a closed or full standard output shows here, not at exit
     except KeyboardInterrupt as error:
         print("\n" + INTERRUPTED_MESSAGES[phase], file=sys.stderr)
         return interrupts.exit_status(error)

@@ -163,3 +163,18 @@ def test_train_refuses_a_folder_that_is_not_a_run_with_exit_status_2_and_one_sen
     error = capsys.readouterr().err
     assert error.startswith(f"error: Refusing to write a run into {root}") and "Traceback" not in error
     assert {path.relative_to(root): path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+
+
+def test_a_full_disk_while_an_artifact_is_written_says_so_and_keeps_the_previous_file(tmp_path):
+    import errno
+
+    path = write_json(tmp_path / "history.json", {"epochs": [1]})
+
+    def fills_the_disk(temporary_path):
+        temporary_path.write_text('{"epo')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ArtifactError) as caught:
+        write_atomic(path, fills_the_disk)
+    assert str(caught.value).startswith(f"Cannot write {path}: the disk is full")
+    assert read_json(path) == {"epochs": [1]} and [item.name for item in tmp_path.iterdir()] == ["history.json"]

@@ -557,3 +557,29 @@ def test_a_damaged_cache_with_its_marker_is_listed_as_damaged_and_removable(tmp_
     (built.folder / "index.json").unlink()
     assert [entry.state for entry in list_caches(root)] == ["damaged: index.json is missing"]
     assert cache_module.remove_cache(root, built.folder.name) and not built.folder.exists()
+
+
+def test_a_disk_that_fills_up_while_decoding_stops_in_one_sentence_and_keeps_earlier_caches(tmp_path, monkeypatch):
+    import errno
+
+    cache_dir = tmp_path / "caches"
+    earlier = load_or_build(write_folder(tmp_path / "earlier"), IMAGE_SIZE, cache_dir=cache_dir)
+    writes = [0]
+    real_pwrite = os.pwrite
+
+    def fills_up(fd, data, offset):
+        writes[0] += 1
+        if writes[0] > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(cache_module.os, "pwrite", fills_up)
+    with pytest.raises(DataError) as caught:
+        load_or_build(write_folder(tmp_path / "new", seed=3), IMAGE_SIZE, cache_dir=cache_dir, workers=1)
+    message = str(caught.value)
+    root = cache_root(cache_dir)
+    assert f"The disk holding the cache folder '{root}' filled up" in message and message.count(". ") == 0
+    monkeypatch.setattr(cache_module.os, "pwrite", real_pwrite)
+    assert [entry.name for entry in list_caches(root)] == [earlier.folder.name]  # no staging folder left
+    again = load_or_build(tmp_path / "earlier", IMAGE_SIZE, cache_dir=cache_dir)
+    assert not again.built and again.folder == earlier.folder

@@ -434,15 +434,28 @@ def folder_name(key: str, image_size: tuple[int, int]) -> str:
     return f"{image_size[0]}x{image_size[1]}-{key[:24]}"
 
 
+def format_size(byte_count: int) -> str:
+    """A byte count in the unit that fits it: "1000 bytes", "12.5 KiB", "3.2 MiB", "1.8 GiB", "2.0 TiB"."""
+    if byte_count < 1024:
+        return f"{byte_count} bytes"
+    for unit, power in (("KiB", 1), ("MiB", 2), ("GiB", 3)):
+        if byte_count < 1024 ** (power + 1):
+            return f"{byte_count / 1024 ** power:.1f} {unit}"
+    return f"{byte_count / 1024 ** 4:.1f} TiB"
+
+
 def check_disk_space(root: Path, data_root: Path, image_count: int, image_size: tuple[int, int]) -> None:
     """DataError, before anything is decoded, when the cache folder's disk cannot hold the arrays."""
     height, width = image_size
     needed = image_count * height * width * 3 + 2 * HEADER_BYTES + (1 << 20)
     free = disk_free_bytes(root)
     if needed > free:
+        needed_text, free_text = format_size(needed), format_size(free)
+        if needed_text == free_text:  # rounded alike: the bytes tell them apart
+            needed_text, free_text = f"{needed:,} bytes", f"{free:,} bytes"
         raise DataError(
             f"Decoding the {image_count} images under '{data_root}' at {height}x{width} needs "
-            f"{needed / 2**30:.1f} GiB in the cache folder '{root}' but only {free / 2**30:.1f} GiB is free there; "
+            f"{needed_text} in the cache folder '{root}' but only {free_text} is free there; "
             "free some space, point --cache-dir (data.cache_dir) at a larger disk, or use a smaller data.image_size."
         )
 

@@ -252,8 +252,24 @@ def test_not_enough_disk_stops_before_decoding_in_one_sentence(tmp_path, monkeyp
     message = str(caught.value)
     assert decodes[0] == 0
     assert str(tmp_path / "small-disk" / "decoded") in message and "23 images" in message
-    assert "GiB" in message and "0.0 GiB is free" in message and "--cache-dir" in message
+    assert "needs 1.2 MiB in the cache folder" in message and "only 1000 bytes is free" in message  # units that fit
+    assert "0.0 GiB" not in message and "--cache-dir" in message
     assert message.count(". ") == 0 and message.endswith(".")
+
+
+@pytest.mark.parametrize("byte_count, text", [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"),
+                                              (5 * 2**20, "5.0 MiB"), (int(2.25 * 2**30), "2.2 GiB"), (3 * 2**40, "3.0 TiB")])
+def test_disk_sizes_are_given_in_the_unit_that_fits(byte_count, text):
+    assert cache_module.format_size(byte_count) == text
+
+
+def test_a_disk_one_byte_short_names_both_sizes_in_bytes_rather_than_alike(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    needed = 23 * 12 * 10 * 3 + 2 * cache_module.HEADER_BYTES + (1 << 20)
+    monkeypatch.setattr(cache_module, "disk_free_bytes", lambda folder: needed - 1)
+    with pytest.raises(DataError) as caught:
+        load_or_build(data_root, IMAGE_SIZE)
+    assert f"needs {needed:,} bytes" in str(caught.value) and f"only {needed - 1:,} bytes is free" in str(caught.value)
 
 
 def test_a_disk_with_exactly_the_room_needed_is_enough(tmp_path, monkeypatch):

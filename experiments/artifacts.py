@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,11 +105,46 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return write_atomic(path, write)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None if it is missing or unreadable."""
+class NotARegularFile(OSError):
+    """Something other than a plain file (a named pipe, a socket, a device, a folder) where a file
+    is read: reading it could block for ever, or never end; `kind` says what it is, in words."""
+
+    def __init__(self, path: Path | str, kind: str):
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.filename = str(path)
+        self.kind = kind
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def read_regular_file(path: Path | str) -> bytes:
+    """The bytes of the regular file at `path` (a link to one counts), read without blocking on
+    anything else: FileNotFoundError when it is missing, NotARegularFile (an OSError) when it is a
+    named pipe, a socket, a device or a folder. Opening a FIFO with O_NONBLOCK returns at once,
+    where a plain open() would wait for a writer for ever."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _file_kind(mode))
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at `path`, or None if it is missing or unreadable (or not a regular file)."""
+    try:
+        data = json.loads(read_regular_file(path).decode("utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -432,11 +468,13 @@ def load_json_object(path: Path) -> dict[str, Any] | None:
     file when it cannot be read, is not UTF-8, not JSON or not an object."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as error:
         raise ArtifactFormatError(path, f"not UTF-8 text (byte {error.start})") from None
+    except NotARegularFile as error:
+        raise ArtifactFormatError(path, f"{error.kind} where a JSON file belongs, so it is not read") from None
     except OSError as error:
         raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
     try:

@@ -67,6 +67,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from experiments import images as image_reading
+from experiments.artifacts import read_regular_file
 from experiments.errors import is_disk_full
 from experiments.images import DataError, ProgressCallback, SkippedFile
 
@@ -641,7 +642,7 @@ def _fsync_folder(folder: Path) -> None:
 def read_index(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the index, None), or (None, what is wrong with it)."""
     try:
-        index = json.loads((folder / INDEX_FILE).read_text(encoding="ascii"))
+        index = json.loads(read_regular_file(folder / INDEX_FILE).decode("ascii"))
     except FileNotFoundError:
         return None, f"{INDEX_FILE} is missing"
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -723,7 +724,7 @@ def _open_cache(folder: Path, key: str, scans: dict[str, Any]) -> tuple[DecodedD
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:
     try:
-        marker = json.loads((folder / MARKER_FILE).read_text(encoding="ascii"))
+        marker = json.loads(read_regular_file(folder / MARKER_FILE).decode("ascii"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(marker, dict) or any(marker.get(name) != value for name, value in MARKER.items()):

@@ -54,6 +54,7 @@ from experiments.artifacts import (
     TestPrediction,
     ValidationPredictions,
     files_digest,
+    read_regular_file,
     write_atomic,
 )
 from experiments.config import StudyConfig, config_hash, hashed_settings
@@ -224,7 +225,10 @@ def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: i
     source = config.source_of(model_name)
     if source is not None:
         source_history = run.seed_run(source, seed).history
-        expected["starting_point"] = hashlib.sha256(source_history.read_bytes()).hexdigest() if source_history.is_file() else "missing"
+        try:
+            expected["starting_point"] = hashlib.sha256(read_regular_file(source_history)).hexdigest()
+        except OSError:  # missing, or a pipe or folder in its place: no starting point to train from
+            expected["starting_point"] = "missing"
     return expected
 
 
@@ -433,7 +437,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _file_digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular_file(path)).hexdigest()
     except OSError:
         return None
 

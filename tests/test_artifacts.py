@@ -178,3 +178,59 @@ def test_a_full_disk_while_an_artifact_is_written_says_so_and_keeps_the_previous
         write_atomic(path, fills_the_disk)
     assert str(caught.value).startswith(f"Cannot write {path}: the disk is full")
     assert read_json(path) == {"epochs": [1]} and [item.name for item in tmp_path.iterdir()] == ["history.json"]
+
+
+# --------------------------------------------------------------------------- a pipe where a file belongs
+
+
+def _finishes(action, seconds: float = 20.0):
+    """Run `action` in a thread; fail if it does not end within `seconds` (a read blocked on a pipe)."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the read blocked on the named pipe"
+    return outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_in_place_of_history_json_is_refused_in_one_sentence_without_waiting(tmp_path):
+    from experiments.artifacts import ArtifactFormatError, History, RunState
+
+    seed_run = RunFolder(tmp_path / "run").seed_run("baseline", 7)
+    seed_run.folder.mkdir(parents=True)
+    os.mkfifo(seed_run.history)
+    outcome = _finishes(lambda: History.read(seed_run.history))
+    error = outcome.get("error")
+    assert isinstance(error, ArtifactFormatError) and str(error) == (
+        f"{seed_run.history}: a named pipe (FIFO) where a JSON file belongs, so it is not read")
+    assert _finishes(lambda: read_json(seed_run.history)) == {"value": None}
+    assert _finishes(lambda: RunState.read_or_none(seed_run.history)) == {"value": None}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_render_leaves_out_a_named_pipe_in_place_of_history_json_and_names_it_without_waiting(tmp_path):
+    import subprocess
+
+    from tests import report_fixtures
+    from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
+
+    run = report_fixtures.write_artifacts(tmp_path / "artifacts")
+    history = next((run / "models" / "baseline").glob("seed-*/history.json"))
+    history.unlink()
+    os.mkfifo(history)
+    result = subprocess.run(run_cli_command("render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")),
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    relative = history.relative_to(run).as_posix()
+    assert f"{relative}: a named pipe (FIFO) where a JSON file belongs, so it is not read" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -899,7 +899,7 @@ def remove_cache(root: Path, name: str) -> Removal:
     except Timeout:
         return Removal(False, busy=True)
     try:
-        if cache_kind(path) is None:  # changed while we waited for nothing: check again under the lock
+        if cache_kind(path) is None:  # checked again under the lock: it may have changed meanwhile
             return Removal(False, not_a_cache=True)
         strangers = _foreign_entries(path) or []
         if strangers:

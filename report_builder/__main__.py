@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = _NamedOutput(stdout)
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()  # whatever the outcome: a closed or full standard output shows here, not at exit
+        return status
     except BrokenPipeError as error:
         if error.filename != STANDARD_OUTPUT:
             raise
@@ -397,7 +399,6 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_status
         interrupts.raise_if_interrupted()  # a stop whose exception something swallowed
-        sys.stdout.flush()  # a closed or full standard output shows here, not at exit
     except KeyboardInterrupt as error:
         print("\n" + INTERRUPTED_MESSAGES[phase], file=sys.stderr)
         return interrupts.exit_status(error)

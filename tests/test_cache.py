@@ -599,3 +599,14 @@ def test_a_disk_that_fills_up_while_decoding_stops_in_one_sentence_and_keeps_ear
     assert [entry.name for entry in list_caches(root)] == [earlier.folder.name]  # no staging folder left
     again = load_or_build(tmp_path / "earlier", IMAGE_SIZE, cache_dir=cache_dir)
     assert not again.built and again.folder == earlier.folder
+
+
+def test_a_rebuild_leaves_a_damaged_cache_folder_holding_other_files_and_names_it(tmp_path):
+    data_root = write_folder(tmp_path / "data")
+    built = load_or_build(data_root, IMAGE_SIZE)
+    (built.folder / "index.json").unlink()
+    (built.folder / "mine.txt").write_text("mine")
+    with pytest.raises(DataError) as caught:
+        load_or_build(data_root, IMAGE_SIZE)
+    assert str(built.folder) in str(caught.value) and "mine.txt" in str(caught.value)
+    assert (built.folder / "mine.txt").read_text() == "mine" and (built.folder / "train.npy").is_file()

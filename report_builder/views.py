@@ -34,6 +34,7 @@ from experiments.artifacts import (
     files_digest,
     load_json_object,
     parse_seed_folder,
+    summary_text_named,
 )
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
@@ -583,8 +584,10 @@ def _model_view(
     name = recipe.name
     index = names.index(name)
     layers = [{"name": layer.name or None, "type": layer.type or None, "output_shape": layer.output_shape or None,
-               "params": layer.params, "trainable": layer.trainable} for layer in (summary.layers if summary else [])]
-    summary_text = summary.summary_text if summary else None
+               "params": layer.params, **trainability}
+              for layer, trainability in zip(summary.layers if summary else [], layer_trainability(summary))]
+    # a train_on model's summary was headed with the name of the model it continues (older runs)
+    summary_text = summary_text_named(summary.summary_text, name) if summary else None
     curves = f"curves_{name}.png"
     return ModelView(
         name=name,
@@ -611,6 +614,56 @@ def _model_view(
         validation_accuracy=finite(validation.accuracy) if validation else None,
         selection_score=finite(selection_score),
     )
+
+
+#: Layer types that hold other layers, and so may train only part of their parameters.
+_NESTED_TYPES = ("Functional", "Sequential", "Model")
+
+
+def _is_nested(layer: Any) -> bool:
+    return "nested" in layer.type or layer.type.split(" ")[0] in _NESTED_TYPES
+
+
+def layer_trainability(summary: ModelSummary | None) -> list[dict[str, Any]]:
+    """Per layer of a model summary: ``trainable`` ("yes", "no", "partly" or "some or all"), the
+    layer's ``trainable_params`` when known and whether that count was ``derived`` from the
+    model's totals rather than recorded.
+
+    summary.json records each layer's trainable count (a backbone unfrozen from one of its layers
+    on trains only part of its parameters). Older files have only a flag, true as soon as any
+    of the layer's parameters trains: their flagged layers hold more parameters than the model
+    trains when one of them is partly frozen. That surplus is put on the one nested model among
+    them (other layers train all their weights or none); with no single such layer, each
+    flagged layer is "some or all", never a plain "yes"."""
+    if summary is None:
+        return []
+    rows: list[dict[str, Any]] = []
+    for layer in summary.layers:
+        count = layer.trainable_params if layer.trainable_params is not None else (None if layer.trainable else 0)
+        rows.append({"trainable_params": count, "derived": False})
+    unknown = [index for index, row in enumerate(rows) if row["trainable_params"] is None]
+    recorded = sum(row["trainable_params"] for row in rows if row["trainable_params"] is not None)
+    surplus = sum(summary.layers[index].params for index in unknown) - (summary.trainable_params - recorded)
+    if unknown and surplus <= 0:
+        for index in unknown:
+            rows[index]["trainable_params"] = summary.layers[index].params
+    elif unknown:
+        nested = [index for index in unknown if _is_nested(summary.layers[index])]
+        if len(nested) == 1 and summary.layers[nested[0]].params >= surplus:
+            for index in unknown:
+                rows[index]["trainable_params"] = summary.layers[index].params
+            rows[nested[0]].update(trainable_params=summary.layers[nested[0]].params - surplus, derived=True)
+    for layer, row in zip(summary.layers, rows):
+        count = row["trainable_params"]
+        if count is None:
+            row["trainable"] = "some or all" if layer.params else "yes"
+        elif count == 0 and (layer.params > 0 or not layer.trainable):
+            row["trainable"] = "no"
+        elif count >= layer.params:
+            row["trainable"] = "yes"
+        else:
+            row["trainable"] = "partly"
+    return rows
 
 
 def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:

@@ -544,6 +544,58 @@ def test_schema_1_run_on_the_command_line_is_one_sentence(tmp_path: Path, capsys
     assert "Traceback" not in error and not (tmp_path / "docs").exists()
 
 
+# --------------------------------------------------------------------------- consistency and layout
+
+
+def layer_row(page: str, layer: str) -> str:
+    return next(line.strip() for line in page.splitlines() if line.strip().startswith(f"| {escape_markdown(layer)} |"))
+
+
+def test_a_partly_frozen_backbone_is_not_marked_trainable(tmp_path: Path):
+    """An older summary flags the fine-tuned backbone trainable as a whole; the model's totals say
+    1,861,952 of its parameters are frozen, so the page gives it the rest, not a plain yes."""
+    pages = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)
+    finetune = pages["models/finetune.md"]
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| 2,257,984 | partly: 396,032 |")
+    assert "396,032 train and 1,861,952 stay frozen (worked out from the model's totals" in finetune
+    assert layer_row(finetune, "dense").endswith("| yes |")
+    assert layer_row(pages["models/transfer.md"], "mobilenetv2_1.00_160").endswith("| no |")
+
+
+def test_a_recorded_trainable_count_is_shown_as_recorded(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    path = run / "models" / "finetune" / "summary.json"
+    summary = json.loads(read(path))
+    for layer in summary["layers"]:
+        layer["trainable_params"] = 396032 if layer["name"] == "mobilenetv2_1.00_160" else layer["params"]
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    finetune = render_pages(run, tmp_path)["models/finetune.md"]
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| partly: 396,032 |")
+    assert "396,032 train and 1,861,952 stay frozen." in finetune and "worked out" not in finetune
+
+
+def test_a_surplus_no_single_layer_can_hold_is_never_called_fully_trainable():
+    from experiments.artifacts import Layer, ModelSummary
+    from report_builder.views import layer_trainability
+
+    layers = [Layer("conv", "Conv2D", "(None, 2)", 100, True), Layer("dense", "Dense", "(None, 2)", 50, True),
+              Layer("pool", "MaxPooling2D", "(None, 2)", 0, False)]
+    rows = layer_trainability(ModelSummary("m", "t", "d", layers, 150, 120, 30, ""))
+    assert [row["trainable"] for row in rows] == ["some or all", "some or all", "no"]
+    rows = layer_trainability(ModelSummary("m", "t", "d", layers, 150, 150, 0, ""))
+    assert [row["trainable"] for row in rows] == ["yes", "yes", "no"]
+
+
+def test_a_continued_model_is_named_after_itself_in_its_keras_summary(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    path = run / "models" / "transfer_extended" / "summary.json"
+    summary = json.loads(read(path))
+    summary["summary_text"] = summary["summary_text"].replace('Model: "transfer_extended"', 'Model: "transfer"')
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    page = render_pages(run, tmp_path)["models/transfer_extended.md"]
+    assert 'Model: "transfer_extended"' in page and 'Model: "transfer"' not in page
+
+
 # --------------------------------------------------------------------------- mkdocs builds
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from datetime import datetime, timedelta
 
 from report_builder import observations as obs
 
@@ -160,3 +161,28 @@ def as_int(value: object) -> int | None:
     """A whole number from artifact data, or ``None`` when it is not a finite number."""
     number = finite(value)
     return None if number is None else int(number)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time from the artifacts (state.json, manifest.json), None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def format_time(value: object) -> str:
+    """An artifact's ISO time to the second, "2026-11-25 17:06:26 UTC" (other offsets written
+    as such); the text as it is when it is not an ISO time, "n/a" when absent."""
+    moment = value if isinstance(value, datetime) else parse_time(value)
+    if moment is None:
+        return str(value) if value else "n/a"
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    offset = moment.utcoffset()
+    if offset is None:
+        return text
+    if offset == timedelta(0):
+        return text + " UTC"
+    return text + moment.strftime(" UTC%z")[:-2] + ":" + moment.strftime("%z")[-2:]

@@ -42,7 +42,7 @@ from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, 
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
-from report_builder.formatting import as_int, finite
+from report_builder.formatting import as_int, finite, parse_time
 
 MODEL_ORDER = MODEL_NAMES
 #: From this many classes on, the test confusion matrix is a heatmap figure (experiments.figures draws it).
@@ -125,6 +125,7 @@ class ModelView:
     best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
     reference: dict[str, Any] | None = None  # references.summarize for this model
     histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
+    cell_times: list[tuple[str | None, str | None]] = field(default_factory=list)  # per seed: state.json's start, finish
 
     @property
     def verdict_labels(self) -> list[str]:
@@ -188,6 +189,8 @@ class SeedRun:
     epochs_planned: int | None
     predictions: ValidationPredictions | None = None
     error: str | None = None  # why the history cannot be used
+    started_at: str | None = None  # state.json: when the cell's last training call started and finished
+    finished_at: str | None = None
 
 
 @dataclass
@@ -285,15 +288,16 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
             continue
         state = read_record(RunState, folder / "state.json", problems)
         epochs_planned = state.epochs_planned if state is not None else None
+        times = {"started_at": state.started_at, "finished_at": state.finished_at} if state is not None else {}
         predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
         try:
             history = History.from_json(data, folder / "history.json")
         except ArtifactFormatError as error:
             error_text = f"history of {model_dir.name} (seed {seed}): {error.detail}"
-            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text))
+            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
             continue
         epochs = [epoch.to_fields() for epoch in history.epochs]
-        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions))
+        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
     return runs
 
 
@@ -429,6 +433,7 @@ def load_models(
         view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
                            figures, validation.get(name), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
+        view.cell_times = [(run.started_at, run.finished_at) for run in runs]
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
     _add_comparisons(views)
@@ -790,6 +795,20 @@ def split_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
     return rows
 
 
+def study_time(models: Iterable[ModelView]) -> dict[str, Any]:
+    """When the study's training ran, from its cells' state.json files: the first start and the
+    last finish over every cell (a cell's times are those of the last call that trained it),
+    and how many cells have each. The manifest's own times are those of the last `train`
+    call, which may have found every cell done and trained nothing."""
+    starts, finishes = [], []
+    for model in models:
+        for started, finished in model.cell_times:
+            starts += [moment for moment in [parse_time(started)] if moment is not None and moment.utcoffset() is not None]
+            finishes += [moment for moment in [parse_time(finished)] if moment is not None and moment.utcoffset() is not None]
+    return {"first_start": min(starts) if starts else None, "last_finish": max(finishes) if finishes else None,
+            "cells": sum(len(model.cell_times) for model in models), "finished_cells": len(finishes)}
+
+
 def total_wall_seconds(models: Iterable[ModelView]) -> float | None:
     """Sum of the known per-model wall times (None when none is known)."""
     values = [model.wall_seconds for model in models if model.wall_seconds is not None]
@@ -957,6 +976,7 @@ def page_context(run: RunView) -> dict[str, Any]:
                                  for model in run.models if model.status != "not_run"),
         "augmentation_model": next((model.name for model in run.models if model.recipe.augment), None),
         "total_wall_seconds": total_wall_seconds(run.models),
+        "study_time": study_time(run.models),
     }
 
 

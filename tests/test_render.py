@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -594,6 +595,18 @@ def test_a_continued_model_is_named_after_itself_in_its_keras_summary(tmp_path: 
     path.write_text(json.dumps(summary), encoding="utf-8")
     page = render_pages(run, tmp_path)["models/transfer_extended.md"]
     assert 'Model: "transfer_extended"' in page and 'Model: "transfer"' not in page
+
+
+def test_the_method_page_gives_the_studys_first_start_and_last_finish_not_the_last_calls(tmp_path: Path):
+    """The manifest's times are the last `train` call's (03:00 to 03:10, a call that may have
+    trained nothing); the study ran from its first cell's start to its last cell's finish."""
+    method = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)["method.md"]
+    cells = len(fixtures.MODEL_ORDER) * len(fixtures.DEFAULT_SEEDS)
+    last_finish = fixtures.STUDY_START + timedelta(minutes=10 * (cells - 1) + 9)
+    assert "The study's training ran from **2026-11-22 01:00:00 UTC**, when its first cell" in method
+    assert f"to **{last_finish:%Y-%m-%d %H:%M:%S} UTC**, when the last of its {cells} cells finished." in method
+    assert "The last `train` call, which wrote the manifest, started at 2026-11-22 03:00:00 UTC and finished at 2026-11-22 03:10:00 UTC" \
+        in method
 
 
 # --------------------------------------------------------------------------- mkdocs builds

@@ -21,7 +21,9 @@ import numpy as np
 from experiments.artifacts import (
     SCHEMA_VERSION,
     ArtifactFormatError,
+    BaseWeights,
     Dataset,
+    DataSource,
     History,
     Manifest,
     Metrics,
@@ -739,6 +741,47 @@ def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> boo
     return True
 
 
+#: Config keys whose value may be a path on the machine that trained (the report shows its last part only).
+_PATH_KEYS = ("data.data_dir", "data.cache_dir", "training.base_weights")
+
+
+def local_path_name(value: object) -> str | None:
+    """The last part of a local path ("cats-dogs-cc0" of "../shared/data/cats-dogs-cc0"), None
+    for anything else (a URL, "imagenet", a generator's description, empty). A path of the
+    machine that trained means nothing to a reader and says where someone keeps their files."""
+    if not isinstance(value, str) or not value.strip() or "://" in value:
+        return None
+    text = value.strip()
+    if not ("/" in text or "\\" in text or text.startswith("~") or text.startswith(".")):
+        return None
+    name = text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name if name not in ("", ".", "..", "~") else None
+
+
+def _public_value(key: str, value: str) -> str:
+    """A config row's JSON value, a local path replaced by its last part after "…/"."""
+    if not (key in _PATH_KEYS or key.startswith("models.") and key.endswith(".weights")):
+        return value
+    try:
+        name = local_path_name(json.loads(value))
+    except ValueError:
+        return value
+    return value if name is None else json.dumps(f"…/{name}", ensure_ascii=False)
+
+
+def public_source(source: DataSource | BaseWeights | None) -> dict[str, str | None]:
+    """Where the data or the base weights came from, for the method page: the kind, and the
+    location unless it is a local path (``local_name``: its last part, or the file's name)."""
+    if source is None:
+        return {"kind": None, "location": None, "local_name": None, "sha256": None}
+    location = artifact_text(source.location)
+    name = local_path_name(location)
+    if name is not None and getattr(source, "file", None):
+        name = source.file
+    return {"kind": artifact_text(source.kind), "location": None if name else location, "local_name": name,
+            "sha256": artifact_text(getattr(source, "sha256", None))}
+
+
 def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> list[tuple[str, str]]:
     """The settings that applied to the models that ran (a folder run does not list the download
     URL, ...); `models` as recipes, or names the config declares or that are built in."""
@@ -747,7 +790,7 @@ def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> l
         recipes = {recipe.name: recipe for recipe in study_models(config, [])}
         models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
         models = [model for model in models if model is not None]
-    return [(key, value) for key, value in flatten_config(config) if _applies(key, config, models)]
+    return [(key, _public_value(key, value)) for key, value in flatten_config(config) if _applies(key, config, models)]
 
 
 def study_text(manifest: Manifest) -> dict[str, str | None]:
@@ -942,8 +985,8 @@ def page_context(run: RunView) -> dict[str, Any]:
         "run_status": manifest.status or "unknown",
         "run_info": {key: artifact_text(getattr(manifest, key)) for key in
                      ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name")},
-        "data_source": _pick_text(manifest.data_source.to_fields() if manifest.data_source else None, ("kind", "location")),
-        "base_weights": _pick_text(manifest.base_weights.to_fields() if manifest.base_weights else None, ("kind", "location", "sha256")),
+        "data_source": public_source(manifest.data_source),
+        "base_weights": public_source(manifest.base_weights),
         "versions": [(name, artifact_text(value)) for name, value in sorted_items(manifest.versions)],
         "hardware": [(name, artifact_text(value)) for name, value in sorted_items(manifest.hardware)],
         "devices": list(manifest.devices),

@@ -609,6 +609,39 @@ def test_the_method_page_gives_the_studys_first_start_and_last_finish_not_the_la
         in method
 
 
+def test_no_path_of_the_machine_that_trained_is_published(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", config_extra={"unused": 1})
+    manifest = json.loads(read(run / "manifest.json"))
+    manifest["data_source"] = {"kind": "folder", "location": "/home/someone/private/cats-dogs-cc0"}
+    manifest["base_weights"] = {"kind": "file", "location": "../shared/weights/mobilenet.weights.h5", "file": "mobilenet.weights.h5",
+                                "sha256": "ab" * 32}
+    manifest["config"]["data"] = {"source": "folder", "data_dir": "/home/someone/private/cats-dogs-cc0", "cache_dir": "~/.cache/x"}
+    manifest["config"]["training"]["base_weights"] = "../shared/weights/mobilenet.weights.h5"
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    pages = render_pages(run, tmp_path)
+    for name, page in pages.items():
+        for fragment in ("/home/someone", "../shared", "~/", "Users"):
+            assert fragment not in page, (name, fragment)
+    method = pages["method.md"]
+    assert "| Location | a folder named cats-dogs-cc0 on the machine that trained" in method
+    assert "| Base weights | file (mobilenet.weights.h5) |" in method
+    assert "| data.data\\_dir | &quot;…/cats-dogs-cc0&quot; |" in method
+    assert "a folder named cats-dogs-cc0 (see the [method page]" in pages["index.md"]
+
+
+def test_a_download_url_and_a_generator_are_published_as_they_are():
+    from experiments.artifacts import DataSource
+    from report_builder.views import applicable_config_rows, public_source
+
+    url = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+    assert public_source(DataSource("download", url))["location"] == url
+    assert public_source(DataSource("synthetic", "generated in memory (experiments.data.synthetic_images)"))["local_name"] is None
+    rows = dict(applicable_config_rows({"models": {"resnet": {"recipe": "transfer", "backbone": "ResNet50V2",
+                                                              "weights": "C:\\Users\\someone\\w.weights.h5"}},
+                                        "study": {"models": ["resnet"]}}, ["resnet"]))
+    assert rows["models.resnet.weights"] == '"…/w.weights.h5"'
+
+
 # --------------------------------------------------------------------------- mkdocs builds
 
 

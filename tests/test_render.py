@@ -642,6 +642,17 @@ def test_a_download_url_and_a_generator_are_published_as_they_are():
     assert rows["models.resnet.weights"] == '"…/w.weights.h5"'
 
 
+def test_the_reference_write_ups_are_a_list_of_titles_never_file_names(tmp_path: Path):
+    transfer = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)["models/transfer.md"]
+    section = transfer.split("## What the reference write-ups report\n", 1)[1].split("\n## ", 1)[0]
+    paragraph, listing = section.strip().split("\n\n", 1)  # a blank line before the list, or Markdown runs it on
+    items = listing.strip().splitlines()
+    assert len(items) == 3 and all(item.startswith("- ") for item in items)
+    assert items[0] == "- &quot;Classification is the Name of the Game\\!&quot;: 95.2%, last epoch of 20 (training log)"
+    assert items[2].endswith("([the author's repository](https://github.com/xinyudong1129/Blog-Post/tree/main/blogpost5))")
+    assert ".txt" not in section and "reference write-up" not in section
+
+
 # --------------------------------------------------------------------------- mkdocs builds
 
 

@@ -41,6 +41,21 @@ def escape_markdown(value: object) -> str:
     return text
 
 
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")
+
+
+def breakable_name(value: object) -> str:
+    """A model, layer or class name for a table cell: escaped like :func:`escape_markdown`, in a
+    span (class report-name, which the stylesheet keeps from breaking inside a word) that may
+    wrap only after an underscore or between the humps of a CamelCase type:
+    ``transfer_<wbr>extended``, ``Random<wbr>Flip``, never ``augmente d``."""
+    text = escape_markdown(value)
+    if not text:
+        return ""
+    text = _CAMEL_HUMP.sub("<wbr>", text.replace("\\_", "\\_<wbr>"))
+    return f'<span class="report-name">{text}</span>'
+
+
 def code_fence(text: object) -> str:
     """A backtick fence longer than any backtick run in ``text`` (so the text cannot close it)."""
     runs = re.findall(r"`+", str(text or ""))

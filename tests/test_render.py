@@ -19,6 +19,7 @@ from report_builder import analysis, charts  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
 from report_builder.formatting import (
+    breakable_name,
     escape_markdown,
     format_difference,  # noqa: E402
     format_interval,
@@ -549,7 +550,7 @@ def test_schema_1_run_on_the_command_line_is_one_sentence(tmp_path: Path, capsys
 
 
 def layer_row(page: str, layer: str) -> str:
-    return next(line.strip() for line in page.splitlines() if line.strip().startswith(f"| {escape_markdown(layer)} |"))
+    return next(line.strip() for line in page.splitlines() if line.strip().startswith(f"| {breakable_name(layer)} |"))
 
 
 def test_a_partly_frozen_backbone_is_not_marked_trainable(tmp_path: Path):
@@ -557,7 +558,7 @@ def test_a_partly_frozen_backbone_is_not_marked_trainable(tmp_path: Path):
     1,861,952 of its parameters are frozen, so the page gives it the rest, not a plain yes."""
     pages = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)
     finetune = pages["models/finetune.md"]
-    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| 2,257,984 | partly: 396,032 |")
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| 2,257,984 | partly |")
     assert "396,032 train and 1,861,952 stay frozen (worked out from the model's totals" in finetune
     assert layer_row(finetune, "dense").endswith("| yes |")
     assert layer_row(pages["models/transfer.md"], "mobilenetv2_1.00_160").endswith("| no |")
@@ -571,7 +572,7 @@ def test_a_recorded_trainable_count_is_shown_as_recorded(tmp_path: Path):
         layer["trainable_params"] = 396032 if layer["name"] == "mobilenetv2_1.00_160" else layer["params"]
     path.write_text(json.dumps(summary), encoding="utf-8")
     finetune = render_pages(run, tmp_path)["models/finetune.md"]
-    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| partly: 396,032 |")
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| partly |")
     assert "396,032 train and 1,861,952 stay frozen." in finetune and "worked out" not in finetune
 
 
@@ -651,6 +652,19 @@ def test_the_reference_write_ups_are_a_list_of_titles_never_file_names(tmp_path:
     assert items[0] == "- &quot;Classification is the Name of the Game\\!&quot;: 95.2%, last epoch of 20 (training log)"
     assert items[2].endswith("([the author's repository](https://github.com/xinyudong1129/Blog-Post/tree/main/blogpost5))")
     assert ".txt" not in section and "reference write-up" not in section
+
+
+def test_names_in_tables_wrap_only_after_an_underscore_or_between_camelcase_humps(tmp_path: Path):
+    assert breakable_name("transfer_extended") == '<span class="report-name">transfer\\_<wbr>extended</span>'
+    assert breakable_name("GlobalMaxPooling2D") == '<span class="report-name">Global<wbr>Max<wbr>Pooling2D</span>'
+    assert breakable_name("augmented") == '<span class="report-name">augmented</span>'
+    assert breakable_name("<b>") == '<span class="report-name">&lt;b&gt;</span>' and breakable_name(None) == ""
+    pages = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)
+    assert "| [" + breakable_name("transfer_extended") + "](models/transfer_extended.md) |" in pages["method.md"]
+    assert "| [" + breakable_name("transfer_extended") + "](models/transfer_extended.md) |" in pages["index.md"]
+    assert layer_row(pages["models/transfer.md"], "dense").startswith(f"| {breakable_name('dense')} | {breakable_name('Dense')} |")
+    stylesheet = read(tmp_path / "docs" / "assets" / "stylesheets" / "extra.css")
+    assert ".md-typeset .report-name {\n  overflow-wrap: normal;\n  word-break: keep-all;" in stylesheet
 
 
 # --------------------------------------------------------------------------- mkdocs builds

@@ -44,16 +44,20 @@ def escape_markdown(value: object) -> str:
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")
 
 
+def breakable(value: object) -> str:
+    """A name escaped like :func:`escape_markdown`, with a line-break opportunity (<wbr>) after
+    each underscore and between the humps of a CamelCase type: ``transfer_<wbr>extended``,
+    ``Random<wbr>Flip``. For the text of a link in a table cell, which the stylesheet keeps
+    from breaking anywhere else."""
+    return _CAMEL_HUMP.sub("<wbr>", escape_markdown(value).replace("\\_", "\\_<wbr>"))
+
+
 def breakable_name(value: object) -> str:
-    """A model, layer or class name for a table cell: escaped like :func:`escape_markdown`, in a
-    span (class report-name, which the stylesheet keeps from breaking inside a word) that may
-    wrap only after an underscore or between the humps of a CamelCase type:
-    ``transfer_<wbr>extended``, ``Random<wbr>Flip``, never ``augmente d``."""
-    text = escape_markdown(value)
-    if not text:
-        return ""
-    text = _CAMEL_HUMP.sub("<wbr>", text.replace("\\_", "\\_<wbr>"))
-    return f'<span class="report-name">{text}</span>'
+    """A model, layer or class name for a table cell: :func:`breakable`, in a span (class
+    report-name) that the stylesheet keeps from breaking inside a word, so it wraps only at
+    those places, never as ``augmente d``."""
+    text = breakable(value)
+    return f'<span class="report-name">{text}</span>' if text else ""
 
 
 def code_fence(text: object) -> str:

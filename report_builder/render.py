@@ -23,6 +23,7 @@ import jinja2
 from experiments.artifacts import Manifest
 from report_builder import charts
 from report_builder.formatting import (
+    breakable,
     breakable_name,
     code_fence,
     escape_markdown,
@@ -74,6 +75,7 @@ def make_environment() -> jinja2.Environment:
     environment.filters.update(
         md=escape_markdown,
         name=breakable_name,
+        breakable=breakable,
         percent=format_percent,
         points=format_points,
         diff=format_difference,

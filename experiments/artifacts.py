@@ -627,22 +627,42 @@ class RunState(Record):
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer of a model summary."""
+    """One layer of a model summary. `trainable` says whether training updates any of its
+    parameters; `trainable_params` how many (a nested backbone unfrozen from one of its layers
+    on trains only part of its parameters). Files written before `trainable_params` existed
+    read it as None: not recorded."""
 
     name: str
     type: str
     output_shape: str
     params: int
     trainable: bool
+    trainable_params: int | None = None
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Layer:
-        return cls(fields.text("name"), fields.text("type"), fields.text("output_shape"), fields.integer("params"),
-                   fields.boolean("trainable"))
+        params, trainable_params = fields.integer("params"), fields.integer("trainable_params", optional=True)
+        if trainable_params is not None and not 0 <= trainable_params <= params:
+            raise fields.fail("trainable_params", f"must be a count from 0 to the layer's params ({params})")
+        return cls(fields.text("name"), fields.text("type"), fields.text("output_shape"), params,
+                   fields.boolean("trainable"), trainable_params)
 
     def to_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "output_shape": self.output_shape, "params": self.params,
+        data = {"name": self.name, "type": self.type, "output_shape": self.output_shape, "params": self.params,
                 "trainable": self.trainable}
+        if self.trainable_params is not None:
+            data["trainable_params"] = self.trainable_params
+        return data
+
+
+_SUMMARY_HEADER = re.compile(r'^(\s*Model: )"[^"\n]*"', re.MULTILINE)
+
+
+def summary_text_named(text: str, name: str) -> str:
+    """Keras's summary text headed with the study's model `name`. A train_on model trains the
+    saved model object it continues, so Keras heads its summary with that model's name
+    (transfer_extended's said Model: "transfer"); only the first header is renamed."""
+    return _SUMMARY_HEADER.sub(lambda match: f'{match.group(1)}"{name}"', text, count=1)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from experiments.artifacts import summary_text_named
 from experiments.backbones import BACKBONES, build_backbone, preprocessing_layer
 from experiments.config import ConfigError
 from experiments.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
@@ -157,6 +158,8 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dic
                 "output_shape": str(tuple(layer.output.shape)),
                 "params": int(layer.count_params()),
                 "trainable": bool(layer.trainable and layer_trainable > 0),
+                # a backbone unfrozen from one of its layers on trains only part of its parameters
+                "trainable_params": layer_trainable if layer.trainable else 0,
             }
         )
     title, description = describe(recipe)
@@ -168,7 +171,7 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dic
         "total_params": trainable + frozen,
         "trainable_params": trainable,
         "non_trainable_params": frozen,
-        "summary_text": "\n".join(lines),
+        "summary_text": summary_text_named("\n".join(lines), name),
     }
 
 

@@ -152,6 +152,23 @@ def final_limits(values: Sequence[float]) -> list[float]:
     return [max(0.0, low - margin), min(1.0, high + margin)]
 
 
+def accuracy_limits(values: Sequence[float], step: float = 0.05) -> list[float]:
+    """The y range of the per-epoch comparison: the accuracies shown, widened to whole steps of
+    5 points (a value on a step gets a step of room beyond it), inside [0, 1]. A 0-100% axis flattens models that
+    differ by a few points near the top."""
+    values = [value for value in values if value is not None and math.isfinite(value)]
+    if not values:
+        return [0.0, 1.0]
+    low = max(0.0, math.floor(min(values) / step - 1e-9) * step)
+    high = min(1.0, math.ceil(max(values) / step + 1e-9) * step)
+    return [round(low, 4), round(high, 4)]
+
+
+def _percent_format(domain: Sequence[float]) -> str:
+    """Whole percentages on an axis spanning ten points or more, one decimal on a closer zoom."""
+    return ".0%" if domain[1] - domain[0] >= 0.1 else ".1%"
+
+
 def comparison_spec(models: Sequence[ModelView], histories: Histories, baseline: float | None = None) -> dict[str, Any] | None:
     """Every model with a history: validation accuracy per epoch (mean over seeds, a min-max band,
     each seed's points) above each seed's last-epoch accuracy with the mean and the 95% interval.
@@ -183,7 +200,9 @@ def comparison_spec(models: Sequence[ModelView], histories: Histories, baseline:
                          _tooltip("max", "highest seed", number_format=".2%"), _tooltip("seeds", "seeds")]
     seed_tooltip = [_tooltip("model", "model", "nominal"), _tooltip("seed", "seed", "nominal"),
                     _tooltip("epoch", "epoch", number_format="d"), _tooltip("value", "validation accuracy", number_format=".2%")]
-    y_accuracy = {"type": "quantitative", "title": "validation accuracy", "scale": {"domain": [0, 1]}, "axis": {"format": "%"}}
+    y_domain = accuracy_limits([row[key] for row in mean_rows for key in ("mean", "min", "max")] + [row["value"] for row in seed_rows])
+    y_accuracy = {"type": "quantitative", "title": "validation accuracy" + (" (zoomed)" if y_domain != [0.0, 1.0] else ""),
+                  "scale": {"domain": y_domain, "zero": False}, "axis": {"format": _percent_format(y_domain)}}
     per_epoch_layers: list[dict[str, Any]] = []
     if several:
         per_epoch_layers.append({"data": {"name": "mean"}, "mark": {"type": "area", "opacity": 0.15},
@@ -198,10 +217,12 @@ def comparison_spec(models: Sequence[ModelView], histories: Histories, baseline:
          "params": [_zoom("zoom_per_epoch")],
          "encoding": {"x": _epoch_axis(), "y": {**y_accuracy, "field": "mean"}, "color": color, "tooltip": per_epoch_tooltip}},
     ]
-    per_epoch_layers += _baseline_layer(baseline)
+    if baseline is not None and y_domain[0] <= baseline <= y_domain[1]:
+        per_epoch_layers += _baseline_layer(baseline)
     values = [row["value"] for row in finals] + [row[key] for row in summaries for key in ("low", "high") if key in row]
+    x_domain = final_limits(values)
     x_final = {"type": "quantitative", "title": "validation accuracy at the last epoch (zoomed)",
-               "scale": {"domain": final_limits(values), "zero": False}, "axis": {"format": ".1%"}}
+               "scale": {"domain": x_domain, "zero": False}, "axis": {"format": _percent_format(x_domain)}}
     y_model = {"field": "model", "type": "nominal", "title": None,
                "scale": {"type": "band", "domain": names, "paddingInner": 0, "paddingOuter": 0}}
     # px from the top of a model's row: the seeds spread over the middle of the row, as in the figure

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from datetime import datetime, timedelta
 
 from report_builder import observations as obs
 
@@ -38,6 +39,25 @@ def escape_markdown(value: object) -> str:
     text = _LINE_START_SPECIAL.sub(r"\\\1", text)
     text = _ORDERED_LIST_START.sub(r"\1\\\2", text)
     return text
+
+
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")
+
+
+def breakable(value: object) -> str:
+    """A name escaped like :func:`escape_markdown`, with a line-break opportunity (<wbr>) after
+    each underscore and between the humps of a CamelCase type: ``transfer_<wbr>extended``,
+    ``Random<wbr>Flip``. For the text of a link in a table cell, which the stylesheet keeps
+    from breaking anywhere else."""
+    return _CAMEL_HUMP.sub("<wbr>", escape_markdown(value).replace("\\_", "\\_<wbr>"))
+
+
+def breakable_name(value: object) -> str:
+    """A model, layer or class name for a table cell: :func:`breakable`, in a span (class
+    report-name) that the stylesheet keeps from breaking inside a word, so it wraps only at
+    those places, never as ``augmente d``."""
+    text = breakable(value)
+    return f'<span class="report-name">{text}</span>' if text else ""
 
 
 def code_fence(text: object) -> str:
@@ -166,3 +186,28 @@ def as_int(value: object) -> int | None:
     """A whole number from artifact data, or ``None`` when it is not a finite number."""
     number = finite(value)
     return None if number is None else int(number)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time from the artifacts (state.json, manifest.json), None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def format_time(value: object) -> str:
+    """An artifact's ISO time to the second, "2026-11-25 17:06:26 UTC" (other offsets written
+    as such); the text as it is when it is not an ISO time, "n/a" when absent."""
+    moment = value if isinstance(value, datetime) else parse_time(value)
+    if moment is None:
+        return str(value) if value else "n/a"
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    offset = moment.utcoffset()
+    if offset is None:
+        return text
+    if offset == timedelta(0):
+        return text + " UTC"
+    return text + moment.strftime(" UTC%z")[:-2] + ":" + moment.strftime("%z")[-2:]

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from experiments.artifacts import read_json, write_json
+from experiments.artifacts import Manifest, read_json, write_json
 from experiments.errors import UserError
 
 MARKER = ".report-builder.json"
@@ -81,8 +81,10 @@ def read_marker(folder: Path, kind: str | None = None) -> set[str] | None:
 
 def marker_text(kind: str, files: Iterable[str], protected: Iterable[str] = ()) -> str:
     """The marker's text. ``protected`` names folders no later output may go into (for docs: the
-    run and the data they were rendered from, relative to the docs folder's parent), so that
-    ``build`` can refuse them too."""
+    run they were rendered from, relative to the docs folder's parent), so that ``build`` can
+    refuse them too, and the data that run read (:func:`protected_folders`). Only what the
+    render was given goes in: the same artifacts rendered to the same place give the same
+    marker on any machine, whatever folders exist there."""
     data = {"generator": GENERATOR, "kind": kind,
             "note": "Files listed here were written by report-builder and are replaced on the next run; "
                     "every other file in this folder is kept.",
@@ -94,14 +96,36 @@ def marker_text(kind: str, files: Iterable[str], protected: Iterable[str] = ()) 
 
 def protected_folders(folder: Path) -> list[tuple[Path, str]]:
     """The folders a marker says must not receive output, as (folder, description) pairs
-    (recorded relative to the folder that holds ``folder``)."""
+    (recorded relative to the folder that holds ``folder``), and the data folders that a run
+    folder among them read (its manifest's data location, where such a folder exists here)."""
     try:
         data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     names = data.get("protected") if isinstance(data, dict) else None
-    return [(folder.parent / name, "a folder the report was rendered from,") for name in names
-            if isinstance(name, str) and name and "\0" not in name] if isinstance(names, list) else []
+    folders = [folder.parent / name for name in names
+               if isinstance(name, str) and name and "\0" not in name] if isinstance(names, list) else []
+    found = [(path, "a folder the report was rendered from,") for path in folders]
+    for path in folders:
+        manifest = Manifest.read_or_none(path / "manifest.json") if is_run_folder(path) else None
+        location = manifest.data_source.location if manifest is not None and manifest.data_source else None
+        found += [(data_folder, "the data folder of the run the report was rendered from,")
+                  for data_folder in data_folders(path, location)]
+    return found
+
+
+def data_folders(run_folder: Path, location: str | None) -> list[Path]:
+    """The existing folders a run's data location may name: a URL none; an absolute path
+    itself; a relative one from here and from where the run was most likely trained (the
+    folder holding the output folder)."""
+    if not location or "://" in location:
+        return []
+    candidates = [Path(location)] if Path(location).is_absolute() else \
+        [Path.cwd() / location, Path(run_folder).resolve().parent.parent / location]
+    try:
+        return [candidate for candidate in candidates if candidate.is_dir()]
+    except OSError:
+        return []
 
 
 def _is_safe_relative(name: str) -> bool:
@@ -450,9 +474,12 @@ def publish_tree(
     kind: str,
     forbidden: Iterable[tuple[Path, str]] = (),
     report: Callable[[str], None] = _default_report,
-    protect: bool = False,
+    protect: Iterable[Path] = (),
 ) -> list[Path]:
     """Replace the report-builder files in ``target`` with what ``write(staging)`` writes.
+
+    ``forbidden`` are folders the target must be neither inside nor around; ``protect`` the
+    folders the marker records (relative to the target's parent) for later calls to refuse too.
 
     ``write`` receives an empty staging folder and returns the relative POSIX paths of the files
     it wrote. Returns the written files as paths under ``target`` (sorted). Raises
@@ -475,7 +502,7 @@ def publish_tree(
         except OSError as error:
             raise PublishError(f"cannot tidy what an interrupted call left beside {target}: {_describe(error)}") from None
         owned = check_target(target, kind, forbidden)
-        protected = [os.path.relpath(Path(folder).resolve(), target.parent.resolve()) for folder, _ in forbidden] if protect else []
+        protected = [os.path.relpath(Path(folder).resolve(), target.parent.resolve()) for folder in protect]
         return _publish_locked(target, write, kind, owned, journal, report, protected)
 
 

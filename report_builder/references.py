@@ -37,6 +37,10 @@ _SOURCE_FILE = re.compile(r"\b\d{3}_[0-9a-f]{16}\.txt\b")
 
 _TEXT_FIELDS = ("model", "metric", "statistic", "source", "where", "data")
 _FIELDS = (*_TEXT_FIELDS, "value", "epochs", "caveats")
+#: Fields an entry may leave out: ``url``, a link the write-up gives for itself or its code.
+_OPTIONAL_FIELDS = ("url",)
+#: A link the report may print as it is: https, no white space, quotes, brackets or parentheses.
+_URL = re.compile(r"https://[^\s\"'<>()\[\]]+")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ class Reference:
     data: str
     epochs: int
     caveats: tuple[str, ...] = ()
+    url: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The write-up as a reader knows it: the source without the reference file it cites
+        ('"Blog Post 5" (2022-02-25)', not '... reference write-up 004_135cb23455335c70.txt')."""
+        title = re.sub(r",?\s*(?:reference write-up\s*)?" + _SOURCE_FILE.pattern, "", self.source).strip(" ,;")
+        return title or "a reference write-up"
 
     @property
     def trained_on_test(self) -> bool:
@@ -103,9 +115,12 @@ def _check_entry(entry: dict[str, Any], where: str) -> Reference:
     missing = [name for name in _FIELDS if name not in entry]
     if missing:
         raise ValueError(f"{where}.{missing[0]}: missing (every entry needs {', '.join(_FIELDS)})")
-    unknown = sorted(set(entry) - set(_FIELDS))
+    unknown = sorted(set(entry) - set(_FIELDS) - set(_OPTIONAL_FIELDS))
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(_FIELDS)})")
+        raise ValueError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(_FIELDS + _OPTIONAL_FIELDS)})")
+    url = entry.get("url")
+    if url is not None and (not isinstance(url, str) or not _URL.fullmatch(url)):
+        raise ValueError(f"{where}.url: must be one https:// link without spaces, quotes or brackets, got {url!r}")
 
     for name in _TEXT_FIELDS:
         text = entry[name]
@@ -129,7 +144,7 @@ def _check_entry(entry: dict[str, Any], where: str) -> Reference:
 
     return Reference(model=entry["model"], metric=entry["metric"], value=float(value), statistic=entry["statistic"],
                      source=entry["source"], where=entry["where"], data=entry["data"], epochs=epochs,
-                     caveats=tuple(caveats))
+                     caveats=tuple(caveats), url=url)
 
 
 def summarize(references: list[Reference], model: str, metric: str = "val_accuracy") -> dict[str, Any] | None:
@@ -140,6 +155,8 @@ def summarize(references: list[Reference], model: str, metric: str = "val_accura
     - ``count``: how many write-ups are counted (entries that did not train on test);
     - ``min`` / ``max``: their lowest and highest value (None when ``count`` is 0);
     - ``sources``: their sources, in table order;
+    - ``citations``: per counted write-up, its ``title``, ``url`` (None without one), ``value``
+      and ``statistic``, in table order, for the report's list (no internal file names);
     - ``data``: the distinct descriptions of what they were measured on, in table order;
     - ``entries``: the counted :class:`Reference` entries themselves;
     - ``excluded``: the entries set aside because a caveat says their write-up trained on
@@ -163,6 +180,8 @@ def summarize(references: list[Reference], model: str, metric: str = "val_accura
         "min": min(values) if values else None,
         "max": max(values) if values else None,
         "sources": [reference.source for reference in counted],
+        "citations": [{"title": reference.title, "url": reference.url, "value": reference.value, "statistic": reference.statistic}
+                      for reference in counted],
         "data": list(dict.fromkeys(reference.data for reference in counted)),
         "entries": counted,
         "excluded": [reference for reference in matching if reference.trained_on_test],

@@ -23,6 +23,8 @@ import jinja2
 from experiments.artifacts import Manifest
 from report_builder import charts
 from report_builder.formatting import (
+    breakable,
+    breakable_name,
     code_fence,
     escape_markdown,
     format_count,
@@ -32,12 +34,13 @@ from report_builder.formatting import (
     format_points,
     format_seconds,
     format_std,
+    format_time,
     join_words,
     magnitude,
     number_of_times,
     number_word,
 )
-from report_builder.publish import publish_tree
+from report_builder.publish import data_folders, publish_tree
 from report_builder.site import NAV_FILE
 from report_builder.views import (
     FIGURES_SUBDIR,
@@ -72,6 +75,8 @@ def make_environment() -> jinja2.Environment:
     )
     environment.filters.update(
         md=escape_markdown,
+        name=breakable_name,
+        breakable=breakable,
         percent=format_percent,
         points=format_points,
         diff=format_difference,
@@ -84,6 +89,7 @@ def make_environment() -> jinja2.Environment:
         words=number_word,
         times=number_of_times,
         and_join=join_words,
+        when=format_time,
     )
     return environment
 
@@ -138,13 +144,8 @@ def forbidden_targets(artifacts_dir: Path, manifest: Manifest) -> list[tuple[Pat
     """Folders the docs must be neither inside nor around: the run, and the data it read. A
     relative data location is taken both from here and from where the run was most likely
     trained (the folder holding the output folder)."""
-    forbidden = [(artifacts_dir, "the run folder")]
     location = manifest.data_source.location if manifest.data_source else None
-    if location and "://" not in location:
-        candidates = [Path(location)] if Path(location).is_absolute() else \
-            [Path.cwd() / location, artifacts_dir.resolve().parent.parent / location]
-        forbidden += [(candidate, "the data folder") for candidate in candidates if candidate.is_dir()]
-    return forbidden
+    return [(artifacts_dir, "the run folder")] + [(folder, "the data folder") for folder in data_folders(artifacts_dir, location)]
 
 
 def render_report(artifacts_dir: Path, docs_dir: Path, problems: list[str] | None = None) -> list[Path]:
@@ -184,4 +185,5 @@ def render_report(artifacts_dir: Path, docs_dir: Path, problems: list[str] | Non
             target.write_bytes(data)
         return sorted(files)
 
-    return publish_tree(docs_dir, write, kind="docs", forbidden=forbidden_targets(artifacts_dir, run.manifest), protect=True)
+    return publish_tree(docs_dir, write, kind="docs", forbidden=forbidden_targets(artifacts_dir, run.manifest),
+                        protect=[artifacts_dir])  # build finds the data folders from the run's manifest

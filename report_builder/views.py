@@ -22,7 +22,9 @@ import numpy as np
 from experiments.artifacts import (
     SCHEMA_VERSION,
     ArtifactFormatError,
+    BaseWeights,
     Dataset,
+    DataSource,
     History,
     Manifest,
     Metrics,
@@ -35,6 +37,7 @@ from experiments.artifacts import (
     files_digest,
     load_json_object,
     parse_seed_folder,
+    summary_text_named,
 )
 from experiments.backbones import BACKBONES
 from experiments.config import MODEL_NAMES
@@ -43,7 +46,7 @@ from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, 
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
-from report_builder.formatting import as_int, finite
+from report_builder.formatting import as_int, finite, parse_time
 
 MODEL_ORDER = MODEL_NAMES
 #: From this many classes on, the test confusion matrix is a heatmap figure (experiments.figures draws it).
@@ -130,6 +133,7 @@ class ModelView:
     reference: dict[str, Any] | None = None  # references.summarize for this model
     histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
     train_below_validation: dict[str, Any] | None = None  # training accuracy below validation, and why (augmentation, dropout)
+    cell_times: list[tuple[str | None, str | None]] = field(default_factory=list)  # per seed: state.json's start, finish
 
     @property
     def verdict_labels(self) -> list[str]:
@@ -225,6 +229,8 @@ class SeedRun:
     epochs_planned: int | None
     predictions: ValidationPredictions | None = None
     error: str | None = None  # why the history cannot be used
+    started_at: str | None = None  # state.json: when the cell's last training call started and finished
+    finished_at: str | None = None
 
 
 @dataclass
@@ -322,15 +328,16 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
             continue
         state = read_record(RunState, folder / "state.json", problems)
         epochs_planned = state.epochs_planned if state is not None else None
+        times = {"started_at": state.started_at, "finished_at": state.finished_at} if state is not None else {}
         predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
         try:
             history = History.from_json(data, folder / "history.json")
         except ArtifactFormatError as error:
             error_text = f"history of {model_dir.name} (seed {seed}): {error.detail}"
-            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text))
+            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
             continue
         epochs = [epoch.to_fields() for epoch in history.epochs]
-        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions))
+        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
     return runs
 
 
@@ -466,6 +473,7 @@ def load_models(
         view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
                            figures, validation.get(name), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
+        view.cell_times = [(run.started_at, run.finished_at) for run in runs]
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
     _add_comparisons(views, manifest.base_weights.kind if manifest.base_weights else None)
@@ -756,8 +764,10 @@ def _model_view(
     name = recipe.name
     index = names.index(name)
     layers = [{"name": layer.name or None, "type": layer.type or None, "output_shape": layer.output_shape or None,
-               "params": layer.params, "trainable": layer.trainable} for layer in (summary.layers if summary else [])]
-    summary_text = summary.summary_text if summary else None
+               "params": layer.params, **trainability}
+              for layer, trainability in zip(summary.layers if summary else [], layer_trainability(summary))]
+    # a train_on model's summary was headed with the name of the model it continues (older runs)
+    summary_text = summary_text_named(summary.summary_text, name) if summary else None
     curves = f"curves_{name}.png"
     return ModelView(
         name=name,
@@ -784,6 +794,56 @@ def _model_view(
         validation_accuracy=finite(validation.accuracy) if validation else None,
         selection_score=finite(selection_score),
     )
+
+
+#: Layer types that hold other layers, and so may train only part of their parameters.
+_NESTED_TYPES = ("Functional", "Sequential", "Model")
+
+
+def _is_nested(layer: Any) -> bool:
+    return "nested" in layer.type or layer.type.split(" ")[0] in _NESTED_TYPES
+
+
+def layer_trainability(summary: ModelSummary | None) -> list[dict[str, Any]]:
+    """Per layer of a model summary: ``trainable`` ("yes", "no", "partly" or "some or all"), the
+    layer's ``trainable_params`` when known and whether that count was ``derived`` from the
+    model's totals rather than recorded.
+
+    summary.json records each layer's trainable count (a backbone unfrozen from one of its layers
+    on trains only part of its parameters). Older files have only a flag, true as soon as any
+    of the layer's parameters trains: their flagged layers hold more parameters than the model
+    trains when one of them is partly frozen. That surplus is put on the one nested model among
+    them (other layers train all their weights or none); with no single such layer, each
+    flagged layer is "some or all", never a plain "yes"."""
+    if summary is None:
+        return []
+    rows: list[dict[str, Any]] = []
+    for layer in summary.layers:
+        count = layer.trainable_params if layer.trainable_params is not None else (None if layer.trainable else 0)
+        rows.append({"trainable_params": count, "derived": False})
+    unknown = [index for index, row in enumerate(rows) if row["trainable_params"] is None]
+    recorded = sum(row["trainable_params"] for row in rows if row["trainable_params"] is not None)
+    surplus = sum(summary.layers[index].params for index in unknown) - (summary.trainable_params - recorded)
+    if unknown and surplus <= 0:
+        for index in unknown:
+            rows[index]["trainable_params"] = summary.layers[index].params
+    elif unknown:
+        nested = [index for index in unknown if _is_nested(summary.layers[index])]
+        if len(nested) == 1 and summary.layers[nested[0]].params >= surplus:
+            for index in unknown:
+                rows[index]["trainable_params"] = summary.layers[index].params
+            rows[nested[0]].update(trainable_params=summary.layers[nested[0]].params - surplus, derived=True)
+    for layer, row in zip(summary.layers, rows):
+        count = row["trainable_params"]
+        if count is None:
+            row["trainable"] = "some or all" if layer.params else "yes"
+        elif count == 0 and (layer.params > 0 or not layer.trainable):
+            row["trainable"] = "no"
+        elif count >= layer.params:
+            row["trainable"] = "yes"
+        else:
+            row["trainable"] = "partly"
+    return rows
 
 
 def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
@@ -854,6 +914,47 @@ def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> boo
     return True
 
 
+#: Config keys whose value may be a path on the machine that trained (the report shows its last part only).
+_PATH_KEYS = ("data.data_dir", "data.cache_dir", "training.base_weights")
+
+
+def local_path_name(value: object) -> str | None:
+    """The last part of a local path ("cats-dogs-cc0" of "../shared/data/cats-dogs-cc0"), None
+    for anything else (a URL, "imagenet", a generator's description, empty). A path of the
+    machine that trained means nothing to a reader and says where someone keeps their files."""
+    if not isinstance(value, str) or not value.strip() or "://" in value:
+        return None
+    text = value.strip()
+    if not ("/" in text or "\\" in text or text.startswith("~") or text.startswith(".")):
+        return None
+    name = text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name if name not in ("", ".", "..", "~") else None
+
+
+def _public_value(key: str, value: str) -> str:
+    """A config row's JSON value, a local path replaced by its last part after "…/"."""
+    if not (key in _PATH_KEYS or key.startswith("models.") and key.endswith(".weights")):
+        return value
+    try:
+        name = local_path_name(json.loads(value))
+    except ValueError:
+        return value
+    return value if name is None else json.dumps(f"…/{name}", ensure_ascii=False)
+
+
+def public_source(source: DataSource | BaseWeights | None) -> dict[str, str | None]:
+    """Where the data or the base weights came from, for the method page: the kind, and the
+    location unless it is a local path (``local_name``: its last part, or the file's name)."""
+    if source is None:
+        return {"kind": None, "location": None, "local_name": None, "sha256": None}
+    location = artifact_text(source.location)
+    name = local_path_name(location)
+    if name is not None and getattr(source, "file", None):
+        name = source.file
+    return {"kind": artifact_text(source.kind), "location": None if name else location, "local_name": name,
+            "sha256": artifact_text(getattr(source, "sha256", None))}
+
+
 def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> list[tuple[str, str]]:
     """The settings that applied to the models that ran (a folder run does not list the download
     URL, ...); `models` as recipes, or names the config declares or that are built in."""
@@ -862,7 +963,7 @@ def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> l
         recipes = {recipe.name: recipe for recipe in study_models(config, [])}
         models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
         models = [model for model in models if model is not None]
-    return [(key, value) for key, value in flatten_config(config) if _applies(key, config, models)]
+    return [(key, _public_value(key, value)) for key, value in flatten_config(config) if _applies(key, config, models)]
 
 
 def study_text(manifest: Manifest) -> dict[str, str | None]:
@@ -908,6 +1009,20 @@ def split_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
             classes.append({"name": label, "count": count, "share": share})
         rows.append({"key": split, "label": SPLIT_LABELS[split], "count": total, "classes": classes})
     return rows
+
+
+def study_time(models: Iterable[ModelView]) -> dict[str, Any]:
+    """When the study's training ran, from its cells' state.json files: the first start and the
+    last finish over every cell (a cell's times are those of the last call that trained it),
+    and how many cells have each. The manifest's own times are those of the last `train`
+    call, which may have found every cell done and trained nothing."""
+    starts, finishes = [], []
+    for model in models:
+        for started, finished in model.cell_times:
+            starts += [moment for moment in [parse_time(started)] if moment is not None and moment.utcoffset() is not None]
+            finishes += [moment for moment in [parse_time(finished)] if moment is not None and moment.utcoffset() is not None]
+    return {"first_start": min(starts) if starts else None, "last_finish": max(finishes) if finishes else None,
+            "cells": sum(len(model.cell_times) for model in models), "finished_cells": len(finishes)}
 
 
 def total_wall_seconds(models: Iterable[ModelView]) -> float | None:
@@ -1067,8 +1182,8 @@ def page_context(run: RunView) -> dict[str, Any]:
         "run_status": manifest.status or "unknown",
         "run_info": {key: artifact_text(getattr(manifest, key)) for key in
                      ("config_hash", "data_fingerprint", "git_commit", "started_at", "finished_at", "status", "run_name")},
-        "data_source": _pick_text(manifest.data_source.to_fields() if manifest.data_source else None, ("kind", "location")),
-        "base_weights": _pick_text(manifest.base_weights.to_fields() if manifest.base_weights else None, ("kind", "location", "sha256")),
+        "data_source": public_source(manifest.data_source),
+        "base_weights": public_source(manifest.base_weights),
         "versions": [(name, artifact_text(value)) for name, value in sorted_items(manifest.versions)],
         "hardware": [(name, artifact_text(value)) for name, value in sorted_items(manifest.hardware)],
         "devices": list(manifest.devices),
@@ -1104,6 +1219,7 @@ def page_context(run: RunView) -> dict[str, Any]:
                                  for model in run.models if model.status != "not_run"),
         "augmentation_model": next((model.name for model in run.models if model.recipe.augment), None),
         "total_wall_seconds": total_wall_seconds(run.models),
+        "study_time": study_time(run.models),
     }
 
 

@@ -14,6 +14,8 @@ with Selenium and the system chromedriver at each window width asked for (defaul
 - every interactive chart drew: each chart container (``.report-chart``, report-builder's
   Vega-Lite charts) holds an <svg> or <canvas> once the page has loaded (waiting up to
   CHART_WAIT_SECONDS); a problem names the chart and why it did not draw, when the page said;
+  and none is drawn wider than it is shown (CSS would shrink it, its text with it: a chart
+  must fit the column at its own font sizes);
 - no table is wider than its container, i.e. none would scroll sideways: the table's width
   (and Material's ``.md-typeset__scrollwrap`` scroll width) against the wrapper's
   clientWidth, 1 px tolerance. Closed <details> are opened and every tab of a tabbed set
@@ -202,14 +204,20 @@ def wait_for_images(driver: object) -> list[dict[str, object]]:
     return images
 
 
-# Each chart container: its name, whether it holds a drawing, and what the page's script said.
+# Each chart container: its name, whether it holds a drawing, and what the page's script said;
+# for an <svg>, the width it was drawn for (its width attribute) and the width it is shown at.
 CHART_STATE_SCRIPT = """
 return Array.from(document.querySelectorAll(arguments[0])).map(function (container, index) {
+  var svg = container.querySelector("svg");
   return {index: index + 1, name: container.getAttribute("data-chart") || "",
           drawn: !!container.querySelector("svg, canvas"),
-          state: container.getAttribute("data-chart-state") || "", error: container.getAttribute("data-chart-error") || ""};
+          state: container.getAttribute("data-chart-state") || "", error: container.getAttribute("data-chart-error") || "",
+          natural_width: svg ? parseFloat(svg.getAttribute("width")) || 0 : 0,
+          shown_width: svg ? svg.getBoundingClientRect().width : 0};
 });
 """
+#: A chart shown narrower than this share of the width it was drawn for has its text shrunk with it.
+CHART_MIN_SCALE = 0.95
 
 
 def wait_for_charts(driver: object, timeout: float | None = None) -> list[dict[str, object]]:
@@ -218,7 +226,8 @@ def wait_for_charts(driver: object, timeout: float | None = None) -> list[dict[s
     returns each chart's state."""
     deadline = time.monotonic() + (CHART_WAIT_SECONDS if timeout is None else timeout)
     charts = driver.execute_script(CHART_STATE_SCRIPT, CHART_SELECTOR)
-    while any(not chart["drawn"] and chart["state"] != "failed" for chart in charts) and time.monotonic() < deadline:
+    while any(not chart["drawn"] and chart["state"] != "failed" or chart["state"] == "loading" for chart in charts) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
         charts = driver.execute_script(CHART_STATE_SCRIPT, CHART_SELECTOR)
     return charts
@@ -234,6 +243,10 @@ def check_charts(driver: object, width: int | None) -> tuple[list[dict[str, obje
     where = f"at {width} px: " if width is not None else ""
     problems = []
     for chart in charts:
+        natural, shown = chart.get("natural_width") or 0, chart.get("shown_width") or 0
+        if chart["drawn"] and natural > 0 and shown < CHART_MIN_SCALE * natural:
+            problems.append(f"{where}{describe_chart(chart)} is drawn {natural:.0f} px wide but shown {shown:.0f} px wide: "
+                            f"its text is shrunk to {100 * shown / natural:.0f}%")
         if chart["drawn"]:
             continue
         why = f": {chart['error']}" if chart["error"] else (f" (state: {chart['state']})" if chart["state"] else " (its script never ran)")

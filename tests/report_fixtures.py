@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,10 @@ def predictions_for(model: str, seed: int, epochs: Sequence[Mapping[str, Any]],
                                  [0.9] * count)
 
 
+#: When the fixture's first cell started; the others follow ten minutes apart, each taking nine.
+STUDY_START = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+
+
 def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list[dict[str, Any]]], status: str,
                 validation: tuple[list[str], list[int], list[str]] | None = None) -> ModelEntry:
     """Write a model's summary and per-seed history, state and (with `validation`) predictions;
@@ -288,7 +293,10 @@ def write_model(model_dir: Path, model: str, index: int, runs: Mapping[int, list
         record = predictions_for(model, seed, epochs, validation) if validation is not None and epochs else None
         if record is not None:
             record.write(seed_dir / "validation_predictions.json")
-        RunState(model, seed, "c0ffee", "f00d", run_status, len(epochs), epochs_planned=10).write(seed_dir / "state.json")
+        started = STUDY_START + timedelta(minutes=10 * (index * len(runs) + len(run_entries)))  # one cell after another
+        finished = (started + timedelta(minutes=9)).isoformat() if run_status == "complete" else None
+        RunState(model, seed, "c0ffee", "f00d", run_status, len(epochs), epochs_planned=10, started_at=started.isoformat(),
+                 finished_at=finished).write(seed_dir / "state.json")
         run_entries[str(seed)] = RunEntry(run_status, 20.0 + 10.0 * index, len(epochs))
     return ModelEntry(
         status=status,

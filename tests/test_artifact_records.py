@@ -33,6 +33,7 @@ from experiments.artifacts import (
     TestEvaluation,
     TestPrediction,
     ValidationPredictions,
+    summary_text_named,
 )
 from experiments.config import MODEL_NAMES
 
@@ -44,7 +45,7 @@ EXAMPLES = {
     "models/<model>/seed-<seed>/checkpoint/progress.json": CheckpointProgress("epoch-0001.keras", [Epoch(1)]),
     "models/<model>/seed-<seed>/state.json": RunState("finetune", 1337, "c", "d", "complete", 5, 5, 1.0, None, "float32",
                                                       "t0", "t1", starting_point="s"),
-    "models/<model>/summary.json": ModelSummary("transfer", "t", "d", [Layer("dense", "Dense", "(None, 2)", 10, True)], 10, 10, 0, ""),
+    "models/<model>/summary.json": ModelSummary("transfer", "t", "d", [Layer("dense", "Dense", "(None, 2)", 10, True, 10)], 10, 10, 0, ""),
     "models/<model>/seed-<seed>/validation_predictions.json": ValidationPredictions("baseline", 1337, 1, "0" * 64, ["a", "b"], [0],
                                                                                     [1], [0.5]),
     # the guide's placeholders (<model>, <seed>) and free mappings (config, versions) by the names it shows
@@ -181,3 +182,21 @@ def test_a_format_error_crosses_a_process_boundary_whole():
     error = pickle.loads(pickle.dumps(ArtifactFormatError("run/history.json", "field 'seed' must be an integer")))
     assert isinstance(error, ArtifactFormatError) and error.detail == "field 'seed' must be an integer"
     assert str(error) == "run/history.json: field 'seed' must be an integer" and error.path == Path("run/history.json")
+
+
+def test_a_layer_from_before_trainable_counts_reads_and_a_count_beyond_its_params_is_refused(tmp_path):
+    data = ModelSummary("finetune", "t", "d", [Layer("base", "Functional", "(None, 2)", 10, True, 4)], 10, 4, 6, "").to_json()
+    assert data["layers"][0]["trainable_params"] == 4
+    del data["layers"][0]["trainable_params"]  # as every run before it wrote
+    (tmp_path / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    assert ModelSummary.read(tmp_path / "summary.json").layers[0].trainable_params is None
+    data["layers"][0]["trainable_params"] = 11
+    (tmp_path / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ArtifactFormatError, match=r"field 'layers\[0\]\.trainable_params' must be a count from 0 to the layer's params \(10\)"):
+        ModelSummary.read(tmp_path / "summary.json")
+
+
+def test_a_continued_models_summary_text_is_headed_with_its_own_name():
+    text = 'Model: "transfer"\n\u2503 Layer (type) \u2503\n\u2502 logits (Dense) \u2502\n'
+    assert summary_text_named(text, "transfer_extended") == text.replace('"transfer"', '"transfer_extended"', 1)
+    assert summary_text_named("no header here", "transfer") == "no header here"

@@ -120,6 +120,48 @@ def test_comparison_spec_holds_every_models_curve_and_finals(run, histories):
                for layer in per_epoch["layer"])
 
 
+def test_the_comparison_zooms_its_accuracy_axis_to_the_models_compared(run, histories):
+    """A 0-100% axis flattened the shipped run's 93-97% models: the per-epoch panel's range is
+    the accuracies shown, in whole steps of 5 points, and says it is zoomed."""
+    spec = charts.comparison_spec(run.models, histories, baseline=0.5)
+    per_epoch = spec["vconcat"][0]
+    shown = [row[key] for row in spec["datasets"]["mean"] for key in ("mean", "min", "max")]
+    shown += [row["value"] for row in spec["datasets"]["seeds"]]
+    (domain,) = {json.dumps(layer["encoding"]["y"]["scale"]["domain"]) for layer in per_epoch["layer"] if "scale" in layer["encoding"]["y"]}
+    low, high = json.loads(domain)
+    assert [low, high] == charts.accuracy_limits(shown) != [0.0, 1.0]
+    assert low <= min(shown) and max(shown) <= high and low > min(shown) - 0.05 - 1e-9 and high < max(shown) + 0.05 + 1e-9
+    assert all(layer["encoding"]["y"]["title"] == "validation accuracy (zoomed)" for layer in per_epoch["layer"] if "title" in layer["encoding"]["y"])
+    baseline_shown = any(layer["mark"]["type"] == "rule" for layer in per_epoch["layer"])
+    assert baseline_shown == (low <= 0.5 <= high)
+
+
+@pytest.mark.parametrize(("values", "limits"), [
+    ([0.93, 0.97], [0.9, 1.0]), ([0.48, 0.97], [0.45, 1.0]), ([0.95], [0.9, 1.0]), ([0.0, 0.01], [0.0, 0.05]),
+    ([0.0, 1.0], [0.0, 1.0]), ([], [0.0, 1.0]),
+])
+def test_accuracy_limits_are_whole_steps_around_the_values(values, limits):
+    assert charts.accuracy_limits(values) == limits
+
+
+def test_a_chart_in_a_phones_column_wraps_its_legend_and_titles_instead_of_shrinking():
+    """report-charts.js lays a chart out for a column under 600 px (legend in columns, titles in
+    lines) and fits it in up to three passes; scripts/check_site.py fails a chart shown narrower
+    than it was drawn (test_site_browser runs it on the shipped site at 390 px)."""
+    script = (JAVASCRIPTS_DIR / "report-charts.js").read_text(encoding="utf-8")
+    assert "var NARROW = 600;" in script and "columns: Math.max(1, Math.floor(containerWidth / 130))" in script
+    assert "wrapTitles(copy, Math.max(MIN_WIDTH, width));" in script and "return fit(width, 3)" in script
+    check_site = (Path(__file__).resolve().parents[1] / "scripts" / "check_site.py").read_text(encoding="utf-8")
+    assert "its text is shrunk to" in check_site
+
+
+def test_a_confusion_heatmap_keeps_its_size_and_scrolls_sideways_on_a_phone():
+    stylesheet = (Path(charts.__file__).resolve().parent / "assets" / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    phone = stylesheet.split("@media screen and (max-width: 600px) {\n  .md-typeset p:has(img[src*=\"figures/confusion_test\"])", 1)[1]
+    assert phone.split("}", 1)[0] == " {\n    overflow-x: auto;\n  "
+    assert '.md-typeset img[src*="figures/confusion_test"] {\n    max-width: none;' in phone
+
+
 def test_curves_spec_has_every_seed_the_mean_tooltips_and_zoom(run, histories):
     augmented = next(model for model in run.models if model.name == "augmented")
     spec = charts.curves_spec(augmented, histories["augmented"], baseline=0.5)

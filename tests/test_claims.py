@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_fixtures as fixtures  # noqa: E402
 
-from report_builder.formatting import escape_markdown  # noqa: E402
+from report_builder.formatting import breakable, breakable_name, escape_markdown  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
 
@@ -44,7 +44,7 @@ def render_histories(tmp_path: Path, name: str = "run", **options) -> dict[str, 
 
 def index_row(index: str, model: str) -> str:
     """The index table's row for ``model``."""
-    return next(line for line in index.splitlines() if line.startswith(f"| [{model}](models/{model}.md)"))
+    return next(line for line in index.splitlines() if line.startswith(f"| [{breakable(model)}](models/{model}.md)"))
 
 
 def constant(train: float | None, validation: float | None, epochs: int = 5, first_epoch: int = 1) -> list[dict]:
@@ -66,7 +66,7 @@ def test_last_and_best_epoch_each_get_their_own_numbers(tmp_path):
     # per seed (validation shifted by -1, 0, +1 point): last epoch 6, best epoch 3
     assert "| 1337 | 60.0% (6) | 73.0% (3) |" in augmented
     assert "| 1339 | 62.0% (6) | 75.0% (3) |" in augmented
-    assert "| augmented | 60.0%, 61.0%, 62.0% | 3, 3, 3 |" in pages["index.md"]
+    assert f"| {breakable_name('augmented')} | 60.0%, 61.0%, 62.0% | 3, 3, 3 |" in pages["index.md"]
     # its best of the last five epochs (2 to 6) is epoch 3, 13 points above the last
     assert "Seed 1337 ended at 60.0%, 13.0 points below its 73.0% of epoch 3" in augmented
     # train 0.89 against validation 0.637 over the last three epochs
@@ -109,8 +109,8 @@ def test_reference_figures_come_from_the_sourced_table(tmp_path):
                 else f"{summary['min'] * 100:.1f}% to {summary['max'] * 100:.1f}%")
         assert f"report a final validation accuracy of {span} for this model, each from a single run" in page, model
         assert "This run used other images, so the figures compare in kind, not digit for digit." in page
-        for source in summary["sources"]:
-            assert f"- {escape_markdown(source)}" in page
+        for citation in summary["citations"]:  # each write-up by its title, with its own figure
+            assert f"- {escape_markdown(citation['title'])}: {citation['value'] * 100:.1f}%, {escape_markdown(citation['statistic'])}" in page
     transfer = pages["models/transfer.md"]
     assert "One more figure is left out because its write-up trained on its test split." in transfer
     for model in ("finetune", "transfer_extended"):

@@ -158,3 +158,24 @@ def test_frozen_transfer_model_keeps_batchnorm_statistics():
     images = np.random.default_rng(1).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
     model.fit(images, np.array([0, 1] * 4), epochs=1, batch_size=4, verbose=0)
     assert all(np.array_equal(old, np.array(layer.moving_variance)) for old, layer in zip(before, batch_norms))
+
+
+def test_a_partly_unfrozen_backbone_records_how_many_of_its_parameters_train():
+    from experiments.models import make_finetune_model
+    from experiments.recipes import BUILT_IN
+
+    transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
+    frozen = describe_model(transfer)
+    assert [layer["trainable_params"] for layer in frozen["layers"] if layer["params"]] == [0, 2562]
+    summary = describe_model(make_finetune_model(transfer, from_layer=100), BUILT_IN["finetune"])
+    base = next(layer for layer in summary["layers"] if layer["type"] == "Functional (nested model)")
+    assert base["trainable"] and 0 < base["trainable_params"] < base["params"]
+    assert base["trainable_params"] + 2562 == summary["trainable_params"]
+
+
+def test_a_model_that_trains_on_another_is_headed_with_its_own_name_in_its_summary():
+    from experiments.recipes import BUILT_IN
+
+    transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
+    summary = describe_model(transfer, BUILT_IN["transfer_extended"])  # train_on: the saved transfer model itself
+    assert summary["summary_text"].lstrip().startswith('Model: "transfer_extended"')

@@ -23,7 +23,7 @@ from conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E40
 
 from report_builder import publish  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
-from report_builder.publish import MARKER, PublishError, marker_text  # noqa: E402
+from report_builder.publish import MARKER, PublishError, marker_text, protected_folders  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
 
@@ -221,6 +221,26 @@ def test_build_refuses_the_run_and_the_data_the_docs_came_from(tmp_path: Path):
         with pytest.raises(PublishError, match="refusing to write into"):
             build_site(project, site_dir=site)
     assert not (run / "site").exists() and not (data / "train" / "site").exists()
+
+
+def test_the_marker_is_the_same_whether_the_data_folder_exists_or_not(tmp_path: Path, monkeypatch):
+    """A fresh clone has no ../shared/data: rendering the same artifacts there must not change
+    the committed docs/.report-builder.json. The data folder is found from the run at build time."""
+    project = tmp_path / "project"
+    run = fixtures.write_artifacts(project / "artifacts" / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data_source"] = {"kind": "folder", "location": "../shared/data/photos"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(project)
+    render_report(run, project / "docs")
+    without = (project / "docs" / MARKER).read_bytes()
+    data = tmp_path / "shared" / "data" / "photos"
+    (data / "train" / "cats").mkdir(parents=True)
+    render_report(run, project / "docs")
+    assert (project / "docs" / MARKER).read_bytes() == without
+    assert json.loads(without)["protected"] == ["artifacts/run"]
+    refused = [folder.resolve() for folder, _ in protected_folders(project / "docs")]
+    assert data.resolve() in refused and run.resolve() in refused
 
 
 # --------------------------------------------------------------------------- atomic replacement

@@ -85,6 +85,31 @@ def test_shipped_values_appear_literally_in_the_cited_write_up():
         assert appears_in(reference.value, line), f"{label}: {reference.value} is not on line {line_number}: {line.strip()!r}"
 
 
+def test_shipped_links_appear_literally_in_the_cited_write_up():
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"the reference write-ups are not here ({REFERENCE_DIR})")
+    linked = [reference for reference in load_references() if reference.url]
+    assert linked, "the table links no write-up"
+    for reference in linked:
+        assert reference.url in (REFERENCE_DIR / reference.source_file).read_text(encoding="utf-8"), reference.url
+
+
+def test_a_write_up_is_cited_by_its_title_never_by_its_file_name():
+    titles = {reference.title for reference in load_references()}
+    assert '"Blog Post 5" (2022-02-25)' in titles and '"Classification is the Name of the Game!"' in titles
+    assert not any(re.search(r"\d{3}_[0-9a-f]{16}|\.txt|reference write-up", title) for title in titles)
+    citations = summarize(load_references(), "transfer")["citations"]
+    assert [citation["value"] for citation in citations] == [0.9517, 0.9752, 0.9641]
+    assert citations[-1]["url"] == "https://github.com/xinyudong1129/Blog-Post/tree/main/blogpost5"
+
+
+@pytest.mark.parametrize("literal", ['"http://example.com"', '"https://example.com/a b"', '"https://e.com/)x"', "3"])
+def test_a_link_that_the_report_cannot_print_as_it_is_is_refused(tmp_path, literal):
+    path = write_table(tmp_path, {**GOOD_ENTRY, "url": literal})
+    with pytest.raises(ValueError, match=r"reference\[0\]\.url: must be one https:// link"):
+        load_references(path)
+
+
 def test_no_reference_figure_for_finetuning():
     references = load_references()
     assert summarize(references, "finetune") is None

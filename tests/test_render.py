@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from report_builder import analysis, charts  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
 from report_builder.__main__ import main as cli_main  # noqa: E402
 from report_builder.formatting import (
+    breakable,
+    breakable_name,
     escape_markdown,
     format_difference,  # noqa: E402
     format_interval,
@@ -150,7 +153,7 @@ def test_index_numbers_come_from_the_artifacts(complete_run: Path, tmp_path: Pat
     index = read(docs / "index.md")
     interval = analysis.accuracy_interval(fixture_correct("augmented"))
     assert f"| [augmented](models/augmented.md) | {interval_text(interval)} | train-val gap |" in index
-    assert "| augmented | 62.0%, 63.0%, 64.0% | 6, 6, 6 |" in index  # and by hand
+    assert f"| {breakable_name('augmented')} | 62.0%, 63.0%, 64.0% | 6, 6, 6 |" in index  # and by hand
     assert "**19 of 20**" in index and "**95.0%**" in index
     assert "chosen model is **finetune**, trained with seed **1339**" in index
     assert "| 1339 (chosen) |" in index
@@ -194,13 +197,14 @@ def test_method_page_lists_config_versions_and_skipped_files(complete_run: Path,
     docs = tmp_path / "docs"
     render_report(complete_run, docs)
     method = read(docs / "method.md")
-    assert r"| training.batch\_size | 32 |" in method
+    assert f"| {breakable_name('training.batch_size')} | 32 |" in method
     assert "| tensorflow | 2.21.0 |" in method
     assert r"| train/cats/broken\_1.jpg | truncated |" in method
     assert "c0ffee" in method and "f00d" in method
     assert "0123456789abcdef0123456789abcdef01234567" in method
     assert "**810.0 s (13 min 30 s)**" in method  # three seeds of 20, 30, 40, 50, 60 and 70 s
-    assert r"| [augmented](models/augmented.md) | complete | 3 | mixed\_bfloat16 | 30 | 90.0 s (1 min 30 s) |" in method
+    assert (f"| [augmented](models/augmented.md) | {breakable_name('complete')} | 3 | {breakable_name('mixed_bfloat16')} | 30 | "
+            "90.0 s (1 min 30 s) |") in method
     assert "The validation split has 400 images." in method
     assert "Student t quantile" in method and "Welch-Satterthwaite" in method
     assert "five distinct comparisons in all" in method and "Holm's correction" in method
@@ -521,7 +525,7 @@ def test_a_seed_missing_from_a_model_is_named(tmp_path: Path):
     histories["baseline"] = {1337: fixtures.at_baseline_history(), 1338: fixtures.at_baseline_history()}
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     pages = render_pages(run, tmp_path)
-    assert "| baseline | 50.0%, 50.0% | 3, 3 |" in pages["index.md"]
+    assert f"| {breakable_name('baseline')} | 50.0%, 50.0% | 3, 3 |" in pages["index.md"]
     assert "Seed 1339 of this run has no history for this model" in pages["models/baseline.md"]
 
 
@@ -551,6 +555,128 @@ def test_schema_1_run_on_the_command_line_is_one_sentence(tmp_path: Path, capsys
     error = capsys.readouterr().err
     assert error.startswith("error: the run in ") and "python -m report_builder train" in error
     assert "Traceback" not in error and not (tmp_path / "docs").exists()
+
+
+# --------------------------------------------------------------------------- consistency and layout
+
+
+def layer_row(page: str, layer: str) -> str:
+    return next(line.strip() for line in page.splitlines() if line.strip().startswith(f"| {breakable_name(layer)} |"))
+
+
+def test_a_partly_frozen_backbone_is_not_marked_trainable(tmp_path: Path):
+    """An older summary flags the fine-tuned backbone trainable as a whole; the model's totals say
+    1,861,952 of its parameters are frozen, so the page gives it the rest, not a plain yes."""
+    pages = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)
+    finetune = pages["models/finetune.md"]
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| 2,257,984 | partly |")
+    assert "396,032 train and 1,861,952 stay frozen (worked out from the model's totals" in finetune
+    assert layer_row(finetune, "dense").endswith("| yes |")
+    assert layer_row(pages["models/transfer.md"], "mobilenetv2_1.00_160").endswith("| no |")
+
+
+def test_a_recorded_trainable_count_is_shown_as_recorded(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    path = run / "models" / "finetune" / "summary.json"
+    summary = json.loads(read(path))
+    for layer in summary["layers"]:
+        layer["trainable_params"] = 396032 if layer["name"] == "mobilenetv2_1.00_160" else layer["params"]
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    finetune = render_pages(run, tmp_path)["models/finetune.md"]
+    assert layer_row(finetune, "mobilenetv2_1.00_160").endswith("| partly |")
+    assert "396,032 train and 1,861,952 stay frozen." in finetune and "worked out" not in finetune
+
+
+def test_a_surplus_no_single_layer_can_hold_is_never_called_fully_trainable():
+    from experiments.artifacts import Layer, ModelSummary
+    from report_builder.views import layer_trainability
+
+    layers = [Layer("conv", "Conv2D", "(None, 2)", 100, True), Layer("dense", "Dense", "(None, 2)", 50, True),
+              Layer("pool", "MaxPooling2D", "(None, 2)", 0, False)]
+    rows = layer_trainability(ModelSummary("m", "t", "d", layers, 150, 120, 30, ""))
+    assert [row["trainable"] for row in rows] == ["some or all", "some or all", "no"]
+    rows = layer_trainability(ModelSummary("m", "t", "d", layers, 150, 150, 0, ""))
+    assert [row["trainable"] for row in rows] == ["yes", "yes", "no"]
+
+
+def test_a_continued_model_is_named_after_itself_in_its_keras_summary(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    path = run / "models" / "transfer_extended" / "summary.json"
+    summary = json.loads(read(path))
+    summary["summary_text"] = summary["summary_text"].replace('Model: "transfer_extended"', 'Model: "transfer"')
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    page = render_pages(run, tmp_path)["models/transfer_extended.md"]
+    assert 'Model: "transfer_extended"' in page and 'Model: "transfer"' not in page
+
+
+def test_the_method_page_gives_the_studys_first_start_and_last_finish_not_the_last_calls(tmp_path: Path):
+    """The manifest's times are the last `train` call's (03:00 to 03:10, a call that may have
+    trained nothing); the study ran from its first cell's start to its last cell's finish."""
+    method = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)["method.md"]
+    cells = len(fixtures.MODEL_ORDER) * len(fixtures.DEFAULT_SEEDS)
+    last_finish = fixtures.STUDY_START + timedelta(minutes=10 * (cells - 1) + 9)
+    assert "The study's training ran from **2026-11-22 01:00:00 UTC**, when its first cell" in method
+    assert f"to **{last_finish:%Y-%m-%d %H:%M:%S} UTC**, when the last of its {cells} cells finished." in method
+    assert "The last `train` call, which wrote the manifest, started at 2026-11-22 03:00:00 UTC and finished at 2026-11-22 03:10:00 UTC" \
+        in method
+
+
+def test_no_path_of_the_machine_that_trained_is_published(tmp_path: Path):
+    run = fixtures.write_artifacts(tmp_path / "artifacts", config_extra={"unused": 1})
+    manifest = json.loads(read(run / "manifest.json"))
+    manifest["data_source"] = {"kind": "folder", "location": "/home/someone/private/cats-dogs-cc0"}
+    manifest["base_weights"] = {"kind": "file", "location": "../shared/weights/mobilenet.weights.h5", "file": "mobilenet.weights.h5",
+                                "sha256": "ab" * 32}
+    manifest["config"]["data"] = {"source": "folder", "data_dir": "/home/someone/private/cats-dogs-cc0", "cache_dir": "~/.cache/x"}
+    manifest["config"]["training"]["base_weights"] = "../shared/weights/mobilenet.weights.h5"
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    pages = render_pages(run, tmp_path)
+    for name, page in pages.items():
+        for fragment in ("/home/someone", "../shared", "~/", "Users"):
+            assert fragment not in page, (name, fragment)
+    method = pages["method.md"]
+    assert f"| Location | a folder named {breakable_name('cats-dogs-cc0')} on the machine that trained" in method
+    assert f"| Base weights | file ({breakable_name('mobilenet.weights.h5')}) |" in method
+    assert f"| {breakable_name('data.data_dir')} | &quot;…/cats-dogs-cc0&quot; |" in method
+    assert "a folder named cats-dogs-cc0 (see the [method page]" in pages["index.md"]
+
+
+def test_a_download_url_and_a_generator_are_published_as_they_are():
+    from experiments.artifacts import DataSource
+    from report_builder.views import applicable_config_rows, public_source
+
+    url = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+    assert public_source(DataSource("download", url))["location"] == url
+    assert public_source(DataSource("synthetic", "generated in memory (experiments.data.synthetic_images)"))["local_name"] is None
+    rows = dict(applicable_config_rows({"models": {"resnet": {"recipe": "transfer", "backbone": "ResNet50V2",
+                                                              "weights": "C:\\Users\\someone\\w.weights.h5"}},
+                                        "study": {"models": ["resnet"]}}, ["resnet"]))
+    assert rows["models.resnet.weights"] == '"…/w.weights.h5"'
+
+
+def test_the_reference_write_ups_are_a_list_of_titles_never_file_names(tmp_path: Path):
+    transfer = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)["models/transfer.md"]
+    section = transfer.split("## What the reference write-ups report\n", 1)[1].split("\n## ", 1)[0]
+    paragraph, listing = section.strip().split("\n\n", 1)  # a blank line before the list, or Markdown runs it on
+    items = listing.strip().splitlines()
+    assert len(items) == 3 and all(item.startswith("- ") for item in items)
+    assert items[0] == "- &quot;Classification is the Name of the Game\\!&quot;: 95.2%, last epoch of 20 (training log)"
+    assert items[2].endswith("([the author's repository](https://github.com/xinyudong1129/Blog-Post/tree/main/blogpost5))")
+    assert ".txt" not in section and "reference write-up" not in section
+
+
+def test_names_in_tables_wrap_only_after_an_underscore_or_between_camelcase_humps(tmp_path: Path):
+    assert breakable_name("transfer_extended") == '<span class="report-name">transfer\\_<wbr>extended</span>'
+    assert breakable("transfer_extended") == "transfer\\_<wbr>extended" and breakable("augmented") == "augmented"
+    assert breakable_name("GlobalMaxPooling2D") == '<span class="report-name">Global<wbr>Max<wbr>Pooling2D</span>'
+    assert breakable_name("augmented") == '<span class="report-name">augmented</span>'
+    assert breakable_name("<b>") == '<span class="report-name">&lt;b&gt;</span>' and breakable_name(None) == ""
+    pages = render_pages(fixtures.write_artifacts(tmp_path / "artifacts"), tmp_path)
+    assert "| [transfer\\_<wbr>extended](models/transfer_extended.md) |" in pages["method.md"]  # a link: kept whole by the stylesheet
+    assert "| [transfer\\_<wbr>extended](models/transfer_extended.md) |" in pages["index.md"]
+    assert layer_row(pages["models/transfer.md"], "dense").startswith(f"| {breakable_name('dense')} | {breakable_name('Dense')} |")
+    stylesheet = read(tmp_path / "docs" / "assets" / "stylesheets" / "extra.css")
+    assert ".md-typeset .report-name,\n.md-typeset table:not([class]) td a {\n  overflow-wrap: normal;\n  word-break: keep-all;" in stylesheet
 
 
 # --------------------------------------------------------------------------- mkdocs builds
@@ -623,7 +749,7 @@ def test_a_diverged_model_is_called_diverged(tmp_path: Path):
     assert '!!! danger "Diverged"' in pages["models/augmented.md"]
     assert "loss became NaN in epoch 3" in pages["models/augmented.md"]
     assert "[augmented](models/augmented.md) (diverged)" in pages["index.md"]
-    assert "| [augmented](models/augmented.md) | diverged |" in pages["method.md"]
+    assert f"| [augmented](models/augmented.md) | {breakable_name('diverged')} |" in pages["method.md"]
 
 
 def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a_malformed_manifest_stops(tmp_path: Path, capsys):

@@ -145,6 +145,9 @@ def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp
                       + '\n??? note "Closed"\n\n' + indented(WIDE_TABLE)),
         "offline.md": '# Offline\n\n<img alt="from elsewhere" src="http://localhost:9/elsewhere.png">\n',
         "chart.md": '# Chart\n\n<div class="report-chart" data-chart="never-drawn"></div>\n',  # no script draws it
+        # drawn 800 px wide, shown at 300: the browser shrank it, its text with it
+        "shrunk.md": '# Shrunk\n\n<div class="report-chart" data-chart="shrunk" data-chart-state="drawn">'
+                     '<svg width="800" height="100" style="width: 300px; height: auto"></svg></div>\n',
     })
     check_site = load_check_site()
     check_site.CHART_WAIT_SECONDS = 1.0
@@ -175,6 +178,10 @@ def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp
     assert chart == [f'at {width} px: chart 1 "never-drawn" did not draw: no <svg> or <canvas> in its container (its script never ran)'
                      for width in (1280, 390)], chart
     assert results["chart/index.html"].charts == 1 and results["index.html"].charts == 0
+
+    shrunk = results["shrunk/index.html"].problems
+    assert shrunk == [f'at {width} px: chart 1 "shrunk" is drawn 800 px wide but shown 300 px wide: its text is shrunk to 38%'
+                      for width in (1280, 390)], shrunk
 
     assert check_site.main([str(site), "--widths", "390"]) == 1
     output = capsys.readouterr().out

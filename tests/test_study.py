@@ -79,6 +79,13 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     finetune = load(run_dir / "models" / "finetune" / "summary.json")
     assert finetune["total_params"] == transfer["total_params"]
     assert finetune["trainable_params"] > 100 * transfer["trainable_params"], "fine-tuning unfreezes the top of the base"
+    # the backbone trains only from its unfrozen layer on: its row says how much, not "all of it"
+    (base,) = [layer for layer in finetune["layers"] if layer["type"] == "Functional (nested model)"]
+    assert base["trainable"] and 0 < base["trainable_params"] < base["params"]
+    assert sum(layer["trainable_params"] for layer in finetune["layers"]) == finetune["trainable_params"]
+    # transfer_extended trains transfer's saved model, but its summary is headed with its own name
+    control = load(run_dir / "models" / "transfer_extended" / "summary.json")
+    assert control["summary_text"].lstrip().startswith('Model: "transfer_extended"')
     for figure in ("data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test"):
         assert (run_dir / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = load(run_dir / "metrics.json")

@@ -184,8 +184,9 @@ def test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers(tmp_pa
 
 
 def selection_table(index: str) -> dict[str, float]:
-    rows = re.findall(r"^\| ([\w\\]+) \| ([\d.]+)% \|$", index.split("| Model | Validation accuracy (mean over seeds) |")[1].split("\n\n")[0], re.M)
-    return {name.replace("\\", ""): float(value) for name, value in rows}
+    rows = re.findall(r"^\| (?:<span class=\"report-name\">)?([\w\\<>]+?)(?:</span>)? \| ([\d.]+)% \|$",
+                      index.split("| Model | Validation accuracy (mean over seeds) |")[1].split("\n\n")[0], re.M)
+    return {name.replace("\\", "").replace("<wbr>", ""): float(value) for name, value in rows}
 
 
 def test_the_model_is_chosen_on_validation_and_tested_once(tmp_path):

@@ -42,12 +42,47 @@
     return Math.max(MIN_WIDTH, Math.floor(container.clientWidth) - AXIS_ALLOWANCE);
   }
 
-  // A copy of the spec with every panel of numeric width set to `width` CSS px.
-  function sized(spec, width) {
+  var NARROW = 600; // px of container below which a chart is laid out for a phone
+  var CHARACTER = 7; // px per character of an 11-13 px label, a rough average
+
+  // Break `text` into lines of at most `limit` px (by the rough character width), at spaces.
+  function wrapped(text, limit) {
+    var most = Math.max(12, Math.floor(limit / CHARACTER));
+    if (text.length <= most) { return text; }
+    var lines = [], line = "";
+    text.split(" ").forEach(function (word) {
+      if (line && (line + " " + word).length > most) { lines.push(line); line = word; } else { line = line ? line + " " + word : word; }
+    });
+    if (line) { lines.push(line); }
+    return lines;
+  }
+
+  // Every title (chart, panel, axis) of `node` wrapped to `limit` px.
+  function wrapTitles(node, limit) {
+    if (Array.isArray(node)) { node.forEach(function (item) { wrapTitles(item, limit); }); return; }
+    if (!node || typeof node !== "object") { return; }
+    Object.keys(node).forEach(function (key) {
+      if (key === "title" && typeof node[key] === "string") { node[key] = wrapped(node[key], limit); }
+      else if (key === "title" && node[key] && typeof node[key].text === "string") { node[key].text = wrapped(node[key].text, limit); }
+      else if (key !== "datasets" && key !== "data" && key !== "tooltip") { wrapTitles(node[key], limit); }
+    });
+  }
+
+  // A copy of the spec with every panel of numeric width set to `width` CSS px. In a narrow
+  // container (a phone) the legend wraps into columns and long titles into lines, so the chart
+  // fits the column at its own font sizes instead of being shrunk to fit.
+  function sized(spec, width, containerWidth) {
     var copy = JSON.parse(JSON.stringify(spec));
     (copy.vconcat || copy.hconcat || [copy]).forEach(function (view) {
       if (typeof view.width === "number") { view.width = width; }
     });
+    if (containerWidth < NARROW) {
+      var config = copy.config = copy.config || {};
+      config.legend = Object.assign({}, config.legend, {columns: Math.max(1, Math.floor(containerWidth / 130)),
+                                                        labelLimit: Math.floor(containerWidth / 2)});
+      config.axis = Object.assign({}, config.axis, {labelOverlap: "greedy"});
+      wrapTitles(copy, Math.max(MIN_WIDTH, width));
+    }
     return copy;
   }
 
@@ -85,7 +120,7 @@
     if (dark) { options.theme = "dark"; }
     if (chart.result) { chart.result.finalize(); chart.result = null; }
     chart.target.textContent = "";
-    return window.vegaEmbed(chart.target, sized(chart.spec, width), options).then(function (result) {
+    return window.vegaEmbed(chart.target, sized(chart.spec, width, chart.container.clientWidth), options).then(function (result) {
       chart.result = result;
       chart.width = width;
       chart.dark = dark;
@@ -98,19 +133,24 @@
     return chart.queue;
   }
 
-  // Draw at the container's width; a second pass corrects the width by what the axes and legends
-  // actually took, so that the chart fills the column without overflowing it.
+  // Draw at the container's width; further passes correct the width by what the axes, legends and
+  // titles actually took, so that the chart fills the column without overflowing it (a chart
+  // wider than the column would be shrunk by the browser, its text with it).
   function drawNow(chart) {
     if (!document.body.contains(chart.container)) { return Promise.resolve(); }
     var dark = darkScheme();
     var width = panelWidth(chart.container);
     if (chart.result && chart.width === width && chart.dark === dark) { return Promise.resolve(); }
-    return embed(chart, width, dark).then(function () {
+    // up to three corrections: wrapped titles and legends change what the axes and legends take
+    function fit(panel, passes) {
       var svg = chart.target.querySelector("svg");
-      var spare = svg ? Math.floor(chart.container.clientWidth - svg.getBoundingClientRect().width) : 0;
-      if (svg && (spare < 0 || spare > 4) && width + spare >= MIN_WIDTH) {
-        return embed(chart, width + spare, dark).then(function () { chart.width = width; });
-      }
+      var drawnWidth = svg ? parseFloat(svg.getAttribute("width")) || svg.getBoundingClientRect().width : 0;
+      var spare = svg ? Math.floor(chart.container.clientWidth - drawnWidth) : 0;
+      if (!svg || passes === 0 || !(spare < 0 || spare > 4) || panel + spare < MIN_WIDTH) { return Promise.resolve(); }
+      return embed(chart, panel + spare, dark).then(function () { return fit(panel + spare, passes - 1); });
+    }
+    return embed(chart, width, dark).then(function () {
+      return fit(width, 3).then(function () { chart.width = width; });
     }).then(function () {
       chart.container.classList.add("report-chart--drawn");
       chart.container.setAttribute("data-chart-state", "drawn");

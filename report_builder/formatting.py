@@ -133,6 +133,18 @@ def format_seconds(value: object) -> str:
     return text
 
 
+def format_duration(value: object) -> str:
+    """Wall time in words for prose: 83.4 -> "1 min 23 s", 42.0 -> "42 s", 4000 -> "1 h 6 min 40 s"."""
+    number = finite(value)
+    if number is None:
+        return "n/a"
+    whole = int(round(number))
+    hours, rest = divmod(whole, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if hours or minutes else []) + [f"{seconds} s"]
+    return " ".join(parts)
+
+
 def format_std(value: object) -> str:
     """A standard deviation (a fraction) in points without the unit: 0.0123 -> "1.2"; "—" when unknown.
 

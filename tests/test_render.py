@@ -374,7 +374,7 @@ def test_finetune_page_continues_transfer_and_compares_with_its_control(complete
     assert "## Compared with transfer" in finetune
     assert (f"**finetune vs transfer: {format_difference(difference.estimate)} points** (95% interval "
             f"{format_difference(difference.low)} to {format_difference(difference.high)}, paired by seed): finetune is better") in finetune
-    assert "What differs between them besides chance: finetune had 20 epochs of training in all, transfer 10." in finetune
+    assert "*What differs besides chance:* finetune had 20 epochs of training in all, transfer 10." in finetune
     assert "## Against the budget-matched control" in finetune and "**finetune vs transfer_extended:" in finetune
     assert "reference write-ups" not in finetune  # none of them fine-tunes
     assert "98%" not in finetune
@@ -847,8 +847,8 @@ def test_a_conclusion_that_rests_on_the_last_epoch_is_flagged(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", histories=histories)
     preprocessed = render_pages(run, tmp_path)["models/preprocessed.md"]
     assert "**preprocessed vs augmented: +4.0 points**" in preprocessed and "preprocessed is better" in preprocessed
-    assert ("Scored on the mean of each seed's last 3 epochs instead of its last epoch, the difference is +1.3 points, "
-            "which would not be a clear difference: this conclusion rests on one epoch.") in preprocessed
+    assert ("*Rests on one epoch:* scored on the mean of each seed's last 3 epochs instead of its last epoch, the difference "
+            "is +1.3 points, which would not be a clear difference.") in preprocessed
 
 
 def test_a_model_with_one_seed_says_its_interval_covers_the_images_only(tmp_path: Path):

@@ -248,12 +248,17 @@ def test_training_settings_default_to_the_training_section_and_are_hashed_per_mo
     assert config_hash(base, "baseline") != config_hash(study_wide, "baseline")
 
 
-def test_an_unset_training_section_setting_keeps_the_hash_of_earlier_runs():
-    from experiments.config import StudyConfig
-
-    assert config_hash(StudyConfig(), "baseline") == config_hash(load_config(), "baseline")
-    # the hash every run before per-model settings had: the new [training] keys at their defaults are not hashed
-    assert "optimizer" not in json.dumps(load_config().to_dict()["models"])
+def test_runs_made_before_per_model_settings_keep_their_hashes():
+    # the hashes these configs had before builders and per-model settings existed: the new
+    # [training] keys at their defaults, and unset model settings, are not hashed
+    configs = PROJECT_ROOT / "experiments" / "configs"
+    default = load_config()
+    assert config_hash(default).startswith("4ca1cca3d053")
+    assert config_hash(default, "baseline").startswith("21522d43e0")
+    backbones = load_config(configs / "compare-backbones.toml", {"data.data_dir": "/tmp"})  # the data folder is hashed
+    assert [config_hash(backbones, name)[:10] for name in ("cnn", "resnet", "mobilenet_finetune")] == [
+        "de71837e60", "362213c10d", "72e3948839"]
+    assert "optimizer" not in json.dumps(backbones.to_dict()["models"])
 
 
 @pytest.mark.parametrize(("setting", "message"), [
@@ -299,3 +304,52 @@ def test_a_builder_model_trains_resumes_its_hash_and_renders_on_the_smoke_preset
     assert rendered.returncode == 0, rendered.stderr[-3000:]
     page = (tmp_path / "docs" / "models" / "mine.md").read_text(encoding="utf-8")
     assert "A tiny network of our own" in page and "Conv2D" in page
+
+
+def test_a_checkpoint_of_a_builder_model_with_custom_layers_loads_back_with_its_optimizer_and_loss(tmp_path):
+    import keras
+    import numpy as np
+
+    from experiments.models import build_model, compile_model
+
+    custom = GOOD_BUILDER + '''
+
+@keras.saving.register_keras_serializable(package="own_models_test")
+class Doubled(layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+
+
+def build_custom(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.GlobalAveragePooling2D()(Doubled()(layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, layers.Dense(num_classes)(x))
+'''
+    config = load_config(_study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_custom"\n'
+                                          'optimizer = "adamw"\nlabel_smoothing = 0.2\n', builder=custom))
+    settings = config.training_settings("mine")
+    model = compile_model(build_model(config.recipe("mine"), (48, 48), 2), settings.learning_rate, settings=settings, steps_per_epoch=2)
+    images, labels = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32"), np.array([0, 1, 0, 1])
+    model.fit(images, labels, epochs=1, verbose=0)
+    model.save(tmp_path / "epoch-0001.keras")  # as the runner's checkpoint, which a resumed run loads
+    loaded = keras.models.load_model(tmp_path / "epoch-0001.keras")
+    assert type(loaded.optimizer).__name__ == "AdamW" and int(loaded.optimizer.iterations) == 1
+    assert loaded.loss.label_smoothing == pytest.approx(0.2)
+    assert np.allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    keras.backend.clear_session()
+
+
+def test_comparisons_name_differing_training_settings_and_a_builder_models_own_start():
+    from experiments.recipes import ModelRecipe
+    from report_builder.views import _recipe_traits, training_phrase
+
+    assert training_phrase({"optimizer": "adamw", "learning_rate": 0.0003}, ["optimizer", "learning_rate"]) == \
+        "AdamW optimizer, learning rate 0.0003"
+
+    class View:
+        name = "mine"
+        recipe = ModelRecipe("mine", "keras", builder="models.py:build", declared=True)
+
+    traits = _recipe_traits(View(), "none", {"mine": View()})
+    assert traits["start"] == "is built by the study's own models.py:build"
+    assert "random flips" not in traits["augment"]

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.backbones import BACKBONES, backbone_named
+from experiments.backbones import backbone_named
 from experiments.errors import ConfigError
 
 #: What each recipe makes, in words (the guide and `unknown recipe` errors quote these).
@@ -213,7 +213,8 @@ def parse_model(name: str, table: Any, origin: str) -> ModelRecipe:
         if key == "recipe":
             continue
         if key not in allowed:
-            raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(allowed)}")
+            written = [name for name in allowed if name != "builder_sha256"]  # recorded by load_config, not written by hand
+            raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(written)}")
         values[key] = _typed(owner, key, value, _KEY_TYPES[key])
     if recipe in CONTINUING_RECIPES and not values.get("continues"):
         raise ConfigError(f"{owner} in {origin}: a {recipe} model needs continues = \"<the model it starts from>\"")
@@ -392,7 +393,7 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
         return title, (lead + "Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 max pooling, "
                        f"then dropout ({recipe.dropout:g}) and a dense layer, trained from scratch.")
     if recipe.recipe == "transfer":
-        backbone = BACKBONES[recipe.backbone]
+        backbone = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
         lead = f"{_sentence(augmentation)} " if recipe.augment else ""
         return (f"Transfer learning on a frozen {backbone.display_name}",
                 f"{lead}The pixels are {backbone.preprocessing}; a {backbone.display_name} pre-trained on ImageNet, its weights "

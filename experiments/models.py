@@ -17,7 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from experiments.backbones import BACKBONES, build_backbone, preprocessing_layer
+from experiments.backbones import backbone_named, build_backbone, preprocessing_layer
 from experiments.config import ConfigError
 from experiments.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
 
@@ -67,7 +67,7 @@ def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_co
         x = _augmentation(x, seed) if recipe.augment else x
         outputs = _small_cnn(x, class_count, recipe.dropout)
     else:
-        backbone = BACKBONES[recipe.backbone]
+        backbone = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
         preprocess = preprocessing_layer(backbone)
         x = preprocess(inputs) if preprocess is not None else inputs
         x = _augmentation(x, seed) if recipe.augment else x

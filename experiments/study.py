@@ -519,7 +519,7 @@ def preflight(config: StudyConfig) -> None:
     message = network_message(network_needs(config))
     if message:
         log(message)
-    from experiments.backbones import BACKBONES, check_backbone_weights
+    from experiments.backbones import backbone_named, check_backbone_weights
 
     checked = set()
     for model_name in config.study.models:
@@ -527,7 +527,7 @@ def preflight(config: StudyConfig) -> None:
         weights = config.weights_of(model_name)
         if recipe.recipe != "transfer" or weights == "none" or (recipe.backbone, weights) in checked:
             continue
-        check_backbone_weights(BACKBONES[recipe.backbone], config.image_size, weights, model_name)
+        check_backbone_weights(backbone_named(recipe.backbone, f"models.{model_name}.backbone"), config.image_size, weights, model_name)
         checked.add((recipe.backbone, weights))
 
 

@@ -295,6 +295,33 @@ def build_backbone(backbone: Backbone, image_size: tuple[int, int], weights: str
     return base
 
 
+#: Layers per backbone, known for the four short names (the guide's table); others are counted once built.
+_LAYER_COUNTS: dict[str, int] = {"mobilenet_v2": 154, "efficientnetv2_b0": 270, "resnet50v2": 190, "convnext_tiny": 133}
+
+
+def layer_count(backbone: Backbone) -> int:
+    """How many layers the backbone has (what finetune's unfreeze_from_layer counts), built once
+    with random weights at its minimum side: the count does not depend on the input size."""
+    if backbone.name not in _LAYER_COUNTS:
+        import keras
+
+        side = max(backbone.minimum_side, 32)
+        _LAYER_COUNTS[backbone.name] = len(_application(backbone, (side, side), None).layers)
+        keras.backend.clear_session()
+    return _LAYER_COUNTS[backbone.name]
+
+
+def check_unfreeze_layer(backbone: Backbone, from_layer: int, key: str) -> None:
+    """ConfigError naming `key` when a finetune model's first layer to unfreeze is not a layer of
+    `backbone` (a negative one counts from the top): found before any training, not after its
+    source model has trained."""
+    count = layer_count(backbone)
+    first = from_layer if from_layer >= 0 else count + from_layer
+    if not 0 <= first < count:
+        raise ConfigError(f"{key} is {from_layer}, but the {backbone.display_name} backbone has {count} layers "
+                          f"(use 0 to {count - 1}, or -1 to -{count} to count from the top)")
+
+
 def check_backbone_weights(backbone: Backbone, image_size: tuple[int, int], weights: str, model_name: str) -> None:
     """Build the backbone once before any training, so a failed download or a wrong weights file
     stops the run before hours of work rather than after (ConfigError or DataError as

@@ -529,6 +529,15 @@ def preflight(config: StudyConfig) -> None:
             continue
         check_backbone_weights(backbone_named(recipe.backbone, f"models.{model_name}.backbone"), config.image_size, weights, model_name)
         checked.add((recipe.backbone, weights))
+    for model_name in config.study.models:  # a finetune model's layer to unfreeze from is one of its backbone's
+        recipe = config.recipe(model_name)
+        if recipe.recipe == "finetune":
+            from experiments.backbones import check_unfreeze_layer
+            from experiments.recipes import backbone_of
+
+            from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
+            key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
+            check_unfreeze_layer(backbone_named(backbone_of(model_name, config.models), key), from_layer, key)
 
 
 def check_builders(config: StudyConfig, image_size: tuple[int, int], class_count: int) -> None:

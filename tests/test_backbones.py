@@ -370,3 +370,25 @@ def test_a_named_backbone_loads_local_weights(tmp_path):
     assert all(np.array_equal(np.asarray(weight), value) for weight, value in zip(loaded.weights, values))
     with pytest.raises(ConfigError, match="does not hold MobileNet \\(no top\\) weights"):
         build_backbone(APPLICATIONS["MobileNet"], (32, 32), str(path), "m")
+
+
+def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
+    from experiments import backbones
+
+    monkeypatch.setattr(backbones, "_LAYER_COUNTS", {})
+    assert backbones.layer_count(BACKBONES["mobilenet_v2"]) == 154  # the guide's table, and the seeded count
+    assert backbones.layer_count(APPLICATIONS["MobileNetV3Small"]) > 100
+
+
+def test_an_unfreeze_layer_beyond_the_backbone_stops_the_run_before_training(write_config):
+    from experiments.config import load_config
+    from experiments.study import preflight
+
+    path = write_config('[study]\nmodels = ["m", "m_ft"]\n[data]\nsource = "synthetic"\nimage_size = [32, 32]\n'
+                        '[training]\nbase_weights = "none"\n'
+                        '[models.m]\nrecipe = "transfer"\nbackbone = "ResNet50V2"\n'
+                        '[models.m_ft]\nrecipe = "finetune"\ncontinues = "m"\nunfreeze_from_layer = -500\n')
+    config = load_config(path)
+    assert config.recipe("m").backbone == "ResNet50V2"
+    with pytest.raises(ConfigError, match=r"^models.m_ft.unfreeze_from_layer is -500, but the ResNet50V2 backbone has 190 layers"):
+        preflight(config)

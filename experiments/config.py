@@ -30,6 +30,7 @@ from experiments.recipes import (
     parse_models,
     recipe_for,
     split_builder,
+    variants_of,
     weights_of,
 )
 
@@ -546,8 +547,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if data_keys_overridden and "dataset" not in nested:
         config.dataset = DatasetSection()
     _apply(config, nested, "the command line")
+    expand_study_variants(config)
     locate_builders(config, config_path.parent)
     return validate(config)
+
+
+def expand_study_variants(config: StudyConfig) -> None:
+    """A name in study.models whose table has variants (a list of learning rates, ...) stands for
+    all of them, in order; a continuing model must name one variant, not the table."""
+    expanded: list[str] = []
+    for name in config.study.models:
+        variants = variants_of(name, config.models) if name not in config.models else []
+        expanded.extend(variants or [name])
+    config.study.models = expanded
+    for name, recipe in config.models.items():
+        if recipe.continues_model and variants_of(recipe.continues_model, config.models):
+            raise ConfigError(f"models.{name}.continues: {recipe.continues_model} has variants "
+                              f"({', '.join(variants_of(recipe.continues_model, config.models))}); name the one it continues")
 
 
 def locate_builders(config: StudyConfig, config_dir: Path) -> None:

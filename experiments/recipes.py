@@ -102,6 +102,7 @@ class ModelRecipe:
     batch_size: int | None = None
     schedule: str = ""
     declared: bool = False  # True when the config's [models.<name>] table declares it (not built in)
+    variant_of: str = ""  # the [models.<name>] table with lists of settings this model is one variant of
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as a `[models.<name>]` table would write it, every parameter of its
@@ -239,9 +240,54 @@ def builder_is_file(where: str) -> bool:
 
 
 def parse_models(tables: Any, origin: str) -> dict[str, ModelRecipe]:
+    """Every [models.<name>] table, a table with variants (a list for a setting) giving one model per variant."""
     if not isinstance(tables, dict):
         raise ConfigError(f"[models] in {origin} must hold one [models.<name>] table per model")
-    return {name: parse_model(name, table, origin) for name, table in tables.items()}
+    models: dict[str, ModelRecipe] = {}
+    for name, table in tables.items():
+        variants = expand_variants(name, table, origin)
+        for variant_name, variant_table in variants.items():
+            recipe = parse_model(variant_name, variant_table, origin)
+            models[variant_name] = dataclasses.replace(recipe, variant_of=name) if variant_name != name else recipe
+    return models
+
+
+#: The settings a model table may give as a list, one model per value (or per combination):
+#: `learning_rate = [1e-3, 3e-4]` makes models <name>-lr0.001 and <name>-lr0.0003.
+VARIANT_KEYS = {"learning_rate": "lr", "weight_decay": "wd", "label_smoothing": "ls", "batch_size": "bs", "epochs": "e",
+                "dropout": "drop", "optimizer": "", "schedule": "", "backbone": "", "pooling": "", "augment": "augment"}
+
+
+def expand_variants(name: str, table: Any, origin: str) -> dict[str, Any]:
+    """{name: table} for a table without lists among VARIANT_KEYS; else one table per combination
+    of their values, named <name>-<short key><value>... (lr0.0003, wd0.01, sgd, cosine, ...)."""
+    if not isinstance(table, dict):
+        return {name: table}
+    listed = [key for key in VARIANT_KEYS if isinstance(table.get(key), list)]
+    if not listed:
+        return {name: table}
+    for key in listed:
+        if not table[key] or len(set(map(repr, table[key]))) != len(table[key]):
+            raise ConfigError(f"models.{name}.{key} in {origin}: a list of variants needs distinct values, got {table[key]!r}")
+    variants: dict[str, Any] = {name: None}
+    for key in listed:
+        expanded: dict[str, Any] = {}
+        for base_name, base in variants.items():
+            for value in table[key]:
+                shown = f"{value:g}" if isinstance(value, float) else str(value).lower()
+                label = "no-augment" if key == "augment" and value is False else VARIANT_KEYS[key] + ("" if key == "augment" else shown)
+                expanded[f"{base_name}-{label}"] = {**(base or table), key: value}
+        variants = expanded
+    for variant in variants.values():
+        if variant.get("title"):
+            settings = ", ".join(f"{key.replace('_', ' ')} {variant[key]}" for key in listed)
+            variant["title"] = f"{variant['title']} ({settings})"
+    return variants
+
+
+def variants_of(name: str, declared: dict[str, ModelRecipe]) -> list[str]:
+    """The models a table with variants made of `name` (in declaration order), or [] if none."""
+    return [other for other, recipe in declared.items() if recipe.variant_of == name]
 
 
 # --------------------------------------------------------------------------- a study's models

@@ -353,3 +353,31 @@ def test_comparisons_name_differing_training_settings_and_a_builder_models_own_s
     traits = _recipe_traits(View(), "none", {"mine": View()})
     assert traits["start"] == "is built by the study's own models.py:build"
     assert "random flips" not in traits["augment"]
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def test_a_list_of_settings_expands_into_readably_named_variants_each_with_its_own_hash(tmp_path):
+    from report_builder.views import study_models
+
+    table = MINE + 'title = "Mine"\nlearning_rate = [1e-3, 3e-4]\noptimizer = ["adam", "sgd"]\n'
+    config = load_config(_study(tmp_path, table, models='["baseline", "mine"]'))
+    names = ["mine-lr0.001-adam", "mine-lr0.001-sgd", "mine-lr0.0003-adam", "mine-lr0.0003-sgd"]
+    assert config.study.models == ["baseline", *names]
+    assert config.recipe("mine-lr0.0003-sgd").title == "Mine (learning rate 0.0003, optimizer sgd)"
+    assert (config.training_settings("mine-lr0.0003-sgd").optimizer, config.training_settings("mine-lr0.0003-sgd").learning_rate) == (
+        "sgd", 0.0003)
+    assert len({config_hash(config, name) for name in names}) == 4
+    problems: list[str] = []  # the manifest's config reads back without the builder
+    assert [recipe.name for recipe in study_models(json.loads(json.dumps(config.to_dict())), problems)] == ["baseline", *names]
+    assert problems == []
+
+
+def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="a list of variants needs distinct values"):
+        load_config(_study(tmp_path, MINE + "learning_rate = [1e-3, 1e-3]\n"))
+    table = ('[models.t]\nrecipe = "transfer"\ndropout = [0.1, 0.3]\n'
+             '[models.ft]\nrecipe = "finetune"\ncontinues = "t"\n')
+    with pytest.raises(ConfigError, match=r"models.ft.continues: t has variants \(t-drop0.1, t-drop0.3\); name the one it continues"):
+        load_config(_study(tmp_path, table, models='["t", "ft"]'))

@@ -166,7 +166,7 @@ class StudyConfig:
                 settings = self.training_settings(source.name)
                 return dataclasses.replace(settings, batch_size=recipe.batch_size or self.data.batch_size,
                                            epochs=self.epoch_span(model_name)[1] - self.epoch_span(model_name)[0])
-        learning_rate = source.learning_rate if source.learning_rate is not None else None
+        learning_rate = source.learning_rate
         if recipe.recipe == "finetune":
             root = chain_root(model_name, self.models)
             base = recipe.learning_rate or root.learning_rate or training.learning_rate

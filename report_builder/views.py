@@ -582,7 +582,7 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
         traits["input"] = f"{backbone}'s own input scaling"
     elif recipe.recipe == "keras":  # the study's own code: the report knows only its declaration
         traits["start"] = f"is built by the study's own {recipe.builder}"
-        traits["input"] = "raw pixel values from 0 to 255, as its builder takes them"
+        traits["input"] = "raw pixels, scaled as its builder chooses"
         traits["augment"] = "whatever augmentation its builder adds"
         return traits
     elif recipe.continues_model:

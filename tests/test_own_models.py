@@ -381,3 +381,53 @@ def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_
              '[models.ft]\nrecipe = "finetune"\ncontinues = "t"\n')
     with pytest.raises(ConfigError, match=r"models.ft.continues: t has variants \(t-drop0.1, t-drop0.3\); name the one it continues"):
         load_config(_study(tmp_path, table, models='["t", "ft"]'))
+
+
+def test_a_killed_builder_model_with_custom_layers_resumes_with_every_epoch_once(tmp_path):
+    """SIGKILL a real run of a builder model (a custom layer, AdamW, cosine schedule, label
+    smoothing) after its second epoch, run the same command again: it resumes from the checkpoint."""
+    import signal
+    import time
+
+    custom = GOOD_BUILDER + '''
+
+@keras.saving.register_keras_serializable(package="own_models_kill")
+class Halved(layers.Layer):
+    def call(self, x):
+        return 0.5 * x
+
+
+def build_custom(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(16, 3, activation="relu")(Halved()(layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, layers.Dense(num_classes)(layers.GlobalAveragePooling2D()(x)))
+'''
+    path = _study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_custom"\noptimizer = "adamw"\n'
+                            'schedule = "cosine"\nlabel_smoothing = 0.1\nepochs = 5\n', builder=custom)
+    path.write_text(path.read_text(encoding="utf-8").replace("synthetic_train_per_class = 64", "synthetic_train_per_class = 320")
+                    .replace("image_size = [48, 48]", "image_size = [64, 64]"), encoding="utf-8")
+    command = run_cli_command("train", "--config", str(path), "--out", str(tmp_path / "out"))
+    run_folder = tmp_path / "out" / "own" / "models" / "mine" / "seed-7"
+    progress = run_folder / "checkpoint" / "progress.json"
+    process = subprocess.Popen(command, cwd=tmp_path, env=cli_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                if len(json.loads(progress.read_text())["epochs"]) >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = len(json.loads(progress.read_text())["epochs"])
+    assert 2 <= done_before < 5
+    resumed = subprocess.run(command, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming mine (seed 7) after epoch {done_before} of 5" in resumed.stderr
+    history = json.loads((run_folder / "history.json").read_text())["epochs"]
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]

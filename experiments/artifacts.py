@@ -677,18 +677,23 @@ class ModelSummary(Record):
     trainable_params: int
     non_trainable_params: int
     summary_text: str
+    # how the model trains (optimizer, learning_rate, weight_decay, label_smoothing, batch_size,
+    # epochs, schedule: experiments.config.TrainingSettings); absent in summaries written before
+    training: dict[str, Any] | None = None
 
     @classmethod
     def from_fields(cls, fields: Fields) -> ModelSummary:
         return cls(fields.text("model"), fields.text("title"), fields.text("description"),
                    [Layer.from_fields(item) for item in fields.children("layers")], fields.integer("total_params"),
-                   fields.integer("trainable_params"), fields.integer("non_trainable_params"), fields.text("summary_text"))
+                   fields.integer("trainable_params"), fields.integer("non_trainable_params"), fields.text("summary_text"),
+                   fields.mapping("training", optional=True) or None)
 
     def to_fields(self) -> dict[str, Any]:
+        extra = {"training": self.training} if self.training is not None else {}
         return {"model": self.model, "title": self.title, "description": self.description,
                 "layers": [layer.to_fields() for layer in self.layers], "total_params": self.total_params,
                 "trainable_params": self.trainable_params, "non_trainable_params": self.non_trainable_params,
-                "summary_text": self.summary_text}
+                "summary_text": self.summary_text, **extra}
 
 
 @dataclass(frozen=True)

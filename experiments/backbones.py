@@ -36,7 +36,14 @@ class Backbone:
     weights_folder: str  # under https://storage.googleapis.com/tensorflow/keras-applications/
     notop_file: str  # the no-top ImageNet file name, with {side} where it depends on the input size
     weights_sides: tuple[int, ...] = ()  # square sides with their own file; others get default_side's
-    default_side: int = 224
+    default_side: int = 224  # the input side it was trained on in ImageNet
+    # "tf" (x / 127.5 - 1), "torch" (ImageNet mean and standard deviation), "caffe" (RGB to BGR
+    # and ImageNet's BGR mean subtracted): what preprocess_input does, before the network; unused
+    # when preprocessing_inside
+    preprocess_mode: str = "tf"
+    preprocessing_argument: bool = True  # it takes include_preprocessing (EfficientNet B0-B7 always normalise)
+    url_file: str = ""  # the file name at the address, where it differs from the cached one (NASNet)
+    weights_base: str = ""  # the address's folder, where it is not under _APPLICATIONS (EfficientNet B0-B7)
 
     def weights_file(self, image_size: tuple[int, int]) -> str:
         """The name of the no-top ImageNet weights file keras.applications loads for `image_size`
@@ -48,7 +55,8 @@ class Backbone:
 
     def weights_url(self, image_size: tuple[int, int]) -> str:
         """The address keras.applications downloads that file from."""
-        return f"{_APPLICATIONS}{self.weights_folder}/{self.weights_file(image_size)}"
+        base = self.weights_base or f"{_APPLICATIONS}{self.weights_folder}/"
+        return f"{base}{self.url_file or self.weights_file(image_size)}"
 
 
 _SCALED_TO_UNIT = "scaled from [0, 255] to [-1, 1]"
@@ -109,12 +117,77 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+_TF = "scaled from [0, 255] to [-1, 1]"
+_TORCH = "scaled to [0, 1] and normalised with ImageNet's per-channel mean and standard deviation"
+_CAFFE = "turned from RGB to BGR order with ImageNet's mean pixel subtracted"
+_INSIDE = "normalised inside the network"
+
+
+def _keras_application(application: str, module: str, mode: str, folder: str, notop: str, side: int = 224, minimum: int = 32,
+                 normalisation: str = "BatchNormalization", **extra: Any) -> Backbone:
+    preprocessing = {"tf": _TF, "torch": _TORCH, "caffe": _CAFFE, "inside": _INSIDE}[mode]
+    return Backbone(name=application, display_name=application, application=application, preprocessing=preprocessing,
+                    minimum_side=minimum, module=module, normalisation=normalisation, preprocessing_inside=mode == "inside",
+                    weights_folder=folder, notop_file=notop, default_side=side,
+                    preprocess_mode=mode if mode != "inside" else "tf", **extra)
+
+
+def _resnet(application: str, v2: bool) -> Backbone:
+    stem = application.lower()
+    return _keras_application(application, "resnet_v2" if v2 else "resnet", "tf" if v2 else "caffe", "resnet",
+                        f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+
+_EFFICIENTNET_SIDES = {"B0": 224, "B1": 240, "B2": 260, "B3": 300, "B4": 380, "B5": 456, "B6": 528, "B7": 600}
+_EFFICIENTNETV2_SIDES = {"B0": 224, "B1": 240, "B2": 260, "B3": 300, "S": 384, "M": 480, "L": 480}
+
+#: Every keras.applications backbone, by its keras.applications name (ResNet50V2, ConvNeXtTiny,
+#: EfficientNetV2S, DenseNet121, ...): its preprocessing, ImageNet input side, minimum side and
+#: the no-top weights file keras.applications downloads. No TensorFlow needed to read it.
+APPLICATIONS: dict[str, Backbone] = {
+    backbone.name: backbone
+    for backbone in (
+        _keras_application("Xception", "xception", "tf", "xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     side=299, minimum=71),
+        _keras_application("VGG16", "vgg16", "caffe", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", normalisation="none"),
+        _keras_application("VGG19", "vgg19", "caffe", "vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", normalisation="none"),
+        *(_resnet(f"ResNet{depth}", False) for depth in (50, 101, 152)),
+        *(_resnet(f"ResNet{depth}V2", True) for depth in (50, 101, 152)),
+        _keras_application("InceptionV3", "inception_v3", "tf", "inception_v3",
+                     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", side=299, minimum=75),
+        _keras_application("InceptionResNetV2", "inception_resnet_v2", "tf", "inception_resnet_v2",
+                     "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", side=299, minimum=75),
+        _keras_application("MobileNet", "mobilenet", "tf", "mobilenet", "mobilenet_1_0_{side}_tf_no_top.h5",
+                     weights_sides=(128, 160, 192, 224)),
+        _keras_application("MobileNetV2", "mobilenet_v2", "tf", "mobilenet_v2",
+                     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{side}_no_top.h5", weights_sides=(96, 128, 160, 192, 224)),
+        _keras_application("MobileNetV3Small", "mobilenet_v3", "inside", "mobilenet_v3", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+        _keras_application("MobileNetV3Large", "mobilenet_v3", "inside", "mobilenet_v3", "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+        *(_keras_application(f"DenseNet{depth}", "densenet", "torch", "densenet", f"densenet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5")
+          for depth in (121, 169, 201)),
+        _keras_application("NASNetMobile", "nasnet", "tf", "nasnet", "nasnet_mobile_no_top.h5", url_file="NASNet-mobile-no-top.h5"),
+        _keras_application("NASNetLarge", "nasnet", "tf", "nasnet", "nasnet_large_no_top.h5", side=331, url_file="NASNet-large-no-top.h5"),
+        *(_keras_application(f"EfficientNet{size}", "efficientnet", "inside", "", f"efficientnet{size.lower()}_notop.h5", side=side,
+                       preprocessing_argument=False, weights_base="https://storage.googleapis.com/keras-applications/")
+          for size, side in _EFFICIENTNET_SIDES.items()),
+        *(_keras_application(f"EfficientNetV2{size}", "efficientnet_v2", "inside", "efficientnet_v2", f"efficientnetv2-{size.lower()}_notop.h5",
+                       side=side) for size, side in _EFFICIENTNETV2_SIDES.items()),
+        *(_keras_application(f"ConvNeXt{size}", "convnext", "inside", "convnext", f"convnext_{size.lower()}_notop.h5",
+                       normalisation="LayerNormalization") for size in ("Tiny", "Small", "Base", "Large", "XLarge")),
+    )
+}
+
+
 def backbone_named(name: str, owner: str) -> Backbone:
-    """The backbone called `name`; `owner` is the config key that named it, for the error."""
-    try:
+    """The backbone called `name`: one of the four short names (mobilenet_v2, efficientnetv2_b0,
+    resnet50v2, convnext_tiny) or any keras.applications name (ResNet50V2, ConvNeXtTiny, ...);
+    `owner` is the config key that named it, for the error."""
+    if isinstance(name, str) and name in BACKBONES:
         return BACKBONES[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"{owner}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
+    if isinstance(name, str) and name in APPLICATIONS:
+        return APPLICATIONS[name]
+    raise ConfigError(f"{owner}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}, or a keras.applications name: "
+                      f"{', '.join(APPLICATIONS)}")
 
 
 def preprocessing_layer(backbone: Backbone) -> Any:
@@ -125,9 +198,18 @@ def preprocessing_layer(backbone: Backbone) -> Any:
     layer it is the same arithmetic and saves and loads without Lambda deserialisation."""
     if backbone.preprocessing_inside:
         return None
-    from keras import layers
+    from keras import initializers, layers
 
-    return layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=f"{backbone.name}_preprocess")
+    name = f"{backbone.name}_preprocess"
+    if backbone.preprocess_mode == "torch":  # (x / 255 - mean) / std, per channel
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        return layers.Normalization(mean=[255.0 * value for value in mean], variance=[(255.0 * value) ** 2 for value in std],
+                                    name=name)
+    if backbone.preprocess_mode == "caffe":  # BGR order, ImageNet's BGR mean subtracted: a fixed 1x1 convolution
+        swap = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]  # (1, 1, in, out): output c takes input 2 - c
+        return layers.Conv2D(3, 1, kernel_initializer=initializers.Constant(swap),
+                             bias_initializer=initializers.Constant([-103.939, -116.779, -123.68]), trainable=False, name=name)
+    return layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=name)
 
 
 def _check_size(backbone: Backbone, image_size: tuple[int, int], model_name: str) -> None:
@@ -143,7 +225,7 @@ def _application(backbone: Backbone, image_size: tuple[int, int], weights: str |
     import keras
 
     arguments: dict[str, Any] = {"input_shape": (int(image_size[0]), int(image_size[1]), 3), "include_top": False, "weights": weights}
-    if backbone.preprocessing_inside:
+    if backbone.preprocessing_inside and backbone.preprocessing_argument:
         arguments["include_preprocessing"] = True
     return getattr(keras.applications, backbone.application)(**arguments)
 
@@ -211,6 +293,33 @@ def build_backbone(backbone: Backbone, image_size: tuple[int, int], weights: str
     if problem:
         raise ConfigError(f"model {model_name!r}: {weights} does not hold {backbone.display_name} (no top) weights: {problem}")
     return base
+
+
+#: Layers per backbone, known for the four short names (the guide's table); others are counted once built.
+_LAYER_COUNTS: dict[str, int] = {"mobilenet_v2": 154, "efficientnetv2_b0": 270, "resnet50v2": 190, "convnext_tiny": 133}
+
+
+def layer_count(backbone: Backbone) -> int:
+    """How many layers the backbone has (what finetune's unfreeze_from_layer counts), built once
+    with random weights at its minimum side: the count does not depend on the input size."""
+    if backbone.name not in _LAYER_COUNTS:
+        import keras
+
+        side = max(backbone.minimum_side, 32)
+        _LAYER_COUNTS[backbone.name] = len(_application(backbone, (side, side), None).layers)
+        keras.backend.clear_session()
+    return _LAYER_COUNTS[backbone.name]
+
+
+def check_unfreeze_layer(backbone: Backbone, from_layer: int, key: str) -> None:
+    """ConfigError naming `key` when a finetune model's first layer to unfreeze is not a layer of
+    `backbone` (a negative one counts from the top): found before any training, not after its
+    source model has trained."""
+    count = layer_count(backbone)
+    first = from_layer if from_layer >= 0 else count + from_layer
+    if not 0 <= first < count:
+        raise ConfigError(f"{key} is {from_layer}, but the {backbone.display_name} backbone has {count} layers "
+                          f"(use 0 to {count - 1}, or -1 to -{count} to count from the top)")
 
 
 def check_backbone_weights(backbone: Backbone, image_size: tuple[int, int], weights: str, model_name: str) -> None:

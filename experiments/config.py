@@ -19,7 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
-from experiments.recipes import BUILT_IN_NAMES, ModelRecipe, check_study_models, parse_models, recipe_for, weights_of
+from experiments.recipes import (
+    BUILT_IN_NAMES,
+    CONTINUING_RECIPES,
+    ModelRecipe,
+    builder_is_file,
+    chain_root,
+    check_study_models,
+    check_training_settings,
+    parse_models,
+    recipe_for,
+    split_builder,
+    variants_of,
+    weights_of,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
@@ -83,6 +96,11 @@ class TrainingSection:
     finetune_epochs: int = 10
     finetune_from_layer: int = 100
     finetune_learning_rate_factor: float = 0.1
+    # The optimizer every model trains with unless its [models.<name>] table sets its own:
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9) | rmsprop
+    weight_decay: float = 0.0  # decoupled weight decay of the optimizer (Keras's weight_decay)
+    label_smoothing: float = 0.0
+    schedule: str = "constant"  # constant | cosine (to 0 over the model's epochs) | step (x0.1 at 50% and 75%)
     verbose: str = "auto"
     # Where the numbers also go (experiments/tracking.py); none of them changes what is learned.
     tensorboard: bool = False  # event files per cell in <run>/tensorboard/<model>/seed-<seed>/
@@ -135,6 +153,36 @@ class StudyConfig:
         start = self.epoch_span(source)[1]
         return start, start + (recipe.epochs or self.training.finetune_epochs)
 
+    def training_settings(self, model_name: str) -> TrainingSettings:
+        """How `model_name` trains: its own settings, else the [training] (and data.batch_size)
+        values. A finetune model's learning rate is its own, else its chain's, times its factor;
+        a train_on model keeps the optimizer of the model it continues (the saved one)."""
+        recipe, training = self.recipe(model_name), self.training
+        source = recipe
+        if recipe.recipe == "train_on":  # the optimizer is the saved model's: that of the model it continues
+            while source.recipe == "train_on":
+                source = self.recipe(source.continues)
+            if source.recipe in CONTINUING_RECIPES:
+                settings = self.training_settings(source.name)
+                return dataclasses.replace(settings, batch_size=recipe.batch_size or self.data.batch_size,
+                                           epochs=self.epoch_span(model_name)[1] - self.epoch_span(model_name)[0])
+        learning_rate = source.learning_rate
+        if recipe.recipe == "finetune":
+            root = chain_root(model_name, self.models)
+            base = recipe.learning_rate or root.learning_rate or training.learning_rate
+            factor = training.finetune_learning_rate_factor if recipe.learning_rate_factor is None else recipe.learning_rate_factor
+            learning_rate = base * factor
+        first, last = self.epoch_span(model_name)
+        return TrainingSettings(
+            optimizer=source.optimizer or training.optimizer,
+            learning_rate=learning_rate if learning_rate is not None else training.learning_rate,
+            weight_decay=source.weight_decay if source.weight_decay is not None else training.weight_decay,
+            label_smoothing=source.label_smoothing if source.label_smoothing is not None else training.label_smoothing,
+            batch_size=recipe.batch_size or self.data.batch_size,
+            epochs=last - first,
+            schedule=source.schedule or training.schedule,
+        )
+
     def weights_of(self, model_name: str) -> str:
         """A transfer model's backbone weights: "imagenet", "none" or a file path."""
         return weights_of(self.recipe(model_name), self.training.base_weights)
@@ -153,6 +201,22 @@ class StudyConfig:
         return [self.study.seed + offset for offset in range(self.study.seeds)]
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How one model trains (StudyConfig.training_settings): recorded in its summary.json."""
+
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    label_smoothing: float
+    batch_size: int
+    epochs: int
+    schedule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 SECTIONS = {"study": StudySection, "dataset": DatasetSection, "data": DataSection, "training": TrainingSection}
 #: The data keys that say which images are read: overriding one of them on the command line
 #: clears the config file's [dataset] description (it would describe other images).
@@ -169,7 +233,8 @@ UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"
                  ("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
 # Keys added after runs were made: hashed only when set away from the value every earlier run had,
 # so adding them did not make finished runs look stale.
-ADDED_LATER = {("data", "synthetic_classes"): 2}
+ADDED_LATER = {("data", "synthetic_classes"): 2, ("training", "optimizer"): "adam", ("training", "weight_decay"): 0.0,
+               ("training", "label_smoothing"): 0.0, ("training", "schedule"): "constant"}
 # Keys only the models that continue transfer read; changing them leaves the other models' hash alone.
 FINETUNE_KEYS = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
                  ("training", "finetune_learning_rate_factor")}
@@ -315,6 +380,7 @@ def validate(config: StudyConfig) -> StudyConfig:
             f"training.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
             f"got {training.mixed_precision!r}"
         )
+    check_training_settings(training, "training")
     if training.verbose not in VERBOSE_CHOICES:
         raise ConfigError(f"training.verbose must be one of {', '.join(VERBOSE_CHOICES)}, got {training.verbose!r}")
     if not training.base_weights:
@@ -492,7 +558,60 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if data_keys_overridden and "dataset" not in nested:
         config.dataset = DatasetSection()
     _apply(config, nested, "the command line")
+    expand_study_variants(config)
+    locate_builders(config, config_path.parent)
     return validate(config)
+
+
+def expand_study_variants(config: StudyConfig) -> None:
+    """A name in study.models whose table has variants (a list of learning rates, ...) stands for
+    all of them, in order; a continuing model must name one variant, not the table."""
+    expanded: list[str] = []
+    for name in config.study.models:
+        variants = variants_of(name, config.models) if name not in config.models else []
+        expanded.extend(variants or [name])
+    config.study.models = expanded
+    for name, recipe in config.models.items():
+        if recipe.continues_model and variants_of(recipe.continues_model, config.models):
+            raise ConfigError(f"models.{name}.continues: {recipe.continues_model} has variants "
+                              f"({', '.join(variants_of(recipe.continues_model, config.models))}); name the one it continues")
+
+
+def locate_builders(config: StudyConfig, config_dir: Path) -> None:
+    """Record where each `keras` model's builder lives and a digest of its source file, without
+    importing it (the report builder loads configs too): a file path is relative to the config
+    file's folder, a module is looked up on sys.path. The digest is part of the model's hash, so
+    editing the file retrains the model. A file that cannot be read gets no digest here; the runner
+    stops on it before any training (experiments.builders.check_builders)."""
+    for name, recipe in list(config.models.items()):
+        if recipe.recipe != "keras":
+            continue
+        where, _ = split_builder(recipe.builder, f"models.{name}.builder")
+        path = (config_dir / where).resolve() if builder_is_file(where) else _module_file(where)
+        digest = ""
+        if path is not None:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                digest = ""
+        config.models[name] = dataclasses.replace(recipe, builder_file=str(path) if path is not None else "",
+                                                  builder_sha256=digest)
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of an importable module, found without importing it (or its packages)."""
+    from importlib.machinery import PathFinder
+
+    search: list[str] | None = None
+    spec = None
+    parts = module.split(".")
+    for depth in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin not in ("built-in", "frozen") else None
 
 
 def _dotted(config: StudyConfig, dotted_key: str) -> Any:

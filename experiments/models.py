@@ -9,6 +9,7 @@ continues, and `make_finetune_model` unfreezes the top of that model's backbone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import keras
 from keras import layers
 
 from experiments.artifacts import summary_text_named
-from experiments.backbones import BACKBONES, build_backbone, preprocessing_layer
+from experiments.backbones import backbone_named, build_backbone, preprocessing_layer
 from experiments.config import ConfigError
 from experiments.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
 
@@ -57,13 +58,17 @@ def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_co
         raise ValueError(f"the {recipe.name} model starts from a trained {recipe.continues} model, it is not built from scratch")
     if class_count < 2:
         raise ValueError(f"a classifier needs two or more classes, got {class_count}")
+    if recipe.recipe == "keras":
+        from experiments.builders import build_user_model
+
+        return build_user_model(recipe, image_size, class_count)
     inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
     if recipe.recipe == "small_cnn":
         x = _rescaling()(inputs) if recipe.rescale else inputs
         x = _augmentation(x, seed) if recipe.augment else x
         outputs = _small_cnn(x, class_count, recipe.dropout)
     else:
-        backbone = BACKBONES[recipe.backbone]
+        backbone = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
         preprocess = preprocessing_layer(backbone)
         x = preprocess(inputs) if preprocess is not None else inputs
         x = _augmentation(x, seed) if recipe.augment else x
@@ -109,13 +114,71 @@ def make_finetune_model(trained_model: keras.Model, from_layer: int, name: str =
     return keras.Model(trained_model.inputs, trained_model.outputs, name=name)
 
 
-def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> keras.Model:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
+@keras.saving.register_keras_serializable(package="experiments")
+class SparseCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of integer labels, from logits or probabilities, with label smoothing
+    (Keras's SparseCategoricalCrossentropy has none). Registered, so saved models load back."""
+
+    def __init__(self, from_logits: bool = True, label_smoothing: float = 0.0, name: str = "sparse_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        targets = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred, from_logits=self.from_logits,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
+
+
+def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int) -> Any:
+    """The learning rate of `schedule` over `total_steps` optimizer steps: "constant" (a float),
+    "cosine" (down to 0 at the last step) or "step" (x0.1 after half the steps, x0.01 after three quarters)."""
+    if schedule == "constant" or total_steps <= 0:
+        return learning_rate
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    if schedule == "step":
+        boundaries = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, [learning_rate, learning_rate * 0.1, learning_rate * 0.01])
+    raise ConfigError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def make_optimizer(name: str, learning_rate: Any, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """adam, adamw, sgd (momentum 0.9) or rmsprop, with decoupled `weight_decay` (0: none)."""
+    decay = weight_decay or None
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, weight_decay=decay)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate, weight_decay=decay)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False, settings: Any = None,
+                  steps_per_epoch: int = 0, from_logits: bool = True) -> keras.Model:
+    """Compile for integer labels. Without `settings` (experiments.config.TrainingSettings): Adam
+    at `learning_rate`, as every model trained before per-model settings existed. With them: their
+    optimizer, weight decay, label smoothing and schedule (over settings.epochs x `steps_per_epoch`
+    steps), at `learning_rate`. `from_logits` is False for a model that outputs probabilities."""
+    if settings is None:
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        smoothing = 0.0
+    else:
+        rate = learning_rate_schedule(settings.schedule, learning_rate, settings.epochs * steps_per_epoch)
+        optimizer = make_optimizer(settings.optimizer, rate, settings.weight_decay)
+        smoothing = settings.label_smoothing
+    if smoothing:
+        loss = SparseCrossEntropy(from_logits=from_logits, label_smoothing=smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
@@ -126,7 +189,7 @@ def set_precision(mode: str) -> str:
     return policy
 
 
-def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dict[str, Any]:
+def describe_model(model: keras.Model, recipe: ModelRecipe | None = None, settings: Any = None) -> dict[str, Any]:
     """Architecture and parameter counts for summary.json, of the study's model `recipe` (default:
     the built-in model of the Keras model's name; a train_on model trains the saved model object
     it continues on, under that model's name)."""
@@ -162,7 +225,12 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dic
                 "trainable_params": layer_trainable if layer.trainable else 0,
             }
         )
+    if recipe.recipe == "keras" and not recipe.description:
+        from experiments.builders import builder_docstring
+
+        recipe = dataclasses.replace(recipe, description=builder_docstring(recipe))
     title, description = describe(recipe)
+    extra = {"training": settings.to_dict()} if settings is not None else {}
     return {
         "model": name,
         "title": title,
@@ -172,6 +240,7 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None) -> dic
         "trainable_params": trainable,
         "non_trainable_params": frozen,
         "summary_text": summary_text_named("\n".join(lines), name),
+        **extra,
     }
 
 

@@ -14,17 +14,24 @@ models of the cats-vs-dogs study (`baseline`, `augmented`, `preprocessed`, `tran
     continues = "resnet"         # starts from that model's final weights, same seed
     unfreeze_from_layer = -40    # the last 40 layers of the backbone (BatchNorm stays frozen)
 
+    [models.mine]
+    recipe = "keras"
+    builder = "models.py:build"  # a file next to the config (or an importable module:function)
+    params = { width = 64 }      # passed on: build(input_shape, num_classes, width=64)
+    optimizer = "adamw"          # per-model training settings, else [training]'s
+
 No TensorFlow here: the report builder reads recipes too. experiments/models.py builds them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.backbones import BACKBONES, backbone_named
+from experiments.backbones import backbone_named
 from experiments.errors import ConfigError
 
 #: What each recipe makes, in words (the guide and `unknown recipe` errors quote these).
@@ -33,18 +40,28 @@ RECIPES = {
     "transfer": "a dense classifier on a frozen, ImageNet pre-trained backbone",
     "finetune": "a trained model with the top of its backbone unfrozen, trained on at a lower learning rate",
     "train_on": "a trained model trained on as it is, backbone still frozen: the budget-matched control for fine-tuning",
+    "keras": "your own Keras model, from a builder function in your code: build(input_shape, num_classes, **params)",
 }
 #: The recipes that start from another model's final weights (same seed) and continue its epoch numbering.
 CONTINUING_RECIPES = ("finetune", "train_on")
 #: The recipes whose model has a pre-trained backbone (a continuing model inherits its source's).
 BACKBONE_RECIPES = ("transfer", *CONTINUING_RECIPES)
 #: The keys a `[models.<name>]` table may set, per recipe (besides recipe, title and description).
+#: The training settings a model may set for itself; each left out takes the [training] (or
+#: [data], for batch_size) value. A train_on model keeps the optimizer of the model it continues.
+TRAINING_KEYS = ("optimizer", "learning_rate", "weight_decay", "label_smoothing", "batch_size", "schedule")
 RECIPE_KEYS = {
-    "small_cnn": ("augment", "rescale", "dropout", "epochs"),
-    "transfer": ("backbone", "weights", "augment", "pooling", "dropout", "epochs"),
-    "finetune": ("continues", "epochs", "unfreeze_from_layer", "learning_rate_factor"),
-    "train_on": ("continues", "epochs"),
+    "small_cnn": ("augment", "rescale", "dropout", "epochs", *TRAINING_KEYS),
+    "transfer": ("backbone", "weights", "augment", "pooling", "dropout", "epochs", *TRAINING_KEYS),
+    "finetune": ("continues", "epochs", "unfreeze_from_layer", "learning_rate_factor", *TRAINING_KEYS),
+    "train_on": ("continues", "epochs", "batch_size"),
+    # builder_sha256 is not written by hand: load_config records the builder file's digest there
+    # (so editing the file retrains the model), and the manifest keeps it.
+    "keras": ("builder", "params", "outputs", "epochs", *TRAINING_KEYS, "builder_sha256"),
 }
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step")
+OUTPUT_CHOICES = ("logits", "probabilities")
 POOLING_CHOICES = ("max", "average")
 #: The smallest square side the small CNN accepts: three 3x3 convolutions and two 2x2 poolings.
 SMALL_CNN_MINIMUM_SIDE = 18
@@ -72,14 +89,29 @@ class ModelRecipe:
     epochs: int = 0  # 0: training.epochs (small_cnn, transfer) or training.finetune_epochs (finetune, train_on)
     unfreeze_from_layer: int | None = None  # finetune: None = training.finetune_from_layer; negative counts from the top
     learning_rate_factor: float | None = None  # finetune: None = training.finetune_learning_rate_factor
+    builder: str = ""  # keras: "FILE.py:function" (relative to the config file) or "module:function"
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # keras: build(..., **params)
+    outputs: str = "logits"  # keras: "logits" or "probabilities" (the model ends in a softmax)
+    builder_sha256: str = ""  # keras: sha256 of the builder's source file, recorded by load_config
+    builder_file: str = ""  # keras: the builder's source file, resolved (not hashed: moving the project keeps runs)
+    # per-model training settings; None or "" takes the [training] / data.batch_size value
+    optimizer: str = ""
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    batch_size: int | None = None
+    schedule: str = ""
     declared: bool = False  # True when the config's [models.<name>] table declares it (not built in)
+    variant_of: str = ""  # the [models.<name>] table with lists of settings this model is one variant of
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as a `[models.<name>]` table would write it, every parameter of its
         recipe spelled out (for the manifest, which parse_model reads back, and for the hash)."""
         values = dataclasses.asdict(self)
         keys = [key for key in ("title", "description") if values[key]] + list(RECIPE_KEYS[self.recipe])
-        return {"recipe": self.recipe, **{key: values[key] for key in keys if values[key] is not None}}
+        # unset training settings are left out, so that a model's hash is what it was before they existed
+        unset = {key for key in TRAINING_KEYS if values[key] in (None, "")}
+        return {"recipe": self.recipe, **{key: values[key] for key in keys if values[key] is not None and key not in unset}}
 
     @property
     def continues_model(self) -> str | None:
@@ -139,6 +171,13 @@ def _typed(owner: str, key: str, value: Any, expected: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
             raise ConfigError(f"{owner}.{key} must be a finite number, got {value!r}")
         value = float(value)
+    elif expected is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{owner}.{key} must be a table of keys and values, got {value!r}")
+        try:  # it is hashed and recorded in the manifest: plain JSON values only (no TOML dates)
+            value = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{owner}.{key} may hold only strings, numbers, booleans, lists and tables, got {value!r}") from None
     elif not isinstance(value, str):
         raise ConfigError(f"{owner}.{key} must be a string, got {value!r}")
     return value
@@ -146,7 +185,9 @@ def _typed(owner: str, key: str, value: Any, expected: type) -> Any:
 
 _KEY_TYPES = {"augment": bool, "rescale": bool, "backbone": str, "weights": str, "pooling": str, "dropout": float,
               "continues": str, "epochs": int, "unfreeze_from_layer": int, "learning_rate_factor": float,
-              "title": str, "description": str}
+              "title": str, "description": str, "builder": str, "params": dict, "outputs": str, "builder_sha256": str,
+              "optimizer": str, "learning_rate": float, "weight_decay": float, "label_smoothing": float,
+              "batch_size": int, "schedule": str}
 
 
 def check_name(name: str, owner: str) -> None:
@@ -173,17 +214,80 @@ def parse_model(name: str, table: Any, origin: str) -> ModelRecipe:
         if key == "recipe":
             continue
         if key not in allowed:
-            raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(allowed)}")
+            written = [name for name in allowed if name != "builder_sha256"]  # recorded by load_config, not written by hand
+            raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(written)}")
         values[key] = _typed(owner, key, value, _KEY_TYPES[key])
     if recipe in CONTINUING_RECIPES and not values.get("continues"):
         raise ConfigError(f"{owner} in {origin}: a {recipe} model needs continues = \"<the model it starts from>\"")
+    if recipe == "keras":
+        split_builder(values.get("builder"), f"{owner}.builder in {origin}")
     return ModelRecipe(name=name, recipe=recipe, declared=True, **values)
 
 
+def split_builder(builder: Any, owner: str) -> tuple[str, str]:
+    """("models.py", "build") or ("package.module", "build") from a builder = "...:function"
+    value; ConfigError naming `owner` otherwise. Nothing is imported."""
+    where, _, function = builder.rpartition(":") if isinstance(builder, str) else ("", "", "")
+    if not where or not function.isidentifier():
+        raise ConfigError(f'{owner} must be "FILE.py:function" (a file relative to the config file) or '
+                          f'"module:function" (an importable module), got {builder!r}')
+    return where, function
+
+
+def builder_is_file(where: str) -> bool:
+    """Whether a builder's place is a file path rather than a dotted module name."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
 def parse_models(tables: Any, origin: str) -> dict[str, ModelRecipe]:
+    """Every [models.<name>] table, a table with variants (a list for a setting) giving one model per variant."""
     if not isinstance(tables, dict):
         raise ConfigError(f"[models] in {origin} must hold one [models.<name>] table per model")
-    return {name: parse_model(name, table, origin) for name, table in tables.items()}
+    models: dict[str, ModelRecipe] = {}
+    for name, table in tables.items():
+        variants = expand_variants(name, table, origin)
+        for variant_name, variant_table in variants.items():
+            recipe = parse_model(variant_name, variant_table, origin)
+            models[variant_name] = dataclasses.replace(recipe, variant_of=name) if variant_name != name else recipe
+    return models
+
+
+#: The settings a model table may give as a list, one model per value (or per combination):
+#: `learning_rate = [1e-3, 3e-4]` makes models <name>-lr0.001 and <name>-lr0.0003.
+VARIANT_KEYS = {"learning_rate": "lr", "weight_decay": "wd", "label_smoothing": "ls", "batch_size": "bs", "epochs": "e",
+                "dropout": "drop", "optimizer": "", "schedule": "", "backbone": "", "pooling": "", "augment": "augment"}
+
+
+def expand_variants(name: str, table: Any, origin: str) -> dict[str, Any]:
+    """{name: table} for a table without lists among VARIANT_KEYS; else one table per combination
+    of their values, named <name>-<short key><value>... (lr0.0003, wd0.01, sgd, cosine, ...)."""
+    if not isinstance(table, dict):
+        return {name: table}
+    listed = [key for key in VARIANT_KEYS if isinstance(table.get(key), list)]
+    if not listed:
+        return {name: table}
+    for key in listed:
+        if not table[key] or len(set(map(repr, table[key]))) != len(table[key]):
+            raise ConfigError(f"models.{name}.{key} in {origin}: a list of variants needs distinct values, got {table[key]!r}")
+    variants: dict[str, Any] = {name: None}
+    for key in listed:
+        expanded: dict[str, Any] = {}
+        for base_name, base in variants.items():
+            for value in table[key]:
+                shown = f"{value:g}" if isinstance(value, float) else str(value).lower()
+                label = "no-augment" if key == "augment" and value is False else VARIANT_KEYS[key] + ("" if key == "augment" else shown)
+                expanded[f"{base_name}-{label}"] = {**(base or table), key: value}
+        variants = expanded
+    for variant in variants.values():
+        if variant.get("title"):
+            settings = ", ".join(f"{key.replace('_', ' ')} {variant[key]}" for key in listed)
+            variant["title"] = f"{variant['title']} ({settings})"
+    return variants
+
+
+def variants_of(name: str, declared: dict[str, ModelRecipe]) -> list[str]:
+    """The models a table with variants made of `name` (in declaration order), or [] if none."""
+    return [other for other, recipe in declared.items() if recipe.variant_of == name]
 
 
 # --------------------------------------------------------------------------- a study's models
@@ -232,6 +336,9 @@ def check_study_models(models: list[str], declared: dict[str, ModelRecipe], imag
             raise ConfigError(f"models.{name}.epochs must be a positive integer (0: the [training] value), got {recipe.epochs}")
         if recipe.learning_rate_factor is not None and not 0.0 < recipe.learning_rate_factor <= 1.0:
             raise ConfigError(f"models.{name}.learning_rate_factor must be in (0, 1], got {recipe.learning_rate_factor}")
+        check_training_settings(recipe, f"models.{name}")
+        if recipe.recipe == "keras" and recipe.outputs not in OUTPUT_CHOICES:
+            raise ConfigError(f"models.{name}.outputs must be one of {', '.join(OUTPUT_CHOICES)}, got {recipe.outputs!r}")
         source = recipe.continues_model
         if source is not None:
             if source not in models[:position]:
@@ -244,8 +351,33 @@ def check_study_models(models: list[str], declared: dict[str, ModelRecipe], imag
             raise ConfigError(f"data.image_size {image_size} is too small for model {name!r}, which needs at least {side}x{side}")
 
 
+def check_training_settings(settings: Any, owner: str) -> None:
+    """The training settings of a model (or of the [training] section): known optimizer and
+    schedule, a positive learning rate and batch size, weight decay of 0 or more, label
+    smoothing in [0, 1). Unset ones (None, "") are not checked."""
+    optimizer, schedule = getattr(settings, "optimizer", ""), getattr(settings, "schedule", "")
+    if optimizer and optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{owner}.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if schedule and schedule not in SCHEDULES:
+        raise ConfigError(f"{owner}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    learning_rate = getattr(settings, "learning_rate", None)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError(f"{owner}.learning_rate must be a positive number, got {learning_rate}")
+    weight_decay = getattr(settings, "weight_decay", None)
+    if weight_decay is not None and not weight_decay >= 0:
+        raise ConfigError(f"{owner}.weight_decay must be 0 or more, got {weight_decay}")
+    label_smoothing = getattr(settings, "label_smoothing", None)
+    if label_smoothing is not None and not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"{owner}.label_smoothing must be at least 0 and below 1, got {label_smoothing}")
+    batch_size = getattr(settings, "batch_size", None)
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"{owner}.batch_size must be a positive integer, got {batch_size}")
+
+
 def minimum_side(name: str, declared: dict[str, ModelRecipe]) -> int:
     root = chain_root(name, declared)
+    if root.recipe == "keras":
+        return 1  # the builder's model says what it accepts; the runner checks it before training
     if root.recipe == "small_cnn":
         return SMALL_CNN_MINIMUM_SIDE
     return backbone_named(root.backbone, f"models.{root.name}.backbone").minimum_side
@@ -307,12 +439,18 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
         return title, (lead + "Three 3x3 convolutions (32, 32 and 64 filters, ReLU), the first two each followed by 2x2 max pooling, "
                        f"then dropout ({recipe.dropout:g}) and a dense layer, trained from scratch.")
     if recipe.recipe == "transfer":
-        backbone = BACKBONES[recipe.backbone]
+        backbone = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
         lead = f"{_sentence(augmentation)} " if recipe.augment else ""
         return (f"Transfer learning on a frozen {backbone.display_name}",
                 f"{lead}The pixels are {backbone.preprocessing}; a {backbone.display_name} pre-trained on ImageNet, its weights "
                 f"frozen, turns each image into features; a global {recipe.pooling} pooling and dropout ({recipe.dropout:g}) "
                 "feed a dense classifier, the only layer that trains.")
+    if recipe.recipe == "keras":
+        arguments = "".join(f", {key}={value!r}" for key, value in recipe.params.items())
+        ending = "probabilities (a softmax)" if recipe.outputs == "probabilities" else "logits"
+        return (f"Your own model, {recipe.name}",
+                f"A Keras model built by {recipe.builder}(input_shape, num_classes{arguments}) from the study's own code; "
+                f"it takes pixel values from 0 to 255 and outputs {ending}.")
     if recipe.recipe == "finetune":
         return (f"Fine-tuning {recipe.continues}",
                 f"Starting from the trained {recipe.continues} model, the top layers of its pre-trained backbone are unfrozen "

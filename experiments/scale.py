@@ -424,7 +424,7 @@ def prepare_job(spec: WorkerSpec) -> Manifest:
     the decoded-image cache the other workers then open), dataset.json and the data figures.
     Returns the manifest's header."""
     from experiments.images import summarize_skipped
-    from experiments.study import preflight, study_header, write_data_figures
+    from experiments.study import check_builders, preflight, study_header, write_data_figures
 
     with _CELL_LOCK:
         if spec.quiet:
@@ -436,6 +436,7 @@ def prepare_job(spec: WorkerSpec) -> Manifest:
         log(f"Reading data ({config.data.source}) in {worker_name()}...")
         context = worker_context(spec)
         data, run = context.data, context.run
+        check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
         if data.skipped:
             log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import os
 import platform
 import socket
@@ -238,11 +239,15 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
 
     training = config.training
     recipe = config.recipe(model_name)
+    settings = config.training_settings(model_name)
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     first_epoch, last_epoch = config.epoch_span(model_name)
     source = recipe.continues_model
     if source is None:
         model = build_model(recipe, data.image_size, len(data.class_names), config.weights_of(model_name), seed)
-        return compile_model(model, training.learning_rate, training.jit_compile), first_epoch, last_epoch
+        compile_model(model, settings.learning_rate, training.jit_compile, settings, steps_per_epoch,
+                      from_logits=recipe.outputs != "probabilities")
+        return model, first_epoch, last_epoch
     source_file = run.seed_run(source, seed).model_file
     if not source_file.is_file():
         raise StudyFailed(f"{model_name} starts from the trained {source} model for seed {seed}, but {source_file} is missing")
@@ -251,10 +256,20 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
         # learning rate and optimizer state), trained on for its epochs
         return load_trained_model(source_file), first_epoch, last_epoch
     from_layer = training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
-    factor = training.finetune_learning_rate_factor if recipe.learning_rate_factor is None else recipe.learning_rate_factor
     model = make_finetune_model(load_trained_model(source_file), from_layer, model_name)
-    compile_model(model, training.learning_rate * factor, training.jit_compile)
+    compile_model(model, settings.learning_rate, training.jit_compile, settings, steps_per_epoch)
     return model, first_epoch, last_epoch
+
+
+def as_logits(config: StudyConfig, model_name: str, outputs: Any) -> Any:
+    """A model's outputs as logits: a keras model that outputs probabilities gives their logarithm
+    (softmax of it is the same probabilities)."""
+    import numpy as np
+
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if config.recipe(model_name).outputs == "probabilities":
+        return np.log(np.clip(outputs, 1e-12, None))
+    return outputs
 
 
 def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
@@ -288,7 +303,9 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     policy = set_precision(precision)
     keras.utils.set_random_seed(seed)
     model, first_epoch, last_epoch = build_for_training(config, run, data, model_name, seed)
-    ModelSummary.from_fields(Fields(describe_model(model, config.recipe(model_name)), run.summary(model_name))).write(run.summary(model_name))
+    settings = config.training_settings(model_name)
+    ModelSummary.from_fields(Fields(describe_model(model, config.recipe(model_name), settings),
+                                    run.summary(model_name))).write(run.summary(model_name))
     earlier_epochs, _ = load_progress(seed_run)
     state = RunState(model_name, seed, **expected, status=PARTIAL, epochs_completed=len(earlier_epochs),
                      epochs_planned=last_epoch - first_epoch, precision=policy, started_at=_now_precise())
@@ -303,8 +320,8 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     result = fit(
         model,
         seed_run,
-        make_dataset(data.train, config.data.batch_size, shuffle=True, seed=seed),
-        make_dataset(data.validation, config.data.batch_size, shuffle=False, seed=seed),
+        make_dataset(data.train, settings.batch_size, shuffle=True, seed=seed),
+        make_dataset(data.validation, settings.batch_size, shuffle=False, seed=seed),
         state,
         first_epoch=first_epoch,
         last_epoch=last_epoch,
@@ -327,12 +344,11 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
 def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run: SeedRun, model, epoch: int) -> ValidationPredictions:
     """Write what `model` (a run's final weights, those that are scored) predicts for every
     validation image: the report's paired comparisons score models on the same images from it."""
-    import numpy as np
-
     from experiments.training import softmax
 
-    logits = model.predict(make_dataset(data.validation, config.data.batch_size, shuffle=False, seed=0), verbose=0)
-    probabilities = softmax(np.asarray(logits, dtype=np.float64))
+    outputs = model.predict(make_dataset(data.validation, config.data.batch_size, shuffle=False, seed=0), verbose=0)
+    logits = as_logits(config, seed_run.model_name, outputs)
+    probabilities = softmax(logits)
     predicted = probabilities.argmax(axis=1)
     record = ValidationPredictions(
         model=seed_run.model_name, seed=seed_run.seed, epoch=epoch, files_sha256=files_digest(data.validation.files),
@@ -396,10 +412,14 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
             f"the chosen model's file {model_path} is missing, so it cannot be evaluated on the test split; "
             "run again with --force to retrain it"
         )
+    if config.recipe(chosen).recipe == "keras":  # its custom layers, if any, register as it is imported
+        from experiments.builders import load_builder
+
+        load_builder(config.recipe(chosen))
     model = load_trained_model(model_path)
     test_dataset = make_dataset(data.test, config.data.batch_size, shuffle=False, seed=0)
     loss, _ = model.evaluate(test_dataset, verbose=0)
-    logits = model.predict(test_dataset, verbose=0).astype(np.float64)
+    logits = as_logits(config, chosen, model.predict(test_dataset, verbose=0))
     probabilities = softmax(logits)
     predicted = np.argmax(probabilities, axis=1)
     class_count = len(data.class_names)
@@ -504,7 +524,7 @@ def preflight(config: StudyConfig) -> None:
     message = network_message(network_needs(config))
     if message:
         log(message)
-    from experiments.backbones import BACKBONES, check_backbone_weights
+    from experiments.backbones import backbone_named, check_backbone_weights
 
     checked = set()
     for model_name in config.study.models:
@@ -512,8 +532,26 @@ def preflight(config: StudyConfig) -> None:
         weights = config.weights_of(model_name)
         if recipe.recipe != "transfer" or weights == "none" or (recipe.backbone, weights) in checked:
             continue
-        check_backbone_weights(BACKBONES[recipe.backbone], config.image_size, weights, model_name)
+        check_backbone_weights(backbone_named(recipe.backbone, f"models.{model_name}.backbone"), config.image_size, weights, model_name)
         checked.add((recipe.backbone, weights))
+    for model_name in config.study.models:  # a finetune model's layer to unfreeze from is one of its backbone's
+        recipe = config.recipe(model_name)
+        if recipe.recipe == "finetune":
+            from experiments.backbones import check_unfreeze_layer
+            from experiments.recipes import backbone_of
+
+            from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
+            key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
+            check_unfreeze_layer(backbone_named(backbone_of(model_name, config.models), key), from_layer, key)
+
+
+def check_builders(config: StudyConfig, image_size: tuple[int, int], class_count: int) -> None:
+    """Build every model of the study's own code once (experiments.builders.check_builders)."""
+    if any(config.recipe(name).recipe == "keras" for name in config.study.models):
+        from experiments.builders import check_builders as check
+
+        log("Checking the builders of the study's own models...")
+        check(config, image_size, class_count)
 
 
 def frozen_backbone(config: StudyConfig, model_name: str) -> bool:
@@ -1066,6 +1104,7 @@ def _run_study(run: RunFolder, config: StudyConfig, force: bool, *, share: Colle
     if data.skipped:
         log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
     log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
+    check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
     data.describe().write(run.dataset)
     write_data_figures(run, data, config.study.seed)
     manifest = ManifestWriter(run, config, started)

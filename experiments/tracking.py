@@ -142,7 +142,7 @@ def network_needs(config: StudyConfig, is_cached: Callable[[Path], bool] = Path.
             "the image archive", config.data.url,
             "--data-dir DIR (a folder with train/<class>/ and validation/<class>/ images, for example the archive "
             "unpacked on a machine that is online), or --dataset synthetic"))
-    from experiments.backbones import BACKBONES
+    from experiments.backbones import backbone_named
     from experiments.recipes import chain_root
 
     downloads: dict[str, list[str]] = {}  # backbone -> the models built on its downloaded weights
@@ -151,7 +151,7 @@ def network_needs(config: StudyConfig, is_cached: Callable[[Path], bool] = Path.
         if root.recipe == "transfer" and config.weights_of(root.name) == "imagenet":
             downloads.setdefault(root.backbone, []).append(model_name)
     for backbone_name, models in downloads.items():
-        backbone = BACKBONES[backbone_name]
+        backbone = backbone_named(backbone_name, "backbone")
         name = backbone.weights_file(config.image_size)
         if is_cached(weights_cache_path(name)):
             continue

@@ -39,7 +39,7 @@ from experiments.artifacts import (
     parse_seed_folder,
     summary_text_named,
 )
-from experiments.backbones import BACKBONES
+from experiments.backbones import APPLICATIONS, BACKBONES
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
 from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, recipe_for
@@ -122,6 +122,7 @@ class ModelView:
     missing_seeds: list[int] = field(default_factory=list)
     accuracy: obs.Spread | None = None  # each seed's last-epoch validation accuracy: count, mean, std
     precision: str | None = None
+    training: dict[str, Any] | None = None  # summary.json's optimizer, learning rate, ... (absent before they were recorded)
     comparison: PairedComparison | None = None  # against the previous model in study order
     lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
     correct: np.ndarray | None = field(default=None, repr=False)  # (seeds, validation images): right or wrong
@@ -583,10 +584,16 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
         recipe = by_name[recipe.continues_model].recipe
     traits: dict[str, str] = {}
     if recipe.recipe == "transfer":
-        backbone = BACKBONES[recipe.backbone].display_name if recipe.backbone in BACKBONES else recipe.backbone
+        known = BACKBONES.get(recipe.backbone) or APPLICATIONS.get(recipe.backbone)
+        backbone = known.display_name if known else recipe.backbone
         weights = recipe.weights or base_weights or ""
         traits["start"] = f"starts from a {backbone} with random weights" if weights == "none" else f"starts from a {backbone} pre-trained on ImageNet"
         traits["input"] = f"{backbone}'s own input scaling"
+    elif recipe.recipe == "keras":  # the study's own code: the report knows only its declaration
+        traits["start"] = f"is built by the study's own {recipe.builder}"
+        traits["input"] = "raw pixels, scaled as its builder chooses"
+        traits["augment"] = "whatever augmentation its builder adds"
+        return traits
     elif recipe.continues_model:
         traits["start"] = f"continues {recipe.continues_model}'s runs"
         traits["input"] = f"{recipe.continues_model}'s input"
@@ -613,7 +620,31 @@ def confounds(first: ModelView, second: ModelView, base_weights: str | None = No
         notes.append(f"{first.name} had {first_range[1]} epochs of training in all, {second.name} {second_range[1]}")
     if first.precision and second.precision and first.precision != second.precision:
         notes.append(f"{first.name} trained in {first.precision}, {second.name} in {second.precision}")
+    if first.training and second.training:
+        differing = [key for key in TRAINING_PHRASES if first.training.get(key) != second.training.get(key)]
+        if differing:
+            notes.append(f"{first.name} trained with {training_phrase(first.training, differing)}, "
+                         f"{second.name} with {training_phrase(second.training, differing)}")
     return notes
+
+
+#: How summary.json's training settings read in a sentence (those that differ between two models).
+TRAINING_PHRASES = {"optimizer": "{} optimizer", "learning_rate": "learning rate {:g}", "schedule": "{} schedule",
+                    "weight_decay": "weight decay {:g}", "label_smoothing": "label smoothing {:g}", "batch_size": "batches of {}"}
+
+
+def training_phrase(training: dict[str, Any], keys: list[str]) -> str:
+    """`keys` of a model's training settings in words: "AdamW optimizer, learning rate 0.0003"."""
+    names = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum 0.9)", "rmsprop": "RMSprop"}
+    parts = []
+    for key in keys:
+        value = training.get(key)
+        value = names.get(value, value) if key == "optimizer" else value
+        try:
+            parts.append(TRAINING_PHRASES[key].format(value))
+        except (TypeError, ValueError):
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts)
 
 
 def _trait_phrase(key: str, value: str) -> str:
@@ -793,6 +824,7 @@ def _model_view(
         next=names[index + 1] if index + 1 < len(names) else None,
         validation_accuracy=finite(validation.accuracy) if validation else None,
         selection_score=finite(selection_score),
+        training=summary.training if summary else None,
     )
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.backbones import BACKBONES, backbone_named, build_backbone, check_backbone_weights, preprocessing_layer
+from experiments.backbones import APPLICATIONS, BACKBONES, backbone_named, build_backbone, check_backbone_weights, preprocessing_layer
 from experiments.errors import ConfigError, UserError
 from tests.conftest import PROJECT_ROOT, SHARED
 
@@ -68,9 +68,11 @@ def test_an_unknown_backbone_names_its_key_and_the_known_ones():
     assert backbone_named("resnet50v2", "models.resnet.backbone") is BACKBONES["resnet50v2"]
     with pytest.raises(ConfigError) as caught:
         backbone_named("resnet18", "models.resnet.backbone")
-    assert str(caught.value) == (
-        "models.resnet.backbone: unknown backbone 'resnet18'; known: mobilenet_v2, efficientnetv2_b0, resnet50v2, convnext_tiny"
+    assert str(caught.value).startswith(
+        "models.resnet.backbone: unknown backbone 'resnet18'; known: mobilenet_v2, efficientnetv2_b0, resnet50v2, convnext_tiny, "
+        "or a keras.applications name: Xception, VGG16, VGG19, ResNet50, "
     )
+    assert "ConvNeXtXLarge" in str(caught.value) and "\n" not in str(caught.value)
     assert isinstance(caught.value, UserError)
 
 
@@ -273,3 +275,120 @@ def test_the_real_mobilenet_weights_load_and_fit_no_other_backbone():
             build_backbone(BACKBONES[name], (32, 32), str(REAL_WEIGHTS), "other")
         assert str(caught.value).startswith(f"model 'other': {REAL_WEIGHTS} does not hold {BACKBONES[name].display_name} (no top) weights: ")
         keras.backend.clear_session()
+
+
+# --------------------------------------------------------------------------- any keras.applications backbone by name
+
+#: Small enough to build on two CPU cores in seconds; the others are in the slow test below.
+SMALL_APPLICATIONS = ["MobileNetV3Small", "ResNet50", "Xception"]
+
+
+def test_every_named_backbone_is_a_keras_application_and_the_short_names_keep_working():
+    import keras
+
+    for name, backbone in APPLICATIONS.items():
+        assert backbone_named(name, "models.m.backbone") is backbone
+        assert callable(getattr(keras.applications, backbone.application)), name
+        assert hasattr(getattr(keras.applications, backbone.module), "preprocess_input"), name
+        assert backbone.preprocessing and backbone.default_side >= 224 and backbone.minimum_side >= 32
+    for name in BACKBONES:
+        assert backbone_named(name, "models.m.backbone") is BACKBONES[name]
+    assert (APPLICATIONS["EfficientNetV2S"].default_side, APPLICATIONS["Xception"].minimum_side) == (384, 71)
+
+
+def _small_side(backbone):
+    return max(backbone.minimum_side, 32)
+
+
+@pytest.mark.parametrize("name", SMALL_APPLICATIONS)
+def test_named_backbones_build_as_transfer_models_with_random_weights_at_a_small_size(name):
+    from experiments.models import build_model, make_finetune_model
+    from experiments.recipes import ModelRecipe
+
+    side = _small_side(APPLICATIONS[name])
+    model = build_model(ModelRecipe("m", "transfer", backbone=name, declared=True), (side, side), 3, "none", seed=1)
+    assert model.output_shape == (None, 3)
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    assert 0 < trainable < 20_000  # only the dense head trains
+    assert model.predict(_pixels((2, side, side, 3)), verbose=0).shape == (2, 3)
+    finetuned = make_finetune_model(model, -5, "m_finetune")
+    assert sum(int(np.prod(weight.shape)) for weight in finetuned.trainable_weights) > trainable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(APPLICATIONS) - set(SMALL_APPLICATIONS)))
+def test_every_other_named_backbone_builds_with_random_weights(name):
+    backbone = APPLICATIONS[name]
+    side = _small_side(backbone)
+    base = build_backbone(backbone, (side, side), "none", "m")
+    assert base.input_shape == (None, side, side, 3) and len(base.output_shape) == 4
+
+
+@pytest.mark.parametrize("name", ["ResNet50", "VGG16", "DenseNet121", "Xception", "NASNetMobile"])
+def test_a_named_backbones_preprocessing_layer_matches_its_preprocess_input(name):
+    import keras
+
+    backbone = APPLICATIONS[name]
+    layer = preprocessing_layer(backbone)
+    images = _pixels()
+    expected = getattr(keras.applications, backbone.module).preprocess_input(images.copy())
+    np.testing.assert_allclose(np.asarray(layer(images)), expected, rtol=1e-5, atol=1e-3)
+    # a plain layer (no Lambda; its constants in its config): a saved model loads back without safe_mode=False
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert not restored.trainable_weights
+    np.testing.assert_allclose(np.asarray(restored(images)), expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["EfficientNetB0", "MobileNetV3Small"])
+def test_named_backbones_that_normalise_inside_get_raw_pixels(name):
+    assert APPLICATIONS[name].preprocessing_inside and preprocessing_layer(APPLICATIONS[name]) is None
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")
+@pytest.mark.parametrize("name", ["DenseNet121", "ResNet50", "EfficientNetB0", "MobileNetV3Small", "MobileNet"])
+def test_offline_a_named_backbone_names_the_file_keras_asked_for(offline, name):
+    from experiments.data import DataError
+
+    backbone = APPLICATIONS[name]
+    with pytest.raises(DataError) as caught:
+        build_backbone(backbone, (32, 32) if name != "MobileNet" else (160, 160), "imagenet", "pets")
+    size = (32, 32) if name != "MobileNet" else (160, 160)
+    assert offline == [(backbone.weights_file(size), backbone.weights_url(size))]  # what Keras itself downloads
+    assert backbone.weights_url(size) in str(caught.value)
+
+
+def test_a_named_backbone_loads_local_weights(tmp_path):
+    import keras
+
+    backbone = APPLICATIONS["MobileNetV3Small"]
+    saved = build_backbone(backbone, (32, 32), "none", "m")
+    path = tmp_path / "small.weights.h5"
+    saved.save_weights(path)
+    values = [np.asarray(weight) for weight in saved.weights]
+    keras.backend.clear_session()
+    loaded = build_backbone(backbone, (32, 32), str(path), "m")
+    assert all(np.array_equal(np.asarray(weight), value) for weight, value in zip(loaded.weights, values))
+    with pytest.raises(ConfigError, match="does not hold MobileNet \\(no top\\) weights"):
+        build_backbone(APPLICATIONS["MobileNet"], (32, 32), str(path), "m")
+
+
+def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
+    from experiments import backbones
+
+    monkeypatch.setattr(backbones, "_LAYER_COUNTS", {})
+    assert backbones.layer_count(BACKBONES["mobilenet_v2"]) == 154  # the guide's table, and the seeded count
+    assert backbones.layer_count(APPLICATIONS["MobileNetV3Small"]) > 100
+
+
+def test_an_unfreeze_layer_beyond_the_backbone_stops_the_run_before_training(write_config):
+    from experiments.config import load_config
+    from experiments.study import preflight
+
+    path = write_config('[study]\nmodels = ["m", "m_ft"]\n[data]\nsource = "synthetic"\nimage_size = [32, 32]\n'
+                        '[training]\nbase_weights = "none"\n'
+                        '[models.m]\nrecipe = "transfer"\nbackbone = "ResNet50V2"\n'
+                        '[models.m_ft]\nrecipe = "finetune"\ncontinues = "m"\nunfreeze_from_layer = -500\n')
+    config = load_config(path)
+    assert config.recipe("m").backbone == "ResNet50V2"
+    with pytest.raises(ConfigError, match=r"^models.m_ft.unfreeze_from_layer is -500, but the ResNet50V2 backbone has 190 layers"):
+        preflight(config)

@@ -1,0 +1,433 @@
+"""Models from the study's own code (recipe = "keras", a builder function) and per-model
+training settings: declared, hashed, checked before training, trained and reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from experiments.config import ConfigError, config_hash, load_config
+from experiments.recipes import parse_model
+from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
+
+SMOKE = (PROJECT_ROOT / "experiments" / "configs" / "smoke.toml").read_text(encoding="utf-8")
+
+GOOD_BUILDER = '''
+import keras
+from keras import layers
+
+
+def build(input_shape, num_classes, width=4):
+    """A tiny network of our own: one 3x3 convolution, global average pooling and a dense layer."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(width, 3, activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(num_classes)(x))
+
+
+def build_softmax(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.GlobalAveragePooling2D()(layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+'''
+
+
+def _study(folder: Path, table: str, models: str = '["mine"]', builder: str = GOOD_BUILDER, run_name: str = "own") -> Path:
+    """A smoke-preset config in `folder` with `table` appended and models.py holding `builder`."""
+    (folder / "models.py").write_text(textwrap.dedent(builder), encoding="utf-8")
+    text = SMOKE.replace('run_name = "smoke"', f'run_name = "{run_name}"\nmodels = {models}')
+    path = folder / "study.toml"
+    path.write_text(text + "\n" + textwrap.dedent(table), encoding="utf-8")
+    return path
+
+
+MINE = '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build"\nparams = { width = 4 }\n'
+
+
+# --------------------------------------------------------------------------- declaring and hashing
+
+
+def test_a_builder_model_table_parses_without_importing_the_builder():
+    from report_builder.views import study_models
+
+    manifest_config = {"study": {"models": ["mine", "baseline"]},
+                       "models": {"mine": {"recipe": "keras", "builder": "no_such_package.nowhere:build", "params": {"width": 8},
+                                           "outputs": "logits", "epochs": 0, "builder_sha256": "ab" * 32}}}
+    problems: list[str] = []
+    recipes = study_models(manifest_config, problems)
+    assert problems == []
+    assert [recipe.name for recipe in recipes] == ["mine", "baseline"]
+    assert recipes[0].recipe == "keras" and recipes[0].params == {"width": 8}
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('recipe = "keras"', "models.mine.builder in x must be \"FILE.py:function\""),
+    ('recipe = "keras"\nbuilder = "models.py"', "models.mine.builder in x must be"),
+    ('recipe = "keras"\nbuilder = "models.py:build"\nparams = 3', "models.mine.params must be a table"),
+    ('recipe = "small_cnn"\nbuilder = "models.py:build"', "models.mine.builder in x is not a parameter of the small_cnn recipe"),
+])
+def test_a_bad_builder_declaration_is_one_sentence_naming_the_key(table, message):
+    import tomllib
+
+    with pytest.raises(ConfigError) as caught:
+        parse_model("mine", tomllib.loads(table), "x")
+    assert message in str(caught.value)
+
+
+def test_editing_the_builder_file_changes_the_model_hash(tmp_path):
+    path = _study(tmp_path, MINE, models='["mine", "baseline"]')
+    before = load_config(path)
+    assert before.recipe("mine").builder_file == str((tmp_path / "models.py").resolve())
+    (tmp_path / "models.py").write_text(GOOD_BUILDER.replace("width=4", "width=5"), encoding="utf-8")
+    after = load_config(path)
+    assert config_hash(before, "mine") != config_hash(after, "mine")
+    assert config_hash(before, "baseline") == config_hash(after, "baseline")  # the others are not retrained
+
+
+def test_the_builder_params_are_part_of_the_model_hash(tmp_path):
+    first = load_config(_study(tmp_path, MINE))
+    second = load_config(_study(tmp_path, MINE.replace("width = 4", "width = 6")))
+    assert config_hash(first, "mine") != config_hash(second, "mine")
+
+
+def test_moving_the_study_folder_keeps_the_model_hash(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert config_hash(load_config(_study(tmp_path / "a", MINE)), "mine") == config_hash(load_config(_study(tmp_path / "b", MINE)), "mine")
+
+
+def test_a_module_builder_is_found_on_the_path_and_hashed_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "lib" / "mypackage"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n", encoding="utf-8")  # never run by load_config
+    (package / "nets.py").write_text(GOOD_BUILDER, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    config = load_config(_study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "mypackage.nets:build"\n'))
+    recipe = config.recipe("mine")
+    assert recipe.builder_file == str(package / "nets.py")
+    assert len(recipe.builder_sha256) == 64
+
+
+# --------------------------------------------------------------------------- checked before training
+
+
+BROKEN = {
+    "missing_file": ("[models.mine]\nrecipe = \"keras\"\nbuilder = \"nowhere.py:build\"\n", GOOD_BUILDER, "the file does not exist"),
+    "import_error": (MINE, "import no_such_module_here\n", "importing it failed with ModuleNotFoundError"),
+    "syntax_error": (MINE, "def build(:\n", "importing it failed with SyntaxError"),
+    "no_function": (MINE.replace(":build", ":make"), GOOD_BUILDER, "it defines no function make"),
+    "raises": (MINE, "def build(input_shape, num_classes, width):\n    raise ValueError('too narrow')\n",
+               "raised ValueError: too narrow"),
+    "not_a_model": (MINE, "def build(input_shape, num_classes, width):\n    return 42\n", "it returned a int, not a keras.Model"),
+    "wrong_output": (MINE, GOOD_BUILDER.replace("layers.Dense(num_classes)", "layers.Dense(num_classes + 1)"),
+                     "must output one vector of 2 logits per image (shape (batch, 2)), but it outputs (3,)"),
+    "wrong_input": (MINE, GOOD_BUILDER.replace("keras.Input(shape=input_shape)", "keras.Input(shape=(32, 32, 3))"),
+                    "takes inputs of shape (32, 32, 3), but the images are (48, 48, 3)"),
+    "unsaveable": (MINE, '''
+import keras
+
+
+class Net(keras.Model):
+    def __init__(self, classes):
+        super().__init__()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(keras.ops.mean(x, axis=(1, 2)))
+
+
+def build(input_shape, num_classes, width):
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, Net(num_classes)(inputs))
+''', "cannot be saved and loaded back"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_builder_is_one_sentence_naming_the_key_and_the_file(tmp_path, case):
+    from experiments.builders import check_builders
+
+    table, builder, message = BROKEN[case]
+    config = load_config(_study(tmp_path, table, builder=builder))
+    with pytest.raises(ConfigError) as caught:
+        check_builders(config, (48, 48), 2)
+    text = str(caught.value)
+    assert text.startswith("models.mine.builder = ") and str(tmp_path) in text, text
+    assert message in text, text
+    assert "\n" not in text and "Traceback" not in text
+
+
+def test_a_builder_returning_a_wrong_output_shape_stops_before_training(tmp_path):
+    path = _study(tmp_path, MINE, models='["baseline", "mine"]',
+                  builder=GOOD_BUILDER.replace("layers.Dense(num_classes)", "layers.Dense(5)"))
+    result = subprocess.run(run_cli_command("train", "--config", str(path), "--out", str(tmp_path / "out")),
+                            cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "models.mine.builder = 'models.py:build'" in result.stderr and "outputs (5,)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").rglob("history.json"))  # not even the baseline, listed first, trained
+
+
+# --------------------------------------------------------------------------- built, compiled, trained
+
+
+def test_a_probabilities_model_is_compiled_for_probabilities_and_read_back_as_logits(tmp_path):
+    import keras
+    import numpy as np
+
+    from experiments.models import build_model, compile_model
+    from experiments.study import as_logits
+    from experiments.training import softmax
+
+    config = load_config(_study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_softmax"\n'
+                                          'outputs = "probabilities"\n'))
+    model = build_model(config.recipe("mine"), (48, 48), 2)
+    compile_model(model, 1e-3, settings=config.training_settings("mine"), steps_per_epoch=4, from_logits=False)
+    assert model.loss.get_config()["from_logits"] is False
+    probabilities = np.array([[0.2, 0.8], [0.9, 0.1]])
+    assert np.allclose(softmax(as_logits(config, "mine", probabilities)), probabilities)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(("table", "optimizer", "weight_decay"), [
+    ('optimizer = "adamw"\nweight_decay = 0.05\nlearning_rate = 0.003', "AdamW", 0.05),
+    ('optimizer = "sgd"\nlearning_rate = 0.003', "SGD", None),
+    ('optimizer = "rmsprop"\nweight_decay = 0.001\nlearning_rate = 0.003', "RMSprop", 0.001),
+])
+def test_per_model_training_settings_reach_the_optimizer(tmp_path, table, optimizer, weight_decay):
+    import keras
+
+    from experiments.models import build_model, compile_model
+
+    config = load_config(_study(tmp_path, MINE + table + "\nlabel_smoothing = 0.1\n"))
+    settings = config.training_settings("mine")
+    model = compile_model(build_model(config.recipe("mine"), (48, 48), 2), settings.learning_rate, settings=settings,
+                          steps_per_epoch=4)
+    assert type(model.optimizer).__name__ == optimizer
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.003)
+    assert model.optimizer.weight_decay == pytest.approx(weight_decay) if weight_decay else not model.optimizer.weight_decay
+    if optimizer == "SGD":
+        assert model.optimizer.momentum == pytest.approx(0.9)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(("schedule", "kind"), [("cosine", "CosineDecay"), ("step", "PiecewiseConstantDecay")])
+def test_a_learning_rate_schedule_spans_the_models_own_epochs(tmp_path, schedule, kind):
+    import keras
+
+    from experiments.models import build_model, compile_model
+
+    config = load_config(_study(tmp_path, MINE + f'schedule = "{schedule}"\nepochs = 3\nbatch_size = 8\n'))
+    settings = config.training_settings("mine")
+    assert (settings.epochs, settings.batch_size) == (3, 8)
+    model = compile_model(build_model(config.recipe("mine"), (48, 48), 2), settings.learning_rate, settings=settings,
+                          steps_per_epoch=16)
+    rate = model.optimizer._learning_rate
+    assert type(rate).__name__ == kind
+    assert float(rate(0)) == pytest.approx(1e-3)
+    assert float(rate(48)) < 1e-4  # by the last of 3 x 16 steps
+    keras.backend.clear_session()
+
+
+def test_training_settings_default_to_the_training_section_and_are_hashed_per_model(tmp_path):
+    base = load_config(_study(tmp_path, MINE, models='["mine", "baseline"]'))
+    assert base.training_settings("mine").to_dict() == {
+        "optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0, "batch_size": 16,
+        "epochs": 2, "schedule": "constant"}
+    tuned = load_config(_study(tmp_path, MINE + 'optimizer = "sgd"\n', models='["mine", "baseline"]'))
+    assert config_hash(base, "mine") != config_hash(tuned, "mine")
+    assert config_hash(base, "baseline") == config_hash(tuned, "baseline")
+    study_wide = load_config(_study(tmp_path, MINE, models='["mine", "baseline"]'), {"training.optimizer": "sgd"})
+    assert study_wide.training_settings("baseline").optimizer == "sgd"
+    assert config_hash(base, "baseline") != config_hash(study_wide, "baseline")
+
+
+def test_runs_made_before_per_model_settings_keep_their_hashes():
+    # the hashes these configs had before builders and per-model settings existed: the new
+    # [training] keys at their defaults, and unset model settings, are not hashed
+    configs = PROJECT_ROOT / "experiments" / "configs"
+    default = load_config()
+    assert config_hash(default).startswith("4ca1cca3d053")
+    assert config_hash(default, "baseline").startswith("21522d43e0")
+    backbones = load_config(configs / "compare-backbones.toml", {"data.data_dir": "/tmp"})  # the data folder is hashed
+    assert [config_hash(backbones, name)[:10] for name in ("cnn", "resnet", "mobilenet_finetune")] == [
+        "de71837e60", "362213c10d", "72e3948839"]
+    assert "optimizer" not in json.dumps(backbones.to_dict()["models"])
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ('optimizer = "lbfgs"', "models.mine.optimizer must be one of adam, adamw, sgd, rmsprop"),
+    ('schedule = "linear"', "models.mine.schedule must be one of constant, cosine, step"),
+    ("learning_rate = 0", "models.mine.learning_rate must be a positive number"),
+    ("label_smoothing = 1.0", "models.mine.label_smoothing must be at least 0 and below 1"),
+    ("batch_size = 0", "models.mine.batch_size must be a positive integer"),
+    ('outputs = "scores"', "models.mine.outputs must be one of logits, probabilities"),
+])
+def test_a_bad_training_setting_is_refused_naming_it(tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_study(tmp_path, MINE + setting + "\n"))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_a_builder_model_trains_resumes_its_hash_and_renders_on_the_smoke_preset(tmp_path):
+    path = _study(tmp_path, MINE + 'optimizer = "adamw"\nweight_decay = 0.01\n')
+    out = tmp_path / "out"
+    train = run_cli_command("train", "--config", str(path), "--out", str(out))
+    first = subprocess.run(train, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = out / "own"
+    summary = json.loads((run / "models" / "mine" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["description"].startswith("A tiny network of our own")  # the builder's docstring
+    assert [layer["type"] for layer in summary["layers"]] == ["Rescaling", "Conv2D", "GlobalAveragePooling2D", "Dense"]
+    assert summary["training"]["optimizer"] == "adamw" and summary["training"]["weight_decay"] == 0.01
+    history = (run / "models" / "mine" / "seed-7" / "history.json").read_bytes()
+
+    again = subprocess.run(train, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run / "models" / "mine" / "seed-7" / "history.json").read_bytes() == history  # same code: reused
+
+    (tmp_path / "models.py").write_text(GOOD_BUILDER.replace("width=4", "width=3") + "\n# edited\n", encoding="utf-8")
+    edited = subprocess.run(train, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=600, check=False)
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    assert "Epoch 1/2" in edited.stdout + edited.stderr  # the edited builder is trained again, never a stale run reused
+
+    rendered = subprocess.run(run_cli_command("render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")),
+                              cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    page = (tmp_path / "docs" / "models" / "mine.md").read_text(encoding="utf-8")
+    assert "A tiny network of our own" in page and "Conv2D" in page
+
+
+def test_a_checkpoint_of_a_builder_model_with_custom_layers_loads_back_with_its_optimizer_and_loss(tmp_path):
+    import keras
+    import numpy as np
+
+    from experiments.models import build_model, compile_model
+
+    custom = GOOD_BUILDER + '''
+
+@keras.saving.register_keras_serializable(package="own_models_test")
+class Doubled(layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+
+
+def build_custom(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.GlobalAveragePooling2D()(Doubled()(layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, layers.Dense(num_classes)(x))
+'''
+    config = load_config(_study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_custom"\n'
+                                          'optimizer = "adamw"\nlabel_smoothing = 0.2\n', builder=custom))
+    settings = config.training_settings("mine")
+    model = compile_model(build_model(config.recipe("mine"), (48, 48), 2), settings.learning_rate, settings=settings, steps_per_epoch=2)
+    images, labels = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32"), np.array([0, 1, 0, 1])
+    model.fit(images, labels, epochs=1, verbose=0)
+    model.save(tmp_path / "epoch-0001.keras")  # as the runner's checkpoint, which a resumed run loads
+    loaded = keras.models.load_model(tmp_path / "epoch-0001.keras")
+    assert type(loaded.optimizer).__name__ == "AdamW" and int(loaded.optimizer.iterations) == 1
+    assert loaded.loss.label_smoothing == pytest.approx(0.2)
+    assert np.allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    keras.backend.clear_session()
+
+
+def test_comparisons_name_differing_training_settings_and_a_builder_models_own_start():
+    from experiments.recipes import ModelRecipe
+    from report_builder.views import _recipe_traits, training_phrase
+
+    assert training_phrase({"optimizer": "adamw", "learning_rate": 0.0003}, ["optimizer", "learning_rate"]) == \
+        "AdamW optimizer, learning rate 0.0003"
+
+    class View:
+        name = "mine"
+        recipe = ModelRecipe("mine", "keras", builder="models.py:build", declared=True)
+
+    traits = _recipe_traits(View(), "none", {"mine": View()})
+    assert traits["start"] == "is built by the study's own models.py:build"
+    assert "random flips" not in traits["augment"]
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def test_a_list_of_settings_expands_into_readably_named_variants_each_with_its_own_hash(tmp_path):
+    from report_builder.views import study_models
+
+    table = MINE + 'title = "Mine"\nlearning_rate = [1e-3, 3e-4]\noptimizer = ["adam", "sgd"]\n'
+    config = load_config(_study(tmp_path, table, models='["baseline", "mine"]'))
+    names = ["mine-lr0.001-adam", "mine-lr0.001-sgd", "mine-lr0.0003-adam", "mine-lr0.0003-sgd"]
+    assert config.study.models == ["baseline", *names]
+    assert config.recipe("mine-lr0.0003-sgd").title == "Mine (learning rate 0.0003, optimizer sgd)"
+    assert (config.training_settings("mine-lr0.0003-sgd").optimizer, config.training_settings("mine-lr0.0003-sgd").learning_rate) == (
+        "sgd", 0.0003)
+    assert len({config_hash(config, name) for name in names}) == 4
+    problems: list[str] = []  # the manifest's config reads back without the builder
+    assert [recipe.name for recipe in study_models(json.loads(json.dumps(config.to_dict())), problems)] == ["baseline", *names]
+    assert problems == []
+
+
+def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="a list of variants needs distinct values"):
+        load_config(_study(tmp_path, MINE + "learning_rate = [1e-3, 1e-3]\n"))
+    table = ('[models.t]\nrecipe = "transfer"\ndropout = [0.1, 0.3]\n'
+             '[models.ft]\nrecipe = "finetune"\ncontinues = "t"\n')
+    with pytest.raises(ConfigError, match=r"models.ft.continues: t has variants \(t-drop0.1, t-drop0.3\); name the one it continues"):
+        load_config(_study(tmp_path, table, models='["t", "ft"]'))
+
+
+def test_a_killed_builder_model_with_custom_layers_resumes_with_every_epoch_once(tmp_path):
+    """SIGKILL a real run of a builder model (a custom layer, AdamW, cosine schedule, label
+    smoothing) after its second epoch, run the same command again: it resumes from the checkpoint."""
+    import signal
+    import time
+
+    custom = GOOD_BUILDER + '''
+
+@keras.saving.register_keras_serializable(package="own_models_kill")
+class Halved(layers.Layer):
+    def call(self, x):
+        return 0.5 * x
+
+
+def build_custom(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(16, 3, activation="relu")(Halved()(layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, layers.Dense(num_classes)(layers.GlobalAveragePooling2D()(x)))
+'''
+    path = _study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_custom"\noptimizer = "adamw"\n'
+                            'schedule = "cosine"\nlabel_smoothing = 0.1\nepochs = 5\n', builder=custom)
+    path.write_text(path.read_text(encoding="utf-8").replace("synthetic_train_per_class = 64", "synthetic_train_per_class = 320")
+                    .replace("image_size = [48, 48]", "image_size = [64, 64]"), encoding="utf-8")
+    command = run_cli_command("train", "--config", str(path), "--out", str(tmp_path / "out"))
+    run_folder = tmp_path / "out" / "own" / "models" / "mine" / "seed-7"
+    progress = run_folder / "checkpoint" / "progress.json"
+    process = subprocess.Popen(command, cwd=tmp_path, env=cli_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                if len(json.loads(progress.read_text())["epochs"]) >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = len(json.loads(progress.read_text())["epochs"])
+    assert 2 <= done_before < 5
+    resumed = subprocess.run(command, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming mine (seed 7) after epoch {done_before} of 5" in resumed.stderr
+    history = json.loads((run_folder / "history.json").read_text())["epochs"]
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]

@@ -1,7 +1,7 @@
 """Statistics that read a study's results the way a sceptical reviewer would.
 
-Everything here is pure: numpy and Python's ``statistics`` only, no TensorFlow, no plotting, no
-file access. Two kinds of input:
+Everything here is pure: numpy, scipy's t distribution and Python's ``statistics``; no
+TensorFlow, no plotting, no file access. Two kinds of input:
 
 * A *history* is a list of epoch records ``{"epoch", "loss", "accuracy", "val_loss",
   "val_accuracy", "seconds"}``. Epoch numbers are 1-based and may start above 1 (a model that
@@ -11,15 +11,20 @@ file access. Two kinds of input:
   classified validation image ``i`` correctly. Every model is scored on the same images in the
   same order, so two models can be compared image by image (a *paired* comparison).
 
-Accuracy intervals come from a two-level percentile bootstrap (:func:`accuracy_interval`,
-:func:`paired_difference`) that counts both sources of chance in a result: which seeds were
-trained and which images happen to be in the validation set. :func:`curve_verdicts` reads the
-training curves against fixed, named thresholds. Every threshold is a module-level constant,
+Accuracy intervals (:func:`accuracy_interval`, :func:`paired_difference`) count both sources of
+chance in a result, which seeds were trained and which images happen to be in the validation
+set, each by its own sample variance, and use a Student t quantile with Welch-Satterthwaite
+degrees of freedom, so that they keep their coverage with the two to five seeds a study can
+afford (``benchmarks/calibration.py`` measures it on models that are equal in truth).
+:func:`holm_rejections` holds the family-wise error rate over a report's comparisons.
+:func:`curve_verdicts` reads the training curves against named thresholds that scale with the
+validation set's binomial noise. Every threshold is a module-level constant,
 so the report's method page can quote the rules from this file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import statistics
@@ -27,21 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
-# --- Bootstrap settings. ---
-
-#: Bootstrap resamples per interval. With 20,000 resamples the Monte Carlo error of a 2.5% or
-#: 97.5% percentile is about 0.02 standard errors, i.e. well under 0.1 percentage points for
-#: validation sets of a few hundred images or more.
-RESAMPLES = 20_000
-#: Seed of the random generator that draws the resamples (numpy.random.default_rng), so that
-#: every interval in the report is reproducible.
-GENERATOR_SEED = 20_261_125
-#: Confidence level of every interval: the central 95% of the bootstrap distribution.
+#: Confidence level of every interval (two-sided), and 1 - LEVEL the family-wise error rate
+#: that Holm's correction holds over the report's comparisons.
 LEVEL = 0.95
-#: Resamples are drawn in chunks of about this many (resample, image) cells, which keeps memory
-#: to a few tens of megabytes whatever the number of resamples.
-CHUNK_CELLS = 1_000_000
 
 # --- Curve-reading thresholds. Accuracies are fractions in 0..1, losses are in nats. ---
 
@@ -68,10 +63,17 @@ GAP_THRESHOLD = 0.10
 SPREAD_THRESHOLD = 0.03
 #: How far a seed's last validation accuracy may fall below its recent best before it "drops".
 DROP_THRESHOLD = 0.02
+#: How many binomial standard errors of a validation accuracy a change must exceed to count
+#: (about a two-sided 95% level for one comparison).
+NOISE_Z = 2.0
+#: How many binomial standard errors the seeds' final validation accuracies must span to disagree
+#: (three seeds that differ by that noise alone span more than 3.3 of it 1 time in 20).
+SPREAD_Z = 3.3
 #: Values this close to a threshold count as reaching it (so 0.95 - 0.85 reaches a 0.10 gap).
 TOLERANCE = 1e-9
 
 AT_CHANCE = "at_chance"
+OVERCONFIDENT = "overconfident"
 UNDERFITTING = "underfitting"
 STILL_IMPROVING = "still_improving"
 OVERFITTING_LOSS = "overfitting_loss"
@@ -80,7 +82,7 @@ UNSTABLE_SPREAD = "unstable_spread"
 LATE_DROP = "late_drop"
 SETTLED = "settled"
 #: Every verdict code, in the order :func:`curve_verdicts` returns them.
-VERDICT_CODES = (AT_CHANCE, UNDERFITTING, STILL_IMPROVING, OVERFITTING_LOSS, OVERFITTING_GAP, UNSTABLE_SPREAD, LATE_DROP, SETTLED)
+VERDICT_CODES = (AT_CHANCE, OVERCONFIDENT, UNDERFITTING, STILL_IMPROVING, OVERFITTING_LOSS, OVERFITTING_GAP, UNSTABLE_SPREAD, LATE_DROP, SETTLED)
 
 History = Sequence[Mapping[str, object]]
 Runs = Mapping[int, History]
@@ -88,11 +90,23 @@ Runs = Mapping[int, History]
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with a two-sided interval ``[low, high]`` (same units as the estimate)."""
+    """A point estimate with a two-sided interval ``[low, high]`` (same units as the estimate).
+
+    ``df`` is the interval's Welch-Satterthwaite degrees of freedom (None for a zero-width one),
+    ``p_value`` the two-sided test of a zero estimate (differences) or None, ``standard_error``
+    the square root of the summed variance parts. ``seed_variation_known`` is False when only
+    one seed was trained on each side, so the interval covers the choice of images only;
+    ``identical`` marks two bit-identical sets of runs.
+    """
 
     estimate: float
     low: float
     high: float
+    df: float | None = None
+    p_value: float | None = None
+    seed_variation_known: bool = True
+    identical: bool = False
+    standard_error: float = 0.0
 
     def excludes(self, value: float) -> bool:
         """True when ``value`` lies strictly outside ``[low, high]``."""
@@ -111,7 +125,7 @@ class Verdict:
     facts: dict
 
 
-# --- Bootstrap intervals. ---
+# --- Intervals. ---
 
 
 def as_correct_matrix(correct, name: str = "correct") -> np.ndarray:
@@ -133,94 +147,174 @@ def as_correct_matrix(correct, name: str = "correct") -> np.ndarray:
     return array
 
 
-def accuracy_interval(correct, *, resamples: int = RESAMPLES, generator_seed: int = GENERATOR_SEED, level: float = LEVEL) -> Interval:
-    """Mean accuracy over seeds, with a two-level percentile bootstrap interval.
+def accuracy_interval(correct, *, level: float = LEVEL) -> Interval:
+    """Mean accuracy over seeds, with a two-component small-sample interval.
 
     Definition: the estimate is the mean over seeds of each seed's accuracy (the fraction of
-    validation images it classifies correctly). Each of ``resamples`` bootstrap resamples draws
-    the seeds with replacement, then the images with replacement (one image draw shared by all
-    drawn seeds), and takes the mean over the drawn seeds of their accuracy on the drawn images.
-    The interval is the central ``level`` of those resampled means (percentiles
-    ``(1 - level) / 2`` and ``(1 + level) / 2``). It therefore covers both seed-to-seed
-    variation and the finite validation set; with one seed it is a plain image bootstrap.
-    Deterministic for a given ``generator_seed``.
+    validation images it classifies correctly). Its variance has two parts, each estimated from
+    the data: the seeds' sample variance of their accuracies over the number of seeds (which
+    seeds were trained), and the images' sample variance of their mean correctness over the
+    number of images (which images happen to be in the validation set). The interval is the
+    estimate plus or minus a Student t quantile times the square root of their sum, with
+    Welch-Satterthwaite degrees of freedom, so with two or three seeds the seed part counts with
+    one or two degrees of freedom, as it should. With one seed the seed-to-seed variation is
+    unknown: the interval covers the choice of images only (``seed_variation_known`` is False).
+    The interval is clipped to [0, 1].
     """
     matrix = as_correct_matrix(correct)
-    estimate = float(matrix.mean(axis=1).mean())
-    rng = _generator(resamples, generator_seed, level)
-    means = np.concatenate([_seed_mean(rng, per_seed, chunk) for per_seed, chunk in _resampled_accuracies(rng, matrix, resamples)])
-    return _percentile_interval(estimate, means, level)
+    _check_level(level)
+    per_seed = matrix.mean(axis=1)
+    estimate = float(per_seed.mean())
+    components = [_component(per_seed), _component(matrix.mean(axis=0))]
+    interval = _t_interval(estimate, components, level)
+    return dataclasses.replace(interval, low=max(0.0, interval.low), high=min(1.0, interval.high), p_value=None,
+                               seed_variation_known=matrix.shape[0] > 1)
 
 
-def paired_difference(correct_a, correct_b, *, resamples: int = RESAMPLES, generator_seed: int = GENERATOR_SEED, level: float = LEVEL) -> Interval:
-    """Mean accuracy of model a minus that of model b, with a paired two-level bootstrap interval.
+def paired_difference(correct_a, correct_b, *, paired: bool = False, level: float = LEVEL) -> Interval:
+    """Mean accuracy of model a minus that of model b, with a paired two-component interval.
 
     Definition: the estimate is (mean over a's seeds of their accuracy) minus (the same for b).
-    Each bootstrap resample draws a's seeds and b's seeds with replacement, independently
-    (different models' seeds are independent trainings), and draws the images with
-    replacement once, shared by both models (paired: both are scored on the same images). The
-    interval is the central ``level`` of the resampled differences. Because the image draw is
-    shared, images that both models get right or both get wrong cancel out, so the interval
-    is narrower than comparing two separate accuracy intervals. An interval that excludes 0
-    means the difference is unlikely to be chance from seeds or from the choice of images.
+    Its variance has two parts:
 
-    Raises ValueError when either array is empty or the two have different image counts.
+    * **Seeds.** Unpaired (independent trainings): a's seed variance over a's seed count plus
+      b's over b's (Welch). ``paired=True`` (row ``s`` of both arrays comes from the same seed
+      lineage, as when one model continues the other's run): the sample variance of the
+      per-seed differences over the number of seeds. A model with one seed borrows the other's
+      seed variance; with one seed each the seed part is unknown and left out
+      (``seed_variation_known`` is False), so the interval then covers the images only.
+    * **Images.** Both models are scored on the same images, so the image part is the sample
+      variance of the per-image difference (a's mean correctness on the image minus b's) over
+      the number of images: images both get right or both get wrong cancel out.
+
+    The interval is the estimate plus or minus a Student t quantile at the Welch-Satterthwaite
+    degrees of freedom of the sum. Counting the seed-by-image interaction in both parts makes it
+    slightly wide, never narrow. ``p_value`` is the two-sided t test of no difference. Two
+    identical arrays (the same runs) give ``identical=True`` and a zero-width interval.
+
+    Raises ValueError when either array is empty, the two have different image counts, or
+    ``paired`` is asked of different seed counts.
     """
     matrix_a = as_correct_matrix(correct_a, "correct_a")
     matrix_b = as_correct_matrix(correct_b, "correct_b")
+    _check_level(level)
     if matrix_a.shape[1] != matrix_b.shape[1]:
         raise ValueError(
             f"paired comparison needs the same validation images for both models: correct_a has {matrix_a.shape[1]} images, correct_b has {matrix_b.shape[1]}"
         )
-    estimate = float(matrix_a.mean(axis=1).mean() - matrix_b.mean(axis=1).mean())
-    rng = _generator(resamples, generator_seed, level)
-    both = np.concatenate([matrix_a, matrix_b])
-    seeds_a = matrix_a.shape[0]
-    differences = []
-    for per_seed, chunk in _resampled_accuracies(rng, both, resamples):
-        mean_a = _seed_mean(rng, per_seed[:, :seeds_a], chunk)
-        mean_b = _seed_mean(rng, per_seed[:, seeds_a:], chunk)
-        differences.append(mean_a - mean_b)
-    return _percentile_interval(estimate, np.concatenate(differences), level)
+    if paired and matrix_a.shape[0] != matrix_b.shape[0]:
+        raise ValueError(f"pairing by seed needs the same seeds for both models: correct_a has {matrix_a.shape[0]}, correct_b has {matrix_b.shape[0]}")
+    seeds_a, seeds_b = matrix_a.mean(axis=1), matrix_b.mean(axis=1)
+    estimate = float(seeds_a.mean() - seeds_b.mean())
+    if matrix_a.shape == matrix_b.shape and np.array_equal(matrix_a, matrix_b):
+        return Interval(estimate, estimate, estimate, None, 1.0, seed_variation_known=matrix_a.shape[0] > 1, identical=True)
+    if paired:
+        seed_component = _component(seeds_a - seeds_b)
+    else:
+        seed_component = _welch_component(seeds_a, seeds_b)
+    image_component = _component(matrix_a.mean(axis=0) - matrix_b.mean(axis=0))
+    interval = _t_interval(estimate, [seed_component, image_component], level)
+    return dataclasses.replace(interval, seed_variation_known=seed_component is not None)
 
 
-def _generator(resamples: int, generator_seed: int, level: float) -> np.random.Generator:
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
+def holm_rejections(p_values: Sequence[float | None], alpha: float = 1.0 - LEVEL) -> list[bool]:
+    """Holm's step-down correction: which of a family of tests reject at family-wise error ``alpha``.
+
+    Sort the p-values; the k-th smallest (k from 0) rejects when it and every smaller one are at
+    most ``alpha / (m - k)``, m being the number of tests. ``None`` (a comparison that could not
+    be made) never rejects and does not count in m. Controls the chance of any false rejection
+    in the family at ``alpha``, whatever the dependence between the tests.
+    """
+    indexed = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    rejected = [False] * len(p_values)
+    for rank, (p, index) in enumerate(indexed):
+        if p > alpha / (len(indexed) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def seeds_to_settle(difference: float, seed_sd: float, level: float = LEVEL, power: float = 0.8,
+                    image_variance: float = 0.0, interaction_variance: float = 0.0) -> int | None:
+    """Seeds per model a study would need to call ``difference`` real with the given power.
+
+    Each model trained with n independent seeds whose accuracies vary with standard deviation
+    ``seed_sd``; the standard error of the difference is then
+    ``sqrt(2 seed_sd^2 / n + image_variance + interaction_variance / n)``: ``image_variance`` is
+    the part of the image variance that more seeds do not shrink (the images' own difficulty),
+    ``interaction_variance`` the part that averages out over seeds (which seed gets which image
+    right), both as variances of the mean over the images. Returns the smallest n from 2 with
+    ``t(level, df) + t(power, df)`` such errors fitting in the difference, df = 2n - 2; None
+    when no n up to 1,000 does (or the difference is zero).
+    """
+    if difference == 0 or not math.isfinite(difference) or seed_sd < 0:
+        return None
+    for seeds in range(2, 1001):
+        df = 2 * seeds - 2
+        needed = stats.t.ppf((1 + level) / 2, df) + stats.t.ppf(power, df)
+        if abs(difference) >= needed * math.sqrt(2 * seed_sd**2 / seeds + image_variance + interaction_variance / seeds):
+            return seeds
+    return None
+
+
+def interaction_variance(correct) -> float:
+    """The seed-by-image interaction variance of a ``(seeds, images)`` matrix: the residual mean
+    square of a two-way layout (0 with one seed). How much which seed gets which image right
+    varies beyond each seed's and each image's own level."""
+    matrix = as_correct_matrix(correct).astype(np.float64)
+    seeds, images = matrix.shape
+    if seeds < 2 or images < 2:
+        return 0.0
+    residual = matrix - matrix.mean(axis=1, keepdims=True) - matrix.mean(axis=0, keepdims=True) + matrix.mean()
+    return float((residual**2).sum() / ((seeds - 1) * (images - 1)))
+
+
+def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    return np.random.default_rng(generator_seed)
 
 
-def _resampled_accuracies(rng: np.random.Generator, matrix: np.ndarray, resamples: int):
-    """Yield ``(per_seed, chunk)``: every seed's accuracy on ``chunk`` image resamples, shape (chunk, seeds).
+def _component(values: np.ndarray) -> tuple[float, int] | None:
+    """The variance of the mean of ``values`` and its degrees of freedom; None for one value."""
+    count = len(values)
+    if count < 2:
+        return None
+    return float(np.var(values, ddof=1)) / count, count - 1
 
-    Each resample draws ``images`` indices with replacement; the draw is turned into per-image
-    counts, so a seed's accuracy on it is ``counts @ correct / images``.
+
+def _welch_component(seeds_a: np.ndarray, seeds_b: np.ndarray) -> tuple[float, float] | None:
+    """Variance of the difference of two independent means of seeds (Welch), with its df.
+
+    A side with one seed takes the other side's seed variance (the only estimate there is);
+    with one seed on each side there is none.
     """
-    images = matrix.shape[1]
-    correct_columns = matrix.T.astype(np.float64)  # (images, seeds)
-    chunk_size = max(1, CHUNK_CELLS // images)
-    for start in range(0, resamples, chunk_size):
-        chunk = min(chunk_size, resamples - start)
-        draws = rng.integers(0, images, size=(chunk, images))
-        draws += np.arange(chunk)[:, np.newaxis] * images  # row r's indices land in counts row r
-        counts = np.bincount(draws.ravel(), minlength=chunk * images).reshape(chunk, images)
-        yield counts @ correct_columns / images, chunk
+    count_a, count_b = len(seeds_a), len(seeds_b)
+    if count_a < 2 and count_b < 2:
+        return None
+    if count_a < 2 or count_b < 2:
+        known = seeds_a if count_a >= 2 else seeds_b
+        variance = float(np.var(known, ddof=1))
+        return variance * (1 / count_a + 1 / count_b), len(known) - 1
+    part_a = float(np.var(seeds_a, ddof=1)) / count_a
+    part_b = float(np.var(seeds_b, ddof=1)) / count_b
+    total = part_a + part_b
+    if total == 0:
+        return 0.0, count_a + count_b - 2
+    return total, total**2 / (part_a**2 / (count_a - 1) + part_b**2 / (count_b - 1))
 
 
-def _seed_mean(rng: np.random.Generator, per_seed: np.ndarray, chunk: int) -> np.ndarray:
-    """Mean over seeds drawn with replacement, one seed draw per resample (row)."""
-    seeds = per_seed.shape[1]
-    if seeds == 1:
-        return per_seed[:, 0]
-    drawn = rng.integers(0, seeds, size=(chunk, seeds))
-    return np.take_along_axis(per_seed, drawn, axis=1).mean(axis=1)
-
-
-def _percentile_interval(estimate: float, resampled: np.ndarray, level: float) -> Interval:
-    low, high = np.quantile(resampled, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return Interval(estimate=estimate, low=float(low), high=float(high))
+def _t_interval(estimate: float, components: list[tuple[float, float] | None], level: float) -> Interval:
+    """estimate +- t(df) x sqrt(sum of variances), df by Welch-Satterthwaite over the components."""
+    present = [(variance, df) for variance, df in (item for item in components if item is not None) if variance > 0]
+    variance = sum(part for part, _ in present)
+    if variance == 0:
+        p_value = 1.0 if estimate == 0 else 0.0
+        return Interval(estimate, estimate, estimate, None, p_value)
+    df = variance**2 / sum(part**2 / part_df for part, part_df in present)
+    error = math.sqrt(variance)
+    half = float(stats.t.ppf((1.0 + level) / 2.0, df)) * error
+    p_value = float(2.0 * stats.t.sf(abs(estimate) / error, df))
+    return Interval(estimate, estimate - half, estimate + half, float(df), p_value, standard_error=error)
 
 
 # --- Reading histories. ---
@@ -303,46 +397,77 @@ def trend_slope(curve: Mapping[int, float | None], window: int = TREND_WINDOW) -
 # --- Verdicts. ---
 
 
-def curve_verdicts(runs: Runs, *, majority_accuracy: float, chance_loss: float, interval: Interval | None) -> list[Verdict]:
+def curve_verdicts(runs: Runs, *, majority_accuracy: float, chance_loss: float, interval: Interval | None,
+                   validation_count: int | None = None) -> list[Verdict]:
     """Every verdict that applies to a model's training curves, in VERDICT_CODES order.
 
     "Mean curve" is :func:`mean_curve`; "final train/validation accuracy" is :func:`window_mean`
-    of ``accuracy``/``val_accuracy`` over each seed's last FINAL_WINDOW (3) epochs.
+    of ``accuracy``/``val_accuracy`` over each seed's last FINAL_WINDOW (3) epochs. "Noise" is
+    the binomial standard error of a validation accuracy measured on ``validation_count``
+    images, ``sqrt(p (1 - p) / n)`` at the final validation accuracy (:func:`binomial_noise`;
+    zero when the count is unknown, which leaves the fixed floors alone). A threshold on
+    validation accuracy is the larger of its fixed floor and NOISE_Z (2) x that noise.
 
-    * ``at_chance``: the accuracy interval (when given) reaches down to the majority baseline
-      (``interval.low <= majority_accuracy``), or the lowest mean validation loss stays above
-      CHANCE_LOSS_FRACTION (0.95) x the chance loss.
+    * ``at_chance``: the accuracy interval (when given) reaches down to the majority baseline,
+      or, with no interval, the lowest mean validation loss stays above CHANCE_LOSS_FRACTION
+      (0.95) x the chance loss.
+    * ``overconfident``: the interval lies above the baseline, yet the lowest mean validation
+      loss stays above CHANCE_LOSS_FRACTION x the chance loss: the model ranks images better
+      than chance, but its probabilities are no better than guessing the class shares.
     * ``underfitting``: final train accuracy is below
       ``majority_accuracy + UNDERFIT_FRACTION (0.5) x (1 - majority_accuracy)``.
-    * ``still_improving``: more than half of the seeds have their best epoch among their last
-      LATE_EPOCHS (3) epochs, and over the last TREND_WINDOW (5) epochs of the mean curves the
-      validation accuracy slope is >= RISING_SLOPE (0.002 per epoch) or the validation loss
-      slope is <= -RISING_SLOPE.
-    * ``overfitting_loss``: the mean validation loss is lowest at an epoch before the last, and
-      its last value is at least LOSS_RISE_FRACTION (20%) above that lowest value.
-    * ``overfitting_gap``: final train accuracy minus final validation accuracy is >=
-      GAP_THRESHOLD (0.10).
-    * ``unstable_spread``: with 2+ seeds, max minus min over seeds of the last epoch's
-      validation accuracy is >= SPREAD_THRESHOLD (0.03).
-    * ``late_drop``: some seed's last validation accuracy is >= DROP_THRESHOLD (0.02) below the
-      best validation accuracy of its last TREND_WINDOW (5) epochs.
+    * ``still_improving``: not at chance and no lasting validation-loss rise; over the last
+      TREND_WINDOW (5) epochs the mean validation accuracy rises (least-squares slope times
+      the window's span) by at least RISING_SLOPE (0.2 points) per epoch and by NOISE_Z x the
+      noise of a mean over the seeds; and more than half of the seeds peak among their last
+      LATE_EPOCHS (3) epochs after a rise of their own of at least one noise.
+    * ``overfitting_loss``: a lasting rise of the validation loss: the mean of the mean curve's
+      last FINAL_WINDOW epochs is at least LOSS_RISE_FRACTION (20%) above its lowest value,
+      reached before that window, and the same holds of more than half of the seeds on their
+      own. One seed's spike is not a trend.
+    * ``overfitting_gap``: final train accuracy minus final validation accuracy is at least
+      GAP_THRESHOLD (10 points) and NOISE_Z x the noise.
+    * ``unstable_spread``: with 2+ seeds, the seeds' final validation accuracies span at least
+      SPREAD_THRESHOLD (3 points) and SPREAD_Z (3.3) x the noise, and still do without the
+      seeds that have a late drop (that event is named once, as the drop).
+    * ``late_drop``: some seed's last validation accuracy is below the best of its last
+      TREND_WINDOW epochs by at least DROP_THRESHOLD (2 points), NOISE_Z x the noise and
+      NOISE_Z x the seed's own epoch-to-epoch variation (:func:`_jitter` of its validation
+      accuracies before the last epoch, over the second half of training when it has 10 or
+      more such epochs).
     * ``settled``: none of the above applies.
 
+    A model at chance is not read for trends, spreads or drops: at chance they are noise.
     A rule whose inputs are missing does not apply. Empty ``runs`` give ``[]``.
     """
     if not runs or not any(runs.values()):
         return []
+    noise = binomial_noise(window_mean(runs, "val_accuracy"), validation_count)
+    chance = _at_chance(runs, majority_accuracy, chance_loss, interval)
+    loss_rise = _overfitting_loss(runs)
+    underfits = _underfitting(runs, majority_accuracy)
+    at_chance = chance is not None and chance.code == AT_CHANCE
+    drop = None if at_chance else _late_drop(runs, noise)
+    dropped = {item["seed"] for item in drop.facts["seeds"]} if drop else set()
     checks = (
-        _at_chance(runs, majority_accuracy, chance_loss, interval),
-        _underfitting(runs, majority_accuracy),
-        _still_improving(runs),
-        _overfitting_loss(runs),
-        _overfitting_gap(runs),
-        _unstable_spread(runs),
-        _late_drop(runs),
+        chance,
+        underfits,
+        None if at_chance or loss_rise else _still_improving(runs, noise),
+        _with_underfitting(loss_rise, underfits),
+        _overfitting_gap(runs, noise),
+        None if at_chance else _unstable_spread(runs, noise, dropped),
+        drop,
     )
     verdicts = [verdict for verdict in checks if verdict is not None]
     return verdicts or [Verdict(SETTLED, {})]
+
+
+def binomial_noise(accuracy: float | None, images: int | None) -> float:
+    """The binomial standard error of an accuracy measured on ``images`` images: 0 when unknown."""
+    if accuracy is None or not images or images < 1:
+        return 0.0
+    accuracy = min(max(accuracy, 0.0), 1.0)
+    return math.sqrt(accuracy * (1.0 - accuracy) / images)
 
 
 def _at_chance(runs: Runs, majority_accuracy: float, chance_loss: float, interval: Interval | None) -> Verdict | None:
@@ -360,6 +485,8 @@ def _at_chance(runs: Runs, majority_accuracy: float, chance_loss: float, interva
         "majority_accuracy": majority_accuracy,
         "interval_low": None if interval is None else interval.low,
     }
+    if not by_interval and interval is not None:  # above chance by accuracy: the loss tells of over-confidence
+        return Verdict(OVERCONFIDENT, facts)
     return Verdict(AT_CHANCE, facts)
 
 
@@ -371,72 +498,132 @@ def _underfitting(runs: Runs, majority_accuracy: float) -> Verdict | None:
     return Verdict(UNDERFITTING, {"train_accuracy": train_accuracy, "threshold": threshold})
 
 
-def _still_improving(runs: Runs) -> Verdict | None:
-    best_epochs = {seed: best_epoch(history) for seed, history in runs.items()}
-    late = [seed for seed, history in runs.items() if history and best_epochs[seed] in _epochs(history)[-LATE_EPOCHS:]]
-    accuracy_slope = trend_slope(mean_curve(runs, "val_accuracy"))
-    loss_slope = trend_slope(mean_curve(runs, "val_loss"))
-    rising = (accuracy_slope is not None and accuracy_slope >= RISING_SLOPE - TOLERANCE) or (loss_slope is not None and loss_slope <= -RISING_SLOPE + TOLERANCE)
-    if 2 * len(late) <= len(runs) or not rising:
+def _still_improving(runs: Runs, noise: float) -> Verdict | None:
+    accuracy_curve = mean_curve(runs, "val_accuracy")
+    accuracy_slope = trend_slope(accuracy_curve)
+    span = min(TREND_WINDOW, len(accuracy_curve)) - 1
+    if accuracy_slope is None or span < 1:
         return None
-    common_epochs = list(mean_curve(runs, "val_accuracy"))
+    needed = max(RISING_SLOPE * span, NOISE_Z * noise / math.sqrt(len(runs)))
+    rise = accuracy_slope * span
+    if rise < needed - TOLERANCE:
+        return None
+    best_epochs = {seed: best_epoch(history) for seed, history in runs.items()}
+    rising_seeds = []
+    for seed, history in runs.items():
+        own = {int(record["epoch"]): _value(record, "val_accuracy") for record in _ordered(history)}
+        own_slope = trend_slope(own)
+        if (history and best_epochs[seed] in _epochs(history)[-LATE_EPOCHS:] and own_slope is not None
+                and own_slope * span >= max(RISING_SLOPE * span, noise) - TOLERANCE):
+            rising_seeds.append(seed)
+    if 2 * len(rising_seeds) <= len(runs):
+        return None
+    common_epochs = list(accuracy_curve)
     facts = {
         "best_epochs": best_epochs,
         "last_epoch": common_epochs[-1] if common_epochs else None,
         "accuracy_slope": accuracy_slope,
-        "loss_slope": loss_slope,
+        "loss_slope": trend_slope(mean_curve(runs, "val_loss")),
+        "rise": rise,
+        "needed": needed,
+        "rising_seeds": rising_seeds,
     }
     return Verdict(STILL_IMPROVING, facts)
 
 
 def _overfitting_loss(runs: Runs) -> Verdict | None:
-    points = [(epoch, value) for epoch, value in mean_curve(runs, "val_loss").items() if value is not None]
-    if len(points) < 2:
+    rise = _lasting_loss_rise(mean_curve(runs, "val_loss"))
+    if rise is None:
         return None
-    turn_epoch, lowest = min(points, key=lambda point: point[1])  # min() keeps the earliest on ties
-    final = points[-1][1]
-    if turn_epoch == points[-1][0] or final <= lowest or final < (1.0 + LOSS_RISE_FRACTION) * lowest - TOLERANCE:
+    seeds = [seed for seed, history in runs.items()
+             if _lasting_loss_rise({int(record["epoch"]): _value(record, "val_loss") for record in _ordered(history)}) is not None]
+    if 2 * len(seeds) <= len(runs):
         return None
-    return Verdict(OVERFITTING_LOSS, {"turn_epoch": turn_epoch, "lowest_val_loss": lowest, "final_val_loss": final})
+    turn_epoch, lowest, final = rise
+    return Verdict(OVERFITTING_LOSS, {"turn_epoch": turn_epoch, "lowest_val_loss": lowest, "final_val_loss": final, "seeds": seeds})
 
 
-def _overfitting_gap(runs: Runs) -> Verdict | None:
+def _lasting_loss_rise(curve: Mapping[int, float | None]) -> tuple[int, float, float] | None:
+    """(epoch of the lowest loss, the lowest loss, the mean of the last FINAL_WINDOW losses) when
+    that mean is LOSS_RISE_FRACTION above the lowest loss, reached before the window."""
+    points = [(epoch, value) for epoch, value in curve.items() if value is not None]
+    window = min(FINAL_WINDOW, len(points) - 1)
+    if window < 1:
+        return None
+    turn_epoch, lowest = min(points[:-window], key=lambda point: point[1])  # min() keeps the earliest on ties
+    final = statistics.fmean(value for _, value in points[-window:])
+    if final <= lowest or final < (1.0 + LOSS_RISE_FRACTION) * lowest - TOLERANCE or min(value for _, value in points[-window:]) < lowest:
+        return None
+    return turn_epoch, lowest, final
+
+
+def _with_underfitting(loss_rise: Verdict | None, underfits: Verdict | None) -> Verdict | None:
+    """A loss rise beside underfitting says how both can hold (the page words it)."""
+    if loss_rise is None:
+        return None
+    return Verdict(loss_rise.code, {**loss_rise.facts, "with_underfitting": underfits is not None})
+
+
+def _overfitting_gap(runs: Runs, noise: float) -> Verdict | None:
     train_accuracy = window_mean(runs, "accuracy")
     validation_accuracy = window_mean(runs, "val_accuracy")
     if train_accuracy is None or validation_accuracy is None:
         return None
     gap = train_accuracy - validation_accuracy
-    if gap < GAP_THRESHOLD - TOLERANCE:
+    if gap < max(GAP_THRESHOLD, NOISE_Z * noise) - TOLERANCE:
         return None
     return Verdict(OVERFITTING_GAP, {"train_accuracy": train_accuracy, "validation_accuracy": validation_accuracy, "gap": gap})
 
 
-def _unstable_spread(runs: Runs) -> Verdict | None:
+def _unstable_spread(runs: Runs, noise: float, dropped: set[int]) -> Verdict | None:
     per_seed = {seed: _value(_ordered(history)[-1], "val_accuracy") for seed, history in runs.items() if history}
     per_seed = {seed: value for seed, value in per_seed.items() if value is not None}
-    if len(per_seed) < 2:
+    threshold = max(SPREAD_THRESHOLD, SPREAD_Z * noise)
+
+    def spread(values: list[float]) -> float:
+        return max(values) - min(values) if len(values) >= 2 else 0.0
+
+    total = spread(list(per_seed.values()))
+    if len(per_seed) < 2 or total < threshold - TOLERANCE:
         return None
-    spread = max(per_seed.values()) - min(per_seed.values())
-    if spread < SPREAD_THRESHOLD - TOLERANCE:
-        return None
-    return Verdict(UNSTABLE_SPREAD, {"spread": spread, "per_seed": per_seed})
+    if spread([value for seed, value in per_seed.items() if seed not in dropped]) < threshold - TOLERANCE:
+        return None  # the late drop of those seeds is the event; it is named there
+    return Verdict(UNSTABLE_SPREAD, {"spread": total, "per_seed": per_seed, "threshold": threshold})
 
 
-def _late_drop(runs: Runs) -> Verdict | None:
+def _late_drop(runs: Runs, noise: float) -> Verdict | None:
     dropped = []
     for seed, history in runs.items():
-        recent = _ordered(history)[-TREND_WINDOW:]
+        ordered = _ordered(history)
+        recent = ordered[-TREND_WINDOW:]
         final = _value(recent[-1], "val_accuracy") if recent else None
         recent_best_epoch = best_epoch(recent)
         if final is None or recent_best_epoch is None:
             continue
         recent_best = next(_value(record, "val_accuracy") for record in recent if record["epoch"] == recent_best_epoch)
-        if final <= recent_best - DROP_THRESHOLD + TOLERANCE:
-            dropped.append({"seed": seed, "final": final, "recent_best": recent_best, "recent_best_epoch": recent_best_epoch})
+        earlier = [value for record in ordered[:-1] if (value := _value(record, "val_accuracy")) is not None]
+        earlier = earlier[len(earlier) // 2:] if len(earlier) >= 10 else earlier  # the second half: past the learning phase
+        jitter = _jitter(earlier)
+        threshold = max(DROP_THRESHOLD, NOISE_Z * noise, NOISE_Z * jitter)
+        if final <= recent_best - threshold + TOLERANCE:
+            dropped.append({"seed": seed, "final": final, "recent_best": recent_best, "recent_best_epoch": recent_best_epoch,
+                            "threshold": threshold})
     return Verdict(LATE_DROP, {"seeds": dropped}) if dropped else None
 
 
 # --- Small helpers. ---
+
+
+def _jitter(values: Sequence[float]) -> float:
+    """The typical size of an epoch-to-epoch change that is noise, not trend: the standard
+    deviation of the second differences over sqrt(3). For values that are a smooth trend plus
+    independent noise of standard deviation s, second differences cancel the trend and have
+    standard deviation sqrt(6) s, so this estimates sqrt(2) s, the spread of one change.
+    0 with fewer than five values."""
+    if len(values) < 5:
+        return 0.0
+    second = [values[index + 2] - 2 * values[index + 1] + values[index] for index in range(len(values) - 2)]
+    return statistics.stdev(second) / math.sqrt(3)
 
 
 def _value(record: Mapping[str, object], key: str) -> float | None:

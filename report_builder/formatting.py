@@ -142,6 +142,12 @@ def number_word(value: object) -> str:
     return _NUMBER_WORDS[number] if 0 <= number < len(_NUMBER_WORDS) else format_count(number)
 
 
+def join_words(values: object) -> str:
+    """Items as a list in prose: "a", "a and b", "a, b and c" (each item as text)."""
+    items = [str(value) for value in values] if isinstance(values, list | tuple) else [str(values)]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
 def number_of_times(value: object) -> str:
     """How often, in words: 1 -> "once", 2 -> "twice", 3 -> "three times"."""
     number = as_int(value)

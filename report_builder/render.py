@@ -32,6 +32,7 @@ from report_builder.formatting import (
     format_points,
     format_seconds,
     format_std,
+    join_words,
     magnitude,
     number_of_times,
     number_word,
@@ -82,6 +83,7 @@ def make_environment() -> jinja2.Environment:
         interval=format_interval,
         words=number_word,
         times=number_of_times,
+        and_join=join_words,
     )
     return environment
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import stat
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from experiments.artifacts import (
     load_json_object,
     parse_seed_folder,
 )
+from experiments.backbones import BACKBONES
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
 from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, recipe_for
@@ -51,6 +53,7 @@ BETTER, WORSE, NO_CLEAR_DIFFERENCE, NOT_COMPARABLE = "better", "worse", "no clea
 #: Short words for each curve verdict, for table cells (the model pages say them in full).
 VERDICT_LABELS = {
     analysis.AT_CHANCE: "near chance",
+    analysis.OVERCONFIDENT: "over-confident",
     analysis.UNDERFITTING: "underfits",
     analysis.STILL_IMPROVING: "still improving",
     analysis.OVERFITTING_LOSS: "val. loss rising",
@@ -60,6 +63,8 @@ VERDICT_LABELS = {
     analysis.SETTLED: "settled",
 }
 RERUN_COMMAND = "python -m report_builder train"
+#: A comparison notes its last-epochs mean difference when it moves the result by at least this much.
+WINDOW_MOVE_POINTS = 0.01
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_LABELS = {"train": "Training", "validation": "Validation", "test": "Test"}
 FIGURES_SUBDIR = Path("assets") / "figures"
@@ -124,12 +129,12 @@ class ModelView:
     best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
     reference: dict[str, Any] | None = None  # references.summarize for this model
     histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
+    train_below_validation: dict[str, Any] | None = None  # training accuracy below validation, and why (augmentation, dropout)
 
     @property
     def verdict_labels(self) -> list[str]:
-        """Short words per verdict; near chance by its loss alone (accuracy above the baseline) says so."""
-        return ["chance-level loss" if verdict.code == analysis.AT_CHANCE and not verdict.facts.get("by_interval")
-                else VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
+        """Short words per verdict (the model pages say them in full)."""
+        return [VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
 
     @property
     def final_accuracies(self) -> list[tuple[int, float | None]]:
@@ -160,6 +165,39 @@ class PairedComparison:
     reason: str | None = None  # why NOT_COMPARABLE
     confounds: list[str] = field(default_factory=list)
     seed_counts: tuple[int, int] = (0, 0)
+    paired_by_seed: bool = False  # both descend from the same runs: rows paired by seed
+    shared_lineage: bool = False  # one continues the other, or both continue one model
+    identical: bool = False  # bit-identical predictions and histories: the same runs under two names
+    window_difference: float | None = None  # the difference on the mean of each seed's last FINAL_WINDOW epochs
+    improving: list[str] = field(default_factory=list)  # which of the two were still improving when training stopped
+    cost: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)  # first/second: (epochs, wall seconds)
+    seeds_needed: int | None = None  # seeds per model that would settle a close call (analysis.seeds_to_settle)
+    family_size: int = 1  # comparisons in the report's family (Holm)
+    holm_failed: bool = False  # the interval excludes zero, but not after Holm's correction over the family
+
+    @property
+    def window_changes_conclusion(self) -> bool:
+        """Whether the same interval, centred on the last-epochs mean difference, would say otherwise."""
+        if self.difference is None or self.window_difference is None or self.difference.identical:
+            return False
+        shift = self.window_difference - self.difference.estimate
+        low, high = self.difference.low + shift, self.difference.high + shift
+        return (low > 0) != (self.difference.low > 0) or (high < 0) != (self.difference.high < 0)
+
+    @property
+    def window_moves(self) -> bool:
+        """Whether the last-epochs mean difference differs from the last epoch's by a point or
+        more, and by a third of the interval's half-width: the last epoch moves the result."""
+        if self.difference is None or self.window_difference is None or self.difference.identical:
+            return False
+        half_width = (self.difference.high - self.difference.low) / 2
+        return abs(self.window_difference - self.difference.estimate) >= max(WINDOW_MOVE_POINTS, half_width / 3)
+
+    @property
+    def cost_ratio(self) -> float | None:
+        """First's wall time over second's, when both are known and positive."""
+        first, second = self.cost.get("first", (None, None))[1], self.cost.get("second", (None, None))[1]
+        return first / second if first and second else None
 
     @property
     def winner(self) -> str | None:
@@ -430,7 +468,7 @@ def load_models(
         _add_seeds(view, seeds, runs, entry, all_seeds)
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
-    _add_comparisons(views)
+    _add_comparisons(views, manifest.base_weights.kind if manifest.base_weights else None)
     return views
 
 
@@ -484,13 +522,26 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, 
         view.interval = analysis.accuracy_interval(view.correct)
     view.best_epochs = {seed: analysis.best_epoch(history) for seed, history in histories.items()}
     if baseline is not None and label_counts:
-        view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline,
-                                                chance_loss=analysis.chance_loss(label_counts), interval=view.interval)
+        view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline, chance_loss=analysis.chance_loss(label_counts),
+                                                interval=view.interval, validation_count=_validation_count(dataset))
     if view.name in refs.STUDY_MODELS and not view.recipe.declared and _classes_of_the_write_ups(dataset):
         try:
             view.reference = refs.summarize(refs.load_references(), view.name)
         except ValueError:
             view.reference = None
+
+
+def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> dict[str, Any] | None:
+    """Final training accuracy below validation accuracy in a model trained with augmentation or
+    dropout, which are on while training accuracy is measured and off for validation. A model
+    that continues another's runs trains that model, its augmentation and dropout included."""
+    train = analysis.window_mean(view.histories, "accuracy")
+    validation = analysis.window_mean(view.histories, "val_accuracy")
+    recipes = [view.recipe] + [by_name[name].recipe for name in _ancestors(view, by_name)]
+    causes = (["augmentation"] if any(recipe.augment for recipe in recipes) else []) + (["dropout"] if any(recipe.dropout for recipe in recipes) else [])
+    if train is None or validation is None or train >= validation or not causes:
+        return None
+    return {"train": train, "validation": validation, "causes": causes}
 
 
 def _classes_of_the_write_ups(dataset: Dataset | None) -> bool:
@@ -499,30 +550,150 @@ def _classes_of_the_write_ups(dataset: Dataset | None) -> bool:
     return dataset is not None and sorted(name.lower().rstrip("s") for name in dataset.class_names) == ["cat", "dog"]
 
 
-def confounds(first: ModelView, second: ModelView) -> list[str]:
-    """Differences between two models other than the idea being compared, in words."""
+def lineage_root(view: ModelView, by_name: dict[str, ModelView]) -> str:
+    """The model whose fresh runs a model's runs descend from (itself unless it continues one)."""
+    ancestors = _ancestors(view, by_name)
+    return ancestors[-1] if ancestors else view.name
+
+
+def _ancestors(view: ModelView, by_name: dict[str, ModelView]) -> list[str]:
+    """The models a model continues, nearest first (empty for a model trained from its start)."""
+    found, name = [], view.recipe.continues_model
+    while name and name in by_name and name not in found and name != view.name:
+        found.append(name)
+        name = by_name[name].recipe.continues_model
+    return found
+
+
+def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str, ModelView]) -> dict[str, str]:
+    """What a model's recipe says of its start, input and augmentation, in words, for confounds.
+    A model that continues another's runs inherits that model's start, input and augmentation
+    (the continued model, augmentation layers included, is what it trains on)."""
+    recipe, seen = view.recipe, {view.name}
+    while recipe.continues_model and recipe.continues_model in by_name and recipe.continues_model not in seen:
+        seen.add(recipe.continues_model)
+        recipe = by_name[recipe.continues_model].recipe
+    traits: dict[str, str] = {}
+    if recipe.recipe == "transfer":
+        backbone = BACKBONES[recipe.backbone].display_name if recipe.backbone in BACKBONES else recipe.backbone
+        weights = recipe.weights or base_weights or ""
+        traits["start"] = f"starts from a {backbone} with random weights" if weights == "none" else f"starts from a {backbone} pre-trained on ImageNet"
+        traits["input"] = f"{backbone}'s own input scaling"
+    elif recipe.continues_model:
+        traits["start"] = f"continues {recipe.continues_model}'s runs"
+        traits["input"] = f"{recipe.continues_model}'s input"
+    else:
+        traits["start"] = "learns from random weights"
+        traits["input"] = "pixels scaled to [-1, 1]" if recipe.rescale else "raw pixel values from 0 to 255"
+    traits["augment"] = "random flips and rotations in training" if recipe.augment else "no augmentation"
+    return traits
+
+
+def confounds(first: ModelView, second: ModelView, base_weights: str | None = None,
+              by_name: dict[str, ModelView] | None = None) -> list[str]:
+    """How two models differ besides chance, in words, most telling first: where they start
+    (pre-trained weights or not), their input scaling, augmentation, the epochs they trained,
+    and last their numeric precision."""
     notes = []
-    if first.precision and second.precision and first.precision != second.precision:
-        notes.append(f"{first.name} trained in {first.precision}, {second.name} in {second.precision}")
+    by_name = by_name if by_name is not None else {first.name: first, second.name: second}
+    first_traits, second_traits = _recipe_traits(first, base_weights, by_name), _recipe_traits(second, base_weights, by_name)
+    for key in ("start", "input", "augment"):
+        if first_traits[key] != second_traits[key]:
+            notes.append(f"{first.name} {_trait_phrase(key, first_traits[key])}, {second.name} {_trait_phrase(key, second_traits[key])}")
     first_range, second_range = first.epoch_range, second.epoch_range
     if first_range and second_range and first_range[1] != second_range[1]:
         notes.append(f"{first.name} had {first_range[1]} epochs of training in all, {second.name} {second_range[1]}")
+    if first.precision and second.precision and first.precision != second.precision:
+        notes.append(f"{first.name} trained in {first.precision}, {second.name} in {second.precision}")
     return notes
 
 
-def compare(first: ModelView, second: ModelView) -> PairedComparison:
-    """First minus second, paired over validation images, seeds and images resampled."""
+def _trait_phrase(key: str, value: str) -> str:
+    return {"input": f"sees {value}", "augment": f"has {value}"}.get(key, value)
+
+
+def compare(first: ModelView, second: ModelView, by_name: dict[str, ModelView] | None = None,
+            base_weights: str | None = None) -> PairedComparison:
+    """First minus second, paired over validation images; paired by seed too when both descend
+    from the same runs (one continues the other, or both continue one model) with the same seeds."""
+    by_name = by_name if by_name is not None else {first.name: first, second.name: second}
     counts = (len(first.correct_seeds), len(second.correct_seeds))
+    notes = confounds(first, second, base_weights, by_name)
     if first.correct is None or second.correct is None:
         missing = first if first.correct is None else second
         reason = f"{missing.name} has no usable validation predictions" + (f" ({missing.predictions_note})" if missing.predictions_note else "")
-        return PairedComparison(first.name, second.name, None, NOT_COMPARABLE, reason, confounds(first, second), counts)
+        return PairedComparison(first.name, second.name, None, NOT_COMPARABLE, reason, notes, counts)
     if first.correct.shape[1] != second.correct.shape[1]:
         return PairedComparison(first.name, second.name, None, NOT_COMPARABLE,
-                                "their predictions cover different numbers of validation images", confounds(first, second), counts)
-    difference = analysis.paired_difference(first.correct, second.correct)
+                                "their predictions cover different numbers of validation images", notes, counts)
+    same_lineage = lineage_root(first, by_name) == lineage_root(second, by_name)
+    paired = same_lineage and first.correct_seeds == second.correct_seeds and len(first.correct_seeds) > 1
+    difference = analysis.paired_difference(first.correct, second.correct, paired=paired)
     outcome = BETTER if difference.low > 0 else WORSE if difference.high < 0 else NO_CLEAR_DIFFERENCE
-    return PairedComparison(first.name, second.name, difference, outcome, None, confounds(first, second), counts)
+    comparison = PairedComparison(first.name, second.name, difference, outcome, None, notes, counts)
+    comparison.paired_by_seed = paired
+    comparison.shared_lineage = same_lineage
+    comparison.identical = difference.identical and first.histories == second.histories
+    comparison.window_difference = _window_difference(first, second)
+    comparison.improving = [view.name for view in (first, second) if any(v.code == analysis.STILL_IMPROVING for v in view.verdicts)]
+    comparison.cost = {"first": (first.epochs_completed, first.wall_seconds), "second": (second.epochs_completed, second.wall_seconds)}
+    if outcome == NO_CLEAR_DIFFERENCE and difference.seed_variation_known and not difference.identical:
+        fixed, per_seed = _image_variance_parts(first, second)
+        comparison.seeds_needed = analysis.seeds_to_settle(difference.estimate, _seed_sd(first, second, paired),
+                                                          image_variance=fixed, interaction_variance=per_seed)
+    return comparison
+
+
+def _window_difference(first: ModelView, second: ModelView) -> float | None:
+    """First minus second on each seed's mean validation accuracy over its last FINAL_WINDOW epochs."""
+    first_mean = analysis.window_mean(first.histories, "val_accuracy")
+    second_mean = analysis.window_mean(second.histories, "val_accuracy")
+    return None if first_mean is None or second_mean is None else first_mean - second_mean
+
+
+def _seed_sd(first: ModelView, second: ModelView, paired: bool) -> float:
+    """The seed-to-seed standard deviation of one model's accuracy, pooled over the two."""
+    seeds_first, seeds_second = first.correct.mean(axis=1), second.correct.mean(axis=1)
+    if paired:
+        return float(np.std(seeds_first - seeds_second, ddof=1)) / math.sqrt(2)
+    variances = [float(np.var(values, ddof=1)) for values in (seeds_first, seeds_second) if len(values) > 1]
+    return math.sqrt(statistics.fmean(variances)) if variances else 0.0
+
+
+def _image_variance_parts(first: ModelView, second: ModelView) -> tuple[float, float]:
+    """The image part of the difference's variance split in two: what more seeds leave (the
+    images' own difficulty) and, per seed, what they average out (which seed gets which image right)."""
+    images = first.correct.shape[1]
+    per_image = first.correct.mean(axis=0) - second.correct.mean(axis=0)
+    if images < 2:
+        return 0.0, 0.0
+    interaction = analysis.interaction_variance(first.correct) + analysis.interaction_variance(second.correct)
+    observed = float(np.var(per_image, ddof=1))
+    seeds = (len(first.correct), len(second.correct))
+    fixed = max(0.0, observed - analysis.interaction_variance(first.correct) / seeds[0] - analysis.interaction_variance(second.correct) / seeds[1])
+    return fixed / images, interaction / images
+
+
+def settle_family(comparisons: list[PairedComparison | None]) -> int:
+    """Hold the family-wise error rate over the report's comparisons with Holm's correction.
+
+    Each distinct pair of models counts once. A comparison whose interval excludes zero keeps
+    its "better" only when Holm's step-down correction at 1 - LEVEL over the family rejects too;
+    otherwise it becomes "no clear difference" with ``holm_failed`` set. Returns the family size.
+    """
+    family: dict[frozenset[str], list[PairedComparison]] = {}
+    for comparison in comparisons:
+        if comparison is not None and comparison.difference is not None:
+            family.setdefault(frozenset((comparison.first, comparison.second)), []).append(comparison)
+    groups = list(family.values())
+    rejected = analysis.holm_rejections([group[0].difference.p_value for group in groups])
+    for group, holds in zip(groups, rejected):
+        for comparison in group:
+            comparison.family_size = len(groups)
+            if comparison.outcome in (BETTER, WORSE) and not holds:
+                comparison.outcome = NO_CLEAR_DIFFERENCE
+                comparison.holm_failed = True
+    return len(groups)
 
 
 def _add_seeds(
@@ -557,12 +728,14 @@ def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> S
     )
 
 
-def _add_comparisons(views: list[ModelView]) -> None:
+def _add_comparisons(views: list[ModelView], base_weights: str | None = None) -> None:
     """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
+    for view in views:
+        view.train_below_validation = _train_below_validation(view, by_name) if view.histories else None
     for view, previous in zip(views[1:], views[:-1]):
         if view.over_seeds is not None and previous.over_seeds is not None:
-            view.comparison = compare(view, previous)
+            view.comparison = compare(view, previous, by_name, base_weights)
         source = by_name.get(view.recipe.continues_model or "")
         if source is not None and source.epoch_range is not None:
             view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
@@ -705,7 +878,7 @@ def about_data(manifest: Manifest) -> dict[str, str | None]:
 def reading_rules() -> dict[str, Any]:
     """The thresholds of report_builder.analysis, for the method page to quote."""
     return {name.lower(): getattr(analysis, name) for name in (
-        "RESAMPLES", "GENERATOR_SEED", "LEVEL", "FINAL_WINDOW", "LATE_EPOCHS", "TREND_WINDOW", "CHANCE_LOSS_FRACTION",
+        "LEVEL", "NOISE_Z", "SPREAD_Z", "FINAL_WINDOW", "LATE_EPOCHS", "TREND_WINDOW", "CHANCE_LOSS_FRACTION",
         "UNDERFIT_FRACTION", "RISING_SLOPE", "LOSS_RISE_FRACTION", "GAP_THRESHOLD", "SPREAD_THRESHOLD", "DROP_THRESHOLD")}
 
 
@@ -789,6 +962,25 @@ def test_view(metrics: Metrics | None) -> dict[str, Any] | None:
     }
 
 
+def test_resolution(test: dict[str, Any] | None, metrics: Metrics | None, dataset: Dataset | None) -> dict[str, Any]:
+    """What the test set can resolve: half the width of the chosen model's test interval, the
+    other models whose validation score lies within it of the chosen one's (the test could not
+    tell them apart), and whether the test split was held out of the validation folder."""
+    fraction = finite(dataset.test_fraction) if dataset else None
+    resolution: dict[str, Any] = {"half_width": None, "close": [], "from_validation": bool(fraction), "fraction": fraction}
+    if test is None or test.get("interval") is None or metrics is None:
+        return resolution
+    low, high = test["interval"]
+    half_width = (high - low) / 2
+    scores = {name: finite(score) for name, score in metrics.selection.candidates.items()}
+    chosen = scores.get(metrics.chosen_model or "")
+    resolution["half_width"] = half_width
+    if chosen is not None:
+        resolution["close"] = [name for name, score in scores.items()
+                               if name != metrics.chosen_model and score is not None and abs(chosen - score) < half_width]
+    return resolution
+
+
 def selection_view(metrics: Metrics | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
     """How the model was chosen: the rule and each candidate's validation score, in study order."""
     if metrics is None:
@@ -820,16 +1012,16 @@ def runner_up(models: Iterable[ModelView], chosen: str | None) -> ModelView | No
     return max(others, key=lambda model: model.accuracy.mean, default=None)
 
 
-def chosen_comparison(models: list[ModelView], chosen: str | None) -> PairedComparison | None:
+def chosen_comparison(models: list[ModelView], chosen: str | None, base_weights: str | None = None) -> PairedComparison | None:
     """The chosen model against the runner-up, paired (:func:`compare`)."""
     by_name = {model.name: model for model in models}
     winner, second = by_name.get(chosen or ""), runner_up(models, chosen)
     if winner is None or winner.over_seeds is None or second is None:
         return None
-    return compare(winner, second)
+    return compare(winner, second, by_name, base_weights)
 
 
-def control_comparison(models: list[ModelView]) -> PairedComparison | None:
+def control_comparison(models: list[ModelView], base_weights: str | None = None) -> PairedComparison | None:
     """A fine-tuned model against its budget-matched control (recipe train_on: the same model
     it continues, trained on for as many epochs with nothing unfrozen), when both ran: the
     first such pair in study order."""
@@ -839,7 +1031,7 @@ def control_comparison(models: list[ModelView]) -> PairedComparison | None:
         for control in models:
             if (control.recipe.recipe == "train_on" and control.recipe.continues == finetune.recipe.continues
                     and control.over_seeds is not None and control.epoch_range == finetune.epoch_range):
-                return compare(finetune, control)
+                return compare(finetune, control, {model.name: model for model in models}, base_weights)
     return None
 
 
@@ -866,6 +1058,11 @@ def page_context(run: RunView) -> dict[str, Any]:
     models_by_name = {model.name: model for model in run.models}
     chosen_name = run.metrics.chosen_model if run.metrics else None
     dataset = dataset_view(run.dataset)
+    base_weights = manifest.base_weights.kind if manifest.base_weights else None
+    chosen = chosen_comparison(run.models, chosen_name, base_weights)
+    control = control_comparison(run.models, base_weights)
+    family_size = settle_family([model.comparison for model in run.models] + [control, chosen])
+    test = test_view(run.metrics)
     return {
         "run_status": manifest.status or "unknown",
         "run_info": {key: artifact_text(getattr(manifest, key)) for key in
@@ -887,15 +1084,18 @@ def page_context(run: RunView) -> dict[str, Any]:
         "baseline": baseline_view(run.dataset),
         "skipped": skipped_view(run.dataset),
         "chosen_name": chosen_name,
-        "chosen_comparison": chosen_comparison(run.models, chosen_name),
+        "chosen_comparison": chosen,
+        "comparison_family": family_size,
         "seeds": run.seeds,
         "validation_count": _validation_count(run.dataset),
-        "control_comparison": control_comparison(run.models),
+        "control_comparison": control,
         "about_data": about_data(manifest),
         "rules": reading_rules(),
         "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},
         "selection": selection_view(run.metrics, [model.name for model in run.models]),
-        "test": test_view(run.metrics),
+        "test": test,
+        "test_resolution": test_resolution(test, run.metrics, run.dataset),
+        "continuing_models": [model.name for model in run.models if model.recipe.continues_model and model.status != "not_run"],
         "config_rows": applicable_config_rows(manifest.config, [model.recipe for model in run.models if model.status != "not_run"]),
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,

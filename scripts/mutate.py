@@ -107,6 +107,13 @@ MUTATIONS = (
         ("tests/test_cache.py::test_changed_files_or_image_size_build_a_new_cache",),
         "a file whose bytes changed under the same name is read from the old decoded-image cache (stale pixels)",
     ),
+    Mutation(
+        "majority-baseline-from-validation", "experiments/data.py",
+        "majority_index = int(np.argmax(np.bincount(self.train.labels, minlength=len(self.class_names))))",
+        "majority_index = int(np.argmax(np.bincount(self.validation.labels, minlength=len(self.class_names))))",
+        ("tests/test_data.py::test_the_majority_baseline_predicts_the_training_split_s_most_common_class_not_validation_s",),
+        "the majority baseline predicts validation's most common class, not the training split's (it peeks at validation)",
+    ),
     # ---- the progress counter while images are read (experiments.progress)
     Mutation(
         "folder-reading-without-progress", "experiments/data.py",
@@ -238,6 +245,41 @@ MUTATIONS = (
         ("tests/test_claims.py::test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers",),
         "the method page drops the sentence that finetune starts from transfer",
     ),
+    # ---- the choice on validation and the one look at test
+    Mutation(
+        "chosen-by-best-epoch", "experiments/decisions.py",
+        "    return epochs[-1].val_accuracy if epochs else None\n",
+        "    return max((epoch.val_accuracy for epoch in epochs if epoch.val_accuracy is not None), default=None)\n",
+        ("tests/test_decisions.py::test_a_model_is_scored_by_its_last_epoch_not_its_best",),
+        "models and seeds are scored by their best epoch's validation accuracy, not the last (saved, tested) epoch's",
+    ),
+    Mutation(
+        # (dropping `previous.chosen_seed == chosen_seed` alone changes nothing: history.json
+        # records its seed, so another seed's history never has the digest compared next)
+        "test-score-of-the-seed-tested-before", "experiments/study.py",
+        "    chosen_history = _file_digest(run.seed_run(chosen, chosen_seed).history)\n"
+        "    previous = _readable(Metrics, run.metrics)\n"
+        "    if (\n"
+        "        previous is not None\n"
+        "        and previous.chosen_model == chosen\n"
+        "        and previous.chosen_seed == chosen_seed\n",
+        "    previous = _readable(Metrics, run.metrics)\n"
+        "    tested_seed = previous.chosen_seed if previous is not None and previous.chosen_seed is not None else chosen_seed\n"
+        "    chosen_history = _file_digest(run.seed_run(chosen, tested_seed).history)\n"
+        "    if (\n"
+        "        previous is not None\n"
+        "        and previous.chosen_model == chosen\n",
+        ("tests/test_study.py::test_a_new_chosen_seed_is_tested_not_given_the_old_seed_s_score",
+         "tests/test_study.py::test_a_change_of_seed_within_the_same_seeds_is_tested_again"),
+        "a newly chosen seed gets the test score of the seed tested before (the reuse checks that run, not the chosen one)",
+    ),
+    Mutation(
+        "test-score-kept-after-retraining", "experiments/study.py",
+        "        and previous.chosen_history_sha256 == chosen_history\n",
+        "",
+        ("tests/test_study.py::test_a_retrained_chosen_run_is_tested_again",),
+        "a chosen run trained again (--force) keeps the test score of the weights it replaced",
+    ),
     # ---- validation predictions: what the paired comparisons rest on
     Mutation(
         "predictions-recorded-with-wrong-epoch", "experiments/study.py",
@@ -269,35 +311,93 @@ MUTATIONS = (
     ),
     # ---- the statistics (report_builder.analysis)
     Mutation(
-        "seeds-not-resampled", "report_builder/analysis.py",
-        "means = np.concatenate([_seed_mean(rng, per_seed, chunk) for per_seed, chunk in _resampled_accuracies(rng, matrix, resamples)])",
-        "means = np.concatenate([per_seed.mean(axis=1) for per_seed, chunk in _resampled_accuracies(rng, matrix, resamples)])",
-        ("tests/test_analysis.py::test_seed_spread_widens_the_interval_beyond_an_image_only_bootstrap",),
-        "the accuracy interval resamples images only: seed-to-seed variation is left out",
+        "seed-part-left-out", "report_builder/analysis.py",
+        "    components = [_component(per_seed), _component(matrix.mean(axis=0))]",
+        "    components = [None, _component(matrix.mean(axis=0))]",
+        ("tests/test_analysis.py::test_three_seeds_use_a_t_quantile_on_their_few_degrees_of_freedom",),
+        "the accuracy interval leaves the seed-to-seed variation out",
     ),
     Mutation(
-        "paired-seeds-not-resampled", "report_builder/analysis.py",
-        "        mean_a = _seed_mean(rng, per_seed[:, :seeds_a], chunk)\n        mean_b = _seed_mean(rng, per_seed[:, seeds_a:], chunk)\n",
-        "        mean_a = per_seed[:, :seeds_a].mean(axis=1)\n        mean_b = per_seed[:, seeds_a:].mean(axis=1)\n",
+        "paired-seed-part-left-out", "report_builder/analysis.py",
+        "        seed_component = _welch_component(seeds_a, seeds_b)",
+        "        seed_component = None",
         ("tests/test_analysis.py::test_seed_spread_enters_the_paired_difference",),
-        "the paired difference resamples images only: seed-to-seed variation is left out",
+        "the paired difference leaves the seed-to-seed variation out",
+    ),
+    Mutation(
+        "normal-quantile-for-few-seeds", "report_builder/analysis.py",
+        "    half = float(stats.t.ppf((1.0 + level) / 2.0, df)) * error",
+        "    half = float(stats.norm.ppf((1.0 + level) / 2.0)) * error",
+        ("tests/test_analysis.py::test_three_seeds_use_a_t_quantile_on_their_few_degrees_of_freedom",
+         "tests/test_analysis.py::test_equal_models_with_three_seeds_rarely_differ_clearly"),
+        "a normal quantile where three seeds need Student's t: intervals too narrow with few seeds",
     ),
     Mutation(
         "paired-images-not-shared", "report_builder/analysis.py",
-        "    both = np.concatenate([matrix_a, matrix_b])\n"
-        "    seeds_a = matrix_a.shape[0]\n"
-        "    differences = []\n"
-        "    for per_seed, chunk in _resampled_accuracies(rng, both, resamples):\n"
-        "        mean_a = _seed_mean(rng, per_seed[:, :seeds_a], chunk)\n"
-        "        mean_b = _seed_mean(rng, per_seed[:, seeds_a:], chunk)\n"
-        "        differences.append(mean_a - mean_b)\n",
-        "    differences = []\n"
-        "    for (per_seed_a, chunk), (per_seed_b, _) in zip(_resampled_accuracies(rng, matrix_a, resamples),\n"
-        "                                                   _resampled_accuracies(rng, matrix_b, resamples)):\n"
-        "        differences.append(_seed_mean(rng, per_seed_a, chunk) - _seed_mean(rng, per_seed_b, chunk))\n",
-        ("tests/test_analysis.py::test_pairing_shares_the_image_draw_between_the_two_models",
+        "    image_component = _component(matrix_a.mean(axis=0) - matrix_b.mean(axis=0))",
+        "    image_component = _welch_component(matrix_a.mean(axis=0), matrix_b.mean(axis=0))",
+        ("tests/test_analysis.py::test_one_seed_each_compares_on_the_images_alone",
          "tests/test_analysis.py::test_pairing_detects_a_difference_the_separate_intervals_cannot"),
-        "each model gets its own image draw: the comparison is not paired",
+        "each model's image variance counts on its own: the comparison is not paired image by image",
+    ),
+    Mutation(
+        "pairing-by-seed-ignored", "report_builder/analysis.py",
+        "    if paired:\n        seed_component = _component(seeds_a - seeds_b)",
+        "    if False:\n        seed_component = _component(seeds_a - seeds_b)",
+        ("tests/test_analysis.py::test_pairing_by_seed_removes_the_shared_seed_variation",),
+        "models that continue the same runs are compared as if their seeds were independent",
+    ),
+    Mutation(
+        "holm-step-down-skipped", "report_builder/analysis.py",
+        "        if p > alpha / (len(indexed) - rank):",
+        "        if p > alpha:",
+        ("tests/test_analysis.py::test_holm_rejects_step_down_and_ignores_missing_comparisons",
+         "tests/test_render.py::test_a_difference_that_does_not_survive_holm_is_not_called_better"),
+        "every comparison is tested at 5% on its own: the family-wise error rate grows with the comparisons",
+    ),
+    Mutation(
+        "family-not-corrected", "report_builder/views.py",
+        "            if comparison.outcome in (BETTER, WORSE) and not holds:",
+        "            if False:",
+        ("tests/test_render.py::test_a_difference_that_does_not_survive_holm_is_not_called_better",),
+        "the report's comparisons are not corrected for as a family",
+    ),
+    Mutation(
+        "identical-runs-not-named", "report_builder/analysis.py",
+        "    if matrix_a.shape == matrix_b.shape and np.array_equal(matrix_a, matrix_b):",
+        "    if False:",
+        ("tests/test_analysis.py::test_identical_runs_are_named_as_such", "tests/test_render.py::test_two_copies_of_one_recipe_are_named_identical_runs"),
+        "two bit-identical sets of runs are compared as if they were two models",
+    ),
+    Mutation(
+        "noise-not-scaled", "report_builder/analysis.py",
+        "    noise = binomial_noise(window_mean(runs, \"val_accuracy\"), validation_count)",
+        "    noise = 0.0",
+        ("tests/test_analysis.py::test_a_drop_within_the_binomial_noise_is_not_a_late_drop",
+         "tests/test_analysis.py::test_seeds_apart_by_no_more_than_the_binomial_noise_agree",
+         "tests/test_analysis.py::test_a_flat_noisy_curve_is_rarely_still_improving"),
+        "thresholds on validation accuracy ignore the validation set's binomial noise",
+    ),
+    Mutation(
+        "trends-read-at-chance", "report_builder/analysis.py",
+        "        None if at_chance or loss_rise else _still_improving(runs, noise),",
+        "        None if loss_rise else _still_improving(runs, noise),",
+        ("tests/test_analysis.py::test_a_model_at_chance_is_never_told_more_epochs_would_help",),
+        "a model at chance is told that more epochs would help",
+    ),
+    Mutation(
+        "one-seed-loss-spike-is-a-trend", "report_builder/analysis.py",
+        "    if 2 * len(seeds) <= len(runs):\n        return None\n    turn_epoch, lowest, final = rise",
+        "    turn_epoch, lowest, final = rise",
+        ("tests/test_analysis.py::test_one_seeds_loss_rise_is_not_the_models",),
+        "one seed's loss rise is read as the model's validation loss rising",
+    ),
+    Mutation(
+        "late-drop-also-counted-as-spread", "report_builder/analysis.py",
+        "    if spread([value for seed, value in per_seed.items() if seed not in dropped]) < threshold - TOLERANCE:",
+        "    if False:",
+        ("tests/test_analysis.py::test_one_seeds_one_epoch_loss_spike_is_one_event_named_once",),
+        "one seed's late drop is counted again as seeds disagreeing",
     ),
     Mutation(
         "best-epoch-latest-on-ties", "report_builder/analysis.py",
@@ -337,8 +437,8 @@ MUTATIONS = (
     ),
     Mutation(
         "still-improving-half-is-enough", "report_builder/analysis.py",
-        "if 2 * len(late) <= len(runs) or not rising:",
-        "if 2 * len(late) < len(runs) or not rising:",
+        "    if 2 * len(rising_seeds) <= len(runs):",
+        "    if 2 * len(rising_seeds) < len(runs):",
         ("tests/test_analysis.py::test_still_improving_needs_most_seeds_to_peak_late",),
         "half of the seeds peaking late is taken for most of them",
     ),
@@ -358,22 +458,22 @@ MUTATIONS = (
     ),
     Mutation(
         "loss-rise-from-first-epoch", "report_builder/analysis.py",
-        "turn_epoch, lowest = min(points, key=lambda point: point[1])",
+        "turn_epoch, lowest = min(points[:-window], key=lambda point: point[1])",
         "turn_epoch, lowest = points[0]",
         ("tests/test_analysis.py::test_a_loss_that_turns_upward_is_overfitting_loss",),
         "the rise is measured from the first epoch's validation loss, not from its minimum before the last epoch",
     ),
     Mutation(
         "gap-threshold-exclusive", "report_builder/analysis.py",
-        "if gap < GAP_THRESHOLD - TOLERANCE:",
-        "if gap <= GAP_THRESHOLD:",
+        "    if gap < max(GAP_THRESHOLD, NOISE_Z * noise) - TOLERANCE:",
+        "    if gap <= max(GAP_THRESHOLD, NOISE_Z * noise):",
         ("tests/test_analysis.py::test_a_gap_of_exactly_the_threshold_counts",),
         "a train-validation gap of exactly 10 points (0.95 - 0.85 in floats) is not called overfitting",
     ),
     Mutation(
         "spread-threshold-exclusive", "report_builder/analysis.py",
-        "if spread < SPREAD_THRESHOLD - TOLERANCE:",
-        "if spread < SPREAD_THRESHOLD + TOLERANCE:",
+        "    if len(per_seed) < 2 or total < threshold - TOLERANCE:",
+        "    if len(per_seed) < 2 or total < threshold + TOLERANCE:",
         ("tests/test_analysis.py::test_a_spread_of_exactly_the_threshold_counts",),
         "seeds exactly 3 points apart are not said to disagree",
     ),
@@ -409,8 +509,8 @@ MUTATIONS = (
     ),
     Mutation(
         "control-comparison-reversed", "report_builder/views.py",
-        "    return compare(finetune, control)",
-        "    return compare(control, finetune)",
+        "                return compare(finetune, control, {model.name: model for model in models}, base_weights)",
+        "                return compare(control, finetune, {model.name: model for model in models}, base_weights)",
         ("tests/test_render.py::test_finetune_page_continues_transfer_and_compares_with_its_control",),
         "finetune's comparison with its control is written the wrong way round (control minus finetune)",
     ),

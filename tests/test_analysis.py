@@ -1,4 +1,4 @@
-"""Tests for report_builder.analysis: bootstrap intervals, best epoch, chance loss and curve verdicts."""
+"""Tests for report_builder.analysis: small-sample intervals, Holm, best epoch, chance loss and curve verdicts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from report_builder import analysis
 from report_builder.analysis import (
@@ -20,7 +21,6 @@ from report_builder.analysis import (
 )
 
 IMAGES = 800
-FEW_RESAMPLES = 4_000  # enough for the clear-cut cases; the stability test uses the default
 LN2 = math.log(2)
 
 
@@ -46,15 +46,6 @@ def independent_seeds(accuracies: list[float], *, images: int = IMAGES, seed: in
     for row, accuracy in zip(matrix, accuracies):
         row[rng.permutation(images)[: round(accuracy * images)]] = True
     return matrix
-
-
-def image_only_interval(correct: np.ndarray, resamples: int = 4_000, level: float = 0.95) -> tuple[float, float]:
-    """What an interval that keeps the seeds fixed and resamples only images would say."""
-    rng = np.random.default_rng(7)
-    draws = rng.integers(0, correct.shape[1], size=(resamples, correct.shape[1]))
-    means = correct[:, draws].mean(axis=2).mean(axis=0)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
 
 
 def history(val_accuracy, *, accuracy=None, val_loss=None, loss=None, first_epoch: int = 1) -> list[dict]:
@@ -108,24 +99,53 @@ def test_interval_covers_and_excludes():
 
 def test_accuracy_interval_estimate_is_mean_of_seed_accuracies():
     correct = independent_seeds([0.80, 0.90, 0.95])
-    interval = accuracy_interval(correct, resamples=FEW_RESAMPLES)
+    interval = accuracy_interval(correct)
     assert interval.estimate == pytest.approx((0.80 + 0.90 + 0.95) / 3)
     assert interval.low < interval.estimate < interval.high
 
 
-def test_single_seed_is_an_image_bootstrap_of_binomial_width():
+def test_single_seed_has_binomial_width_and_says_the_seed_variation_is_unknown():
     row = independent_seeds([0.90])[0]
-    one_dimensional = accuracy_interval(row, resamples=FEW_RESAMPLES)
-    assert one_dimensional == accuracy_interval(row[np.newaxis, :], resamples=FEW_RESAMPLES)
+    one_dimensional = accuracy_interval(row)
+    assert one_dimensional == accuracy_interval(row[np.newaxis, :])
     half_width = 1.96 * math.sqrt(0.9 * 0.1 / IMAGES)  # about 0.021
-    assert one_dimensional.high - one_dimensional.low == pytest.approx(2 * half_width, rel=0.15)
+    assert one_dimensional.high - one_dimensional.low == pytest.approx(2 * half_width, rel=0.02)
+    assert not one_dimensional.seed_variation_known
+    assert accuracy_interval(independent_seeds([0.9, 0.9])).seed_variation_known
 
 
-def test_identical_models_differ_by_exactly_zero():
+def test_three_seeds_use_a_t_quantile_on_their_few_degrees_of_freedom():
+    """Seeds at 80, 90 and 95%: the seed part dominates, so the degrees of freedom are close to
+    the seeds' 2, and the half-width is about t(0.975, 2) = 4.3 standard errors, not 1.96."""
+    correct = independent_seeds([0.80, 0.90, 0.95], seed=4)
+    interval = accuracy_interval(correct)
+    seed_error = np.std([0.80, 0.90, 0.95], ddof=1) / math.sqrt(3)
+    assert 2.0 <= interval.df < 2.5
+    assert interval.estimate - interval.low > 4.0 * seed_error  # (the top is clipped at 100%)
+    assert interval.covers(0.8) and interval.covers(0.95)
+
+
+def test_the_image_part_is_the_variance_of_mean_correctness_per_image():
+    """Seeds that agree on every image: the seed part is zero and the interval is the image
+    part alone, sd(mean correctness per image) / sqrt(images) with images - 1 degrees of freedom."""
+    correct = np.tile(independent_seeds([0.9])[0], (3, 1))
+    interval = accuracy_interval(correct)
+    error = np.std(correct.mean(axis=0), ddof=1) / math.sqrt(IMAGES)
+    assert interval.df == pytest.approx(IMAGES - 1)
+    assert interval.high - interval.estimate == pytest.approx(stats.t.ppf(0.975, IMAGES - 1) * error)
+
+
+def test_an_interval_stays_within_zero_and_one():
+    interval = accuracy_interval(independent_seeds([1.0, 0.99, 0.98], images=100))
+    assert interval.high <= 1.0 and interval.low >= 0.0
+
+
+def test_identical_runs_are_named_as_such():
     correct = seed_matrix(0.9)
-    difference = paired_difference(correct, correct.copy(), resamples=FEW_RESAMPLES)
-    assert difference.estimate == 0.0
-    assert difference.covers(0.0)
+    difference = paired_difference(correct, correct.copy())
+    assert difference.identical
+    assert (difference.estimate, difference.low, difference.high, difference.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert not paired_difference(correct, seed_matrix(0.9, seed=1)).identical
 
 
 def test_five_points_more_images_right_excludes_zero():
@@ -133,10 +153,11 @@ def test_five_points_more_images_right_excludes_zero():
     better = worse.copy()
     always_wrong = np.flatnonzero(~worse.any(axis=0))
     better[:, always_wrong[:40]] = True  # 40 of 800 images = 5 points more, the other images unchanged
-    difference = paired_difference(better, worse, resamples=FEW_RESAMPLES)
+    difference = paired_difference(better, worse)
     assert difference.estimate == pytest.approx(0.05)
     assert difference.excludes(0.0)
     assert difference.low > 0.0
+    assert difference.p_value < 0.001
 
 
 def test_pairing_detects_a_difference_the_separate_intervals_cannot():
@@ -145,66 +166,104 @@ def test_pairing_detects_a_difference_the_separate_intervals_cannot():
     rng = np.random.default_rng(3)
     for row in model_b:
         row[rng.choice(np.flatnonzero(row), size=20, replace=False)] = False  # b misses 20 of a's correct images
-    interval_a = accuracy_interval(model_a, resamples=FEW_RESAMPLES)
-    interval_b = accuracy_interval(model_b, resamples=FEW_RESAMPLES)
+    interval_a = accuracy_interval(model_a)
+    interval_b = accuracy_interval(model_b)
     assert interval_a.low <= interval_b.high  # the separate intervals overlap ...
-    difference = paired_difference(model_a, model_b, resamples=FEW_RESAMPLES)
+    difference = paired_difference(model_a, model_b, paired=True)
     assert difference.estimate == pytest.approx(20 / IMAGES)
     assert difference.excludes(0.0)  # ... but the paired difference is clearly above zero
 
 
-def test_pairing_shares_the_image_draw_between_the_two_models():
-    """One seed each, so only images are resampled. With one image draw shared by both models,
-    identical models differ by exactly zero in every resample, and a model right on 8 more of the
-    800 images is ahead in every resample; separate draws would add about +-3 points of noise."""
+def test_one_seed_each_compares_on_the_images_alone():
+    """One seed each: the seed variation is unknown and said to be; the image part of a model
+    right on 8 more of the 800 images is the sd of the per-image difference over sqrt(800)."""
     model_a = independent_seeds([0.90], seed=12)
-    assert paired_difference(model_a, model_a.copy(), resamples=FEW_RESAMPLES) == Interval(estimate=0.0, low=0.0, high=0.0)
     model_b = model_a.copy()
     model_b[0, np.flatnonzero(model_a[0])[:8]] = False
-    difference = paired_difference(model_a, model_b, resamples=FEW_RESAMPLES)
+    difference = paired_difference(model_a, model_b)
     assert difference.estimate == pytest.approx(8 / IMAGES)
+    assert not difference.seed_variation_known
     assert difference.low > 0.0
     assert difference.high - difference.low < 0.02
 
 
-def test_seed_spread_widens_the_interval_beyond_an_image_only_bootstrap():
-    correct = independent_seeds([0.80, 0.90, 0.95], seed=4)
-    image_low, image_high = image_only_interval(correct)
-    assert not image_low <= 0.85 <= image_high  # resampling images alone would rule 0.85 out
-    interval = accuracy_interval(correct, resamples=FEW_RESAMPLES)
-    assert interval.covers(0.85)  # the seeds alone range from 0.80 to 0.95
-    assert interval.high - interval.low > 2 * (image_high - image_low)
+def test_a_model_with_one_seed_borrows_the_other_models_seed_variance():
+    erratic = independent_seeds([0.80, 0.90, 0.97], seed=6)
+    single = independent_seeds([0.90], seed=7)
+    difference = paired_difference(erratic, single)
+    assert difference.seed_variation_known
+    assert difference.high - difference.low > 0.2  # 3 seeds' sd of 8.5 points, over 1 + 1/3 seeds, t with 2 df
 
 
 def test_seed_spread_enters_the_paired_difference():
     steady = seed_matrix(0.90, seed=5)
     erratic = independent_seeds([0.80, 0.90, 0.97], seed=6)
-    difference = paired_difference(erratic, steady, resamples=FEW_RESAMPLES)
+    difference = paired_difference(erratic, steady)
     assert difference.high - difference.low > 0.08
 
 
-def test_intervals_are_deterministic_for_a_generator_seed():
+def test_pairing_by_seed_removes_the_shared_seed_variation():
+    """A model that continues another's runs inherits each seed's luck: seeds at 80, 90, 95%
+    each gaining exactly 2 points. Paired by seed, the seed part of the difference is zero and
+    the gain is clear; treated as independent seeds, the seeds' spread hides it."""
+    start = independent_seeds([0.80, 0.90, 0.95], seed=13)
+    continued = start.copy()
+    for row in continued:
+        row[np.flatnonzero(~row)[:16]] = True  # 16 of 800 = 2 points more on every seed
+    assert paired_difference(continued, start, paired=True).low > 0
+    assert paired_difference(continued, start, paired=False).low < 0
+
+
+def test_pairing_needs_the_same_seed_count():
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference(seed_matrix(0.9, seeds=3), seed_matrix(0.9, seeds=2), paired=True)
+
+
+def test_intervals_are_deterministic():
     model_a, model_b = independent_seeds([0.8, 0.9, 0.95], seed=8), seed_matrix(0.9, seed=9)
-    assert accuracy_interval(model_a, generator_seed=11, resamples=FEW_RESAMPLES) == accuracy_interval(model_a, generator_seed=11, resamples=FEW_RESAMPLES)
-    assert paired_difference(model_a, model_b, generator_seed=11, resamples=FEW_RESAMPLES) == paired_difference(
-        model_a, model_b, generator_seed=11, resamples=FEW_RESAMPLES
-    )
-
-
-def test_default_resamples_give_bounds_stable_to_a_tenth_of_a_point():
-    model_a = independent_seeds([0.945, 0.95, 0.955], seed=10)
-    model_b = independent_seeds([0.925, 0.93, 0.935], seed=11)
-    for compute in (lambda seed: accuracy_interval(model_a, generator_seed=seed), lambda seed: paired_difference(model_a, model_b, generator_seed=seed)):
-        first, second = compute(analysis.GENERATOR_SEED), compute(1)
-        assert abs(first.low - second.low) <= 0.002
-        assert abs(first.high - second.high) <= 0.002
+    assert accuracy_interval(model_a) == accuracy_interval(model_a.copy())
+    assert paired_difference(model_a, model_b) == paired_difference(model_a.copy(), model_b.copy())
 
 
 def test_level_sets_the_width():
     correct = seed_matrix(0.9)
-    wide = accuracy_interval(correct, level=0.99, resamples=FEW_RESAMPLES)
-    narrow = accuracy_interval(correct, level=0.80, resamples=FEW_RESAMPLES)
+    wide = accuracy_interval(correct, level=0.99)
+    narrow = accuracy_interval(correct, level=0.80)
     assert wide.low < narrow.low and narrow.high < wide.high
+
+
+def test_equal_models_with_three_seeds_rarely_differ_clearly():
+    """Known truth: two models that are the same model (each seed's accuracy from one
+    distribution, each image's difficulty shared). Over 400 simulated 3-seed studies the 95%
+    interval of their difference excludes zero in at most about 5% of them."""
+    rng = np.random.default_rng(2026)
+    claims = 0
+    for _ in range(400):
+        difficulty = rng.beta(0.6, 3.0, size=IMAGES)  # chance a seed gets the image wrong
+        logit = np.log(difficulty / (1 - difficulty))
+
+        def model(logit=logit) -> np.ndarray:
+            skill = rng.normal(0.0, 0.6, size=(3, 1))  # seed-level luck on the logit scale
+            return ~(rng.random((3, IMAGES)) < 1 / (1 + np.exp(-(logit + skill))))
+        claims += paired_difference(model(), model()).excludes(0.0)
+    assert claims / 400 <= 0.07
+
+
+def test_holm_rejects_step_down_and_ignores_missing_comparisons():
+    assert analysis.holm_rejections([0.01, 0.04, 0.03, None]) == [True, False, False, False]
+    assert analysis.holm_rejections([0.01, 0.02, 0.03]) == [True, True, True]  # 0.01 <= .05/3, 0.02 <= .05/2, 0.03 <= .05
+    assert analysis.holm_rejections([0.02, 0.001]) == [True, True]
+    assert analysis.holm_rejections([0.03, 0.04]) == [False, False]  # 0.03 > .05/2 stops the steps
+    assert analysis.holm_rejections([]) == []
+
+
+def test_seeds_to_settle_grows_with_the_spread_and_shrinks_with_the_difference():
+    small = analysis.seeds_to_settle(0.01, 0.01)
+    assert small is not None and small > 3
+    assert analysis.seeds_to_settle(0.01, 0.02) > small
+    assert analysis.seeds_to_settle(0.03, 0.01) < small
+    assert analysis.seeds_to_settle(0.0, 0.01) is None
+    assert analysis.seeds_to_settle(0.001, 0.01, image_variance=0.01**2) is None  # the images alone blur it
 
 
 @pytest.mark.parametrize(
@@ -219,7 +278,7 @@ def test_level_sets_the_width():
 )
 def test_paired_difference_rejects_bad_arrays(correct_a, correct_b, message):
     with pytest.raises(ValueError, match=message):
-        paired_difference(correct_a, correct_b, resamples=10)
+        paired_difference(correct_a, correct_b)
 
 
 def test_accuracy_interval_rejects_bad_settings():
@@ -227,8 +286,6 @@ def test_accuracy_interval_rejects_bad_settings():
         accuracy_interval(np.zeros((2, 0), dtype=bool))
     with pytest.raises(ValueError, match="level"):
         accuracy_interval(np.ones((1, 10), dtype=bool), level=1.0)
-    with pytest.raises(ValueError, match="resamples"):
-        accuracy_interval(np.ones((1, 10), dtype=bool), resamples=0)
 
 
 # --- Best epoch, chance loss, means. ---
@@ -324,7 +381,7 @@ def test_a_loss_that_turns_upward_is_overfitting_loss():
     facts = verdict(runs, "overfitting_loss").facts
     assert facts["turn_epoch"] == 5
     assert facts["lowest_val_loss"] == pytest.approx(0.5)
-    assert facts["final_val_loss"] == pytest.approx(2.5)
+    assert facts["final_val_loss"] == pytest.approx(0.5 + 2.0 * 14 / 15)  # the mean of the last three epochs
     assert "settled" not in codes(runs)
 
 
@@ -338,9 +395,9 @@ def test_the_loss_rise_is_relative_to_the_minimum():
     def runs(val_loss):
         return three_seeds([0.85] * len(val_loss), accuracy=[0.88] * len(val_loss), val_loss=val_loss)
 
-    assert "overfitting_loss" in codes(runs([0.30, 0.10, 0.05, 0.06, 0.07]))  # 40% above, only 0.02 nats
-    assert "overfitting_loss" not in codes(runs([2.6, 2.2, 2.0, 2.1, 2.3]))  # 0.3 nats above, only 15%
-    exactly = verdict(runs([0.8, 0.6, 0.5, 0.55, 0.6]), "overfitting_loss").facts  # 0.6 is 1.2 x 0.5
+    assert "overfitting_loss" in codes(runs([0.30, 0.10, 0.05, 0.07, 0.07, 0.07]))  # 40% above, only 0.02 nats
+    assert "overfitting_loss" not in codes(runs([2.6, 2.2, 2.0, 2.3, 2.3, 2.3]))  # 0.3 nats above, only 15%
+    exactly = verdict(runs([0.8, 0.6, 0.5, 0.6, 0.6, 0.6]), "overfitting_loss").facts  # 0.6 is 1.2 x 0.5
     assert (exactly["turn_epoch"], exactly["lowest_val_loss"], exactly["final_val_loss"]) == (3, pytest.approx(0.5), pytest.approx(0.6))
 
 
@@ -424,13 +481,15 @@ def test_a_seed_that_falls_off_its_recent_best_is_a_late_drop():
     dropping = [*CONVERGED_VAL_ACCURACY[:7], 0.905, 0.89, 0.88]
     runs = {**converged_runs(), 4: history(dropping, accuracy=CONVERGED_ACCURACY, val_loss=CONVERGED_VAL_LOSS)}
     facts = verdict(runs, "late_drop").facts
-    assert facts["seeds"] == [{"seed": 4, "final": pytest.approx(0.88), "recent_best": pytest.approx(0.905), "recent_best_epoch": 8}]
+    assert facts["seeds"] == [{"seed": 4, "final": pytest.approx(0.88), "recent_best": pytest.approx(0.905), "recent_best_epoch": 8,
+                               "threshold": pytest.approx(2 * analysis._jitter(dropping[:-1]))}]  # twice its own jitter
     assert "late_drop" not in codes(converged_runs())
 
 
 def test_verdicts_come_in_the_fixed_order():
-    runs = three_seeds([0.55] * 10, accuracy=[0.58] * 10, val_loss=[0.69] * 10, offsets=(-0.03, 0.02, 0.0))
-    assert codes(runs) == ["at_chance", "underfitting", "unstable_spread"]
+    runs = three_seeds([0.65] * 10, accuracy=[0.58] * 10, val_loss=[0.69] * 10, offsets=(-0.03, 0.02, 0.0))
+    above_chance = Interval(estimate=0.65, low=0.6, high=0.7)
+    assert codes(runs, interval=above_chance) == ["overconfident", "underfitting", "unstable_spread"]
     assert analysis.VERDICT_CODES.index("at_chance") < analysis.VERDICT_CODES.index("settled")
 
 
@@ -443,3 +502,134 @@ def test_verdicts_survive_empty_short_and_missing_histories():
     assert codes(all_missing) == ["settled"]
     partial = {**converged_runs(), 4: history(CONVERGED_VAL_ACCURACY[:6], accuracy=CONVERGED_ACCURACY[:6], val_loss=CONVERGED_VAL_LOSS[:6])}
     assert "overfitting_loss" not in codes(partial)
+
+
+def test_a_drop_within_a_seeds_own_jitter_is_not_a_late_drop():
+    """A seed that swings 3 points from epoch to epoch all along: ending 2.5 points below its
+    recent best is its usual jitter, not an event."""
+    jittery = [0.70, 0.80, 0.85, 0.88, 0.90, 0.87, 0.90, 0.87, 0.905, 0.88]
+    runs = {**converged_runs(), 4: history(jittery, accuracy=CONVERGED_ACCURACY, val_loss=CONVERGED_VAL_LOSS)}
+    assert "late_drop" not in codes(runs)
+
+
+def test_a_drop_within_the_binomial_noise_is_not_a_late_drop():
+    """On 200 images a 90% accuracy is uncertain by about 2.1 points: a 2.5-point drop is within
+    twice that noise, although it passes the fixed 2-point floor."""
+    dropping = [*CONVERGED_VAL_ACCURACY[:7], 0.905, 0.89, 0.88]
+    runs = {**converged_runs(), 4: history(dropping, accuracy=CONVERGED_ACCURACY, val_loss=CONVERGED_VAL_LOSS)}
+    assert "late_drop" in codes(runs)
+    assert "late_drop" not in [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=None, validation_count=200)]
+
+
+# --- Verdicts on studies whose answer is known. ---
+
+
+def noisy_seed(rng, true_accuracy, epochs=20, images=800, *, accuracy=None, val_loss=None) -> list[dict]:
+    """A seed whose validation accuracy each epoch is a fresh binomial draw around its truth."""
+    truth = true_accuracy if isinstance(true_accuracy, list) else [true_accuracy] * epochs
+    measured = [rng.binomial(images, p) / images for p in truth]
+    return history(measured, accuracy=accuracy or [0.7] * len(truth), val_loss=val_loss or [0.55] * len(truth))
+
+
+def test_coin_flip_labels_are_near_chance_and_nothing_else_about_the_curve():
+    """Labels with no signal: validation accuracy is 50% plus noise every epoch, training accuracy
+    creeps up by memorising, validation loss rises. Near chance, the loss rise is said, and never
+    "still improving", a late drop or seeds that disagree: at chance those are noise."""
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        runs = {seed: noisy_seed(rng, 0.5, accuracy=[0.5 + 0.01 * e for e in range(20)], val_loss=[0.69 + 0.004 * e for e in range(20)])
+                for seed in (1, 2, 3)}
+        correct = rng.random((3, 800)) < 0.5
+        found = [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=accuracy_interval(correct), validation_count=800)]
+        if "at_chance" in found:
+            assert not {"still_improving", "late_drop", "unstable_spread"} & set(found), found
+
+
+def test_a_flat_noisy_curve_is_rarely_still_improving():
+    """A model that stopped learning at 70%, measured on 800 images: one epoch's noise must not
+    read as "more epochs would help". Over 200 such 3-seed studies at most 5% are called improving."""
+    rng = np.random.default_rng(11)
+    above_chance = Interval(estimate=0.7, low=0.66, high=0.74)
+    called = 0
+    for _ in range(200):
+        runs = {seed: noisy_seed(rng, 0.7) for seed in (1, 2, 3)}
+        found = [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=above_chance, validation_count=800)]
+        called += "still_improving" in found
+    assert called / 200 <= 0.05
+
+
+def test_a_real_rise_through_the_noise_is_still_improving():
+    rng = np.random.default_rng(12)
+    runs = {seed: noisy_seed(rng, [0.60 + 0.01 * e for e in range(20)]) for seed in (1, 2, 3)}
+    above_chance = Interval(estimate=0.78, low=0.75, high=0.81)
+    found = [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=above_chance, validation_count=800)]
+    assert "still_improving" in found
+
+
+def test_a_model_at_chance_is_never_told_more_epochs_would_help():
+    epochs = range(1, 11)
+    rising = three_seeds([0.40 + 0.01 * e for e in epochs], accuracy=[0.62 + 0.03 * e for e in epochs], val_loss=[0.65 - 0.03 * e for e in epochs])
+    assert "still_improving" in codes(rising)
+    assert "still_improving" not in codes(rising, interval=Interval(estimate=0.5, low=0.45, high=0.55))
+
+
+def test_a_rising_validation_loss_rules_out_still_improving():
+    epochs = range(1, 11)
+    runs = three_seeds([0.60 + 0.03 * e for e in epochs], accuracy=[0.62 + 0.03 * e for e in epochs],
+                       val_loss=[0.40] * 5 + [0.40 + 0.05 * e for e in range(1, 6)])
+    found = codes(runs)
+    assert "overfitting_loss" in found and "still_improving" not in found
+
+
+def test_one_seeds_one_epoch_loss_spike_is_one_event_named_once():
+    """As in the shipped study's transfer model: three seeds settled near a 0.12 loss, one of
+    them spiking to 0.243 at its last epoch while its accuracy dips 3.5 points. Not a lasting
+    loss rise, and not counted again as seeds disagreeing: one late drop."""
+    flat_accuracy = [0.90, 0.93, 0.94, 0.95, 0.955, 0.955, 0.96, 0.955, 0.96, 0.96]
+    flat_loss = [0.30, 0.20, 0.15, 0.13, 0.12, 0.12, 0.117, 0.12, 0.118, 0.118]
+    runs = {
+        1: history(flat_accuracy, accuracy=[0.96] * 10, val_loss=flat_loss),
+        2: history(shifted(flat_accuracy, 0.002), accuracy=[0.96] * 10, val_loss=flat_loss),
+        3: history([*flat_accuracy[:-1], 0.925], accuracy=[0.96] * 10, val_loss=[*flat_loss[:-1], 0.243]),
+    }
+    found = [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=Interval(0.95, 0.93, 0.97), validation_count=800)]
+    assert found == ["late_drop"]
+
+
+def test_a_lasting_loss_rise_on_every_seed_is_named():
+    val_loss = [0.5, 0.4, 0.32, 0.30, 0.31, 0.34, 0.38, 0.42, 0.46, 0.50]
+    runs = three_seeds([0.85] * 10, accuracy=[0.95] * 10, val_loss=val_loss)
+    facts = verdict(runs, "overfitting_loss").facts
+    assert facts["turn_epoch"] == 4 and facts["seeds"] == [1, 2, 3]
+
+
+def test_underfitting_beside_a_loss_rise_says_how_both_hold():
+    val_loss = [0.69, 0.66, 0.64, 0.66, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95]
+    runs = three_seeds([0.6] * 10, accuracy=[0.6] * 10, val_loss=val_loss, offsets=(0.0, 0.0, 0.0))
+    found = codes(runs, interval=Interval(0.6, 0.57, 0.63))
+    assert "underfitting" in found and "overfitting_loss" in found
+    assert verdict(runs, "overfitting_loss", interval=Interval(0.6, 0.57, 0.63)).facts["with_underfitting"] is True
+
+
+def test_a_chance_level_loss_above_chance_accuracy_is_over_confidence():
+    runs = three_seeds([0.60] * 10, accuracy=[0.9] * 10, val_loss=[0.70] * 10)
+    assert codes(runs, interval=Interval(0.6, 0.57, 0.63))[0] == "overconfident"
+    assert codes(runs, interval=Interval(0.6, 0.49, 0.63))[0] == "at_chance"
+
+
+def test_seeds_apart_by_no_more_than_the_binomial_noise_agree():
+    """On 200 images a 60% accuracy is uncertain by 3.5 points, so seeds 4 points apart agree."""
+    runs = three_seeds([0.60] * 10, accuracy=[0.80] * 10, val_loss=[0.60] * 10, offsets=(-0.02, 0.02, 0.0))
+    assert "unstable_spread" in codes(runs)
+    assert "unstable_spread" not in [v.code for v in curve_verdicts(runs, majority_accuracy=0.5, chance_loss=LN2, interval=None, validation_count=200)]
+
+
+def test_one_seeds_loss_rise_is_not_the_models():
+    """One seed of three ends with its loss up fourfold over three epochs, the others flat: the
+    mean curve rises well past 20%, but that is one run's story, not the model's."""
+    flat = [0.30, 0.20, 0.15, 0.13, 0.12, 0.12, 0.117, 0.12, 0.118, 0.118]
+    runs = {1: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=flat),
+            2: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=flat),
+            3: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=[*flat[:7], 0.5, 0.6, 0.7])}
+    assert "overfitting_loss" not in codes(runs)
+    assert "overfitting_loss" in codes({**runs, 2: runs[3]})  # two of three: most seeds

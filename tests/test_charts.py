@@ -201,7 +201,7 @@ def test_model_and_seed_csvs_round_trip(run):
     row = read_csv(charts.models_csv([augmented]))[1]
     assert row[2] == "3" and float(row[3]) == augmented.over_seeds.last_val.mean
     assert (float(row[6]), float(row[7])) == (augmented.interval.low, augmented.interval.high)
-    assert row[8] == "; ".join(augmented.verdict_labels) == "train-val gap; late drop"
+    assert row[8] == "; ".join(augmented.verdict_labels) == "train-val gap"
     seeds = read_csv(charts.seeds_csv(hostile))
     assert seeds[0] == list(charts.SEEDS_HEADER) and len(seeds) == 1 + 3 * len(hostile)
     assert [row[:2] for row in seeds[1:4]] == [[fixtures.HOSTILE_CLASS, str(seed)] for seed in fixtures.DEFAULT_SEEDS]

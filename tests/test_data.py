@@ -80,6 +80,20 @@ def test_majority_baseline_on_unbalanced_training_data(tmp_path):
     assert baseline.accuracy["validation"] == pytest.approx(4 / 8)
 
 
+
+def test_the_majority_baseline_predicts_the_training_split_s_most_common_class_not_validation_s():
+    """The baseline is a model that learned one thing from the training images: their most
+    common class. Here validation's most common class is the other one."""
+    from experiments.artifacts import DataSource
+    from experiments.data import StudyData
+
+    train, validation, test = make_split({0: 2, 1: 6}), make_split({0: 7, 1: 3}), make_split({0: 3, 1: 1})
+    data = StudyData(["blobs", "stripes"], (2, 2), train, validation, test, DataSource("synthetic"), "fingerprint",
+                     seed=1, test_fraction=0.2)
+    baseline = data.majority_baseline()
+    assert baseline.class_name == "stripes"
+    assert baseline.accuracy == pytest.approx({"train": 6 / 8, "validation": 3 / 10, "test": 1 / 4})
+
 def test_synthetic_classes_differ_but_overlap():
     """Warm blobs against cool stripes: different on average, yet no pixel rule is perfect."""
     images, labels = synthetic_images(100, (32, 32), seed=3)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from experiments.artifacts import BaseWeights, Epoch, History, RunState
-from experiments.decisions import RESTART, RESUME, SETTLED, SKIP, decide
+from experiments.decisions import RESTART, RESUME, SETTLED, SKIP, choose_model, decide
 
 EXPECTED = {"config_hash": "c1", "data_fingerprint": "d1"}
 HISTORY = History("baseline", 1, None, [Epoch(1), Epoch(2)])
@@ -60,3 +60,19 @@ def test_a_local_weights_file_is_recorded_with_its_sha256(tmp_path):
     described = describe_base_weights(str(weights))
     assert described == BaseWeights("file", str(weights), "base.weights.h5", hashlib.sha256(b"not really weights").hexdigest())
     assert describe_base_weights("imagenet") == BaseWeights("imagenet")
+
+
+def validation_curve(*accuracies: float) -> list[Epoch]:
+    return [Epoch(number, val_accuracy=accuracy) for number, accuracy in enumerate(accuracies, 1)]
+
+
+def test_a_model_is_scored_by_its_last_epoch_not_its_best():
+    """The weights that are saved, tested and reported are the last epoch's: choosing on a peak
+    the saved model no longer has would test another model than the one chosen."""
+    runs = {"peaked": {7: validation_curve(0.60, 0.95, 0.70), 8: validation_curve(0.60, 0.93, 0.72)},
+            "steady": {7: validation_curve(0.60, 0.75, 0.80), 8: validation_curve(0.60, 0.90, 0.78)}}
+    chosen, seed, candidates, per_seed = choose_model(runs)
+    assert candidates == pytest.approx({"peaked": 0.71, "steady": 0.79})
+    assert chosen == "steady", "peaked's best epochs (0.95, 0.93) are higher, but its last ones are not"
+    assert per_seed == {"7": 0.80, "8": 0.78}
+    assert seed == 7, "seed 8 peaked at 0.90 and ended at 0.78; seed 7 ended at 0.80"

@@ -1,4 +1,5 @@
-"""The runner end to end on the smoke preset: artifacts, skipping, resuming after a kill."""
+"""The runner end to end on the smoke preset: artifacts, skipping, resuming after a kill; and the
+test step (choose, test once, reuse the score only for the same run) on hand-written cells."""
 
 from __future__ import annotations
 
@@ -381,3 +382,124 @@ def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config,
     assert "[2/2] augmented, seed 7: training in float32, it diverged last time (loss became NaN in epoch 3); training again from the start" in messages
     assert load(seed_folder(run_dir, "augmented", 7) / "state.json")["status"] == "complete"
     assert load(run_dir / "manifest.json")["status"] == "complete"
+
+
+# --------------------------------------------------------------------------- the test step, without TensorFlow
+#
+# The cells' files are written by hand (as a finished training leaves them) and the evaluation on
+# the test split is a stand-in that records each call: what is checked is when the study looks at
+# the test split again and when it reuses the score it has.
+
+
+class HandMadeStudy:
+    """baseline and augmented, seeds 7 and 8, on the smoke data; `evaluations` lists the
+    (model, seed) of every evaluation on the test split, in order."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        from experiments import figures, study
+        from experiments.artifacts import RunFolder, TestEvaluation
+        from experiments.config import load_config
+        from experiments.data import load_study_data
+
+        self.study = study
+        self.config = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "study.models": ["baseline", "augmented"],
+                                                 "study.seeds": 2})
+        self.data = load_study_data(self.config)
+        self.run = RunFolder(self.config.run_dir)
+        self.evaluations: list[tuple[str, int]] = []
+        self.trainings = 0
+
+        def evaluate_on_test(config, run, data, chosen, seed):
+            self.evaluations.append((chosen, seed))
+            # the loss numbers the evaluation, so a reused score can be told from a fresh one
+            return TestEvaluation(chosen, seed, float(len(self.evaluations)), 0.5, 8, 16, list(data.class_names),
+                                  [[4, 4], [4, 4]], [])
+
+        monkeypatch.setattr(study, "evaluate_on_test", evaluate_on_test)
+        monkeypatch.setattr(study, "write_misclassified_figure", lambda run, data, test: None)
+        monkeypatch.setattr(figures, "comparison", lambda *arguments, **keywords: None)
+        monkeypatch.setattr(study, "log", lambda message: None)
+
+    def finish(self, model: str, seed: int, last_val_accuracy: float) -> None:
+        """What training `model` for `seed` leaves behind: its history (two epochs, the last
+        scoring `last_val_accuracy` on validation), its model file and a complete state."""
+        from experiments.artifacts import Epoch, History, RunState
+        from experiments.config import config_hash
+
+        self.trainings += 1
+        training = self.trainings  # every training has its own losses, timings and weights
+        seed_run = self.run.seed_run(model, seed)
+        seed_run.folder.mkdir(parents=True, exist_ok=True)
+        epochs = [Epoch(1, 0.69 - training / 1000, 0.5, 0.68, 0.5, 1.0 + training / 1000),
+                  Epoch(2, 0.5 - training / 1000, 0.7, 0.55 - training / 1000, last_val_accuracy, 1.0 + training / 1000)]
+        History(model, seed, "float32", epochs).write(seed_run.history)
+        seed_run.model_file.write_bytes(f"weights of training {training}".encode())
+        RunState(model, seed, config_hash(self.config, model), self.data.fingerprint, "complete", 2, 2,
+                 wall_seconds=2.0, precision="float32", finished_at=f"2026-01-01T00:00:{training:02d}+00:00").write(seed_run.state)
+
+    def finish_all(self, baseline_7: float = 0.80, baseline_8: float = 0.75) -> None:
+        self.finish("baseline", 7, baseline_7)
+        self.finish("baseline", 8, baseline_8)
+        self.finish("augmented", 7, 0.60)
+        self.finish("augmented", 8, 0.60)
+
+    def select_and_test(self):
+        metrics = self.study.select_and_test(self.config, self.run, self.data)
+        assert (metrics.test.model, metrics.test.seed) == (metrics.chosen_model, metrics.chosen_seed), \
+            "the test score must be the chosen run's"
+        return metrics
+
+
+def test_an_unchanged_choice_reuses_its_test_score(tmp_path, monkeypatch):
+    study = HandMadeStudy(tmp_path, monkeypatch)
+    study.finish_all()
+    first = study.select_and_test()
+    assert (first.chosen_model, first.chosen_seed) == ("baseline", 7)
+    again = study.select_and_test()
+    assert study.evaluations == [("baseline", 7)], "nothing changed: the test split is not looked at twice"
+    assert again.test == first.test
+
+
+def test_a_new_chosen_seed_is_tested_not_given_the_old_seed_s_score(tmp_path, monkeypatch):
+    """A third seed of the chosen model does better (seeds are not hashed: the others are kept):
+    the choice moves to it, and it is evaluated on test."""
+    study = HandMadeStudy(tmp_path, monkeypatch)
+    study.finish_all()
+    assert study.select_and_test().chosen_seed == 7
+    study.config.study.seeds = 3
+    study.finish("baseline", 9, 0.90)
+    study.finish("augmented", 9, 0.60)
+    metrics = study.select_and_test()
+    assert (metrics.chosen_model, metrics.chosen_seed) == ("baseline", 9)
+    assert study.evaluations == [("baseline", 7), ("baseline", 9)]
+    assert metrics.test.loss == 2.0, "the score is the new evaluation's"
+
+
+def test_a_change_of_seed_within_the_same_seeds_is_tested_again(tmp_path, monkeypatch):
+    """Seed 8 of the chosen model is retrained (its run failed, or --force) and now ends above seed 7."""
+    study = HandMadeStudy(tmp_path, monkeypatch)
+    study.finish_all()
+    assert study.select_and_test().chosen_seed == 7
+    study.finish("baseline", 8, 0.85)
+    metrics = study.select_and_test()
+    assert (metrics.chosen_model, metrics.chosen_seed) == ("baseline", 8)
+    assert study.evaluations == [("baseline", 7), ("baseline", 8)]
+
+
+@pytest.mark.parametrize("retrained_by", ["--force", "a changed config"])
+def test_a_retrained_chosen_run_is_tested_again(tmp_path, monkeypatch, retrained_by):
+    """The chosen run is trained again and is still the one chosen, with the same validation
+    accuracy: its weights are new, so the old test score says nothing about them."""
+    study = HandMadeStudy(tmp_path, monkeypatch)
+    study.finish_all()
+    first = study.select_and_test()
+    assert (first.chosen_model, first.chosen_seed) == ("baseline", 7)
+    if retrained_by == "--force":
+        study.finish("baseline", 7, 0.80)
+    else:
+        study.config.training.learning_rate *= 2  # every run is stale: all are trained again
+        study.finish_all()
+    metrics = study.select_and_test()
+    assert (metrics.chosen_model, metrics.chosen_seed) == ("baseline", 7)
+    assert study.evaluations == [("baseline", 7), ("baseline", 7)]
+    assert metrics.test.loss == 2.0, "the score is the new evaluation's, not the one of the weights retrained away"

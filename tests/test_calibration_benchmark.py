@@ -70,3 +70,12 @@ def test_options_default_to_the_shared_photos_and_refuse_a_pool_too_small(calibr
 def test_a_missing_photo_folder_stops_with_one_message(calibration, tmp_path):
     with pytest.raises(SystemExit, match="no train/ and validation/ folders there"):
         calibration.main(["--data-dir", str(tmp_path / "absent"), "--work-dir", str(tmp_path / "work")])
+
+
+def test_the_family_adds_the_chosen_against_the_runner_up_only_when_they_are_not_neighbours(calibration):
+    rows = {accuracy: synthetic_pool(3, 200, accuracy, seed=5) for accuracy in (0.5, 0.7, 0.9)}
+    first = calibration.analysis.paired_difference(rows[0.5], rows[0.7])
+    # A, B, C = 0.9, 0.5, 0.7: the chosen (A) and the runner-up (C) are not compared in study order.
+    assert len(calibration.family_comparisons([rows[0.9], rows[0.5], rows[0.7]], first, {})) == 3
+    # A, B, C = 0.5, 0.7, 0.9: C against B is already the chosen against the runner-up.
+    assert len(calibration.family_comparisons([rows[0.5], rows[0.7], rows[0.9]], first, {})) == 2

@@ -12,13 +12,15 @@ import hashlib
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.errors import UserError
+from experiments.errors import UserError, disk_full_sentence, is_disk_full
 
 SCHEMA_VERSION = 2
 #: One run of a model with one seed lives in `models/<model>/seed-<seed>/`.
@@ -72,6 +74,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         )
         os.close(descriptor)
     except OSError as error:
+        if is_disk_full(error):
+            raise ArtifactError(disk_full_sentence(str(path), error)) from None
         raise ArtifactError(f"cannot write {path}: {error.strerror or error}") from None
     temporary_path = Path(temporary_name)
     try:
@@ -80,6 +84,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         os.replace(temporary_path, path)
     except OSError as error:
         temporary_path.unlink(missing_ok=True)
+        if is_disk_full(error):  # the previous file at `path` is untouched: only the temporary one is gone
+            raise ArtifactError(disk_full_sentence(str(path), error)) from None
         raise ArtifactError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
         temporary_path.unlink(missing_ok=True)
@@ -99,14 +105,106 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return write_atomic(path, write)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None if it is missing or unreadable."""
+class NotARegularFile(OSError):
+    """Something other than a plain file (a named pipe, a socket, a device, a folder) where a file
+    is read: reading it could block for ever, or never end; `kind` says what it is, in words."""
+
+    def __init__(self, path: Path | str, kind: str):
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.filename = str(path)
+        self.kind = kind
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def read_regular_file(path: Path | str) -> bytes:
+    """The bytes of the regular file at `path` (a link to one counts), read without blocking on
+    anything else: FileNotFoundError when it is missing, NotARegularFile (an OSError) when it is a
+    named pipe, a socket, a device or a folder. Opening a FIFO with O_NONBLOCK returns at once,
+    where a plain open() would wait for a writer for ever."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _file_kind(mode))
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at `path`, or None if it is missing or unreadable (or not a regular file)."""
+    try:
+        data = json.loads(read_regular_file(path).decode("utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+#: The run folder's marker (the docs folder's marker file, with kind "run"): `train` writes a run only
+#: into a folder that is absent, empty, marked, or an earlier run of this program (RunFolder.claim).
+RUN_MARKER = ".report-builder.json"
+RUN_MARKER_DATA = {"generator": "report-builder", "kind": "run",
+                   "note": "A run folder written by report-builder `train` (its files: docs/guide/artifacts.md); "
+                           "`train` writes runs only into folders that carry this marker, or are empty.",
+                   "files": []}
+#: Every name a run writes at its top level (files and folders), and the transient ones
+RUN_ENTRIES = frozenset({"manifest.json", "dataset.json", "metrics.json", "figures", "models", "tensorboard", RUN_MARKER})
+TRANSIENT_RUN_ENTRIES = frozenset({".manifest.lock", ".write-check.json", ".run.lock", ".run.users", ".run.settings.json"})
+#: write_atomic's temporary files: `.<stem>.<random>.tmp<suffix>`
+TEMPORARY_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
+
+
+def _transient(name: str) -> bool:
+    return name in TRANSIENT_RUN_ENTRIES or TEMPORARY_NAME.fullmatch(name) is not None
+
+
+#: What a cell's checkpoint folder holds: `epoch-NNNN.keras`, `progress.json`, and their temporaries
+CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}\.keras|progress\.json|\.(?:epoch-\d{4,}|progress)\.[A-Za-z0-9_]+\.tmp\.(?:keras|json)")
+#: What TensorBoard writes in a cell's train/ and validation/ folders
+EVENT_FILE_NAME = re.compile(r"events\.out\.tfevents\..+")
+
+
+def remove_written_files(folder: Path, ours: re.Pattern[str], subfolders: Sequence[str] = ()) -> list[Path]:
+    """Delete the plain files in `folder` (and in each of its `subfolders`) whose whole name `ours`
+    matches: the files this program writes there. Each of these folders left empty goes too.
+    Everything else (another file, a folder, a link) is left alone and returned, so the caller
+    can name it; nothing is removed by being inside a folder."""
+    left: list[Path] = []
+    for name in subfolders:
+        left += remove_written_files(folder / name, ours)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return left
+    for entry in entries:
+        if entry.name in subfolders and entry.is_dir(follow_symlinks=False):
+            continue  # emptied above; what is left in it is listed already
+        if ours.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+        else:
+            left.append(Path(entry.path))
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: someone else's files are in it
+        pass
+    return sorted(left)
+
+
+def describe_left_files(folder: Path, left: Sequence[Path]) -> str:
+    """One line naming the files `remove_written_files` left in `folder`."""
+    names = [str(path.relative_to(folder)) for path in left]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"  left alone in {folder}: {shown} (not written by this program)"
 
 
 class RunFolder:
@@ -147,6 +245,68 @@ class RunFolder:
     def lock_file(self) -> Path:
         """Held while the manifest is written and while the chosen model is tested."""
         return self.root / ".manifest.lock"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / RUN_MARKER
+
+    @property
+    def settings_guard(self) -> Path:
+        """Held for a moment while a `train` command checks and joins the run's settings."""
+        return self.root / ".run.lock"
+
+    @property
+    def users_file(self) -> Path:
+        """Every `train` command working on the run holds a shared lock on it (see RunSettings)."""
+        return self.root / ".run.users"
+
+    @property
+    def settings_file(self) -> Path:
+        """The settings the `train` commands working on the run now share (RunSettings)."""
+        return self.root / ".run.settings.json"
+
+    def claim(self) -> None:
+        """Make sure this folder is a run of this program before `train` writes anything into it,
+        and mark it as one: UserError (one sentence naming the folder) unless it is absent, empty,
+        carries the run marker, or is an earlier run written before the marker existed
+        (`looks_like_an_earlier_run`)."""
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []  # absent (or a file is in the way: writing the marker names it)
+        except OSError as error:
+            raise ArtifactError(f"cannot read the run folder {self.root}: {error.strerror or error}") from None
+        if RUN_MARKER in names:
+            data = read_json(self.marker) or {}
+            ours = data.get("generator") == RUN_MARKER_DATA["generator"]
+            if ours and data.get("kind") == "run":
+                return
+            kind = data.get("kind")
+            what = f"a {kind} folder" if ours and isinstance(kind, str) else "a folder whose marker this program did not write"
+            raise UserError(f"Refusing to write a run into {self.root}: its {RUN_MARKER} marks it as {what}, not a run "
+                            "folder; choose another --out or --run-name.")
+        own = [name for name in names if not _transient(name)]
+        if own and not self.looks_like_an_earlier_run(names):
+            own.sort(key=lambda name: (name in RUN_ENTRIES, name))  # names a run never writes first
+            shown = ", ".join(own[:4]) + (", ..." if len(own) > 4 else "")
+            raise UserError(
+                f"Refusing to write a run into {self.root}: it holds files this program did not write ({shown}) and no "
+                f"{RUN_MARKER} run marker; choose another --out or --run-name, or, if it is a run from an older version, "
+                f"mark it with `echo '{{\"generator\": \"report-builder\", \"kind\": \"run\"}}' > {self.marker}`."
+            )
+        write_json(self.marker, RUN_MARKER_DATA)
+
+    def looks_like_an_earlier_run(self, names: Sequence[str]) -> bool:
+        """A run written before the marker existed: nothing at its top level but what a run writes,
+        and a manifest.json that reads as this program's (every field of the current format)."""
+        if "manifest.json" not in names or not all(name in RUN_ENTRIES or _transient(name) for name in names):
+            return False
+        if not (self.root / "manifest.json").is_file() or (self.root / "manifest.json").is_symlink():
+            return False
+        try:
+            return Manifest.read(self.manifest) is not None
+        except ArtifactFormatError:
+            return False
 
     def check_writable(self) -> None:
         """Fail early, with the folder named, if nothing can be written here."""
@@ -308,11 +468,13 @@ def load_json_object(path: Path) -> dict[str, Any] | None:
     file when it cannot be read, is not UTF-8, not JSON or not an object."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as error:
         raise ArtifactFormatError(path, f"not UTF-8 text (byte {error.start})") from None
+    except NotARegularFile as error:
+        raise ArtifactFormatError(path, f"{error.kind} where a JSON file belongs, so it is not read") from None
     except OSError as error:
         raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
     try:
@@ -1025,3 +1187,24 @@ class MlflowLink(SideRecord):
 
     def to_fields(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+
+@dataclass(frozen=True)
+class RunSettings(SideRecord):
+    """`<run>/.run.settings.json`: the settings (study config hash) of the `train` commands
+    working on the run now, written by the first of them; meaningful only while one holds
+    `<run>/.run.users` (experiments.study.hold_run_settings)."""
+
+    config_hash: str
+    settings: dict[str, Any]  # experiments.config.hashed_settings, to name what differs
+    pid: int
+    host: str
+    since: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RunSettings:
+        return cls(fields.text("config_hash"), fields.mapping("settings"), fields.integer("pid"), fields.text("host"),
+                   fields.text("since", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"config_hash": self.config_hash, "settings": self.settings, "pid": self.pid, "host": self.host, "since": self.since}

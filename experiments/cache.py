@@ -12,6 +12,8 @@ or `~/.cache/report-builder/decoded/`::
             index.json                         files, labels, digests, skipped files and their
                                                reasons, class names, image size, decoding
                                                settings, fingerprint, array sizes and checksums
+            .report-builder-cache.json         the marker: this folder is a decoded-image cache
+                                               (generator, kind, key), written first in a build
         160x160-3f9c0e1a2b4d5c6e7f8a9b0c.lock  the lock taken to build (or remove) that cache
 
 The key is a sha256 over the format version, the decoding settings (image size, Pillow version,
@@ -29,6 +31,15 @@ key). Opening checks what can be checked cheaply: the index's own checksum, each
 size, its .npy header (shape, dtype) and a checksum over a few sampled blocks of it. A cache
 failing a check is reported in one sentence and rebuilt.
 
+Only folders that are caches are ever listed as caches or removed (`cache_kind`): a folder with the
+marker naming its own key, or, for caches built before the marker existed, a folder whose name is
+a cache's (`<height>x<width>-<24 hex digits>`), whose index passes its checksum and names that key,
+and that holds nothing but the files a cache writes. A staging or removal leftover is ours when
+its name is one a build or removal gives and it holds only a cache's files. Anything else in the
+cache folder (`photos/`, a folder of your own) is listed as "not a cache, left alone" and never
+removed; removing a cache deletes the files it wrote by name, and a cache folder holding files it
+did not write is left whole, with those files named.
+
 The images are read on demand (`CachedImages`), batch by batch, with pread: they stay in the
 kernel's page cache, shared by every process reading the same cache, and not in any process's
 resident memory, whatever the data set's size.
@@ -42,6 +53,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -55,12 +67,16 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from experiments import images as image_reading
+from experiments.artifacts import read_regular_file
+from experiments.errors import is_disk_full
 from experiments.images import DataError, ProgressCallback, SkippedFile
 
 FORMAT_VERSION = 1
 APP_FOLDER = "report-builder"
 DECODED_FOLDER = "decoded"
 INDEX_FILE = "index.json"
+MARKER_FILE = ".report-builder-cache.json"
+MARKER = {"generator": "report-builder", "kind": "decoded-image cache"}
 SPLIT_NAMES = ("train", "validation")
 HEADER_BYTES = 128  # every array file's .npy header is padded to this length (a multiple of 64)
 SAMPLE_BLOCKS = 16
@@ -68,6 +84,11 @@ SAMPLE_BLOCK_BYTES = 64 * 1024
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".removing-"
 READ_CHUNK_ROWS = 256  # rows per pread when a whole array is read
+#: every file a cache folder (or its staging folder) ever holds
+CACHE_FILES = frozenset({INDEX_FILE, MARKER_FILE, *(f"{name}.npy" for name in SPLIT_NAMES)})
+_CACHE_NAME = r"\d+x\d+-[0-9a-f]{24}"
+CACHE_NAME_PATTERN = re.compile(_CACHE_NAME)
+LEFTOVER_NAME_PATTERN = re.compile(rf"(?:{re.escape(STAGING_PREFIX)}|{re.escape(TRASH_PREFIX)})({_CACHE_NAME})-\d+-[0-9a-f]+")
 
 
 # --------------------------------------------------------------------------- where
@@ -357,16 +378,34 @@ def load_or_build(
         if opened is not None:
             log(f"  using the images another process just decoded, cached in {folder}")
             return opened
-        if folder.exists():
+        if folder.exists() or folder.is_symlink():
+            # A folder with this data's cache name: its files are a cache's (marker or not, they are
+            # deleted by name); anything else there is someone else's, and stops the build.
+            strangers = [folder.name] if folder.is_symlink() or not folder.is_dir() else _foreign_entries(folder) or []
+            if strangers:
+                raise DataError(
+                    f"The folder '{folder}' has the name of this data's decoded-image cache but holds files a cache "
+                    f"does not write ({_names(strangers)}), so it is left alone; move it out of '{root}' and run again."
+                )
             log(f"  The decoded-image cache {folder} is damaged ({problem}), so the images are decoded again.")
-            _remove_tree(folder)
+            _remove_cache_files(folder)
         for leftover in root.glob(f"{STAGING_PREFIX}{folder.name}-*"):
-            _remove_tree(leftover)  # a build of this key that crashed (we hold its lock)
+            if cache_kind(leftover) is not None:
+                _remove_cache_files(leftover)  # a build of this key that crashed (we hold its lock)
         total = sum(len(found) for found in candidates.values())
         check_disk_space(root, data_root, total, (height, width))
         log(f"  decoding {total} images once, into the cache {folder}")
         started = time.perf_counter()
-        _build(folder, key, data_root, scans, digests, settings, worker_count, progress, fingerprint)
+        try:
+            _build(folder, key, data_root, scans, digests, settings, worker_count, progress, fingerprint)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise DataError(  # _build has removed its staging folder; earlier caches are as they were
+                f"The disk holding the cache folder '{root}' filled up while the images under '{data_root}' were being "
+                f"decoded ({error.strerror or error}); the unfinished cache was removed and earlier caches are intact, so free "
+                "some space or point --cache-dir (data.cache_dir) at a larger disk."
+            ) from None
         seconds = time.perf_counter() - started
         opened, problem = _open_cache(folder, key, scans)
         if opened is None:
@@ -396,15 +435,28 @@ def folder_name(key: str, image_size: tuple[int, int]) -> str:
     return f"{image_size[0]}x{image_size[1]}-{key[:24]}"
 
 
+def format_size(byte_count: int) -> str:
+    """A byte count in the unit that fits it: "1000 bytes", "12.5 KiB", "3.2 MiB", "1.8 GiB", "2.0 TiB"."""
+    if byte_count < 1024:
+        return f"{byte_count} bytes"
+    for unit, power in (("KiB", 1), ("MiB", 2), ("GiB", 3)):
+        if byte_count < 1024 ** (power + 1):
+            return f"{byte_count / 1024 ** power:.1f} {unit}"
+    return f"{byte_count / 1024 ** 4:.1f} TiB"
+
+
 def check_disk_space(root: Path, data_root: Path, image_count: int, image_size: tuple[int, int]) -> None:
     """DataError, before anything is decoded, when the cache folder's disk cannot hold the arrays."""
     height, width = image_size
     needed = image_count * height * width * 3 + 2 * HEADER_BYTES + (1 << 20)
     free = disk_free_bytes(root)
     if needed > free:
+        needed_text, free_text = format_size(needed), format_size(free)
+        if needed_text == free_text:  # rounded alike: the bytes tell them apart
+            needed_text, free_text = f"{needed:,} bytes", f"{free:,} bytes"
         raise DataError(
             f"Decoding the {image_count} images under '{data_root}' at {height}x{width} needs "
-            f"{needed / 2**30:.1f} GiB in the cache folder '{root}' but only {free / 2**30:.1f} GiB is free there; "
+            f"{needed_text} in the cache folder '{root}' but only {free_text} is free there; "
             "free some space, point --cache-dir (data.cache_dir) at a larger disk, or use a smaller data.image_size."
         )
 
@@ -461,6 +513,7 @@ def _build(
     split_entries: dict[str, Any] = {}
     decoded_splits: dict[str, image_reading.DecodedSplit] = {}
     try:
+        _write_synced(staging / MARKER_FILE, json.dumps({**MARKER, "key": key}, indent=1).encode("ascii"))
         for split_name in SPLIT_NAMES:
             scan = scans[split_name]
             path = staging / f"{split_name}.npy"
@@ -514,7 +567,7 @@ def _build(
         _fsync_folder(folder.parent)
     finally:
         if staging.exists():
-            _remove_tree(staging)
+            _remove_cache_files(staging)  # made by this call: only a cache's files
 
 
 def _check_unchanged(data_root: Path, scan: Any, expected: list[Any], decoded: image_reading.DecodedSplit) -> None:
@@ -583,28 +636,13 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _remove_tree(path: Path) -> None:
-    """Rename out of the way (atomic, so nobody opens half of it), then delete."""
-    if not path.exists() and not path.is_symlink():
-        return
-    trash = path.parent / f"{TRASH_PREFIX}{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        os.rename(path, trash)
-    except OSError:
-        trash = path
-    if trash.is_dir() and not trash.is_symlink():
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        trash.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------- opening
 
 
 def read_index(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the index, None), or (None, what is wrong with it)."""
     try:
-        index = json.loads((folder / INDEX_FILE).read_text(encoding="ascii"))
+        index = json.loads(read_regular_file(folder / INDEX_FILE).decode("ascii"))
     except FileNotFoundError:
         return None, f"{INDEX_FILE} is missing"
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -684,6 +722,76 @@ def _open_cache(folder: Path, key: str, scans: dict[str, Any]) -> tuple[DecodedD
 # --------------------------------------------------------------------------- listing and removing
 
 
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads(read_regular_file(folder / MARKER_FILE).decode("ascii"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(marker, dict) or any(marker.get(name) != value for name, value in MARKER.items()):
+        return None
+    return marker
+
+
+def _foreign_entries(folder: Path) -> list[str] | None:
+    """The names in `folder` that a cache never writes (anything but a regular file among
+    CACHE_FILES), sorted; None when the folder cannot be listed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    return sorted(name for name in names if name not in CACHE_FILES or not os.path.isfile(folder / name)
+                  or os.path.islink(folder / name))
+
+
+def cache_kind(path: Path) -> str | None:
+    """Whether `path` (a folder in the cache folder) is ours: "cache" (it has the marker, naming
+    the key its name is made of), "cache before the marker" (a cache built before markers were
+    written: a cache's name, an index that passes its checksum and names that key, and nothing
+    but a cache's files), "leftover" (a staging or removal folder's name, nothing but a cache's
+    files), or None: not a cache, never to be removed."""
+    if path.is_symlink() or not path.is_dir():
+        return None
+    leftover = LEFTOVER_NAME_PATTERN.fullmatch(path.name)
+    if leftover is not None:
+        return "leftover" if _foreign_entries(path) == [] else None
+    if CACHE_NAME_PATTERN.fullmatch(path.name) is None:
+        return None
+    key_start = path.name.split("-", 1)[1]
+    marker = _read_marker(path)
+    if marker is not None:
+        return "cache" if str(marker.get("key", "")).startswith(key_start) else None
+    index, _problem = read_index(path)
+    if index is not None and str(index.get("key", "")).startswith(key_start) and _foreign_entries(path) == []:
+        return "cache before the marker"
+    return None
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _remove_cache_files(folder: Path) -> list[str]:
+    """Delete the files a cache writes from `folder`, and the folder if that empties it. Returns
+    the names of anything else found there (then nothing is deleted: they are someone else's)."""
+    strangers = _foreign_entries(folder)
+    if strangers is None:
+        return []
+    if strangers:
+        return strangers
+    for name in sorted(CACHE_FILES, key=lambda name: name == MARKER_FILE):  # the marker last: still ours if cut short
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:  # something appeared meanwhile: leave it, and say so
+        return _foreign_entries(folder) or []
+    return []
+
+
 @dataclasses.dataclass
 class CacheEntry:
     """One folder in the cache folder, as `python -m report_builder cache` lists it."""
@@ -691,11 +799,19 @@ class CacheEntry:
     name: str
     path: Path
     bytes: int
-    state: str  # "ok", "damaged: ...", "unfinished build", "being removed"
+    state: str  # "ok", "damaged: ...", "unfinished build", "being removed", NOT_A_CACHE
     images: int | None = None
     image_size: tuple[int, int] | None = None
     data_root: str | None = None
     created_at: str | None = None
+
+    @property
+    def is_cache(self) -> bool:
+        """A cache or a leftover of one: listed with its state, removable."""
+        return self.state != NOT_A_CACHE
+
+
+NOT_A_CACHE = "not a cache, left alone"
 
 
 def _folder_bytes(path: Path) -> int:
@@ -710,16 +826,20 @@ def _folder_bytes(path: Path) -> int:
 
 
 def list_caches(root: Path) -> list[CacheEntry]:
-    """Every cache (and leftover of a build or removal) under `root`, by name. Sizes are the disk
-    space used. Arrays are checked as opening checks them (a few sampled blocks each)."""
+    """Every folder under `root`, by name: the caches (and leftovers of a build or removal) with
+    their state, any other folder as NOT_A_CACHE. Sizes are the disk space used. Arrays are
+    checked as opening checks them (a few sampled blocks each)."""
     entries = []
     if not root.is_dir():
         return entries
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.is_symlink():
             continue
+        kind = cache_kind(path)
         entry = CacheEntry(name=path.name, path=path, bytes=_folder_bytes(path), state="ok")
-        if path.name.startswith(STAGING_PREFIX):
+        if kind is None:
+            entry.state = NOT_A_CACHE
+        elif path.name.startswith(STAGING_PREFIX):
             entry.state = "unfinished build (or one in progress)"
         elif path.name.startswith(TRASH_PREFIX):
             entry.state = "being removed"
@@ -739,27 +859,60 @@ def list_caches(root: Path) -> list[CacheEntry]:
                     problem = f"its index is incomplete ({type(error).__name__})"
                 if problem is not None:
                     entry.state = f"damaged: {problem}"
+                else:
+                    strangers = _foreign_entries(path)
+                    if strangers:
+                        entry.state = f"ok, but it also holds files it did not write ({_names(strangers)}), which --remove leaves alone"
         entries.append(entry)
     return entries
 
 
-def remove_cache(root: Path, name: str) -> bool:
-    """Remove one cache folder (or leftover) under its lock. False when another process holds
-    the lock (it is building that cache right now)."""
+@dataclasses.dataclass
+class Removal:
+    """What `remove_cache` did: `removed`, or why not (`busy`: another process holds its lock;
+    `not_a_cache`; `strangers`: files the cache did not write, left with the folder)."""
+
+    removed: bool
+    busy: bool = False
+    not_a_cache: bool = False
+    strangers: list[str] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.removed
+
+
+def remove_cache(root: Path, name: str) -> Removal:
+    """Remove one cache folder (or leftover) under its lock, by deleting the files a cache writes.
+    Not removed: a folder that is not a cache (`cache_kind`), one holding other files too, or one
+    whose lock another process holds (it is building that cache right now)."""
     path = root / name
-    if name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
-        _remove_tree(path)
-        return True
+    if cache_kind(path) is None:
+        return Removal(False, not_a_cache=True)
+    leftover = LEFTOVER_NAME_PATTERN.fullmatch(name)
+    if leftover is not None:
+        strangers = _remove_cache_files(path)
+        return Removal(not strangers, strangers=strangers)
     lock_path = root / f"{name}.lock"
     lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        return False
+        return Removal(False, busy=True)
     try:
-        _remove_tree(path)
+        if cache_kind(path) is None:  # checked again under the lock: it may have changed meanwhile
+            return Removal(False, not_a_cache=True)
+        strangers = _foreign_entries(path) or []
+        if strangers:
+            return Removal(False, strangers=strangers)
+        trash = root / f"{TRASH_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(path, trash)  # atomic: nobody opens half of it
+        except OSError:
+            trash = path
+        strangers = _remove_cache_files(trash)
+        if strangers:
+            return Removal(False, strangers=strangers)
         lock_path.unlink(missing_ok=True)  # a builder that raced for this very file copes (see _build)
     finally:
         lock.release()
-    return True
-
+    return Removal(True)

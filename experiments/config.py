@@ -189,6 +189,10 @@ def config_hash(config: StudyConfig, model_name: str | None = None) -> str:
         recipe = config.recipe(model_name)
         read_keys = CONTINUATION_KEYS.get(recipe.recipe, set())
         declarations = {model_name: recipe.to_dict()} if recipe.declared else {}
+    return hashlib.sha256(json.dumps(_hashed_sections(config, read_keys, declarations), sort_keys=True).encode()).hexdigest()
+
+
+def _hashed_sections(config: StudyConfig, read_keys: set[tuple[str, str]], declarations: dict[str, Any]) -> dict[str, Any]:
     ignored = UNHASHED_KEYS | (FINETUNE_KEYS - read_keys)
     relevant = {
         section: {key: value for key, value in values.items() if _hashed((section, key), value, ignored)}
@@ -196,7 +200,14 @@ def config_hash(config: StudyConfig, model_name: str | None = None) -> str:
     }
     if declarations:  # absent for the built-in models, so their hashes stay what they were
         relevant["models"] = declarations
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    return relevant
+
+
+def hashed_settings(config: StudyConfig) -> dict[str, Any]:
+    """Every setting the whole study's hash (`config_hash(config)`) covers, by "section.key"
+    (a declared model as "models.<name>"), for naming what differs between two configs."""
+    sections = _hashed_sections(config, FINETUNE_KEYS, config.to_dict()["models"])
+    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 
 def _hashed(key: tuple[str, str], value: Any, ignored: set[tuple[str, str]]) -> bool:

@@ -849,9 +849,17 @@ def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFo
     """Run the study (or this task's share of it) with its cells in worker processes or on a Dask
     cluster; this process imports no TensorFlow. Returns the run folder; raises StudyFailed when
     cells failed, diverged or were lost (the others' artifacts are written)."""
-    from experiments.study import ManifestWriter, write_manifest
+    from experiments.study import hold_run_settings
 
     run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
+    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
+        return _run_scaled(run, config, force, options)
+
+
+def _run_scaled(run: RunFolder, config: StudyConfig, force: bool, options: ScaleOptions) -> RunFolder:
+    from experiments.study import ManifestWriter, write_manifest
+
     run.check_writable()
     since = datetime.now(UTC)
     started = time.perf_counter()

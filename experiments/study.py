@@ -45,6 +45,7 @@ from experiments.artifacts import (
     ModelSummary,
     RunEntry,
     RunFolder,
+    RunSettings,
     RunState,
     SeedRun,
     Selection,
@@ -53,9 +54,10 @@ from experiments.artifacts import (
     TestPrediction,
     ValidationPredictions,
     files_digest,
+    read_regular_file,
     write_atomic,
 )
-from experiments.config import StudyConfig, config_hash
+from experiments.config import StudyConfig, config_hash, hashed_settings
 from experiments.data import StudyData, load_study_data, make_dataset
 from experiments.decisions import (  # noqa: F401  (RESUME and SETTLED: the study's vocabulary, for callers)
     CELL_STATUSES,
@@ -223,7 +225,10 @@ def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: i
     source = config.source_of(model_name)
     if source is not None:
         source_history = run.seed_run(source, seed).history
-        expected["starting_point"] = hashlib.sha256(source_history.read_bytes()).hexdigest() if source_history.is_file() else "missing"
+        try:
+            expected["starting_point"] = hashlib.sha256(read_regular_file(source_history)).hexdigest()
+        except OSError:  # missing, or a pipe or folder in its place: no starting point to train from
+            expected["starting_point"] = "missing"
     return expected
 
 
@@ -315,7 +320,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     state = replace(state, status=COMPLETE, epochs_completed=len(result.epochs),
                     wall_seconds=round(result.wall_seconds + earlier_seconds, 1), finished_at=_now_precise())
     state.write(seed_run.state)
-    clear_checkpoint(seed_run)
+    clear_checkpoint(seed_run, log)
     return state
 
 
@@ -432,7 +437,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _file_digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular_file(path)).hexdigest()
     except OSError:
         return None
 
@@ -609,6 +614,73 @@ class CellLock:
             return "another process", f"training {self.seed_run.model_name}, seed {self.seed_run.seed}"
         where = f" on {owner.host}" if owner.host != socket.gethostname() else ""
         return f"another process (pid {owner.pid}{where})", owner.task
+
+
+def _differences(theirs: dict[str, Any], ours: dict[str, Any], shown: int = 3) -> str:
+    keys = sorted(key for key in theirs.keys() | ours.keys() if theirs.get(key, "unset") != ours.get(key, "unset"))
+    text = ", ".join(f"{key}: {json_text(theirs.get(key, 'unset'))} there, {json_text(ours.get(key, 'unset'))} here"
+                     for key in keys[:shown])
+    return text + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@contextmanager
+def hold_run_settings(run: RunFolder, config: StudyConfig) -> Iterator[None]:
+    """Join the `train` commands working on `run` with the same settings, or refuse: a run never
+    mixes two configs (cells trained with one would be retrained by the other, back and forth).
+
+    Every command working on a run holds a shared flock on `<run>/.run.users` until it ends (the
+    kernel drops it when the process dies, even by SIGKILL). Under the guard `<run>/.run.lock`, a
+    command that can take that lock exclusively is alone: it records its settings in
+    `<run>/.run.settings.json` (RunSettings) and holds the lock shared. Otherwise others are working
+    on the run: with the recorded config hash it joins them; with another it stops with a
+    UserError naming what differs. Where flock is missing (not POSIX) nothing is checked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run.root.mkdir(parents=True, exist_ok=True)
+    mine = RunSettings(config_hash(config), hashed_settings(config), os.getpid(), socket.gethostname(), _now())
+    guard = FileLock(str(run.settings_guard))
+    _acquire(guard)
+    descriptor = None
+    try:
+        descriptor = os.open(run.users_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        if alone:
+            mine.write(run.settings_file)
+        else:
+            theirs = RunSettings.read_or_none(run.settings_file)
+            if theirs is not None and theirs.config_hash != mine.config_hash:
+                where = f" on {theirs.host}" if theirs.host != mine.host else ""
+                raise UserError(
+                    f"Another `train` command (pid {theirs.pid}{where}) is working on {run.root} with other settings "
+                    f"({_differences(theirs.settings, mine.settings)}; config hash {theirs.config_hash[:12]} there, "
+                    f"{mine.config_hash[:12]} here), and one run never mixes two; wait for it to finish, or give this "
+                    "command another --run-name."
+                )
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # alone: held exclusively until now, under the guard
+    except BaseException:
+        if descriptor is not None:
+            os.close(descriptor)
+        raise
+    finally:
+        guard.release()
+    try:
+        yield
+    finally:
+        os.close(descriptor)  # drops the shared lock
 
 
 # --------------------------------------------------------------------------- the manifest, derived from the cells
@@ -870,7 +942,7 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
     precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
     log(f"{where}: training in {POLICIES[precision]}, {reason}")
     if action == RESTART:
-        clear_checkpoint(seed_run)
+        clear_checkpoint(seed_run, log)
     try:
         with tracked_cell(context.tracking, seed_run):  # MLflow: the cell's run ends finished, failed or killed
             train_one(config, run, data, seed_run, precision, expected, context.on_started, context.tracking, context.strategy)
@@ -960,19 +1032,27 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
 
     Other `train` processes may work on the same run at the same time: cells one of them holds
-    are left to it and waited for at the end (see `run_cell`).
+    are left to it and waited for at the end (see `run_cell`). They must share its settings: one
+    with another config hash is refused while this one works (`hold_run_settings`).
 
     `share`: run only these cells (a job-array task's share, experiments.scale.task_share); the
     model is chosen and tested only if every planned cell has then settled (`finish_study`), by
     whichever task finds that. `strategy` ("none", "mirrored"): a tf.distribute strategy around
     every cell (experiments.scale.make_strategy). `execution` goes into manifest.json as it is;
     `parallel` (how many processes share the study) only scales the progress line's estimate."""
+    run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
+    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
+        return _run_study(run, config, force, share=share, strategy=strategy, execution=execution, parallel=parallel)
+
+
+def _run_study(run: RunFolder, config: StudyConfig, force: bool, *, share: Collection[tuple[str, int]] | None,
+               strategy: str, execution: Execution | None, parallel: int) -> RunFolder:
     import keras
     import tensorflow as tf
 
     from experiments.models import set_precision
 
-    run = RunFolder(config.run_dir)
     run.check_writable()
     since = datetime.now(UTC)
     started = time.perf_counter()

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import History, MlflowLink, RunState, SeedRun
+from experiments.artifacts import EVENT_FILE_NAME, History, MlflowLink, RunState, SeedRun, describe_left_files, remove_written_files
 from experiments.config import StudyConfig
 from experiments.errors import UserError
 
@@ -571,7 +571,9 @@ class StudyTracking:
         if self.tensorboard:
             directory = tensorboard_dir(self.run_root, seed_run)
             if not resumed:  # trained afresh: events of an earlier training of this cell would mix in
-                shutil.rmtree(directory, ignore_errors=True)
+                left = remove_written_files(directory, EVENT_FILE_NAME, ("train", "validation"))
+                if left:  # only the event files go; anything else there is someone else's
+                    say(describe_left_files(directory, left))
             elif not directory.exists():  # its first epochs were trained without --tensorboard
                 write_tensorboard_history(directory, epochs)
             before.append(EpochTensorBoard(log_dir=str(directory), write_graph=False, profile_batch=0))

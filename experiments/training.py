@@ -13,9 +13,9 @@ An epoch whose training loss is NaN or infinite stops the fit at once and is not
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,18 @@ from typing import Any
 import keras
 import numpy as np
 
-from experiments.artifacts import ArtifactFormatError, CheckpointProgress, Epoch, History, RunState, SeedRun, write_atomic
+from experiments.artifacts import (
+    CHECKPOINT_NAME,
+    ArtifactFormatError,
+    CheckpointProgress,
+    Epoch,
+    History,
+    RunState,
+    SeedRun,
+    describe_left_files,
+    remove_written_files,
+    write_atomic,
+)
 from experiments.interrupts import raise_if_interrupted
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -85,7 +96,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         write_atomic(checkpoint_dir / checkpoint_name, lambda path: self.model.save(path))
         CheckpointProgress(checkpoint_name, as_epochs(self.epochs)).write(checkpoint_dir / "progress.json")
         for old in checkpoint_dir.glob("epoch-*.keras"):
-            if old.name != checkpoint_name:
+            if old.name != checkpoint_name and CHECKPOINT_NAME.fullmatch(old.name) and old.is_file() and not old.is_symlink():
                 old.unlink(missing_ok=True)
         write_history(self.seed_run, self.epochs, self.precision)
         self.state = replace(self.state, status="partial", epochs_completed=len(self.epochs))
@@ -190,8 +201,21 @@ def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]
     return [epoch.to_fields() for epoch in progress.epochs], seed_run.checkpoint_dir / progress.checkpoint
 
 
-def clear_checkpoint(seed_run: SeedRun) -> None:
-    shutil.rmtree(seed_run.checkpoint_dir, ignore_errors=True)
+_NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
+
+
+def clear_checkpoint(seed_run: SeedRun, say: Callable[[str], None] | None = None) -> None:
+    """Remove the checkpoint files this program wrote (`epoch-NNNN.keras`, `progress.json`, their
+    temporaries) and the folder if that empties it; any other file there is left alone and named
+    in one line on stderr."""
+    left = remove_written_files(seed_run.checkpoint_dir, CHECKPOINT_NAME)
+    if left and (seed_run.checkpoint_dir, tuple(left)) not in _NAMED_LEFT:  # once per process, not at every clearing
+        _NAMED_LEFT.add((seed_run.checkpoint_dir, tuple(left)))
+        message = describe_left_files(seed_run.checkpoint_dir, left)
+        if say is None:
+            print(message, file=sys.stderr, flush=True)
+        else:
+            say(message)
 
 
 def keras_verbosity(setting: str) -> int:

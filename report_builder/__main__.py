@@ -9,6 +9,8 @@
 User errors (a bad config value, a missing folder, no network, a folder that is not the
 report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
 with status 130 or 143, and an interrupted training resumes when the same command is run again.
+A closed standard output (`| head`) ends a command quietly with status 141; a full disk, anywhere,
+with one sentence naming what was being written, and status 2.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def command_train(arguments: argparse.Namespace) -> Path:
     from experiments.config import load_config
 
     config = load_config(arguments.config, config_overrides(arguments))
+    _OUTPUT["what"] = f"into the run folder {config.run_dir}"
     from experiments.scale import options_from_arguments
 
     options = options_from_arguments(arguments.workers, arguments.scheduler, arguments.task_index, arguments.task_count,
@@ -168,6 +171,7 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
     from report_builder.render import render_report
 
     artifacts = arguments.artifacts or run_dir or default_run_dir(arguments.config)
+    _OUTPUT["what"] = f"into the docs folder {arguments.docs}"
     problems: list[str] = []
     written = render_report(artifacts, arguments.docs, problems)
     print(f"Rendered {artifacts} into {arguments.docs} ({len(written)} files)")
@@ -180,6 +184,7 @@ def command_render(arguments: argparse.Namespace, run_dir: Path | None = None) -
 def command_build(arguments: argparse.Namespace) -> None:
     from report_builder.site import build_site
 
+    _OUTPUT["what"] = f"into the site folder {arguments.site_dir or PROJECT_ROOT / 'site'}"
     site = build_site(PROJECT_ROOT, strict=True, site_dir=arguments.site_dir, docs_dir=arguments.docs)
     print(f"Site built in {site}; preview it with `python -m report_builder serve`")
 
@@ -220,37 +225,53 @@ def command_cache(arguments: argparse.Namespace) -> None:
 
         cache_dir = load_config(arguments.config).data.cache_dir
     root = cache_root(cache_dir)
-    entries = list_caches(root)
+    everything = list_caches(root)
+    entries = [entry for entry in everything if entry.is_cache]
+    others = [entry for entry in everything if not entry.is_cache]
     if arguments.remove:
         chosen = []
         for name in arguments.remove:
             matches = entries if name == "all" else [entry for entry in entries if entry.name.startswith(name)]
             if not matches and name != "all":
+                other = next((entry for entry in others if entry.name.startswith(name)), None)
+                if other is not None:
+                    raise UserError(f"'{other.path}' is not a decoded-image cache (it lacks the index and marker a cache writes), "
+                                    "so it is left alone; `python -m report_builder cache` lists the caches.")
                 raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
             if len(matches) > 1 and name != "all":
                 raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
             chosen.extend(entry for entry in matches if entry not in chosen)
         for entry in chosen:
-            if remove_cache(root, entry.name):
+            removal = remove_cache(root, entry.name)
+            if removal:
                 print(f"Removed {entry.path} ({_size(entry.bytes)})")
-            else:
+            elif removal.busy:
                 print(f"Not removed: {entry.path} is being built by another process right now")
+            elif removal.strangers:
+                print(f"Not removed: {entry.path} also holds files the cache did not write ({', '.join(removal.strangers[:3])}"
+                      f"{', ...' if len(removal.strangers) > 3 else ''}); it is left alone")
+            else:
+                print(f"Not removed: {entry.path} is not a decoded-image cache; it is left alone")
         if not chosen:
             print(f"No decoded-image caches in {root}")
+        for entry in others if "all" in arguments.remove else []:
+            print(f"Left alone: {entry.path} (not a decoded-image cache)")
         return
-    if not entries:
+    if not everything:
         print(f"No decoded-image caches in {root}")
         return
-    print(f"Decoded-image caches in {root}:")
-    for entry in entries:
+    print(f"Decoded-image caches in {root}:" if entries else f"No decoded-image caches in {root}; it holds:")
+    for entry in everything:
         if entry.state == "ok":
             height, width = entry.image_size
             print(f"  {entry.name}  {_size(entry.bytes)}  {entry.images} images at {height}x{width}  "
                   f"from {entry.data_root}  ({entry.created_at})")
         else:
             print(f"  {entry.name}  {_size(entry.bytes)}  {entry.state}")
-    print(f"{len(entries)} in all, {_size(sum(entry.bytes for entry in entries))}; "
-          "remove with `python -m report_builder cache --remove NAME` (or `--remove all`)")
+    if entries:
+        print(f"{len(entries)} in all, {_size(sum(entry.bytes for entry in entries))}; "
+              "remove with `python -m report_builder cache --remove NAME` (or `--remove all`)"
+              + (f"; {len(others)} other folder(s) left alone" if others else ""))
 
 
 INTERRUPTED_MESSAGES = {
@@ -262,13 +283,89 @@ INTERRUPTED_MESSAGES = {
 }
 
 
+STANDARD_OUTPUT = "standard output"
+#: A closed standard output (`train | head -2`) ends the command quietly with this status: what a
+#: shell reports for a program stopped by SIGPIPE (128 + 13), as `yes | head` gives.
+CLOSED_OUTPUT_STATUS = 141
+
+
+class _NamedOutput:
+    """sys.stdout, whose write errors name it: an OSError from writing it gets filename
+    "standard output", so a full disk there is told apart from one under a file the command writes."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            error.filename = error.filename or STANDARD_OUTPUT
+            raise
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as error:
+            error.filename = error.filename or STANDARD_OUTPUT
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _discard_output(stream) -> None:
+    """Point the standard output's descriptor at /dev/null, so that what is still buffered, flushed
+    at exit, raises nothing more (the recipe of Python's signal documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's captured output)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (see the module's docstring). A closed standard
+    output (`| head`) ends it quietly with status 141; a full disk, anywhere, with one sentence naming
+    what was being written and status 2."""
+    stdout = sys.stdout
+    sys.stdout = _NamedOutput(stdout)
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # whatever the outcome: a closed or full standard output shows here, not at exit
+        return status
+    except BrokenPipeError as error:
+        if error.filename != STANDARD_OUTPUT:
+            raise
+        _discard_output(stdout)
+        return CLOSED_OUTPUT_STATUS
+    except OSError as error:
+        from experiments.errors import disk_full_sentence, is_disk_full
+
+        if not is_disk_full(error):
+            raise
+        if error.filename == STANDARD_OUTPUT:
+            _discard_output(stdout)
+        what = error.filename or _OUTPUT.get("what") or "the command's output"
+        print(f"error: {disk_full_sentence(str(what), error)}", file=sys.stderr)
+        return 2
+    finally:
+        sys.stdout = stdout
+
+
+#: What the running command writes into (a folder), for a full-disk message that has no file name
+_OUTPUT: dict[str, object] = {}
+
+
+def _main(argv: list[str] | None = None) -> int:
     from experiments import interrupts
 
     interrupts.install_handlers()  # Ctrl-C and SIGTERM: a clean stop, exit 130 / 143
     if hasattr(sys.stdout, "reconfigure"):  # a folder name that is not valid UTF-8 still prints
         sys.stdout.reconfigure(errors="backslashreplace")
         sys.stderr.reconfigure(errors="backslashreplace")
+    _OUTPUT.clear()
     phase = "train"
     try:
         arguments = parse_arguments(argv)

@@ -92,3 +92,145 @@ def test_umask_is_read_at_import_and_left_as_it_was(monkeypatch, tmp_path):
     assert artifacts.UMASK == artifacts._read_umask() == before  # reading it does not change it
     monkeypatch.setattr(artifacts, "UMASK", 0o027)
     assert write_json(tmp_path / "manifest.json", {}).stat().st_mode & 0o777 == 0o640
+
+
+# --------------------------------------------------------------------------- whose folder a run may be written into
+
+
+def _a_folder_of_the_user_s(root):
+    """The files of issue 27: names a run writes, none of them written by this program."""
+    (root / "figures").mkdir(parents=True)
+    (root / "manifest.json").write_text('{"mine": 1}')
+    (root / "dataset.json").write_text("mine")
+    (root / "metrics.json").write_text("mine")
+    (root / "figures" / "comparison.png").write_bytes(b"png")
+    return {path.relative_to(root): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def test_a_run_is_created_and_marked_only_in_an_absent_or_empty_folder(tmp_path):
+    from experiments.errors import UserError
+
+    for root in (tmp_path / "absent" / "run", tmp_path / "empty"):
+        if root.name == "empty":
+            root.mkdir()
+        RunFolder(root).claim()
+        assert read_json(root / ".report-builder.json")["kind"] == "run"
+        RunFolder(root).claim()  # marked: claimed again without a word
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / ".report-builder.json").write_text('{"generator": "report-builder", "kind": "docs", "files": []}')
+    with pytest.raises(UserError, match="marks it as a docs folder"):
+        RunFolder(docs).claim()
+
+
+def test_a_folder_holding_the_user_s_own_run_named_files_is_refused_untouched(tmp_path):
+    from experiments.errors import UserError
+
+    root = tmp_path / "X" / "tiny"
+    before = _a_folder_of_the_user_s(root)
+    with pytest.raises(UserError) as caught:
+        RunFolder(root).claim()
+    message = str(caught.value)
+    assert str(root) in message and "did not write" in message and message.count(". ") == 0
+    assert {path.relative_to(root): path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+
+
+def test_a_run_written_before_the_marker_is_recognised_by_its_manifest_and_its_names_only(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from experiments.errors import UserError
+
+    shipped = Path(__file__).resolve().parents[1] / "artifacts" / "cats-vs-dogs"
+    root = tmp_path / "old-run"
+    shutil.copytree(shipped, root)
+    RunFolder(root).claim()
+    assert read_json(root / ".report-builder.json")["kind"] == "run"
+    stranger = tmp_path / "old-run-with-notes"
+    shutil.copytree(shipped, stranger)
+    (stranger / "notes.txt").write_text("mine")  # a run does not write it: not recognisably ours
+    with pytest.raises(UserError, match="notes.txt"):
+        RunFolder(stranger).claim()
+
+
+def test_train_refuses_a_folder_that_is_not_a_run_with_exit_status_2_and_one_sentence(tmp_path, capsys):
+    from report_builder.__main__ import main
+    from tests.conftest import SMOKE_CONFIG
+
+    root = tmp_path / "X" / "tiny"
+    before = _a_folder_of_the_user_s(root)
+    assert main(["train", "--config", str(SMOKE_CONFIG), "--out", str(tmp_path / "X"), "--run-name", "tiny"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: Refusing to write a run into {root}") and "Traceback" not in error
+    assert {path.relative_to(root): path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+
+
+def test_a_full_disk_while_an_artifact_is_written_says_so_and_keeps_the_previous_file(tmp_path):
+    import errno
+
+    path = write_json(tmp_path / "history.json", {"epochs": [1]})
+
+    def fills_the_disk(temporary_path):
+        temporary_path.write_text('{"epo')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ArtifactError) as caught:
+        write_atomic(path, fills_the_disk)
+    assert str(caught.value).startswith(f"Cannot write {path}: the disk is full")
+    assert read_json(path) == {"epochs": [1]} and [item.name for item in tmp_path.iterdir()] == ["history.json"]
+
+
+# --------------------------------------------------------------------------- a pipe where a file belongs
+
+
+def _finishes(action, seconds: float = 20.0):
+    """Run `action` in a thread; fail if it does not end within `seconds` (a read blocked on a pipe)."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the read blocked on the named pipe"
+    return outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_in_place_of_history_json_is_refused_in_one_sentence_without_waiting(tmp_path):
+    from experiments.artifacts import ArtifactFormatError, History, RunState
+
+    seed_run = RunFolder(tmp_path / "run").seed_run("baseline", 7)
+    seed_run.folder.mkdir(parents=True)
+    os.mkfifo(seed_run.history)
+    outcome = _finishes(lambda: History.read(seed_run.history))
+    error = outcome.get("error")
+    assert isinstance(error, ArtifactFormatError) and str(error) == (
+        f"{seed_run.history}: a named pipe (FIFO) where a JSON file belongs, so it is not read")
+    assert _finishes(lambda: read_json(seed_run.history)) == {"value": None}
+    assert _finishes(lambda: RunState.read_or_none(seed_run.history)) == {"value": None}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_render_leaves_out_a_named_pipe_in_place_of_history_json_and_names_it_without_waiting(tmp_path):
+    import subprocess
+
+    from tests import report_fixtures
+    from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
+
+    run = report_fixtures.write_artifacts(tmp_path / "artifacts")
+    history = next((run / "models" / "baseline").glob("seed-*/history.json"))
+    history.unlink()
+    os.mkfifo(history)
+    result = subprocess.run(run_cli_command("render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")),
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    relative = history.relative_to(run).as_posix()
+    assert f"{relative}: a named pipe (FIFO) where a JSON file belongs, so it is not read" in result.stderr
+    assert "Traceback" not in result.stderr

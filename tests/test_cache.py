@@ -252,8 +252,24 @@ def test_not_enough_disk_stops_before_decoding_in_one_sentence(tmp_path, monkeyp
     message = str(caught.value)
     assert decodes[0] == 0
     assert str(tmp_path / "small-disk" / "decoded") in message and "23 images" in message
-    assert "GiB" in message and "0.0 GiB is free" in message and "--cache-dir" in message
+    assert "needs 1.2 MiB in the cache folder" in message and "only 1000 bytes is free" in message  # units that fit
+    assert "0.0 GiB" not in message and "--cache-dir" in message
     assert message.count(". ") == 0 and message.endswith(".")
+
+
+@pytest.mark.parametrize("byte_count, text", [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"),
+                                              (5 * 2**20, "5.0 MiB"), (int(2.25 * 2**30), "2.2 GiB"), (3 * 2**40, "3.0 TiB")])
+def test_disk_sizes_are_given_in_the_unit_that_fits(byte_count, text):
+    assert cache_module.format_size(byte_count) == text
+
+
+def test_a_disk_one_byte_short_names_both_sizes_in_bytes_rather_than_alike(tmp_path, monkeypatch):
+    data_root = write_folder(tmp_path / "data")
+    needed = 23 * 12 * 10 * 3 + 2 * cache_module.HEADER_BYTES + (1 << 20)
+    monkeypatch.setattr(cache_module, "disk_free_bytes", lambda folder: needed - 1)
+    with pytest.raises(DataError) as caught:
+        load_or_build(data_root, IMAGE_SIZE)
+    assert f"needs {needed:,} bytes" in str(caught.value) and f"only {needed - 1:,} bytes is free" in str(caught.value)
 
 
 def test_a_disk_with_exactly_the_room_needed_is_enough(tmp_path, monkeypatch):
@@ -487,3 +503,110 @@ def test_the_train_command_s_cache_dir_sets_data_cache_dir():
 def test_the_cache_module_imports_no_tensorflow():
     source = Path(cache_module.__file__).read_text(encoding="utf-8")
     assert "import tensorflow" not in source and "from tensorflow" not in source
+
+
+# --------------------------------------------------------------------------- only caches are removed
+
+
+def test_cache_remove_leaves_a_folder_that_is_not_a_cache_and_lists_it_as_such(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    cache_dir = tmp_path / "caches"
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)
+    photos = cache_root(cache_dir) / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir)]) == 0
+    listing = capsys.readouterr().out
+    line = next(line for line in listing.splitlines() if "photos" in line)
+    assert "not a cache, left alone" in line and "damaged" not in listing
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "pho"]) == 2
+    error = capsys.readouterr().err
+    assert "is not a decoded-image cache" in error and str(photos) in error and error.count("\n") == 1
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"Removed {built.folder}" in out and f"Left alone: {photos}" in out
+    assert (photos / "p.jpg").read_bytes() == b"x" and not built.folder.exists()
+
+
+def test_a_cache_carries_a_marker_and_one_built_before_markers_is_still_recognised(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=tmp_path / "caches")
+    marker = json.loads((built.folder / cache_module.MARKER_FILE).read_text())
+    assert marker["generator"] == "report-builder" and marker["key"] == built.key
+    (built.folder / cache_module.MARKER_FILE).unlink()  # as a cache written before the marker existed
+    assert cache_module.cache_kind(built.folder) == "cache before the marker"
+    assert [entry.state for entry in list_caches(root)] == ["ok"]
+    # without the marker, an index that does not check out (or a file a cache never writes) is not enough
+    (built.folder / "notes.txt").write_text("mine")
+    assert cache_module.cache_kind(built.folder) is None
+    assert not cache_module.remove_cache(root, built.folder.name)
+    assert (built.folder / "notes.txt").read_text() == "mine" and (built.folder / "train.npy").is_file()
+
+
+def test_a_folder_named_like_a_cache_without_marker_or_valid_index_is_not_a_cache(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    impostor = root / ("12x10-" + "ab" * 12)
+    impostor.mkdir(parents=True)
+    (impostor / "index.json").write_text("{}")
+    assert cache_module.cache_kind(impostor) is None
+    assert [entry.state for entry in list_caches(root)] == [cache_module.NOT_A_CACHE]
+    assert cache_module.remove_cache(root, impostor.name).not_a_cache and (impostor / "index.json").is_file()
+
+
+def test_removing_a_cache_that_holds_a_stranger_s_file_deletes_nothing_and_names_the_file(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    cache_dir = tmp_path / "caches"
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)
+    (built.folder / "keep-me.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir), "--remove", "all"]) == 0
+    assert "keep-me.txt" in capsys.readouterr().out
+    assert sorted(path.name for path in built.folder.iterdir()) == sorted(cache_module.CACHE_FILES | {"keep-me.txt"})
+
+
+def test_a_damaged_cache_with_its_marker_is_listed_as_damaged_and_removable(tmp_path):
+    root = cache_root(tmp_path / "caches")
+    built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=tmp_path / "caches")
+    (built.folder / "index.json").unlink()
+    assert [entry.state for entry in list_caches(root)] == ["damaged: index.json is missing"]
+    assert cache_module.remove_cache(root, built.folder.name) and not built.folder.exists()
+
+
+def test_a_disk_that_fills_up_while_decoding_stops_in_one_sentence_and_keeps_earlier_caches(tmp_path, monkeypatch):
+    import errno
+
+    cache_dir = tmp_path / "caches"
+    earlier = load_or_build(write_folder(tmp_path / "earlier"), IMAGE_SIZE, cache_dir=cache_dir)
+    writes = [0]
+    real_pwrite = os.pwrite
+
+    def fills_up(fd, data, offset):
+        writes[0] += 1
+        if writes[0] > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(cache_module.os, "pwrite", fills_up)
+    with pytest.raises(DataError) as caught:
+        load_or_build(write_folder(tmp_path / "new", seed=3), IMAGE_SIZE, cache_dir=cache_dir, workers=1)
+    message = str(caught.value)
+    root = cache_root(cache_dir)
+    assert f"The disk holding the cache folder '{root}' filled up" in message and message.count(". ") == 0
+    monkeypatch.setattr(cache_module.os, "pwrite", real_pwrite)
+    assert [entry.name for entry in list_caches(root)] == [earlier.folder.name]  # no staging folder left
+    again = load_or_build(tmp_path / "earlier", IMAGE_SIZE, cache_dir=cache_dir)
+    assert not again.built and again.folder == earlier.folder
+
+
+def test_a_rebuild_leaves_a_damaged_cache_folder_holding_other_files_and_names_it(tmp_path):
+    data_root = write_folder(tmp_path / "data")
+    built = load_or_build(data_root, IMAGE_SIZE)
+    (built.folder / "index.json").unlink()
+    (built.folder / "mine.txt").write_text("mine")
+    with pytest.raises(DataError) as caught:
+        load_or_build(data_root, IMAGE_SIZE)
+    assert str(built.folder) in str(caught.value) and "mine.txt" in str(caught.value)
+    assert (built.folder / "mine.txt").read_text() == "mine" and (built.folder / "train.npy").is_file()

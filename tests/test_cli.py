@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 
@@ -59,3 +60,53 @@ def test_rendering_and_publishing_never_load_tensorflow():
             "report_builder.__main__; print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     result = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+# --------------------------------------------------------------------------- closed pipes and full disks
+
+
+def _cache_listing_command(tmp_path) -> list[str]:
+    """A command that prints a line and imports no TensorFlow: the cache listing of an empty folder."""
+    from tests.conftest import run_cli_command
+
+    return run_cli_command("cache", "--cache-dir", str(tmp_path / "caches"))
+
+
+def test_a_closed_standard_output_ends_the_command_quietly_with_status_141(tmp_path):
+    from tests.conftest import PROJECT_ROOT, cli_environment
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes a byte (as `| head -0`, or `| true` done)
+    try:
+        result = subprocess.run(_cache_listing_command(tmp_path), stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                cwd=PROJECT_ROOT, env=cli_environment(), timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_under_standard_output_is_one_sentence_naming_it(tmp_path):
+    from tests.conftest import PROJECT_ROOT, cli_environment
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(_cache_listing_command(tmp_path), stdout=full, stderr=subprocess.PIPE, text=True,
+                                cwd=PROJECT_ROOT, env=cli_environment(), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: Cannot write standard output: the disk is full") and result.stderr.count("\n") == 1
+
+
+def test_a_disk_that_fills_up_during_render_is_one_sentence_naming_the_docs_folder(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from report_builder import render
+
+    def fills_the_disk(*arguments, **keywords):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write() gives it: no file name
+
+    monkeypatch.setattr(render, "render_report", fills_the_disk)
+    docs = tmp_path / "docs"
+    assert main(["render", "--artifacts", str(tmp_path / "run"), "--docs", str(docs)]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"error: Cannot write into the docs folder {docs}: the disk is full (No space left on device); "
+                     "free some space and run the same command again (what was written before is intact).\n")

@@ -81,6 +81,7 @@ def shared_run(tmp_path_factory):
     config = root / "chain.toml"
     config.write_text(CHAIN_CONFIG, encoding="utf-8")
     run_dir = root / "out" / "shared"
+    RunFolder(run_dir).claim()  # the holder stands for a third `train` command, which claimed (marked) the run
     held = CellLock(RunFolder(run_dir).seed_run("baseline", 7))
     assert held.try_acquire("training baseline, seed 7")
     logs = [root / "first.err", root / "second.err"]
@@ -221,6 +222,7 @@ def test_a_held_cell_is_left_then_waited_for(tmp_path, monkeypatch, models, seed
             waiting.set()
 
     monkeypatch.setattr(study, "log", log)
+    RunFolder(config.run_dir).claim()  # the other process claimed (marked) the run first, as `train` does
     holder = _hold_until(RunFolder(config.run_dir).seed_run(held, 7), waiting)
     study.run_study(config)
     holder.join(timeout=10)
@@ -246,3 +248,49 @@ def test_a_held_cell_is_left_then_waited_for(tmp_path, monkeypatch, models, seed
     cells = [(model, seed) for model in models for seed in config.seeds]
     manifest = assert_manifest_agrees_with_the_cells(config.run_dir, cells)
     assert manifest["status"] == "complete", text
+
+
+# --------------------------------------------------------------------------- one run, one set of settings
+
+
+def test_a_command_with_other_settings_is_refused_while_one_works_on_the_run_and_the_same_settings_join(tmp_path):
+    from experiments.artifacts import RunFolder
+    from experiments.config import load_config
+    from experiments.errors import UserError
+    from experiments.study import hold_run_settings
+    from tests.conftest import SMOKE_CONFIG
+
+    three = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "training.epochs": 3})
+    five = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "training.epochs": 5})
+    run = RunFolder(three.run_dir)
+    with hold_run_settings(run, three):
+        with hold_run_settings(run, three):  # the same settings: a second command joins, as before
+            pass
+        with pytest.raises(UserError) as caught:
+            with hold_run_settings(run, five):
+                pytest.fail("a second set of settings got into the run")
+        message = str(caught.value)
+        assert str(run.root) in message and "training.epochs: 3 there, 5 here" in message
+        assert "another --run-name" in message and message.count(". ") == 0
+    with hold_run_settings(run, five):  # the first has finished: the run is free for other settings
+        pass
+
+
+def test_train_with_other_settings_stops_in_one_sentence_before_anything_is_written(tmp_path, capsys):
+    from experiments.artifacts import RunFolder
+    from experiments.config import load_config
+    from experiments.study import hold_run_settings
+    from report_builder.__main__ import main
+    from tests.conftest import SMOKE_CONFIG
+
+    three = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "training.epochs": 3})
+    run = RunFolder(three.run_dir)
+    run.claim()
+    with hold_run_settings(run, three):  # stands for a `train --epochs 3` at work on the run
+        before = sorted(path.name for path in run.root.iterdir())
+        status = main(["train", "--config", str(SMOKE_CONFIG), "--out", str(tmp_path), "--epochs", "5"])
+        assert sorted(path.name for path in run.root.iterdir()) == before
+    assert status == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: Another `train` command") and "training.epochs: 3 there, 5 here" in error
+    assert len(error.splitlines()) == 1

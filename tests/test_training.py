@@ -135,3 +135,48 @@ def test_one_softmax_serves_the_test_scores_and_the_cached_validation_loss():
     assert np.allclose(probabilities[0], [1 / (1 + np.e), np.e / (1 + np.e)])
     loss, accuracy = softmax_cross_entropy(logits, np.array([1, 1, 0]))
     assert loss == pytest.approx(-np.mean(log_softmax(logits)[[0, 1, 2], [1, 1, 0]])) and accuracy == 1.0
+
+
+# --------------------------------------------------------------------------- retraining removes only what it wrote
+
+
+def test_clearing_a_checkpoint_removes_only_its_own_files_and_names_a_stranger_s(tmp_path, capsys):
+    from experiments.artifacts import RunFolder
+    from experiments.training import clear_checkpoint
+
+    seed_run = RunFolder(tmp_path / "run").seed_run("baseline", 7)
+    folder = seed_run.checkpoint_dir
+    folder.mkdir(parents=True)
+    for name in ("epoch-0003.keras", "progress.json", ".epoch-0004.k2j_x9.tmp.keras", ".progress.abc123.tmp.json"):
+        (folder / name).write_bytes(b"ours")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "epoch-best.keras").write_text("mine too")  # epoch-*.keras, but not a name this program gives
+    clear_checkpoint(seed_run)
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch-best.keras", "notes.txt"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and str(folder) in lines[0] and "epoch-best.keras, notes.txt" in lines[0]
+    (folder / "notes.txt").unlink()
+    (folder / "epoch-best.keras").unlink()
+    (folder / "epoch-0001.keras").write_bytes(b"ours")
+    clear_checkpoint(seed_run)
+    assert not folder.exists() and capsys.readouterr().err == ""  # all ours: the folder goes too
+
+
+def test_a_cell_trained_afresh_with_tensorboard_keeps_a_stranger_s_files_in_its_event_folder(tmp_path, capsys):
+    from experiments.artifacts import RunFolder
+    from experiments.config import load_config
+    from experiments.tracking import StudyTracking, tensorboard_dir
+    from tests.conftest import SMOKE_CONFIG
+
+    tracking = StudyTracking(load_config(SMOKE_CONFIG, {"training.tensorboard": True}), tmp_path)
+    seed_run = RunFolder(tmp_path).seed_run("baseline", 7)
+    folder = tensorboard_dir(tmp_path, seed_run)
+    for split in ("train", "validation"):
+        (folder / split).mkdir(parents=True)
+        (folder / split / "events.out.tfevents.1796560943.vm.12092.0.v2").write_bytes(b"old events")
+    (folder / "train" / "keep.txt").write_text("mine")
+    capsys.readouterr()
+    tracking.callbacks(seed_run, [], 0, {})
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == ["train", "train/keep.txt"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "train/keep.txt" in lines[0] and str(folder) in lines[0]

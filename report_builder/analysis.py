@@ -165,7 +165,7 @@ def accuracy_interval(correct, *, level: float = LEVEL) -> Interval:
     _check_level(level)
     per_seed = matrix.mean(axis=1)
     estimate = float(per_seed.mean())
-    components = [_component(per_seed), _component(matrix.mean(axis=0))]
+    components = [_component(per_seed, floor=interaction_variance(matrix) / matrix.shape[1]), _component(matrix.mean(axis=0))]
     interval = _t_interval(estimate, components, level)
     return dataclasses.replace(interval, low=max(0.0, interval.low), high=min(1.0, interval.high), p_value=None,
                                seed_variation_known=matrix.shape[0] > 1)
@@ -208,10 +208,12 @@ def paired_difference(correct_a, correct_b, *, paired: bool = False, level: floa
     estimate = float(seeds_a.mean() - seeds_b.mean())
     if matrix_a.shape == matrix_b.shape and np.array_equal(matrix_a, matrix_b):
         return Interval(estimate, estimate, estimate, None, 1.0, seed_variation_known=matrix_a.shape[0] > 1, identical=True)
-    if paired:
-        seed_component = _component(seeds_a - seeds_b)
+    floor_a, floor_b = interaction_variance(matrix_a) / matrix_a.shape[1], interaction_variance(matrix_b) / matrix_b.shape[1]
+    if paired:  # the runs share each seed's start: the floor is the interaction of the per-seed differences
+        differences = matrix_a.astype(np.float64) - matrix_b.astype(np.float64)
+        seed_component = _component(seeds_a - seeds_b, floor=_interaction(differences) / matrix_a.shape[1])
     else:
-        seed_component = _welch_component(seeds_a, seeds_b)
+        seed_component = _welch_component(seeds_a, seeds_b, floor_a, floor_b)
     image_component = _component(matrix_a.mean(axis=0) - matrix_b.mean(axis=0))
     interval = _t_interval(estimate, [seed_component, image_component], level)
     return dataclasses.replace(interval, seed_variation_known=seed_component is not None)
@@ -261,7 +263,10 @@ def interaction_variance(correct) -> float:
     """The seed-by-image interaction variance of a ``(seeds, images)`` matrix: the residual mean
     square of a two-way layout (0 with one seed). How much which seed gets which image right
     varies beyond each seed's and each image's own level."""
-    matrix = as_correct_matrix(correct).astype(np.float64)
+    return _interaction(as_correct_matrix(correct).astype(np.float64))
+
+
+def _interaction(matrix: np.ndarray) -> float:
     seeds, images = matrix.shape
     if seeds < 2 or images < 2:
         return 0.0
@@ -274,15 +279,27 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
 
 
-def _component(values: np.ndarray) -> tuple[float, int] | None:
-    """The variance of the mean of ``values`` and its degrees of freedom; None for one value."""
+def _component(values: np.ndarray, floor: float = 0.0) -> tuple[float, int] | None:
+    """The variance of the mean of ``values`` and its degrees of freedom; None for one value.
+    ``floor``: the least the variance of one value can be (see :func:`_seed_variance`)."""
     count = len(values)
     if count < 2:
         return None
-    return float(np.var(values, ddof=1)) / count, count - 1
+    return _seed_variance(values, floor) / count, count - 1
 
 
-def _welch_component(seeds_a: np.ndarray, seeds_b: np.ndarray) -> tuple[float, float] | None:
+def _seed_variance(values: np.ndarray, floor: float) -> float:
+    """The sample variance of per-seed accuracies, at least ``floor``.
+
+    A seed's accuracy varies for two reasons: the seed's own luck, and which images it happens to
+    get right, whose variance (the seed-by-image interaction over the number of images) is
+    estimated precisely from the many images. Two or three seeds that land close together by
+    chance would put the seed variance below that, where it cannot be; the floor keeps it there.
+    """
+    return max(float(np.var(values, ddof=1)), floor)
+
+
+def _welch_component(seeds_a: np.ndarray, seeds_b: np.ndarray, floor_a: float = 0.0, floor_b: float = 0.0) -> tuple[float, float] | None:
     """Variance of the difference of two independent means of seeds (Welch), with its df.
 
     A side with one seed takes the other side's seed variance (the only estimate there is);
@@ -292,11 +309,11 @@ def _welch_component(seeds_a: np.ndarray, seeds_b: np.ndarray) -> tuple[float, f
     if count_a < 2 and count_b < 2:
         return None
     if count_a < 2 or count_b < 2:
-        known = seeds_a if count_a >= 2 else seeds_b
-        variance = float(np.var(known, ddof=1))
+        known, floor = (seeds_a, floor_a) if count_a >= 2 else (seeds_b, floor_b)
+        variance = _seed_variance(known, max(floor_a, floor_b))
         return variance * (1 / count_a + 1 / count_b), len(known) - 1
-    part_a = float(np.var(seeds_a, ddof=1)) / count_a
-    part_b = float(np.var(seeds_b, ddof=1)) / count_b
+    part_a = _seed_variance(seeds_a, floor_a) / count_a
+    part_b = _seed_variance(seeds_b, floor_b) / count_b
     total = part_a + part_b
     if total == 0:
         return 0.0, count_a + count_b - 2

@@ -318,6 +318,13 @@ MUTATIONS = (
         "the accuracy interval leaves the seed-to-seed variation out",
     ),
     Mutation(
+        "seed-variance-floor-dropped", "report_builder/analysis.py",
+        "    return max(float(np.var(values, ddof=1)), floor)",
+        "    return float(np.var(values, ddof=1))",
+        ("tests/test_analysis.py::test_seeds_that_land_close_by_chance_do_not_shrink_the_interval_below_their_image_noise",),
+        "two seeds that land close by chance shrink the interval below the noise of which images each gets right",
+    ),
+    Mutation(
         "paired-seed-part-left-out", "report_builder/analysis.py",
         "        seed_component = _welch_component(seeds_a, seeds_b)",
         "        seed_component = None",

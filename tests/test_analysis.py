@@ -633,3 +633,17 @@ def test_one_seeds_loss_rise_is_not_the_models():
             3: history([0.95] * 10, accuracy=[0.96] * 10, val_loss=[*flat[:7], 0.5, 0.6, 0.7])}
     assert "overfitting_loss" not in codes(runs)
     assert "overfitting_loss" in codes({**runs, 2: runs[3]})  # two of three: most seeds
+
+
+def test_seeds_that_land_close_by_chance_do_not_shrink_the_interval_below_their_image_noise():
+    """Two seeds at exactly 90%, right on different images: their sample variance is zero, but a
+    seed's accuracy varies at least by which images it happens to get right (the seed-by-image
+    interaction over the images). The seed part keeps that floor, and its one degree of freedom."""
+    correct = independent_seeds([0.9, 0.9], seed=21)
+    interval = accuracy_interval(correct)
+    floor = analysis.interaction_variance(correct) / IMAGES
+    assert floor > 0
+    assert interval.df < 10  # the seed part, with its single degree of freedom, dominates
+    assert interval.estimate - interval.low >= stats.t.ppf(0.975, interval.df) * math.sqrt(floor / 2) - 1e-12
+    both = paired_difference(correct, independent_seeds([0.9, 0.9], seed=22))
+    assert both.df < 10 and both.high - both.low > 0.06  # the image part alone would give about 4 points

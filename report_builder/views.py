@@ -686,6 +686,48 @@ def training_phrase(training: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(parts)
 
 
+#: The recorded training settings a settings table shows, in this order, with their labels.
+SETTING_LABELS = {"optimizer": "Optimizer", "learning_rate": "Learning rate", "schedule": "Schedule",
+                  "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "batch_size": "Batch size",
+                  "epochs": "Epochs"}
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum 0.9)", "rmsprop": "RMSprop"}
+
+
+def setting_text(key: str, value: Any) -> str:
+    """One recorded training setting as a table cell shows it."""
+    if value is None:
+        return "not recorded"
+    if key == "optimizer":
+        return OPTIMIZER_NAMES.get(value, str(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def training_differences(models: Iterable[ModelView]) -> dict[str, Any] | None:
+    """The training settings that differ between the study's models (summary.json's "training"):
+    {"keys": [(key, label)], "rows": [(model, {key: text})], "values": {model: {key: text}},
+    "others": {model: {key: [(text, [the other models with it])]}}};
+    None when fewer than two models recorded them, or none differs."""
+    recorded = [model for model in models if model.training and model.status != "not_run"]
+    keys = [key for key in SETTING_LABELS
+            if len({json.dumps(model.training.get(key), sort_keys=True) for model in recorded}) > 1]
+    if len(recorded) < 2 or not keys:
+        return None
+    rows = [(model.name, {key: setting_text(key, model.training.get(key)) for key in keys}) for model in recorded]
+    others: dict[str, dict[str, list[tuple[str, list[str]]]]] = {}
+    for name, _values in rows:
+        per_key: dict[str, list[tuple[str, list[str]]]] = {}
+        for key in keys:
+            groups: dict[str, list[str]] = {}
+            for other, other_values in rows:
+                if other != name:
+                    groups.setdefault(other_values[key], []).append(other)
+            per_key[key] = list(groups.items())
+        others[name] = per_key
+    return {"keys": [(key, SETTING_LABELS[key]) for key in keys], "rows": rows, "values": dict(rows), "others": others}
+
+
 def _trait_phrase(key: str, value: str) -> str:
     return {"input": f"sees {value}", "augment": f"has {value}"}.get(key, value)
 
@@ -1289,6 +1331,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "validation_count": _validation_count(run.dataset),
         "control_comparison": control,
         "plan": run.plan,
+        "training_differences": training_differences(run.models),
         # the planned comparisons the front page lists: all but one of the same pair as the control's (shown apart)
         "step_comparisons": [(first, second, comparison) for first, second, comparison in run.planned
                              if control is None or {first, second} != {control.first, control.second}],

@@ -166,3 +166,42 @@ def test_a_plan_that_no_longer_reads_is_a_problem_and_the_report_compares_step_b
     pages = _render(tmp_path, [["augmented", "nosuchmodel"]])
     assert "### Step by step" in pages["index.md"]
     assert "study.compare names 'nosuchmodel'" in "".join(pages.values())
+
+
+# --------------------------------------------------------------------------- training settings that differ
+
+
+def _render_with_training(tmp_path: Path, special: dict[str, dict]) -> dict[str, str]:
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    base = {"optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "label_smoothing": 0.0,
+            "batch_size": 32, "epochs": 10, "schedule": "constant"}
+    for model in fixtures.MODEL_ORDER:
+        path = run / "models" / model / "summary.json"
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary["training"] = {**base, **special.get(model, {})}
+        path.write_text(json.dumps(summary), encoding="utf-8")
+    docs = tmp_path / "docs"
+    return {str(page.relative_to(docs)): page.read_text(encoding="utf-8")
+            for page in render_report(run, docs) if page.suffix == ".md"}
+
+
+def test_the_settings_that_differ_between_models_are_tabled_on_each_model_page_and_the_method_page(tmp_path):
+    pages = _render_with_training(tmp_path, {"augmented": {"optimizer": "sgd"},
+                                             "preprocessed": {"optimizer": "sgd", "learning_rate": 0.01}})
+    augmented = pages["models/augmented.md"]
+    assert "| Setting | augmented | The other models |" in augmented
+    assert ("| Optimizer | SGD (momentum 0.9) | Adam for baseline, transfer, finetune and transfer\\_<wbr>extended; "
+            "SGD (momentum 0.9) for preprocessed |") in augmented
+    assert "| Learning rate | 0.001 | 0.001 for baseline, transfer, finetune and transfer\\_<wbr>extended; 0.01 for preprocessed |" in augmented
+    for shared in ("| Weight decay", "| Batch size", "| Epochs", "| Schedule"):  # the same for every model: not shown
+        assert shared not in augmented
+    method = _section(pages["method.md"], "## Training settings")
+    assert "| Model | Optimizer | Learning rate |" in method
+    assert "| [preprocessed](models/preprocessed.md) | SGD (momentum 0.9) | 0.01 |" in method
+    assert "| [baseline](models/baseline.md) | Adam | 0.001 |" in method
+
+
+def test_models_that_train_alike_get_no_settings_table(tmp_path):
+    pages = _render_with_training(tmp_path, {})
+    assert "## Training settings" not in pages["method.md"]
+    assert "The other models |" not in pages["models/augmented.md"]

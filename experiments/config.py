@@ -415,9 +415,9 @@ def _settled_plan(plan: Any, models: list[str], declared: dict[str, ModelRecipe]
     settled = comparison_plan(plan, models, declared)
     if settled.kind == PLAN_PREVIOUS:
         return PLAN_PREVIOUS
-    if settled.kind == "reference":
+    if settled.kind == "reference" and settled.reference in models:
         return {"reference": settled.reference}
-    return [list(pair) for pair in settled.pairs]
+    return [list(pair) for pair in settled.pairs]  # a reference this run leaves out: no pairs
 
 
 def _check_finite_numbers(config: StudyConfig) -> None:

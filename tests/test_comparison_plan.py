@@ -56,6 +56,8 @@ def test_a_pair_of_a_model_the_run_leaves_out_is_dropped(tmp_path):
     config = load_config(_study(tmp_path, '[["augmented", "baseline"], ["preprocessed", "baseline"]]'),
                          {"study.models": ["baseline", "augmented"]})  # as --models baseline,augmented gives it
     assert config.study.compare == [["augmented", "baseline"]]
+    config = load_config(_study(tmp_path, '{ reference = "preprocessed" }'), {"study.models": ["baseline", "augmented"]})
+    assert config.study.compare == []
 
 
 @pytest.mark.parametrize(
@@ -144,6 +146,13 @@ def test_a_pair_list_makes_exactly_those_comparisons(tmp_path):
     everything = "".join(pages.values())
     for unplanned in ("augmented vs preprocessed", "preprocessed vs augmented", "transfer vs preprocessed"):
         assert unplanned not in everything
+
+
+def test_a_plan_with_no_pair_in_this_run_leaves_only_the_control_and_the_chosen_comparison(tmp_path):
+    planned = _section(_render(tmp_path, [])["index.md"], "### The planned comparisons")
+    assert "None of the planned pairs ran in this study apart from the control's, below." in planned
+    assert _pairs_in(planned) == ["finetune vs transfer_extended"]
+    assert "This report makes two distinct comparisons in all" in planned
 
 
 def test_holm_covers_exactly_the_planned_pairs(tmp_path, monkeypatch):

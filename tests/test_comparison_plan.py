@@ -124,7 +124,7 @@ def test_a_reference_plan_compares_every_model_with_the_reference(tmp_path):
     # five planned pairs, the control, and the chosen model (finetune) against the runner-up (transfer)
     assert "This report makes seven distinct comparisons in all" in against
     assert "seven distinct comparisons in all" in pages["method.md"]
-    assert "Each model is compared with baseline, the study's reference" in pages["method.md"]
+    assert "Each model is compared with baseline (the study's reference), the chosen model with the runner-up" in pages["method.md"]
     baseline = _section(pages["models/baseline.md"], "## Compared with augmented, preprocessed, transfer, finetune and transfer_extended")
     assert _pairs_in(baseline) == [f"{name} vs baseline" for name in others]
     preprocessed = _section(pages["models/preprocessed.md"], "## Compared with baseline")

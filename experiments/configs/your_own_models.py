@@ -10,19 +10,24 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+# Batch normalisation's running statistics, which validation uses, follow each batch's at this rate.
+# Keras's default (0.99) needs a few hundred steps to catch up; a short study on a few hundred
+# images takes only dozens, and its validation accuracy would lag far behind training's.
+BN_MOMENTUM = 0.9
+
 
 def _residual_block(x, filters: int, stride: int):
     """Two 3x3 convolutions with batch normalisation, added to a shortcut (a 1x1 convolution
     where the block changes the resolution or the width)."""
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-    y = layers.BatchNormalization()(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
     y = layers.ReLU()(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-    y = layers.BatchNormalization()(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
-        shortcut = layers.BatchNormalization()(shortcut)
+        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM)(shortcut)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -34,7 +39,7 @@ def build(input_shape, num_classes, width=16):
     inputs = keras.Input(shape=input_shape)
     x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU()(x)
     x = _residual_block(x, width, 1)
     x = _residual_block(x, 2 * width, 2)

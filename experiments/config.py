@@ -22,11 +22,13 @@ from experiments.errors import ConfigError  # noqa: F401  (imported from here by
 from experiments.recipes import (
     BUILT_IN_NAMES,
     CONTINUING_RECIPES,
+    PLAN_PREVIOUS,
     ModelRecipe,
     builder_is_file,
     chain_root,
     check_study_models,
     check_training_settings,
+    comparison_plan,
     parse_models,
     recipe_for,
     split_builder,
@@ -66,6 +68,9 @@ class StudySection:
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
     seed: int = 1337
     seeds: int = 1
+    # Which models the report compares: "previous" (each with the one before it), { reference = "<model>" }
+    # (every model with that one) or [["<first>", "<second>"], ...] (experiments.recipes.comparison_plan).
+    compare: Any = "previous"
 
 
 @dataclass
@@ -229,7 +234,7 @@ UNHASHED_KEYS = {("study", "run_name"), ("study", "out_dir"), ("study", "models"
                  ("training", "verbose"), ("training", "validation_feature_cache"),
                  ("training", "tensorboard"), ("training", "mlflow"), ("training", "mlflow_uri"),
                  ("data", "workers"), ("data", "cache_dir"),
-                 ("study", "title"), ("study", "question")} | {
+                 ("study", "title"), ("study", "question"), ("study", "compare")} | {
                  ("dataset", item.name) for item in dataclasses.fields(DatasetSection)}
 # Keys added after runs were made: hashed only when set away from the value every earlier run had,
 # so adding them did not make finished runs look stale.
@@ -344,6 +349,7 @@ def validate(config: StudyConfig) -> StudyConfig:
     if len(data.image_size) != 2 or min(data.image_size) <= 0:
         raise ConfigError(f"data.image_size must be [height, width] of positive integers, got {data.image_size}")
     check_study_models(study.models, config.models, data.image_size)
+    study.compare = _settled_plan(study.compare, study.models, config.models)
     if data.batch_size <= 0:
         raise ConfigError(f"data.batch_size must be a positive integer, got {data.batch_size}")
     if not 0.0 < data.test_fraction < 1.0:
@@ -401,6 +407,17 @@ def validate(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"{key}: {weights_path} is not a Keras .h5 or .weights.h5 file")
     check_output_outside_data(config)
     return config
+
+
+def _settled_plan(plan: Any, models: list[str], declared: dict[str, ModelRecipe]) -> Any:
+    """study.compare checked against the study's models, and written as the pairs it stands for
+    (a table with variants spelled out, pairs of models this run leaves out dropped), for the manifest."""
+    settled = comparison_plan(plan, models, declared)
+    if settled.kind == PLAN_PREVIOUS:
+        return PLAN_PREVIOUS
+    if settled.kind == "reference" and settled.reference in models:
+        return {"reference": settled.reference}
+    return [list(pair) for pair in settled.pairs]  # a reference this run leaves out: no pairs
 
 
 def _check_finite_numbers(config: StudyConfig) -> None:

@@ -464,3 +464,75 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
+
+
+# --------------------------------------------------------------------------- the comparison plan
+
+#: study.compare: which pairs of models the report compares (besides the chosen model against the
+#: runner-up and a fine-tuned model against its budget-matched control, which it always makes).
+PLAN_PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """The pairs the report compares, each (first, second): first minus second.
+
+    kind is "previous" (each model against the one before it in study order), "reference"
+    (every other model against `reference`) or "pairs" (the pairs the study lists)."""
+
+    kind: str
+    pairs: tuple[tuple[str, str], ...]
+    reference: str | None = None
+
+
+def comparison_plan(plan: Any, models: list[str], declared: dict[str, ModelRecipe] | None = None,
+                    owner: str = "study.compare") -> ComparisonPlan:
+    """Read study.compare against the study's `models` (in study order): "previous", a table
+    {reference = "<model>"} or a list of [first, second] pairs. A table name with variants stands
+    for each of its variants (a pair naming it becomes one pair per variant). A model that is
+    declared (or built in) but not in this study, as `--models` may leave one out, drops the pairs
+    naming it; a name that is no model at all, a pair of a model with itself, a pair listed twice or
+    any other shape is a ConfigError naming `owner`."""
+    declared = declared or {}
+    if plan == PLAN_PREVIOUS:
+        return ComparisonPlan(PLAN_PREVIOUS, tuple(zip(models[1:], models[:-1])))
+    if isinstance(plan, dict):
+        if set(plan) != {"reference"} or not isinstance(plan["reference"], str):
+            raise ConfigError(f"{owner} as a table must be {{ reference = \"<model>\" }} (every model against that one), "
+                              f"got {plan!r}")
+        reference = plan["reference"]
+        names = _plan_names(reference, models, declared, owner)
+        if len(names) > 1:
+            raise ConfigError(f"{owner}.reference: {reference} has variants ({', '.join(names)}); name the one to compare against")
+        if not names:
+            return ComparisonPlan("reference", (), reference)
+        return ComparisonPlan("reference", tuple((name, names[0]) for name in models if name != names[0]), names[0])
+    if isinstance(plan, list) and all(isinstance(pair, list) and len(pair) == 2 and all(isinstance(name, str) for name in pair)
+                                      for pair in plan):
+        pairs: list[tuple[str, str]] = []
+        for first_name, second_name in plan:
+            if first_name == second_name:
+                raise ConfigError(f"{owner}: the pair [{first_name!r}, {second_name!r}] compares a model with itself")
+            for first in _plan_names(first_name, models, declared, owner):
+                for second in _plan_names(second_name, models, declared, owner):
+                    if first == second:
+                        continue
+                    if {first, second} in [set(pair) for pair in pairs]:
+                        raise ConfigError(f"{owner} lists the pair of {first} and {second} twice")
+                    pairs.append((first, second))
+        return ComparisonPlan("pairs", tuple(pairs))
+    raise ConfigError(f"{owner} must be \"previous\" (each model against the one before it), {{ reference = \"<model>\" }} "
+                      f"or a list of pairs such as [[\"mine\", \"baseline\"]], got {plan!r}")
+
+
+def _plan_names(name: str, models: list[str], declared: dict[str, ModelRecipe], owner: str) -> list[str]:
+    """The study models `name` stands for in a plan: itself, or its variants; [] for a known model
+    this study does not run."""
+    variants = [variant for variant in variants_of(name, declared) if variant in models]
+    if name in models:
+        return [name]
+    if variants:
+        return variants
+    if name in declared or name in BUILT_IN or variants_of(name, declared):
+        return []
+    raise ConfigError(f"{owner} names {name!r}, which is not a model of this study ({', '.join(models)})")

@@ -42,7 +42,16 @@ from experiments.artifacts import (
 from experiments.backbones import APPLICATIONS, BACKBONES
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
-from experiments.recipes import BUILT_IN, ModelRecipe, check_name, parse_model, recipe_for
+from experiments.recipes import (
+    BUILT_IN,
+    PLAN_PREVIOUS,
+    ComparisonPlan,
+    ModelRecipe,
+    check_name,
+    comparison_plan,
+    parse_model,
+    recipe_for,
+)
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
@@ -123,7 +132,11 @@ class ModelView:
     accuracy: obs.Spread | None = None  # each seed's last-epoch validation accuracy: count, mean, std
     precision: str | None = None
     training: dict[str, Any] | None = None  # summary.json's optimizer, learning rate, ... (absent before they were recorded)
-    comparison: PairedComparison | None = None  # against the previous model in study order
+    comparison: PairedComparison | None = None  # its first planned comparison (study.compare) in which it comes first
+    planned: list[tuple[str, PairedComparison | None]] = field(default_factory=list)  # those in which it comes first
+    # the planned comparisons its page shows, (the other model, the comparison or None when one of the two has no history):
+    # those in which it comes first, and with a plan other than "previous" those in which it comes second too
+    page_comparisons: list[tuple[str, PairedComparison | None]] = field(default_factory=list)
     lead_in: dict[str, Any] | None = None  # the model whose epochs lead into this one's curve
     correct: np.ndarray | None = field(default=None, repr=False)  # (seeds, validation images): right or wrong
     correct_seeds: list[int] = field(default_factory=list)  # the seeds of the rows of `correct`
@@ -246,6 +259,9 @@ class RunView:
     figures: list[str]
     seeds: list[int]
     problems: list[str] = field(default_factory=list)
+    plan: ComparisonPlan = field(default_factory=lambda: ComparisonPlan(PLAN_PREVIOUS, ()))
+    # study.compare's pairs in plan order: (first, second, the comparison or None when one of the two has no history)
+    planned: list[tuple[str, str, PairedComparison | None]] = field(default_factory=list)
 
 
 def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
@@ -385,9 +401,30 @@ def load_run(artifacts_dir: Path) -> RunView:
     metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
     order = study_models(manifest.config, problems)
     figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
-    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order)
+    plan = study_plan(manifest.config, [recipe.name for recipe in order], problems)
+    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order, plan)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
-    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems)
+    planned = [(first, second, comparison) for model in models for first, second, comparison in _planned_of(model)]
+    order_of = {pair: index for index, pair in enumerate(plan.pairs)}
+    planned.sort(key=lambda item: order_of[(item[0], item[1])])
+    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems, plan, planned)
+
+
+def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) -> ComparisonPlan:
+    """The comparisons the study planned (study.compare in the manifest's config, as
+    experiments.config settled it), over the study's models `names`. A run from before plans, or
+    one whose plan no longer reads (a problem), compares each model with the one before it."""
+    declared = as_dict(config.get("study")).get("compare", PLAN_PREVIOUS)
+    try:
+        return comparison_plan(declared, names, {}, "manifest.json: study.compare")
+    except ConfigError as error:
+        problems.append(str(error))
+        return comparison_plan(PLAN_PREVIOUS, names)
+
+
+def _planned_of(model: ModelView) -> list[tuple[str, str, PairedComparison | None]]:
+    """The planned comparisons in which `model` comes first."""
+    return [(model.name, other, comparison) for other, comparison in model.planned]
 
 
 def read_manifest(path: Path, problems: list[str]) -> Manifest:
@@ -449,8 +486,10 @@ def load_models(
     figures: list[str],
     problems: list[str],
     order: list[ModelRecipe] | None = None,
+    plan: ComparisonPlan | None = None,
 ) -> list[ModelView]:
-    """Load every model of the study, in study order, run or not."""
+    """Load every model of the study, in study order, run or not, and make the comparisons
+    `plan` names (default: each model with the one before it)."""
     order = order if order is not None else [BUILT_IN[name] for name in MODEL_ORDER]
     baseline = _baseline_validation_accuracy(dataset)
     validation = metrics.validation if metrics else {}
@@ -477,7 +516,7 @@ def load_models(
         view.cell_times = [(run.started_at, run.finished_at) for run in runs]
         _add_reading(view, runs, dataset, baseline)
         views.append(view)
-    _add_comparisons(views, manifest.base_weights.kind if manifest.base_weights else None)
+    _add_comparisons(views, manifest.base_weights.kind if manifest.base_weights else None, plan)
     return views
 
 
@@ -647,6 +686,48 @@ def training_phrase(training: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(parts)
 
 
+#: The recorded training settings a settings table shows, in this order, with their labels.
+SETTING_LABELS = {"optimizer": "Optimizer", "learning_rate": "Learning rate", "schedule": "Schedule",
+                  "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "batch_size": "Batch size",
+                  "epochs": "Epochs"}
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum 0.9)", "rmsprop": "RMSprop"}
+
+
+def setting_text(key: str, value: Any) -> str:
+    """One recorded training setting as a table cell shows it."""
+    if value is None:
+        return "not recorded"
+    if key == "optimizer":
+        return OPTIMIZER_NAMES.get(value, str(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def training_differences(models: Iterable[ModelView]) -> dict[str, Any] | None:
+    """The training settings that differ between the study's models (summary.json's "training"):
+    {"keys": [(key, label)], "rows": [(model, {key: text})], "values": {model: {key: text}},
+    "others": {model: {key: [(text, [the other models with it])]}}};
+    None when fewer than two models recorded them, or none differs."""
+    recorded = [model for model in models if model.training and model.status != "not_run"]
+    keys = [key for key in SETTING_LABELS
+            if len({json.dumps(model.training.get(key), sort_keys=True) for model in recorded}) > 1]
+    if len(recorded) < 2 or not keys:
+        return None
+    rows = [(model.name, {key: setting_text(key, model.training.get(key)) for key in keys}) for model in recorded]
+    others: dict[str, dict[str, list[tuple[str, list[str]]]]] = {}
+    for name, _values in rows:
+        per_key: dict[str, list[tuple[str, list[str]]]] = {}
+        for key in keys:
+            groups: dict[str, list[str]] = {}
+            for other, other_values in rows:
+                if other != name:
+                    groups.setdefault(other_values[key], []).append(other)
+            per_key[key] = list(groups.items())
+        others[name] = per_key
+    return {"keys": [(key, SETTING_LABELS[key]) for key in keys], "rows": rows, "values": dict(rows), "others": others}
+
+
 def _trait_phrase(key: str, value: str) -> str:
     return {"input": f"sees {value}", "augment": f"has {value}"}.get(key, value)
 
@@ -767,14 +848,27 @@ def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> S
     )
 
 
-def _add_comparisons(views: list[ModelView], base_weights: str | None = None) -> None:
-    """Compare each model with the previous one, and note whose epochs lead into a continued curve."""
+def _add_comparisons(views: list[ModelView], base_weights: str | None = None, plan: ComparisonPlan | None = None) -> None:
+    """Make the comparisons of the plan (default: each model with the previous one), and note
+    whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
+    plan = plan if plan is not None else comparison_plan(PLAN_PREVIOUS, [view.name for view in views])
     for view in views:
         view.train_below_validation = _train_below_validation(view, by_name) if view.histories else None
-    for view, previous in zip(views[1:], views[:-1]):
-        if view.over_seeds is not None and previous.over_seeds is not None:
-            view.comparison = compare(view, previous, by_name, base_weights)
+    for first_name, second_name in plan.pairs:
+        first, second = by_name.get(first_name), by_name.get(second_name)
+        if first is None or second is None:
+            continue
+        comparison = None
+        if first.over_seeds is not None and second.over_seeds is not None:
+            comparison = compare(first, second, by_name, base_weights)
+        if not first.planned:
+            first.comparison = comparison
+        first.planned.append((second.name, comparison))
+        first.page_comparisons.append((second.name, comparison))
+        if plan.kind != PLAN_PREVIOUS:
+            second.page_comparisons.append((first.name, comparison))
+    for view in views:
         source = by_name.get(view.recipe.continues_model or "")
         if source is not None and source.epoch_range is not None:
             view.lead_in = {"model": source.name, "first_epoch": source.epoch_range[0], "last_epoch": source.epoch_range[1]}
@@ -1208,7 +1302,7 @@ def page_context(run: RunView) -> dict[str, Any]:
     base_weights = manifest.base_weights.kind if manifest.base_weights else None
     chosen = chosen_comparison(run.models, chosen_name, base_weights)
     control = control_comparison(run.models, base_weights)
-    family_size = settle_family([model.comparison for model in run.models] + [control, chosen])
+    family_size = settle_family([comparison for _, _, comparison in run.planned] + [control, chosen])
     test = test_view(run.metrics)
     return {
         "run_status": manifest.status or "unknown",
@@ -1236,6 +1330,11 @@ def page_context(run: RunView) -> dict[str, Any]:
         "seeds": run.seeds,
         "validation_count": _validation_count(run.dataset),
         "control_comparison": control,
+        "plan": run.plan,
+        "training_differences": training_differences(run.models),
+        # the planned comparisons the front page lists: all but one of the same pair as the control's (shown apart)
+        "step_comparisons": [(first, second, comparison) for first, second, comparison in run.planned
+                             if control is None or {first, second} != {control.first, control.second}],
         "about_data": about_data(manifest),
         "rules": reading_rules(),
         "outcomes": {"better": BETTER, "worse": WORSE, "none": NO_CLEAR_DIFFERENCE, "unknown": NOT_COMPARABLE},

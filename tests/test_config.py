@@ -147,7 +147,7 @@ NOT_CHANGING_RESULTS = {("study", "run_name"), ("study", "out_dir"), ("study", "
                         ("data", "workers"), ("data", "cache_dir"),
                         ("dataset", "name"), ("dataset", "description"), ("dataset", "source"), ("dataset", "licence"),
                         ("training", "tensorboard"), ("training", "mlflow"), ("training", "mlflow_uri"),
-                        ("study", "title"), ("study", "question")}
+                        ("study", "title"), ("study", "question"), ("study", "compare")}
 FINETUNE_ONLY = {("training", "finetune_epochs"), ("training", "finetune_from_layer"),
                  ("training", "finetune_learning_rate_factor")}
 #: The models each of FINETUNE_ONLY retrains: the control reads only how many epochs it trains.

@@ -75,6 +75,8 @@ VERDICT_LABELS = {
     analysis.SETTLED: "settled",
 }
 RERUN_COMMAND = "python -m report_builder train"
+#: A model whose wrong answers get at least this mean probability is sure of them (over-confident).
+CONFIDENT_WRONG = 0.75
 #: A comparison notes its last-epochs mean difference when it moves the result by at least this much.
 WINDOW_MOVE_POINTS = 0.01
 SPLIT_ORDER = ("train", "validation", "test")
@@ -151,8 +153,10 @@ class ModelView:
 
     @property
     def verdict_labels(self) -> list[str]:
-        """Short words per verdict (the model pages say them in full)."""
-        return [VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
+        """Short words per verdict (the model pages say them in full); a chance-level loss whose
+        runs are not sure of their wrong answers is not called over-confident."""
+        return ["chance-level loss" if verdict.code == analysis.OVERCONFIDENT and verdict.facts.get("confident") is False
+                else VERDICT_LABELS[verdict.code] for verdict in self.verdicts]
 
     @property
     def final_accuracies(self) -> list[tuple[int, float | None]]:
@@ -572,6 +576,7 @@ def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, 
     if baseline is not None and label_counts:
         view.verdicts = analysis.curve_verdicts(histories, majority_accuracy=baseline, chance_loss=analysis.chance_loss(label_counts),
                                                 interval=view.interval, validation_count=_validation_count(dataset))
+        view.verdicts = [_with_confidence(verdict, runs) for verdict in view.verdicts]
     if view.name in refs.STUDY_MODELS and not view.recipe.declared and _classes_of_the_write_ups(dataset):
         try:
             view.reference = refs.summarize(refs.load_references(), view.name)
@@ -590,6 +595,31 @@ def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> d
     if train is None or validation is None or train >= validation or not causes:
         return None
     return {"train": train, "validation": validation, "causes": causes}
+
+
+def _with_confidence(verdict: analysis.Verdict, runs: list[SeedRun]) -> analysis.Verdict:
+    """A chance-level loss above chance accuracy has two stories, told apart by the probabilities
+    the runs gave their answers: sure of its wrong answers (over-confident), or unsure of all of
+    them (hesitant, its probabilities near the class shares). Adds the mean probability of the
+    predicted class on the wrong answers and on all, and ``confident`` (the wrong answers' mean
+    at least CONFIDENT_WRONG)."""
+    if verdict.code != analysis.OVERCONFIDENT:
+        return verdict
+    every, wrong = [], []
+    for run in runs:
+        record = run.predictions
+        if record is None:
+            continue
+        for label, predicted, probability in zip(record.labels, record.predicted, record.probability):
+            every.append(probability)
+            if label != predicted:
+                wrong.append(probability)
+    if not every:
+        return verdict
+    wrong_mean = statistics.fmean(wrong) if wrong else None
+    facts = {**verdict.facts, "mean_confidence": statistics.fmean(every), "wrong_confidence": wrong_mean,
+             "confident": wrong_mean is not None and wrong_mean >= CONFIDENT_WRONG}
+    return analysis.Verdict(verdict.code, facts)
 
 
 def _classes_of_the_write_ups(dataset: Dataset | None) -> bool:

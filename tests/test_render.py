@@ -870,3 +870,23 @@ def test_a_last_epoch_that_moves_a_difference_is_noted_even_when_the_conclusion_
     moved = comparison(0.019, 0.003)  # as finetune vs transfer in the shipped study: +1.9 on the last epoch, +0.3 over three
     assert moved.window_moves and not moved.window_changes_conclusion
     assert not comparison(0.019, 0.014).window_moves  # half a point: within a third of the half-width
+
+
+def test_a_chance_level_loss_above_chance_is_over_confident_only_when_sure_of_its_wrong_answers():
+    from experiments.artifacts import ValidationPredictions
+    from report_builder import views
+
+    def runs(probability):
+        predictions = ValidationPredictions("m", 1, 5, "x", ["a", "b"], [0, 0, 1, 1], [0, 1, 1, 0], [probability] * 4)
+        return [views.SeedRun(1, [], None, None, predictions)]
+
+    verdict = analysis.Verdict(analysis.OVERCONFIDENT, {"by_loss": True, "by_interval": False})
+    sure = views._with_confidence(verdict, runs(0.9)).facts
+    unsure = views._with_confidence(verdict, runs(0.55)).facts
+    assert sure["confident"] and sure["wrong_confidence"] == pytest.approx(0.9)
+    assert unsure["confident"] is False and unsure["mean_confidence"] == pytest.approx(0.55)
+    model = views.ModelView.__new__(views.ModelView)
+    model.verdicts = [analysis.Verdict(analysis.OVERCONFIDENT, unsure)]
+    assert model.verdict_labels == ["chance-level loss"]
+    model.verdicts = [analysis.Verdict(analysis.OVERCONFIDENT, sure)]
+    assert model.verdict_labels == ["over-confident"]

@@ -647,10 +647,8 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
     """What a model's recipe says of its start, input and augmentation, in words, for confounds.
     A model that continues another's runs inherits that model's start, input and augmentation
     (the continued model, augmentation layers included, is what it trains on)."""
-    recipe, seen = view.recipe, {view.name}
-    while recipe.continues_model and recipe.continues_model in by_name and recipe.continues_model not in seen:
-        seen.add(recipe.continues_model)
-        recipe = by_name[recipe.continues_model].recipe
+    root = lineage_root(view, by_name)
+    recipe = by_name[root].recipe if root in by_name else view.recipe
     traits: dict[str, str] = {}
     if recipe.recipe == "transfer":
         known = BACKBONES.get(recipe.backbone) or APPLICATIONS.get(recipe.backbone)
@@ -817,11 +815,10 @@ def _image_variance_parts(first: ModelView, second: ModelView) -> tuple[float, f
     per_image = first.correct.mean(axis=0) - second.correct.mean(axis=0)
     if images < 2:
         return 0.0, 0.0
-    interaction = analysis.interaction_variance(first.correct) + analysis.interaction_variance(second.correct)
+    first_interaction, second_interaction = analysis.interaction_variance(first.correct), analysis.interaction_variance(second.correct)
     observed = float(np.var(per_image, ddof=1))
-    seeds = (len(first.correct), len(second.correct))
-    fixed = max(0.0, observed - analysis.interaction_variance(first.correct) / seeds[0] - analysis.interaction_variance(second.correct) / seeds[1])
-    return fixed / images, interaction / images
+    fixed = max(0.0, observed - first_interaction / len(first.correct) - second_interaction / len(second.correct))
+    return fixed / images, (first_interaction + second_interaction) / images
 
 
 def settle_family(comparisons: list[PairedComparison | None]) -> int:

@@ -160,7 +160,7 @@ def _measure(spec: dict) -> dict:
     import numpy as np
 
     from experiments.config import load_config
-    from experiments.data import load_study_data, make_dataset
+    from experiments.data.loading import load_study_data, make_dataset
 
     config = load_config(None, {"data.source": "folder", "data.data_dir": spec["data_dir"], "data.cache_dir": spec["cache_dir"],
                                 "data.image_size": [spec["image_size"]] * 2, "data.batch_size": spec["batch_size"],
@@ -176,8 +176,8 @@ def _measure(spec: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from experiments.models import build_model, compile_model, set_precision
-    from experiments.recipes import precision_for
+    from experiments.models.build import build_model, compile_model, set_precision
+    from experiments.models.recipes import precision_for
     from experiments.runtime import cpu_supports_bf16
 
     precision = precision_for("baseline", "auto", bool(tf.config.list_physical_devices("GPU")), cpu_supports_bf16())

@@ -41,7 +41,7 @@ from experiments.config import MODEL_NAMES  # noqa: E402
 
 # transfer_extended trains the transfer model itself on: the same computation, so not timed twice.
 COMPUTE_MODELS = [name for name in MODEL_NAMES if name != "transfer_extended"]
-from experiments.models import POLICIES, build_model, compile_model, make_finetune_model, set_precision  # noqa: E402
+from experiments.models.build import POLICIES, build_model, compile_model, make_finetune_model, set_precision  # noqa: E402
 from experiments.runtime import processor_name  # noqa: E402  (reads /proc/cpuinfo; imports no TensorFlow)
 
 IMAGE_SIZE = (160, 160)

@@ -210,7 +210,7 @@ def _epoch_recorder():
 
 def _timed_cached_validation(images, labels):
     """The runner's frozen-base validation cache, timed for the `val s` column."""
-    from experiments.training import CachedFeatureValidation
+    from experiments.training.fit import CachedFeatureValidation
 
     class TimedCachedValidation(CachedFeatureValidation):
         def on_epoch_end(self, epoch, logs=None):
@@ -238,7 +238,7 @@ def _batch_augmenter(seed: int):
 def _compile(model, jit_compile: bool, steps_per_execution: int) -> None:
     import keras
 
-    from experiments.models import compile_model
+    from experiments.models.build import compile_model
 
     if steps_per_execution == 1:
         compile_model(model, LEARNING_RATE, jit_compile)
@@ -265,9 +265,9 @@ def run_child(spec: dict) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(threads["value"][1])
     import keras
 
-    from experiments import models as models_module
-    from experiments.models import build_model, set_precision
-    from experiments.recipes import precision_for
+    from experiments.models.build import build as models_module
+    from experiments.models.build import build_model, set_precision
+    from experiments.models.recipes import precision_for
 
     import_seconds = time.time() - process_started
     data_dir = Path(spec["data_dir"])
@@ -302,8 +302,8 @@ def run_child(spec: dict) -> dict:
             train_dataset = train_dataset.with_options(no_autotune)
             validation_dataset = validation_dataset.with_options(no_autotune)
     else:
-        from experiments.cache import load_or_build
-        from experiments.data import Split, make_dataset
+        from experiments.data.cache import load_or_build
+        from experiments.data.loading import Split, make_dataset
 
         # as the runner reads a folder: decoded once into the on-disk cache (a fresh one per run, so
         # the decoding is timed and counted), batches then read from its memory-mapped arrays

@@ -17,6 +17,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -1233,3 +1234,13 @@ class RunSettings(SideRecord):
 
     def to_fields(self) -> dict[str, Any]:
         return {"config_hash": self.config_hash, "settings": self.settings, "pid": self.pid, "host": self.host, "since": self.since}
+
+
+def utc_now() -> str:
+    """Now in UTC, to the second, as every artifact records a time."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def utc_now_precise() -> str:
+    """Now, to the millisecond: states are compared with a command's start time."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

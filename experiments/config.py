@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
-from experiments.recipes import (
+from experiments.models.recipes import (
     BUILT_IN_NAMES,
     CONTINUING_RECIPES,
     PLAN_PREVIOUS,

@@ -43,3 +43,7 @@ def disk_full_sentence(what: str, error: OSError) -> str:
     kind = "the disk quota is used up" if error.errno == errno.EDQUOT else "the disk is full"
     return (f"Cannot write {what}: {kind} ({error.strerror or error}); free some space and run the same "
             "command again (what was written before is intact).")
+
+
+class DataError(UserError):
+    """A problem with the user's data folder that stops the study (one sentence)."""

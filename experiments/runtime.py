@@ -119,3 +119,11 @@ def import_tensorflow_quietly() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def set_determinism(enabled: bool) -> None:
+    """TensorFlow op determinism (with the per-run seeds): identical histories on one machine."""
+    import tensorflow as tf
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()

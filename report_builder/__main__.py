@@ -134,12 +134,12 @@ def command_train(arguments: argparse.Namespace) -> Path:
 
     config = load_config(arguments.config, config_overrides(arguments))
     _OUTPUT["what"] = f"into the run folder {config.run_dir}"
-    from experiments.scale import options_from_arguments
+    from experiments.scale.run import options_from_arguments
 
     options = options_from_arguments(arguments.workers, arguments.scheduler, arguments.task_index, arguments.task_count,
                                      arguments.strategy, arguments.retries, verbose=arguments.verbose)
     if options.scaled:  # the cells train in worker processes; this one imports no TensorFlow
-        from experiments.scale import run_scaled
+        from experiments.scale.run import run_scaled
 
         run = run_scaled(config, arguments.force, options)
         print(f"Artifacts written to {run.root}")
@@ -148,8 +148,8 @@ def command_train(arguments: argparse.Namespace) -> Path:
         from experiments.runtime import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-    from experiments.scale import announce_task
-    from experiments.study import run_study
+    from experiments.scale.cells import announce_task
+    from experiments.study.run import run_study
 
     if options.task is None and options.strategy == "none":
         run = run_study(config, force=arguments.force)
@@ -215,7 +215,7 @@ def _size(byte_count: int) -> str:
 
 def command_cache(arguments: argparse.Namespace) -> None:
     """List the decoded-image caches (name, disk size, images, image size, data folder, date), or remove some."""
-    from experiments.cache import cache_root, list_caches, remove_cache
+    from experiments.data.cache import cache_root, list_caches, remove_cache
     from experiments.errors import UserError
 
     if arguments.cache_dir is not None:

@@ -39,10 +39,10 @@ from experiments.artifacts import (
     parse_seed_folder,
     summary_text_named,
 )
-from experiments.backbones import APPLICATIONS, BACKBONES
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError, UserError
-from experiments.recipes import (
+from experiments.models.backbones import APPLICATIONS, BACKBONES
+from experiments.models.recipes import (
     BUILT_IN,
     PLAN_PREVIOUS,
     ComparisonPlan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -60,3 +61,29 @@ def _isolate_stop_requests():
     for number, handler in saved.items():
         signal.signal(number, handler)
     interrupts._received = None
+
+
+class RunnerLog(logging.Handler):
+    """The runner's messages (experiments.console.log) as they are logged; `on_message`, when set,
+    is called with each one (a test may wait on a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self.on_message = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.on_message is not None:
+            self.on_message(message)
+
+
+@pytest.fixture
+def runner_log():
+    from experiments.console import LOGGER
+
+    handler = RunnerLog()
+    LOGGER.addHandler(handler)
+    yield handler
+    LOGGER.removeHandler(handler)

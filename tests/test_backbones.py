@@ -9,8 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.backbones import APPLICATIONS, BACKBONES, backbone_named, build_backbone, check_backbone_weights, preprocessing_layer
 from experiments.errors import ConfigError, UserError
+from experiments.models.backbones import (
+    APPLICATIONS,
+    BACKBONES,
+    backbone_named,
+    build_backbone,
+    check_backbone_weights,
+    preprocessing_layer,
+)
 from tests.conftest import PROJECT_ROOT, SHARED
 
 REAL_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_imagenet_notop.weights.h5"
@@ -174,7 +181,7 @@ def test_the_weights_addresses():
      ("efficientnetv2_b0", (32, 32)), ("resnet50v2", (32, 32)), ("convnext_tiny", (32, 32))],
 )
 def test_offline_the_error_names_the_file_keras_asked_for_and_the_ways_out(offline, name, size):
-    from experiments.data import DataError
+    from experiments.errors import DataError
 
     backbone = BACKBONES[name]
     with pytest.raises(DataError) as caught:
@@ -190,7 +197,7 @@ def test_offline_the_error_names_the_file_keras_asked_for_and_the_ways_out(offli
 
 
 def test_the_preflight_check_stops_offline_and_skips_random_weights(offline):
-    from experiments.data import DataError
+    from experiments.errors import DataError
 
     with pytest.raises(DataError, match="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"):
         check_backbone_weights(BACKBONES["resnet50v2"], (32, 32), "imagenet", "resnet")
@@ -302,8 +309,8 @@ def _small_side(backbone):
 
 @pytest.mark.parametrize("name", SMALL_APPLICATIONS)
 def test_named_backbones_build_as_transfer_models_with_random_weights_at_a_small_size(name):
-    from experiments.models import build_model, make_finetune_model
-    from experiments.recipes import ModelRecipe
+    from experiments.models.build import build_model, make_finetune_model
+    from experiments.models.recipes import ModelRecipe
 
     side = _small_side(APPLICATIONS[name])
     model = build_model(ModelRecipe("m", "transfer", backbone=name, declared=True), (side, side), 3, "none", seed=1)
@@ -347,7 +354,7 @@ def test_named_backbones_that_normalise_inside_get_raw_pixels(name):
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")
 @pytest.mark.parametrize("name", ["DenseNet121", "ResNet50", "EfficientNetB0", "MobileNetV3Small", "MobileNet"])
 def test_offline_a_named_backbone_names_the_file_keras_asked_for(offline, name):
-    from experiments.data import DataError
+    from experiments.errors import DataError
 
     backbone = APPLICATIONS[name]
     with pytest.raises(DataError) as caught:
@@ -373,7 +380,7 @@ def test_a_named_backbone_loads_local_weights(tmp_path):
 
 
 def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
-    from experiments import backbones
+    from experiments.models import backbones
 
     monkeypatch.setattr(backbones, "_LAYER_COUNTS", {})
     assert backbones.layer_count(BACKBONES["mobilenet_v2"]) == 154  # the guide's table, and the seeded count
@@ -382,7 +389,7 @@ def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(m
 
 def test_an_unfreeze_layer_beyond_the_backbone_stops_the_run_before_training(write_config):
     from experiments.config import load_config
-    from experiments.study import preflight
+    from experiments.study.environment import preflight
 
     path = write_config('[study]\nmodels = ["m", "m_ft"]\n[data]\nsource = "synthetic"\nimage_size = [32, 32]\n'
                         '[training]\nbase_weights = "none"\n'

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import cache as cache_module
-from experiments import images as images_module
-from experiments.cache import CachedImages, cache_root, list_caches, load_or_build
 from experiments.config import load_config
-from experiments.data import fingerprint, load_study_data
-from experiments.images import DataError
+from experiments.data.cache import CachedImages, cache_root, list_caches, load_or_build
+from experiments.data import cache as cache_module
+from experiments.data.loading import fingerprint, load_study_data
+from experiments.data import images as images_module
+from experiments.errors import DataError
 from tests.conftest import SMOKE_CONFIG
 
 IMAGE_SIZE = (12, 10)
@@ -289,8 +289,8 @@ def test_a_disk_with_exactly_the_room_needed_is_enough(tmp_path, monkeypatch):
 
 def _load_in_child(data_root: str, cache_dir: str, barrier, results) -> None:
     """In a spawned process: decode slowly (so two builds overlap) and report what was done."""
-    from experiments import cache as child_cache
-    from experiments import images as child_images
+    from experiments.data import cache as child_cache
+    from experiments.data import images as child_images
 
     original = child_images.decode_image_bytes
     decodes = [0]
@@ -384,8 +384,8 @@ def _stream_in_child(data_root: str, cache_dir: str, side: int, results) -> None
 
     prefer_onednn()
     from experiments.config import load_config as child_load_config
-    from experiments.data import load_study_data as child_load
-    from experiments.data import make_dataset
+    from experiments.data.loading import load_study_data as child_load
+    from experiments.data.loading import make_dataset
 
     def status_mib(field: str) -> float:
         with open("/proc/self/status") as status:

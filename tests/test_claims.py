@@ -266,9 +266,9 @@ def test_finetune_starts_from_the_trained_transfer_weights(tiny_study):
     import numpy as np
 
     from experiments.artifacts import RunFolder
-    from experiments.data import load_study_data
-    from experiments.models import build_model
-    from experiments.study import build_for_training
+    from experiments.data.loading import load_study_data
+    from experiments.models.build import build_model
+    from experiments.study.train_cell import build_for_training
 
     config = tiny_config(*tiny_study)
     data = load_study_data(config)
@@ -296,8 +296,10 @@ def test_finetune_starts_from_the_trained_transfer_weights(tiny_study):
 
 def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study, tmp_path):
     from experiments.artifacts import RunFolder
-    from experiments.data import load_study_data
-    from experiments.study import RESTART, SKIP, expected_state, training_decision
+    from experiments.data.loading import load_study_data
+    from experiments.study.cell import training_decision
+    from experiments.study.decisions import RESTART, SKIP
+    from experiments.study.train_cell import expected_state
 
     config_file, out = tiny_study
     shutil.copytree(out, tmp_path / "out")  # the module's run stays as trained
@@ -350,8 +352,8 @@ def test_backfilled_predictions_are_the_ones_training_records(tiny_study, tmp_pa
     import keras
 
     from experiments.artifacts import RunFolder, ValidationPredictions
-    from experiments.data import load_study_data
-    from experiments.study import backfill_validation_predictions
+    from experiments.data.loading import load_study_data
+    from experiments.study.train_cell import backfill_validation_predictions
 
     config_file, out = tiny_study
     shutil.copytree(out, tmp_path / "out")  # the module's run stays as trained

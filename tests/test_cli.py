@@ -11,8 +11,7 @@ import pytest
 
 from experiments.artifacts import ArtifactError, ArtifactFormatError
 from experiments.config import ConfigError
-from experiments.errors import StudyFailed, UserError
-from experiments.images import DataError
+from experiments.errors import DataError, StudyFailed, UserError
 from report_builder.__main__ import main
 from report_builder.publish import PublishError
 from report_builder.site import SiteBuildError

@@ -75,7 +75,7 @@ def shared_run(tmp_path_factory):
     """Two `train` processes started together on one run, while the test itself holds the
     baseline seed-7 cell: both must leave it, go on, come back and wait for it."""
     from experiments.artifacts import RunFolder
-    from experiments.study import CellLock
+    from experiments.study.locks import CellLock
 
     root = tmp_path_factory.mktemp("concurrent")
     config = root / "chain.toml"
@@ -161,7 +161,7 @@ def test_healing_derives_models_and_status_from_the_states(tmp_path):
     """The manifest a crashed process left is rewritten from the cells, without training."""
     from experiments.artifacts import Manifest, ModelEntry, RunFolder, RunState, write_json
     from experiments.config import config_hash
-    from experiments.study import write_manifest
+    from experiments.study.manifest import write_manifest
 
     config = _in_process_config(tmp_path, ["baseline"], 2)
     run = RunFolder(config.run_dir)
@@ -188,7 +188,7 @@ def test_healing_derives_models_and_status_from_the_states(tmp_path):
 def _hold_until(seed_run, release_when: threading.Event) -> threading.Thread:
     """Hold a cell's lock from another thread (its own flock, as another process would) until
     `release_when` is set. (filelock's locks belong to the thread that takes them.)"""
-    from experiments.study import CellLock
+    from experiments.study.locks import CellLock
 
     taken = threading.Event()
 
@@ -206,25 +206,24 @@ def _hold_until(seed_run, release_when: threading.Event) -> threading.Thread:
 
 
 @pytest.mark.parametrize(("models", "seeds", "held"), [(["baseline"], 2, "baseline"), (["transfer", "finetune"], 1, "transfer")])
-def test_a_held_cell_is_left_then_waited_for(tmp_path, monkeypatch, models, seeds, held):
+def test_a_held_cell_is_left_then_waited_for(tmp_path, runner_log, models, seeds, held):
     """A cell another holder has is left for later, the others go on (a finetune cell waits for
     the transfer cell it starts from), and at the end the process waits for it and decides again."""
-    from experiments import study
     from experiments.artifacts import RunFolder
+    from experiments.study.run import run_study
 
     config = _in_process_config(tmp_path, models, seeds)
-    messages: list[str] = []
+    messages = runner_log.messages
     waiting = threading.Event()
 
-    def log(message: str) -> None:
-        messages.append(message)
+    def on_message(message: str) -> None:
         if "waiting for another process" in message:
             waiting.set()
 
-    monkeypatch.setattr(study, "log", log)
+    runner_log.on_message = on_message
     RunFolder(config.run_dir).claim()  # the other process claimed (marked) the run first, as `train` does
     holder = _hold_until(RunFolder(config.run_dir).seed_run(held, 7), waiting)
-    study.run_study(config)
+    run_study(config)
     holder.join(timeout=10)
     pid = os.getpid()
     text = "\n".join(messages)
@@ -257,7 +256,7 @@ def test_a_command_with_other_settings_is_refused_while_one_works_on_the_run_and
     from experiments.artifacts import RunFolder
     from experiments.config import load_config
     from experiments.errors import UserError
-    from experiments.study import hold_run_settings
+    from experiments.study.locks import hold_run_settings
     from tests.conftest import SMOKE_CONFIG
 
     three = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "training.epochs": 3})
@@ -279,7 +278,7 @@ def test_a_command_with_other_settings_is_refused_while_one_works_on_the_run_and
 def test_train_with_other_settings_stops_in_one_sentence_before_anything_is_written(tmp_path, capsys):
     from experiments.artifacts import RunFolder
     from experiments.config import load_config
-    from experiments.study import hold_run_settings
+    from experiments.study.locks import hold_run_settings
     from report_builder.__main__ import main
     from tests.conftest import SMOKE_CONFIG
 

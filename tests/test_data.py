@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from experiments.config import load_config
-from experiments.data import Split, load_study_data, split_validation, synthetic_images
-from experiments.images import DataError
+from experiments.data.loading import Split, load_study_data, split_validation, synthetic_images
+from experiments.errors import DataError
 from tests.conftest import SMOKE_CONFIG
 
 
@@ -85,7 +85,7 @@ def test_the_majority_baseline_predicts_the_training_split_s_most_common_class_n
     """The baseline is a model that learned one thing from the training images: their most
     common class. Here validation's most common class is the other one."""
     from experiments.artifacts import DataSource
-    from experiments.data import StudyData
+    from experiments.data.loading import StudyData
 
     train, validation, test = make_split({0: 2, 1: 6}), make_split({0: 7, 1: 3}), make_split({0: 3, 1: 1})
     data = StudyData(["blobs", "stripes"], (2, 2), train, validation, test, DataSource("synthetic"), "fingerprint",
@@ -199,7 +199,7 @@ def test_folder_labels_follow_each_file_s_class_folder(tmp_path):
 
 
 def test_the_pipeline_keeps_every_image_with_its_label(tmp_path):
-    from experiments.data import make_dataset
+    from experiments.data.loading import make_dataset
 
     write_colour_study(tmp_path)
     data = load_study_data(folder_config(tmp_path))

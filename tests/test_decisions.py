@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from experiments.artifacts import BaseWeights, Epoch, History, RunState
-from experiments.decisions import RESTART, RESUME, SETTLED, SKIP, choose_model, decide
+from experiments.study.decisions import RESTART, RESUME, SETTLED, SKIP, choose_model, decide
 
 EXPECTED = {"config_hash": "c1", "data_fingerprint": "d1"}
 HISTORY = History("baseline", 1, None, [Epoch(1), Epoch(2)])
@@ -53,7 +53,7 @@ def test_a_run_another_process_finished_meanwhile_is_not_trained_again_even_with
 def test_a_local_weights_file_is_recorded_with_its_sha256(tmp_path):
     import hashlib
 
-    from experiments.study import describe_base_weights
+    from experiments.study.environment import describe_base_weights
 
     weights = tmp_path / "base.weights.h5"
     weights.write_bytes(b"not really weights")

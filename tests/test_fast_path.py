@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from experiments.data import Split, make_dataset
+from experiments.data.loading import Split, make_dataset
 
 COUNT = 10
 SIDE = 8
@@ -145,7 +145,7 @@ def test_batches_are_those_of_the_pipeline_that_sliced_the_arrays_whole(count, b
 def test_images_read_from_a_cache_file_give_the_same_batches(tmp_path):
     """The same split with its images in a .npy file read on demand (CachedImages, as the
     decoded-image cache serves them), and as a view of some rows (as the test split is)."""
-    from experiments.cache import CachedImages
+    from experiments.data.cache import CachedImages
 
     split = _random_split(50, seed=3)
     np.save(tmp_path / "images.npy", split.images)
@@ -159,8 +159,8 @@ def test_images_read_from_a_cache_file_give_the_same_batches(tmp_path):
 
 
 def test_image_batches_serve_images_in_order_without_labels(tmp_path):
-    from experiments.cache import CachedImages
-    from experiments.data import make_image_batches
+    from experiments.data.cache import CachedImages
+    from experiments.data.loading import make_image_batches
 
     split = _random_split(10)
     np.save(tmp_path / "images.npy", split.images)
@@ -174,7 +174,7 @@ def test_image_batches_serve_images_in_order_without_labels(tmp_path):
 def augmented_model():
     import keras
 
-    from experiments.models import build_model
+    from experiments.models.build import build_model
 
     keras.utils.set_random_seed(3)
     return build_model("augmented", (32, 32), 2, seed=3)

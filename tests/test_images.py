@@ -17,10 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from experiments import images as images_module
-from experiments.cache import CachedSplit, DecodedData, load_or_build
-from experiments.images import (
-    DataError,
+from experiments.data.cache import CachedSplit, DecodedData, load_or_build
+from experiments.data.images import (
     DecodedSplit,
     SkippedFile,
     UnusableImage,
@@ -31,6 +29,8 @@ from experiments.images import (
     scan_dataset,
     summarize_skipped,
 )
+from experiments.data import images as images_module
+from experiments.errors import DataError
 
 IMAGE_SIZE = (16, 20)  # (height, width)
 WEBP_AVAILABLE = features.check("webp")

@@ -19,8 +19,8 @@ from experiments.config import (
     load_config,
     minimum_images_per_class,
 )
-from experiments.data import Split, load_study_data, split_validation
-from experiments.images import DataError
+from experiments.data.loading import Split, load_study_data, split_validation
+from experiments.errors import DataError
 from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
 
 

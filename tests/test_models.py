@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.config import ConfigError
-from experiments.models import build_model, describe_model
+from experiments.models.build import build_model, describe_model
 
 
 @pytest.mark.parametrize("name", ["baseline", "augmented", "preprocessed"])
@@ -56,9 +56,9 @@ def test_unreachable_imagenet_weights_stop_before_training(monkeypatch):
     """Offline, the preflight names both alternatives; no data is read, nothing trains."""
     from keras.src.applications import mobilenet_v2
 
-    from experiments import study
     from experiments.config import load_config
-    from experiments.images import DataError
+    from experiments.errors import DataError
+    from experiments.study.environment import preflight
 
     def refuse(*args, **kwargs):
         raise Exception("URL fetch failure: no network")
@@ -66,7 +66,7 @@ def test_unreachable_imagenet_weights_stop_before_training(monkeypatch):
     monkeypatch.setattr(mobilenet_v2.file_utils, "get_file", refuse)
     config = load_config(None, {"study.models": ["transfer"], "data.source": "folder", "data.data_dir": "/nonexistent"})
     with pytest.raises(DataError) as caught:
-        study.preflight(config)
+        preflight(config)
     assert "--base-weights PATH" in str(caught.value) and "--base-weights none" in str(caught.value)
 
 
@@ -91,7 +91,7 @@ def test_summary_text_keeps_the_parameter_column():
     ],
 )
 def test_auto_precision_only_where_it_was_measured_to_pay(model_name, setting, gpu, bf16_cpu, expected):
-    from experiments.recipes import precision_for
+    from experiments.models.recipes import precision_for
 
     assert precision_for(model_name, setting, gpu, bf16_cpu) == expected
 
@@ -99,7 +99,7 @@ def test_auto_precision_only_where_it_was_measured_to_pay(model_name, setting, g
 def _trained_finetune_model(tmp_path):
     import numpy as np
 
-    from experiments.models import compile_model, make_finetune_model
+    from experiments.models.build import compile_model, make_finetune_model
 
     transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=1)
     model = compile_model(make_finetune_model(transfer, from_layer=100), 1e-3)
@@ -111,7 +111,7 @@ def test_finetune_unfreezes_the_top_but_keeps_batchnorm_statistics(tmp_path):
     import keras
     import numpy as np
 
-    from experiments.models import backbone_of
+    from experiments.models.build import backbone_of
 
     model, images, labels = _trained_finetune_model(tmp_path)
     base = backbone_of(model)
@@ -139,7 +139,7 @@ def test_finetune_model_keeps_its_frozen_layers_through_save_and_load(tmp_path):
 
 
 def test_finetune_from_layer_beyond_the_base_is_named():
-    from experiments.models import make_finetune_model
+    from experiments.models.build import make_finetune_model
 
     transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
     with pytest.raises(ConfigError, match="finetune_from_layer"):
@@ -150,7 +150,7 @@ def test_frozen_transfer_model_keeps_batchnorm_statistics():
     import keras
     import numpy as np
 
-    from experiments.models import backbone_of, compile_model
+    from experiments.models.build import backbone_of, compile_model
 
     model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=1), 1e-3)
     batch_norms = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -161,8 +161,8 @@ def test_frozen_transfer_model_keeps_batchnorm_statistics():
 
 
 def test_a_partly_unfrozen_backbone_records_how_many_of_its_parameters_train():
-    from experiments.models import make_finetune_model
-    from experiments.recipes import BUILT_IN
+    from experiments.models.build import make_finetune_model
+    from experiments.models.recipes import BUILT_IN
 
     transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
     frozen = describe_model(transfer)
@@ -174,7 +174,7 @@ def test_a_partly_unfrozen_backbone_records_how_many_of_its_parameters_train():
 
 
 def test_a_model_that_trains_on_another_is_headed_with_its_own_name_in_its_summary():
-    from experiments.recipes import BUILT_IN
+    from experiments.models.recipes import BUILT_IN
 
     transfer = build_model("transfer", (32, 32), class_count=2, base_weights="none")
     summary = describe_model(transfer, BUILT_IN["transfer_extended"])  # train_on: the saved transfer model itself

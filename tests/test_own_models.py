@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments.config import ConfigError, config_hash, load_config
-from experiments.recipes import parse_model
+from experiments.models.recipes import parse_model
 from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
 
 SMOKE = (PROJECT_ROOT / "experiments" / "configs" / "smoke.toml").read_text(encoding="utf-8")
@@ -150,7 +150,7 @@ def build(input_shape, num_classes, width):
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_a_broken_builder_is_one_sentence_naming_the_key_and_the_file(tmp_path, case):
-    from experiments.builders import check_builders
+    from experiments.models.builders import check_builders
 
     table, builder, message = BROKEN[case]
     config = load_config(_study(tmp_path, table, builder=builder))
@@ -180,9 +180,9 @@ def test_a_probabilities_model_is_compiled_for_probabilities_and_read_back_as_lo
     import keras
     import numpy as np
 
-    from experiments.models import build_model, compile_model
-    from experiments.study import as_logits
-    from experiments.training import softmax
+    from experiments.models.build import build_model, compile_model
+    from experiments.study.train_cell import as_logits
+    from experiments.training.fit import softmax
 
     config = load_config(_study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build_softmax"\n'
                                           'outputs = "probabilities"\n'))
@@ -202,7 +202,7 @@ def test_a_probabilities_model_is_compiled_for_probabilities_and_read_back_as_lo
 def test_per_model_training_settings_reach_the_optimizer(tmp_path, table, optimizer, weight_decay):
     import keras
 
-    from experiments.models import build_model, compile_model
+    from experiments.models.build import build_model, compile_model
 
     config = load_config(_study(tmp_path, MINE + table + "\nlabel_smoothing = 0.1\n"))
     settings = config.training_settings("mine")
@@ -221,7 +221,7 @@ def test_per_model_training_settings_reach_the_optimizer(tmp_path, table, optimi
 def test_a_learning_rate_schedule_spans_the_models_own_epochs(tmp_path, schedule, kind):
     import keras
 
-    from experiments.models import build_model, compile_model
+    from experiments.models.build import build_model, compile_model
 
     config = load_config(_study(tmp_path, MINE + f'schedule = "{schedule}"\nepochs = 3\nbatch_size = 8\n'))
     settings = config.training_settings("mine")
@@ -311,7 +311,7 @@ def test_a_checkpoint_of_a_builder_model_with_custom_layers_loads_back_with_its_
     import keras
     import numpy as np
 
-    from experiments.models import build_model, compile_model
+    from experiments.models.build import build_model, compile_model
 
     custom = GOOD_BUILDER + '''
 
@@ -341,7 +341,7 @@ def build_custom(input_shape, num_classes):
 
 
 def test_comparisons_name_differing_training_settings_and_a_builder_models_own_start():
-    from experiments.recipes import ModelRecipe
+    from experiments.models.recipes import ModelRecipe
     from report_builder.views import _recipe_traits, training_phrase
 
     assert training_phrase({"optimizer": "adamw", "learning_rate": 0.0003}, ["optimizer", "learning_rate"]) == \
@@ -442,7 +442,7 @@ def test_the_worked_example_loads_and_its_builder_passes_the_check():
     it loads, expands its optimizer variants, compares every model with its reference, runs offline,
     and its builder's residual network passes the check the runner makes before training (the
     ResNet50V2 model is not built here: the example's own run trains it)."""
-    from experiments.builders import builder_docstring, check_builders
+    from experiments.models.builders import builder_docstring, check_builders
 
     config = load_config(PROJECT_ROOT / "experiments" / "configs" / "your-own-models.toml")
     assert config.study.models == ["cnn", "residual-adam", "residual-sgd", "resnet50v2"]

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from experiments.config import ConfigError, load_config
-from experiments.recipes import BUILT_IN, ModelRecipe
+from experiments.models.recipes import BUILT_IN, ModelRecipe
 from report_builder.formatting import breakable_name
 from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command
 
@@ -89,7 +89,7 @@ def test_each_backbone_builds_from_config(backbone):
     import keras
     import numpy as np
 
-    from experiments.models import build_model, make_finetune_model
+    from experiments.models.build import build_model, make_finetune_model
 
     recipe = ModelRecipe("m", "transfer", backbone=backbone, declared=True)
     model = build_model(recipe, (32, 32), 3, "none", seed=1)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from experiments.progress import progress_counter
+from experiments.console import progress_counter
 
 LOG_LINE = re.compile(r"  reading /data/pets images: (\d+)/(\d+) \((\d+)%\)( in \d+\.\d s)?")
 

@@ -89,7 +89,8 @@ def config_with(models: list[str], seeds: int = 1, epochs: int = 2, finetune_epo
 
 
 def test_shares_keep_chains_together_cover_every_cell_once_and_balance_epochs():
-    from experiments.scale import assign_shares, chain_groups, study_cells
+    from experiments.scale.cells import assign_shares, chain_groups
+    from experiments.study.decisions import study_cells
 
     config = config_with(["baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended"], seeds=3,
                          epochs=20, finetune_epochs=10)
@@ -111,7 +112,8 @@ def test_shares_keep_chains_together_cover_every_cell_once_and_balance_epochs():
 
 
 def test_the_critical_path_puts_chain_sources_first():
-    from experiments.scale import critical_path, study_cells
+    from experiments.scale.cells import critical_path
+    from experiments.study.decisions import study_cells
 
     config = config_with(["baseline", "transfer", "finetune", "transfer_extended"], epochs=2, finetune_epochs=3)
     path = critical_path(config, study_cells(config))
@@ -130,7 +132,7 @@ def test_the_critical_path_puts_chain_sources_first():
     (0, 1, {}, None),
 ])
 def test_the_task_comes_from_the_flags_or_the_job_array(index, count, environ, expected):
-    from experiments.scale import resolve_task
+    from experiments.scale.cells import resolve_task
 
     task = resolve_task(index, count, environ)
     assert (None if task is None else (task.index, task.count, task.origin)) == expected
@@ -148,14 +150,14 @@ def test_the_task_comes_from_the_flags_or_the_job_array(index, count, environ, e
 ])
 def test_a_task_that_cannot_be_placed_is_refused_in_one_sentence(index, count, environ, message):
     from experiments.errors import UserError
-    from experiments.scale import resolve_task
+    from experiments.scale.cells import resolve_task
 
     with pytest.raises(UserError, match=message):
         resolve_task(index, count, environ)
 
 
 def test_each_worker_gets_its_share_of_cores_and_its_own_gpu():
-    from experiments.scale import worker_environment
+    from experiments.scale.environment import worker_environment
 
     cpu = [worker_environment(slot, 2, [], cores=16, environ={}) for slot in range(2)]
     assert cpu[0] == {"REPORT_BUILDER_WORKER": "0", "TF_NUM_INTRAOP_THREADS": "8", "TF_NUM_INTEROP_THREADS": "2"}
@@ -175,7 +177,7 @@ def test_each_worker_gets_its_share_of_cores_and_its_own_gpu():
 
 
 def test_gpus_are_found_without_tensorflow():
-    from experiments.scale import visible_gpus
+    from experiments.scale.environment import visible_gpus
 
     def no_call(*arguments, **options):
         raise AssertionError("CUDA_VISIBLE_DEVICES is set: nvidia-smi is not asked")
@@ -199,7 +201,7 @@ def test_gpus_are_found_without_tensorflow():
 
 def test_scale_options_are_checked(monkeypatch):
     from experiments.errors import UserError
-    from experiments.scale import options_from_arguments
+    from experiments.scale.run import options_from_arguments
 
     options = options_from_arguments(None, None, None, None, None, None, environ={})
     assert not options.scaled and options.workers == 1 and options.strategy == "none" and options.retries == 1
@@ -222,7 +224,7 @@ def test_the_progress_line_counts_every_process_cells(tmp_path):
 
     from experiments.artifacts import RunFolder, RunState, write_json
     from experiments.config import config_hash
-    from experiments.scale import CensusProgress
+    from experiments.study.census import CensusProgress
 
     config = config_with(["baseline", "transfer", "finetune"], seeds=2)
     run = RunFolder(tmp_path / "run")

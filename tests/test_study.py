@@ -229,7 +229,7 @@ def test_skipped_files_reach_the_manifest_and_the_report(tmp_path):
     """A folder with a corrupt and an empty file trains on the rest and lists both, end to end."""
     from PIL import Image
 
-    from experiments.data import synthetic_images
+    from experiments.data.loading import synthetic_images
 
     images, labels = synthetic_images(24, (40, 40), seed=1)
     data_root = tmp_path / "photos"
@@ -344,16 +344,18 @@ def test_a_diverging_loss_stops_the_run_and_fails_the_study(write_config, tmp_pa
     assert '!!! danger "Diverged"' in page and "loss became NaN in epoch 1" in page
 
 
-def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config, tmp_path, monkeypatch):
+def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config, tmp_path, monkeypatch, runner_log):
     """augmented's loss turns NaN in its third epoch (the poisoned loss below): its first two
     epochs stay committed, baseline is chosen and tested, and the study fails naming the epoch."""
     import keras
 
-    from experiments import study
     from experiments.config import load_config
+    from experiments.errors import StudyFailed
+    from experiments.study import train_cell
+    from experiments.study.run import run_study
 
     config = load_config(write_config(DIVERGING_CONFIG.replace('run_name = "diverging"', f'run_name = "diverging"\nout_dir = "{tmp_path}"')))
-    real_build = study.build_for_training
+    real_build = train_cell.build_for_training
 
     def poisoned_build(config, run, data, model_name, seed):
         model, first_epoch, last_epoch = real_build(config, run, data, model_name, seed)
@@ -366,11 +368,10 @@ def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config,
             model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
         return model, first_epoch, last_epoch
 
-    monkeypatch.setattr(study, "build_for_training", poisoned_build)
-    messages = []
-    monkeypatch.setattr(study, "log", messages.append)
-    with pytest.raises(study.StudyFailed, match=r"augmented \(seed 7\): loss became NaN in epoch 3"):
-        study.run_study(config)
+    monkeypatch.setattr(train_cell, "build_for_training", poisoned_build)
+    messages = runner_log.messages
+    with pytest.raises(StudyFailed, match=r"augmented \(seed 7\): loss became NaN in epoch 3"):
+        run_study(config)
     assert "  augmented (seed 7) diverged: loss became NaN in epoch 3; stopped it, going on with the others" in messages
     run_dir = tmp_path / "diverging"
     state = load(seed_folder(run_dir, "augmented", 7) / "state.json")
@@ -383,9 +384,9 @@ def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config,
     assert manifest["models"]["augmented"]["runs"]["7"] == {"status": "diverged", "wall_seconds": None,
                                                            "epochs_completed": 2, "error": "loss became NaN in epoch 3"}
 
-    monkeypatch.setattr(study, "build_for_training", real_build)
+    monkeypatch.setattr(train_cell, "build_for_training", real_build)
     messages.clear()
-    study.run_study(config)
+    run_study(config)
     assert "[2/2] augmented, seed 7: training in float32, it diverged last time (loss became NaN in epoch 3); training again from the start" in messages
     assert load(seed_folder(run_dir, "augmented", 7) / "state.json")["status"] == "complete"
     assert load(run_dir / "manifest.json")["status"] == "complete"
@@ -403,12 +404,12 @@ class HandMadeStudy:
     (model, seed) of every evaluation on the test split, in order."""
 
     def __init__(self, tmp_path: Path, monkeypatch):
-        from experiments import figures, study
         from experiments.artifacts import RunFolder, TestEvaluation
+        from experiments.study import choose, figures
         from experiments.config import load_config
-        from experiments.data import load_study_data
+        from experiments.data.loading import load_study_data
 
-        self.study = study
+        self.choose = choose
         self.config = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "study.models": ["baseline", "augmented"],
                                                  "study.seeds": 2})
         self.data = load_study_data(self.config)
@@ -422,10 +423,9 @@ class HandMadeStudy:
             return TestEvaluation(chosen, seed, float(len(self.evaluations)), 0.5, 8, 16, list(data.class_names),
                                   [[4, 4], [4, 4]], [])
 
-        monkeypatch.setattr(study, "evaluate_on_test", evaluate_on_test)
-        monkeypatch.setattr(study, "write_misclassified_figure", lambda run, data, test: None)
+        monkeypatch.setattr(choose, "evaluate_on_test", evaluate_on_test)
+        monkeypatch.setattr(choose, "write_misclassified_figure", lambda run, data, test: None)
         monkeypatch.setattr(figures, "comparison", lambda *arguments, **keywords: None)
-        monkeypatch.setattr(study, "log", lambda message: None)
 
     def finish(self, model: str, seed: int, last_val_accuracy: float) -> None:
         """What training `model` for `seed` leaves behind: its history (two epochs, the last
@@ -451,7 +451,7 @@ class HandMadeStudy:
         self.finish("augmented", 8, 0.60)
 
     def select_and_test(self):
-        metrics = self.study.select_and_test(self.config, self.run, self.data)
+        metrics = self.choose.select_and_test(self.config, self.run, self.data)
         assert (metrics.test.model, metrics.test.seed) == (metrics.chosen_model, metrics.chosen_seed), \
             "the test score must be the chosen run's"
         return metrics

@@ -16,19 +16,16 @@ import pytest
 
 from experiments.artifacts import RunState, SeedRun, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
+from experiments.console import StatusLine, estimate_seconds_left, format_duration, progress_line
 from experiments.errors import UserError
-from experiments.tracking import (
+from experiments.study.census import StudyProgress
+from experiments.training.tracking import (
     MlflowLog,
-    StatusLine,
-    StudyProgress,
     StudyTracking,
     check_tracking_packages,
-    estimate_seconds_left,
-    format_duration,
     mlflow_tracking_uri,
     network_message,
     network_needs,
-    progress_line,
     tracked_cell,
 )
 from tests.conftest import SMOKE_CONFIG
@@ -80,7 +77,7 @@ def test_the_cache_checks_look_where_keras_keeps_the_files(tmp_path, monkeypatch
 
 
 def test_the_weights_file_name_is_the_one_keras_downloads():
-    from experiments.backbones import BACKBONES
+    from experiments.models.backbones import BACKBONES
 
     mobilenet = BACKBONES["mobilenet_v2"]
     assert mobilenet.weights_file((160, 160)).endswith("_1.0_160_no_top.h5")
@@ -94,8 +91,8 @@ def test_the_weights_file_name_is_the_one_keras_downloads():
 
 
 def test_every_backbone_that_downloads_is_a_network_need(tmp_path, monkeypatch):
-    from experiments.backbones import BACKBONES
-    from experiments.recipes import ModelRecipe
+    from experiments.models.backbones import BACKBONES
+    from experiments.models.recipes import ModelRecipe
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     config = StudyConfig()
@@ -276,7 +273,7 @@ def test_a_study_writes_tensorboard_events_and_mlflow_runs_for_every_cell(tmp_pa
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
     pytest.importorskip("sqlalchemy")
-    from experiments.study import run_study
+    from experiments.study.run import run_study
 
     uri = mlflow_store
     plain = {"study.out_dir": str(tmp_path / "runs"), "study.models": ["baseline"], "training.epochs": 2}
@@ -343,7 +340,7 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
     pytest.importorskip("mlflow")
     pytest.importorskip("sqlalchemy")
     from experiments import interrupts
-    from experiments.training import fit
+    from experiments.training.fit import fit
 
     config = StudyConfig()
     config.study.run_name = "resume"

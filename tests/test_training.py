@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from experiments.artifacts import Epoch
-from experiments.study import choose_model
+from experiments.study.decisions import choose_model
 
 
 def test_cached_validation_gives_the_numbers_model_evaluate_gives():
     """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation."""
     import keras
 
-    from experiments.data import Split, make_dataset
-    from experiments.models import build_model, compile_model
-    from experiments.training import CachedFeatureValidation
+    from experiments.data.loading import Split, make_dataset
+    from experiments.models.build import build_model, compile_model
+    from experiments.training.fit import CachedFeatureValidation
 
     keras.utils.set_random_seed(3)
     model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=3), 1e-2)
@@ -39,7 +39,7 @@ def test_cached_validation_gives_the_numbers_model_evaluate_gives():
 
 
 def test_softmax_cross_entropy_against_hand_values():
-    from experiments.training import softmax_cross_entropy
+    from experiments.training.fit import softmax_cross_entropy
 
     logits = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
     loss, accuracy = softmax_cross_entropy(logits, np.array([0, 0, 0]))
@@ -94,7 +94,7 @@ def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
 
 def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
     from experiments.artifacts import RunState, read_json
-    from experiments.training import TrainingDiverged, fit, load_progress
+    from experiments.training.fit import TrainingDiverged, fit, load_progress
 
     model, dataset, seed_run = _tiny_fit_setup(tmp_path, nan_from_step=8)
     state = RunState("baseline", 5, "config", "data", "partial", 0)
@@ -115,7 +115,7 @@ def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_pat
 
     from experiments import interrupts
     from experiments.artifacts import RunState
-    from experiments.training import fit, load_progress
+    from experiments.training.fit import fit, load_progress
 
     model, dataset, seed_run = _tiny_fit_setup(tmp_path)
     monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)
@@ -127,7 +127,7 @@ def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_pat
 
 
 def test_one_softmax_serves_the_test_scores_and_the_cached_validation_loss():
-    from experiments.training import log_softmax, softmax, softmax_cross_entropy
+    from experiments.training.fit import log_softmax, softmax, softmax_cross_entropy
 
     logits = np.array([[1000.0, 1001.0], [-3.0, 2.0], [0.0, 0.0]])
     probabilities = softmax(logits)
@@ -142,7 +142,7 @@ def test_one_softmax_serves_the_test_scores_and_the_cached_validation_loss():
 
 def test_clearing_a_checkpoint_removes_only_its_own_files_and_names_a_stranger_s(tmp_path, capsys):
     from experiments.artifacts import RunFolder
-    from experiments.training import clear_checkpoint
+    from experiments.training.fit import clear_checkpoint
 
     seed_run = RunFolder(tmp_path / "run").seed_run("baseline", 7)
     folder = seed_run.checkpoint_dir
@@ -165,7 +165,7 @@ def test_clearing_a_checkpoint_removes_only_its_own_files_and_names_a_stranger_s
 def test_a_cell_trained_afresh_with_tensorboard_keeps_a_stranger_s_files_in_its_event_folder(tmp_path, capsys):
     from experiments.artifacts import RunFolder
     from experiments.config import load_config
-    from experiments.tracking import StudyTracking, tensorboard_dir
+    from experiments.training.tracking import StudyTracking, tensorboard_dir
     from tests.conftest import SMOKE_CONFIG
 
     tracking = StudyTracking(load_config(SMOKE_CONFIG, {"training.tensorboard": True}), tmp_path)

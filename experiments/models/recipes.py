@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.backbones import backbone_named
 from experiments.errors import ConfigError
+from experiments.models.backbones import backbone_named
 
 #: What each recipe makes, in words (the guide and `unknown recipe` errors quote these).
 RECIPES = {

@@ -1,38 +1,12 @@
-"""Where a study's numbers also go, and what the command line says on the way.
-
-- TensorBoard (`training.tensorboard`, `--tensorboard`): every trained cell writes event files
-  with keras.callbacks.TensorBoard into `<run>/tensorboard/<model>/seed-<seed>/{train,validation}/`,
-  at step = the epoch's number in history.json. A resumed cell adds a new event file beside the
-  old ones; a cell trained again from its first epoch (`--force`, a changed config) starts its
-  folder afresh. A finished cell that has no folder yet (trained before the option was on) gets
-  one written from its history.json when the study passes it.
-- MLflow (`training.mlflow` / `training.mlflow_uri`, `--mlflow [URI]`): one experiment per run
-  name, one MLflow run per cell with its model, seed, config hash, data fingerprint and precision
-  as parameters, loss / accuracy / val_loss / val_accuracy / epoch_seconds per epoch at
-  step = the epoch's number, and the cell's history.json, state.json and
-  validation_predictions.json as artifacts. `<cell>/.mlflow_run.json` names the MLflow run, so a
-  resumed cell continues it and a finished cell is not logged twice. The default store is the
-  SQLite file `<out_dir>/mlflow.db` with artifacts in `<out_dir>/mlartifacts/<run name>/`.
-  Logging must never cost a training: the first MLflow error is reported once and MLflow is left
-  off for the rest of the command; the next `train` fills in what it missed from the run folder.
-- The network needs of a run (data archive, MobileNetV2 weights, an MLflow server), listed once
-  before anything downloads, each with its offline alternative.
-- The study's progress line: cells done of all, time elapsed, an estimate of the time left.
-
-Nothing here imports TensorFlow, Keras or MLflow at module level.
-"""
+"""TODO."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
-import shutil
-import statistics
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,19 +16,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from experiments.artifacts import EVENT_FILE_NAME, History, MlflowLink, RunState, SeedRun, describe_left_files, remove_written_files
 from experiments.config import StudyConfig
+from experiments.console import log
+from experiments.data.loading import ARCHIVE_NAME
 from experiments.errors import UserError
+from experiments.models.backbones import backbone_named
+from experiments.models.recipes import chain_root
 
 TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
+
+
 MLFLOW_INSTALL = 'pip install -e ".[mlflow]"'
+
+
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def say(message: str) -> None:
-    with STATUS_LINE.paused():
-        print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- optional packages
 
 
 def mlflow_enabled(config: StudyConfig) -> bool:
@@ -91,9 +65,6 @@ def check_tracking_packages(config: StudyConfig, find_spec: Callable[[str], Any]
         )
 
 
-# --------------------------------------------------------------------------- network needs
-
-
 @dataclass(frozen=True)
 class NetworkNeed:
     what: str
@@ -115,7 +86,6 @@ def keras_cache_base(cache_dir: str = "") -> Path:
 
 
 def dataset_archive_path(config: StudyConfig) -> Path:
-    from experiments.data import ARCHIVE_NAME
 
     return keras_cache_base(config.data.cache_dir) / "datasets" / ARCHIVE_NAME
 
@@ -142,8 +112,6 @@ def network_needs(config: StudyConfig, is_cached: Callable[[Path], bool] = Path.
             "the image archive", config.data.url,
             "--data-dir DIR (a folder with train/<class>/ and validation/<class>/ images, for example the archive "
             "unpacked on a machine that is online), or --dataset synthetic"))
-    from experiments.backbones import backbone_named
-    from experiments.recipes import chain_root
 
     downloads: dict[str, list[str]] = {}  # backbone -> the models built on its downloaded weights
     for model_name in config.study.models:
@@ -181,119 +149,6 @@ def network_message(needs: list[NetworkNeed]) -> str | None:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the progress line
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def estimate_seconds_left(durations: Mapping[str, list[float]], remaining: Iterable[str]) -> float | None:
-    """Each remaining cell (by model name) takes the mean time of that model's cells trained so
-    far, or of all cells trained so far; None before any cell was trained."""
-    remaining = list(remaining)
-    if not remaining:
-        return 0.0
-    every = [seconds for values in durations.values() for seconds in values]
-    if not every:
-        return None
-    overall = statistics.fmean(every)
-    return math.fsum(statistics.fmean(durations[name]) if durations.get(name) else overall for name in remaining)
-
-
-def progress_line(done: int, total: int, elapsed: float, seconds_left: float | None) -> str:
-    text = f"Study: {done} of {total} cells done, {format_duration(elapsed)} elapsed"
-    if done >= total:
-        return text
-    if seconds_left is None:
-        return text + ", time left estimated once a cell has trained"
-    return text + f", about {format_duration(seconds_left)} left"
-
-
-class StatusLine:
-    """On a terminal, one line at the bottom that each `show` rewrites in place; other messages
-    (through `paused`) print above it. Before Keras prints its epochs, `release` leaves the line
-    as it stands and moves to a new one. Elsewhere (logs, CI) every `show` is a plain line."""
-
-    def __init__(self, stream: Callable[[], Any] = lambda: sys.stderr):
-        self._stream = stream
-        self.text: str | None = None
-
-    def _is_terminal(self) -> bool:
-        try:
-            return bool(self._stream().isatty())
-        except (AttributeError, ValueError):
-            return False
-
-    def _draw(self) -> None:
-        width = max(20, shutil.get_terminal_size().columns - 1)
-        stream = self._stream()
-        stream.write("\r\x1b[2K" + (self.text or "")[:width])
-        stream.flush()
-
-    def show(self, text: str) -> None:
-        if not self._is_terminal():
-            print(text, file=self._stream(), flush=True)
-            return
-        self.text = text
-        self._draw()
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        if self.text is None:
-            yield
-            return
-        stream = self._stream()
-        stream.write("\r\x1b[2K")
-        stream.flush()
-        try:
-            yield
-        finally:
-            if self.text is not None:
-                self._draw()
-
-    def release(self) -> None:
-        if self.text is not None:
-            self._stream().write("\n")
-            self._stream().flush()
-            self.text = None
-
-
-STATUS_LINE = StatusLine()
-
-
-class StudyProgress:
-    """Counts the study's cells as they settle and shows the progress line after each."""
-
-    def __init__(self, cells: list[tuple[str, int]], started: float, line: StatusLine = STATUS_LINE):
-        self.cells = list(cells)
-        self.started = started
-        self.line = line
-        self.done: set[tuple[str, int]] = set()
-        self.durations: dict[str, list[float]] = {}
-
-    def cell_done(self, model_name: str, seed: int, trained_seconds: float | None = None) -> str:
-        """`trained_seconds`: the cell's wall time when it was trained here (None: skipped or failed)."""
-        self.done.add((model_name, seed))
-        if trained_seconds is not None:
-            self.durations.setdefault(model_name, []).append(trained_seconds)
-        remaining = [name for name, cell_seed in self.cells if (name, cell_seed) not in self.done]
-        text = progress_line(len(self.cells) - len(remaining), len(self.cells), time.perf_counter() - self.started,
-                             estimate_seconds_left(self.durations, remaining))
-        self.line.show(text)
-        return text
-
-
-# --------------------------------------------------------------------------- TensorBoard
-
-
 def tensorboard_root(run_root: Path) -> Path:
     return Path(run_root) / "tensorboard"
 
@@ -315,9 +170,6 @@ def write_tensorboard_history(directory: Path, epochs: list[dict[str, Any]]) -> 
                     if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
                         tf.summary.scalar(f"epoch_{name}", value, step=record["epoch"])
         writer.close()
-
-
-# --------------------------------------------------------------------------- MLflow
 
 
 def _quiet_mlflow_logging() -> None:
@@ -394,7 +246,7 @@ class MlflowLog:
         except Exception as error:  # logging must never stop training
             self.failed = True
             detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            say(f"warning: MLflow logging failed while {what} ({type(error).__name__}{': ' + detail[:300] if detail else ''}); "
+            log(f"warning: MLflow logging failed while {what} ({type(error).__name__}{': ' + detail[:300] if detail else ''}); "
                 "training goes on without MLflow for the rest of this command. The run folder keeps every number, "
                 "and the next `train` of this run logs what MLflow missed.")
             return None
@@ -537,9 +389,6 @@ class MlflowLog:
         self._guard(f"logging the finished {seed_run.label}", record_finished)
 
 
-# --------------------------------------------------------------------------- the study's tracking
-
-
 class StudyTracking:
     """TensorBoard and MLflow for one study's cells, as the config asks (see the module's docstring)."""
 
@@ -548,12 +397,12 @@ class StudyTracking:
         self.tensorboard = config.training.tensorboard
         self.mlflow: MlflowLog | None = None
         if self.tensorboard:
-            say(f"TensorBoard: event files go to {tensorboard_root(self.run_root)}/ "
+            log(f"TensorBoard: event files go to {tensorboard_root(self.run_root)}/ "
                 f"(view them with: tensorboard --logdir {tensorboard_root(self.run_root)})")
         if mlflow_enabled(config):
             self.mlflow = MlflowLog(mlflow_tracking_uri(config), config.study.run_name, mlflow_client)
             if self.mlflow.connect():
-                say(f"MLflow: every cell is logged to experiment '{config.study.run_name}' in {_display_uri(self.mlflow.uri)}")
+                log(f"MLflow: every cell is logged to experiment '{config.study.run_name}' in {_display_uri(self.mlflow.uri)}")
 
     @classmethod
     def for_config(cls, config: StudyConfig, run_root: Path) -> StudyTracking | None:
@@ -565,7 +414,7 @@ class StudyTracking:
         """Keras callbacks for a cell about to train: those that go before the epoch's commit
         (TensorBoard, which reads the epoch's logs) and those after it (MLflow, which logs the
         committed epochs). `epochs` is the list the commit appends to; `resumed` its length now."""
-        from experiments.training import AfterEpoch, EpochTensorBoard
+        from experiments.training.fit import AfterEpoch, EpochTensorBoard  # loads TensorFlow: only where it is needed
 
         before, after = [], []
         if self.tensorboard:
@@ -573,7 +422,7 @@ class StudyTracking:
             if not resumed:  # trained afresh: events of an earlier training of this cell would mix in
                 left = remove_written_files(directory, EVENT_FILE_NAME, ("train", "validation"))
                 if left:  # only the event files go; anything else there is someone else's
-                    say(describe_left_files(directory, left))
+                    log(describe_left_files(directory, left))
             elif not directory.exists():  # its first epochs were trained without --tensorboard
                 write_tensorboard_history(directory, epochs)
             before.append(EpochTensorBoard(log_dir=str(directory), write_graph=False, profile_batch=0))
@@ -594,7 +443,7 @@ class StudyTracking:
         if isinstance(error, KeyboardInterrupt):
             self.mlflow.close_cell(seed_run, "KILLED", "interrupted")
         else:
-            from experiments.training import TrainingDiverged
+            from experiments.training.fit import TrainingDiverged  # loads TensorFlow: only where it is needed
 
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             self.mlflow.close_cell(seed_run, "FAILED", "diverged" if isinstance(error, TrainingDiverged) else "failed", message)
@@ -608,7 +457,7 @@ class StudyTracking:
                 try:
                     write_tensorboard_history(directory, epochs)
                 except Exception as error:  # a view of the numbers, never a reason to stop
-                    say(f"warning: could not write TensorBoard events for {seed_run.label} ({type(error).__name__}: {error})")
+                    log(f"warning: could not write TensorBoard events for {seed_run.label} ({type(error).__name__}: {error})")
         if self.mlflow is not None:
             self.mlflow.record_finished(seed_run)
 

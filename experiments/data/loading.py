@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles
-from experiments.cache import CachedImages, CachedSplit, load_or_build
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
-from experiments.images import DataError, DecodedSplit, SkippedFile
-from experiments.progress import progress_counter
+from experiments.console import progress_counter
+from experiments.data.cache import CachedImages, CachedSplit, load_or_build
+from experiments.data.images import DecodedSplit, SkippedFile
+from experiments.errors import DataError
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
@@ -268,7 +269,7 @@ def _synthetic(config: StudyConfig) -> StudyData:
     validation_all = Split(validation_images, validation_labels, names("validation", validation_labels))
     validation_split, test_split = split_validation(validation_all, config.data.test_fraction, seed)
     description = {
-        "generator": "experiments.data.synthetic_images",
+        "generator": "experiments.data.loading.synthetic_images",
         "seed": seed,
         "train_per_class": config.data.synthetic_train_per_class,
         "validation_per_class": config.data.synthetic_validation_per_class,

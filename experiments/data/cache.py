@@ -66,10 +66,10 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from experiments import images as image_reading
 from experiments.artifacts import read_regular_file
-from experiments.errors import is_disk_full
-from experiments.images import DataError, ProgressCallback, SkippedFile
+from experiments.data.images import ProgressCallback, SkippedFile
+from experiments.data import images as image_reading
+from experiments.errors import DataError, is_disk_full
 
 FORMAT_VERSION = 1
 APP_FOLDER = "report-builder"

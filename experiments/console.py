@@ -1,4 +1,7 @@
-"""A done/total counter for long loops (reading and decoding images), drawn with rich.progress.
+"""What the runner tells the person running it, always on standard error, never on standard output:
+its messages (`log`, through the "experiments" logger: one path for every command and worker), the
+study's status line (`STATUS_LINE`: cells done and time left), and a done/total counter for long
+loops (reading and decoding images), drawn with rich.progress:
 
     with progress_counter("reading /data/cats images") as progress:
         load_or_build(..., progress=progress)   # anything that calls progress(done, total)
@@ -30,12 +33,16 @@ no longer redirected through rich. Reports that arrive after that (a straggling 
 
 from __future__ import annotations
 
+import logging
+import math
+import shutil
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -163,3 +170,111 @@ def progress_counter(description: str, file: IO[str] | None = None) -> Iterator[
         yield counter
     finally:
         counter.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def estimate_seconds_left(durations: Mapping[str, list[float]], remaining: Iterable[str]) -> float | None:
+    """Each remaining cell (by model name) takes the mean time of that model's cells trained so
+    far, or of all cells trained so far; None before any cell was trained."""
+    remaining = list(remaining)
+    if not remaining:
+        return 0.0
+    every = [seconds for values in durations.values() for seconds in values]
+    if not every:
+        return None
+    overall = statistics.fmean(every)
+    return math.fsum(statistics.fmean(durations[name]) if durations.get(name) else overall for name in remaining)
+
+
+def progress_line(done: int, total: int, elapsed: float, seconds_left: float | None) -> str:
+    text = f"Study: {done} of {total} cells done, {format_duration(elapsed)} elapsed"
+    if done >= total:
+        return text
+    if seconds_left is None:
+        return text + ", time left estimated once a cell has trained"
+    return text + f", about {format_duration(seconds_left)} left"
+
+
+class StatusLine:
+    """On a terminal, one line at the bottom that each `show` rewrites in place; other messages
+    (through `paused`) print above it. Before Keras prints its epochs, `release` leaves the line
+    as it stands and moves to a new one. Elsewhere (logs, CI) every `show` is a plain line."""
+
+    def __init__(self, stream: Callable[[], Any] = lambda: sys.stderr):
+        self._stream = stream
+        self.text: str | None = None
+
+    def _is_terminal(self) -> bool:
+        try:
+            return bool(self._stream().isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def _draw(self) -> None:
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        stream = self._stream()
+        stream.write("\r\x1b[2K" + (self.text or "")[:width])
+        stream.flush()
+
+    def show(self, text: str) -> None:
+        if not self._is_terminal():
+            print(text, file=self._stream(), flush=True)
+            return
+        self.text = text
+        self._draw()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        if self.text is None:
+            yield
+            return
+        stream = self._stream()
+        stream.write("\r\x1b[2K")
+        stream.flush()
+        try:
+            yield
+        finally:
+            if self.text is not None:
+                self._draw()
+
+    def release(self) -> None:
+        if self.text is not None:
+            self._stream().write("\n")
+            self._stream().flush()
+            self.text = None
+
+
+STATUS_LINE = StatusLine()
+
+
+class _StandardError(logging.Handler):
+    """Each message on its own line of standard error (looked up at each message, so a caller or a
+    test may swap it), printed above the status line. Write errors propagate: a closed stderr or a
+    full disk reaches the command line, which turns it into one sentence."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with STATUS_LINE.paused():
+            print(self.format(record), file=sys.stderr, flush=True)
+
+
+#: The one path every command and worker of the runner logs through: `log(message)`. A caller may
+#: add a handler of its own (the tests do, to read the messages).
+LOGGER = logging.getLogger("experiments")
+LOGGER.setLevel(logging.INFO)
+LOGGER.propagate = False  # libraries that configure the root logger (MLflow) do not print it twice
+LOGGER.addHandler(_StandardError())
+
+
+def log(message: str) -> None:
+    """One message for the person running the study, on standard error."""
+    LOGGER.info(message)

@@ -95,3 +95,14 @@ def choose_model(runs_by_model: dict[str, dict[int, list[Epoch]]]) -> tuple[str 
     per_seed = {str(seed): last_validation_accuracy(epochs) for seed, epochs in runs_by_model[chosen].items()}
     seeds = [(value, -index, int(seed)) for index, (seed, value) in enumerate(per_seed.items()) if value is not None]
     return chosen, max(seeds)[2], candidates, per_seed
+
+
+Cell = tuple[str, int]
+
+
+SETTLED_STATUSES = (COMPLETE, FAILED, DIVERGED)
+
+
+def study_cells(config: StudyConfig) -> list[tuple[str, int]]:
+    """Every planned cell, in study order: model by model, seed by seed."""
+    return [(model_name, seed) for model_name in config.study.models for seed in config.seeds]

@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from experiments.errors import UserError
-from experiments.progress import ProgressCallback  # the callback protocol (experiments.cache imports it from here)
+from experiments.console import ProgressCallback  # the callback protocol (experiments.cache imports it from here)
+from experiments.errors import DataError
 
 ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 Image.init()  # register every PIL plugin so the format list below can be checked
@@ -81,8 +81,6 @@ EXIF_ORIENTATION_TAG = 0x0112
 LINKED_FOLDER_REASON = "link to a folder (not followed)"
 
 
-class DataError(UserError):
-    """A problem with the user's data folder that stops the study (one sentence)."""
 
 
 class UnusableImage(Exception):

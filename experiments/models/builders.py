@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
-from experiments.recipes import ModelRecipe, builder_is_file, split_builder
+from experiments.models.recipes import ModelRecipe, builder_is_file, split_builder
 
 
 def _where(recipe: ModelRecipe) -> str:

@@ -35,6 +35,7 @@ from experiments.artifacts import (
     remove_written_files,
     write_atomic,
 )
+from experiments.data.loading import make_image_batches
 from experiments.interrupts import raise_if_interrupted
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -125,7 +126,6 @@ class CachedFeatureValidation(keras.callbacks.Callback):
         self.features = None
 
     def _compute_features(self):
-        from experiments.data import make_image_batches
 
         feature_model = keras.Model(self.model.inputs, self.model.get_layer(self.feature_layer).output)
         return feature_model.predict(make_image_batches(self.images, self.batch_size), verbose=0)

@@ -239,7 +239,7 @@ def _download_reason(error: BaseException) -> str:
 
 
 def _unavailable(backbone: Backbone, image_size: tuple[int, int], model_name: str, error: BaseException) -> Exception:
-    from experiments.images import DataError  # experiments.data.DataError; no TensorFlow there either
+    from experiments.errors import DataError  # experiments.data.DataError; no TensorFlow there either
 
     # The study's own MobileNetV2 models also take the command line's --base-weights.
     study_path, study_none = ("", "")

@@ -34,20 +34,12 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, as_completed, get_worker
 
+from experiments.console import log
 from experiments.errors import StudyFailed, UserError
-from experiments.scale import (
-    Cell,
-    CellResults,
-    WorkerSpec,
-    _label,
-    critical_path,
-    log,
-    run_in_child,
-    source_of,
-    thread_counts,
-    visible_gpus,
-    worker_environment,
-)
+from experiments.scale.cells import Cell, critical_path, source_of
+from experiments.scale.environment import thread_counts, visible_gpus, worker_environment
+from experiments.scale.jobs import WorkerSpec, run_in_child
+from experiments.scale.pool import CellResults, cell_label
 
 
 def host_ranks(workers: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
@@ -127,7 +119,7 @@ class DaskBackend:
         for cell in cells:  # study order: a source before the cells that continue it
             source = source_of(spec.config, cell)
             after = [futures[source]] if source in futures else []
-            futures[cell] = self.client.submit(dask_job, "cell_job", spec, self.ranks, cell[0], cell[1], _label(cell, labels), *after,
+            futures[cell] = self.client.submit(dask_job, "cell_job", spec, self.ranks, cell[0], cell[1], cell_label(cell, labels), *after,
                                                key=f"cell-{cell[0]}-seed{cell[1]}-{spec.token[:12]}", pure=False,
                                                retries=self.retries, priority=priority[cell])
         cell_of = {future.key: cell for cell, future in futures.items()}

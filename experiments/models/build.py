@@ -18,9 +18,10 @@ import keras
 from keras import layers
 
 from experiments.artifacts import summary_text_named
-from experiments.backbones import backbone_named, build_backbone, preprocessing_layer
 from experiments.config import ConfigError
-from experiments.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
+from experiments.models.backbones import backbone_named, build_backbone, preprocessing_layer
+from experiments.models.builders import build_user_model, builder_docstring
+from experiments.models.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
 
 
 def _rescaling() -> layers.Layer:
@@ -59,7 +60,6 @@ def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_co
     if class_count < 2:
         raise ValueError(f"a classifier needs two or more classes, got {class_count}")
     if recipe.recipe == "keras":
-        from experiments.builders import build_user_model
 
         return build_user_model(recipe, image_size, class_count)
     inputs = keras.Input(shape=(image_size[0], image_size[1], 3), name="image")
@@ -226,7 +226,6 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None, settin
             }
         )
     if recipe.recipe == "keras" and not recipe.description:
-        from experiments.builders import builder_docstring
 
         recipe = dataclasses.replace(recipe, description=builder_docstring(recipe))
     title, description = describe(recipe)

@@ -1,0 +1,155 @@
+"""TODO."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from experiments.artifacts import Execution, RunFolder, utc_now
+from experiments.config import StudyConfig
+from experiments.console import format_duration, log
+from experiments.errors import StudyFailed, UserError
+from experiments.scale.cells import TaskSlot, announce_task, resolve_task
+from experiments.scale.environment import visible_gpus, worker_environment
+from experiments.scale.jobs import WorkerSpec, finish_job, prepare_job
+from experiments.scale.pool import CellResults, PoolBackend
+from experiments.study.census import CensusProgress, PlainLine
+from experiments.study.decisions import DIVERGED, FAILED, study_cells
+from experiments.study.locks import hold_run_settings
+from experiments.study.manifest import ManifestWriter, write_manifest
+from experiments.training.strategy import STRATEGIES
+from experiments.training.tracking import check_tracking_packages
+
+DASK_INSTALL = 'pip install -e ".[dask]"'
+
+
+@dataclass
+class ScaleOptions:
+    """How `train` runs its cells: `workers` processes here, or a Dask `scheduler` ("local" or an
+    address); `task`: this process's share of a job array; `strategy` around every cell; `retries`:
+    how often a cell whose worker died (or raised) is tried again before it is reported lost."""
+
+    workers: int = 1
+    scheduler: str | None = None
+    task: TaskSlot | None = None
+    strategy: str = "none"
+    retries: int = 1
+    verbose: bool = False
+
+    @property
+    def scaled(self) -> bool:
+        """Whether cells run in worker processes (else in this process, as always)."""
+        return self.workers > 1 or self.scheduler is not None
+
+    def check(self) -> ScaleOptions:
+        if self.workers < 1:
+            raise UserError(f"--workers must be 1 or more, got {self.workers}")
+        if self.retries < 0:
+            raise UserError(f"--retries must be 0 or more, got {self.retries}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.scheduler is not None:
+            if self.scheduler != "local" and "://" not in self.scheduler and ":" not in self.scheduler:
+                raise UserError(f"--scheduler must be 'local' or a Dask scheduler address such as tcp://HOST:8786, got {self.scheduler!r}")
+            import importlib.util
+
+            if importlib.util.find_spec("distributed") is None:
+                raise UserError(f"--scheduler needs Dask's distributed package: run {DASK_INSTALL}, then the same command again")
+        return self
+
+    def describe(self, slots: int | None = None) -> Execution:
+        """manifest.json's "execution": how this command ran its cells."""
+        return Execution(slots if slots is not None else self.workers,
+                         self.scheduler if self.scheduler in (None, "local") else "remote",
+                         self.task.index if self.task else None, self.task.count if self.task else None,
+                         self.strategy, socket.gethostname())
+
+
+def worker_config(config: StudyConfig) -> StudyConfig:
+    """The config the workers train with: the same, except that Keras prints one line per epoch
+    rather than progress bars (several processes share the terminal). `verbose` is not hashed."""
+    config = copy.deepcopy(config)
+    if config.training.verbose == "auto":
+        config.training.verbose = "epoch"
+    return config
+
+
+def make_backend(options: ScaleOptions, spec_strategy: str):
+    if options.scheduler is not None:
+        from experiments.scale.dask_cluster import DaskBackend  # Dask is an optional extra (.[dask])
+
+        return DaskBackend(options.scheduler, options.workers, options.retries, spec_strategy)
+    gpus = visible_gpus()
+    environments = [worker_environment(slot, options.workers, gpus, spec_strategy) for slot in range(options.workers)]
+    threads = environments[0].get("TF_NUM_INTRAOP_THREADS", os.environ.get("TF_NUM_INTRAOP_THREADS", "?"))
+    gpu_text = f"; GPUs {', '.join(environment.get('CUDA_VISIBLE_DEVICES', '') or 'shared' for environment in environments)}" if gpus else ""
+    log(f"{options.workers} worker processes, {threads} TensorFlow thread(s) each{gpu_text}")
+    return PoolBackend(options.workers, environments, options.retries)
+
+
+def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFolder:
+    """Run the study (or this task's share of it) with its cells in worker processes or on a Dask
+    cluster; this process imports no TensorFlow. Returns the run folder; raises StudyFailed when
+    cells failed, diverged or were lost (the others' artifacts are written)."""
+
+    run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
+    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
+        return _run_scaled(run, config, force, options)
+
+
+def _run_scaled(run: RunFolder, config: StudyConfig, force: bool, options: ScaleOptions) -> RunFolder:
+
+    run.check_writable()
+    since = datetime.now(UTC)
+    started = time.perf_counter()
+    write_manifest(run, config, "healing")
+    check_tracking_packages(config)
+    every_cell = study_cells(config)
+    cells = announce_task(config, options.task) if options.task else every_cell
+    spec = WorkerSpec(worker_config(config), force, since, options.strategy, quiet=not options.verbose)
+    manifest = ManifestWriter(run, config, started)
+    finished = False
+    results = CellResults()
+    with manifest.until_interrupted(), make_backend(options, options.strategy) as backend:
+        header = backend.call(prepare_job, spec)
+        manifest.start(replace(header, started_at=utc_now(), execution=options.describe(backend.slots)))
+        progress = CensusProgress(run, config, header.data_fingerprint, since, started,
+                                  parallel=backend.slots * (options.task.count if options.task else 1), line=PlainLine())
+        if cells:
+            results = backend.run_cells(spec, cells, every_cell, lambda: (manifest.refresh(), progress.cell_done()))
+        if not results.lost:
+            finished = backend.call(finish_job, spec)
+    manifest.finish("finished" if finished else ("interrupted" if results.lost else "running"))
+    counts: dict[str, int] = {}
+    for outcome in results.outcomes.values():
+        counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+    log(f"{len(cells)} cell(s) in {format_duration(time.perf_counter() - started)}: "
+        + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        + (f", {len(results.lost)} lost" if results.lost else ""))
+    failures = {f"{cell[0]} (seed {cell[1]})": outcome.get("error") or outcome["status"]
+                for cell, outcome in results.outcomes.items() if outcome["status"] in (FAILED, DIVERGED)}
+    failures.update({f"{cell[0]} (seed {cell[1]})": why for cell, why in results.lost.items()})
+    if failures:
+        advice = "; run the same command again to resume the lost cells" if results.lost else ""
+        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()) + advice)
+    return run
+
+
+def options_from_arguments(workers: int | None, scheduler: str | None, task_index: int | None, task_count: int | None,
+                           strategy: str | None, retries: int | None, verbose: bool = False,
+                           environ: Mapping[str, str] = os.environ) -> ScaleOptions:
+    """The command line's scale-out flags as ScaleOptions (the task from the environment where the
+    flags leave it open), checked."""
+    default_workers = 1
+    if workers is None and scheduler == "local":  # a local cluster: a worker per GPU where there are several, else two
+        gpus = visible_gpus(environ)
+        default_workers = len(gpus) if len(gpus) > 1 else 2
+    return ScaleOptions(workers=workers if workers is not None else default_workers, scheduler=scheduler,
+                        task=resolve_task(task_index, task_count, environ), strategy=strategy or "none",
+                        retries=1 if retries is None else retries, verbose=verbose).check()

@@ -1,0 +1,178 @@
+"""TODO."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from experiments.artifacts import (
+    Execution,
+    RunFolder,
+    RunState,
+)
+from experiments.config import StudyConfig
+from experiments.console import STATUS_LINE, log
+from experiments.data.images import summarize_skipped
+from experiments.data.loading import StudyData, load_study_data
+from experiments.errors import StudyFailed
+from experiments.interrupts import raise_if_interrupted
+from experiments.runtime import cpu_supports_bf16, set_determinism
+from experiments.study.cell import DEFERRED, CellContext, CellOutcome, run_cell
+from experiments.study.census import CensusProgress, StudyProgress
+from experiments.study.choose import select_and_test
+from experiments.study.decisions import (
+    COMPLETE,
+    DIVERGED,
+    FAILED,
+    settled_for,
+    study_cells,
+)
+from experiments.study.environment import check_builders, preflight
+from experiments.study.locks import hold_run_settings, run_lock
+from experiments.study.manifest import ManifestWriter, study_header, write_manifest
+from experiments.study.train_cell import write_data_figures, write_model_curves
+from experiments.training.strategy import make_strategy
+from experiments.training.tracking import (
+    StudyTracking,
+)
+
+
+def unsettled_cells(run: RunFolder, config: StudyConfig, data_fingerprint: str) -> list[tuple[str, int]]:
+    """The planned cells whose state.json does not say complete, failed or diverged for this
+    config and data: not trained yet, being trained, or left unfinished by a process that died."""
+    left = []
+    for model_name, seed in study_cells(config):
+        state = RunState.read(run.seed_run(model_name, seed).state)
+        if not settled_for(state, config, model_name, data_fingerprint) or state.status not in (COMPLETE, FAILED, DIVERGED):
+            left.append((model_name, seed))
+    return left
+
+
+def finish_study(config: StudyConfig, run: RunFolder, data: StudyData) -> bool:
+    """For a process that ran a share of the cells (a job-array task, the worker that finishes a
+    scaled run): under the run lock, if every planned cell has settled, write every model's curves,
+    choose on validation and test once (see `select_and_test`) and return True; else say what is
+    left to the others and return False."""
+    from experiments.models.build import set_precision  # loads TensorFlow: only where it is needed
+
+    set_precision("none")
+    with run_lock(run):
+        left = unsettled_cells(run, config, data.fingerprint)
+        if left:
+            shown = ", ".join(f"{name} (seed {seed})" for name, seed in left[:6]) + (", ..." if len(left) > 6 else "")
+            log(f"{len(left)} cell(s) not finished yet: {shown}. The process that finishes the last cell "
+                "chooses the model and tests it; a task that died leaves its cells for the same command to resume.")
+            return False
+        for model_name in config.study.models:
+            write_model_curves(config, run, data, model_name)
+        select_and_test(config, run, data)
+        return True
+
+
+def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tuple[str, int]] | None = None,
+              strategy: str = "none", execution: Execution | None = None, parallel: int = 1) -> RunFolder:
+    """Run the configured study into `<out_dir>/<run_name>/` and return the run folder.
+
+    Other `train` processes may work on the same run at the same time: cells one of them holds
+    are left to it and waited for at the end (see `run_cell`). They must share its settings: one
+    with another config hash is refused while this one works (`hold_run_settings`).
+
+    `share`: run only these cells (a job-array task's share, experiments.scale.task_share); the
+    model is chosen and tested only if every planned cell has then settled (`finish_study`), by
+    whichever task finds that. `strategy` ("none", "mirrored"): a tf.distribute strategy around
+    every cell (experiments.scale.make_strategy). `execution` goes into manifest.json as it is;
+    `parallel` (how many processes share the study) only scales the progress line's estimate."""
+    run = RunFolder(config.run_dir)
+    run.claim()  # a folder that is not a run of ours is refused before anything is written
+    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
+        return _run_study(run, config, force, share=share, strategy=strategy, execution=execution, parallel=parallel)
+
+
+def _run_study(run: RunFolder, config: StudyConfig, force: bool, *, share: Collection[tuple[str, int]] | None,
+               strategy: str, execution: Execution | None, parallel: int) -> RunFolder:
+    import keras
+    import tensorflow as tf
+
+    from experiments.models.build import set_precision  # loads TensorFlow: only where it is needed
+
+    run.check_writable()
+    since = datetime.now(UTC)
+    started = time.perf_counter()
+    write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
+    set_determinism(config.training.deterministic)
+    preflight(config)
+    tracking = StudyTracking.for_config(config, run.root)
+    log(f"Reading data ({config.data.source})...")
+    data = load_study_data(config)
+    raise_if_interrupted()
+    if data.skipped:
+        log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
+    log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
+    check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
+    data.describe().write(run.dataset)
+    write_data_figures(run, data, config.study.seed)
+    manifest = ManifestWriter(run, config, started)
+    manifest.start(replace(study_header(config, data), execution=execution))
+    distribute = None
+    if strategy != "none":
+
+        distribute = make_strategy(strategy)
+    context = CellContext(run, config, data, force=force, since=since,
+                          gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
+                          on_started=manifest.refresh, tracking=tracking, strategy=distribute)
+    failures: dict[str, str] = {}
+    cells = study_cells(config)
+    if share is not None:
+
+        cells = [cell for cell in cells if cell in set(share)]
+        progress: Any = CensusProgress(run, config, data.fingerprint, since, started, parallel=parallel)
+    else:
+        progress = StudyProgress(cells, started)
+
+    def settle(outcome: CellOutcome, cell_started: float) -> None:
+        if outcome.status in (FAILED, DIVERGED):
+            failures[outcome.label] = outcome.error or outcome.status
+        manifest.refresh()
+        progress.cell_done(outcome.model_name, outcome.seed,
+                           time.perf_counter() - cell_started if outcome.status == COMPLETE else None)
+
+    finished = True
+    try:
+        with manifest.until_interrupted():
+            deferred: list[tuple[str, int]] = []
+            for step, (model_name, seed) in enumerate(cells, 1):
+                raise_if_interrupted()
+                cell_started = time.perf_counter()
+                outcome = run_cell(context, model_name, seed, coming_back=deferred,
+                                   where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
+                if outcome.status == DEFERRED:
+                    deferred.append((model_name, seed))
+                    continue
+                settle(outcome, cell_started)
+                if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
+                    write_model_curves(config, run, data, model_name)
+            for index, (model_name, seed) in enumerate(deferred):
+                raise_if_interrupted()
+                cell_started = time.perf_counter()
+                outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
+                                   where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
+                settle(outcome, cell_started)
+            raise_if_interrupted()
+            if share is None:
+                for model_name in dict.fromkeys(name for name, _ in deferred):
+                    write_model_curves(config, run, data, model_name)
+                set_precision("none")
+                with run_lock(run):
+                    select_and_test(config, run, data)
+            else:
+                finished = finish_study(config, run, data)
+    finally:
+        STATUS_LINE.release()
+        keras.backend.clear_session()
+    manifest.finish("finished" if finished else "running")  # "running": other tasks still have cells
+    if failures:
+        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
+    return run

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f", data {arguments.data_dir}" if arguments.data_dir else "") + (f", models {arguments.models}" if arguments.models else "")
               + (f", {arguments.epochs} epoch(s)" if arguments.epochs else "") + f"; {arguments.scheduler}", flush=True)
         if arguments.data_dir:
-            warm = [sys.executable, "-c", "import sys; from report_builder.__main__ import main; sys.exit(main(sys.argv[1:]))",
+            warm = [sys.executable, "-c", "import sys; from report_builder.cli import main; sys.exit(main(sys.argv[1:]))",
                     *train_arguments(arguments, root / "warm-up", cache), "--epochs", "1", "--models", "baseline", "--seeds", "1"]
             seconds, _, status = timed(warm, root / "warm-up.log")
             print(f"decoded-image cache built (and one baseline epoch trained) in {seconds:.1f} s, not counted", flush=True)

@@ -142,6 +142,20 @@ def read_regular_file(path: Path | str) -> bytes:
         os.close(descriptor)
 
 
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of the regular file at `path`, read in blocks (hashlib.file_digest): the one file
+    hash of the project. Raises OSError as read_regular_file does (missing, a pipe, a folder...)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _file_kind(mode))
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    finally:
+        os.close(descriptor)
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object at `path`, or None if it is missing or unreadable (or not a regular file)."""
     try:

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from experiments.artifacts import file_sha256
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
 from experiments.models.recipes import (
     BUILT_IN_NAMES,
@@ -608,7 +609,7 @@ def locate_builders(config: StudyConfig, config_dir: Path) -> None:
         digest = ""
         if path is not None:
             try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = file_sha256(path)
             except OSError:
                 digest = ""
         config.models[name] = dataclasses.replace(recipe, builder_file=str(path) if path is not None else "",

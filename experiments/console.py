@@ -278,3 +278,12 @@ LOGGER.addHandler(_StandardError())
 def log(message: str) -> None:
     """One message for the person running the study, on standard error."""
     LOGGER.info(message)
+
+
+def format_size(byte_count: int) -> str:
+    """A size in the unit that fits it: GiB, MiB or KiB."""
+    if byte_count >= 2**30:
+        return f"{byte_count / 2**30:.2f} GiB"
+    return f"{byte_count / 2**20:.1f} MiB" if byte_count >= 2**20 else f"{byte_count / 2**10:.0f} KiB"
+
+

@@ -18,6 +18,16 @@ from experiments.errors import UserError
 from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 
 BUILD_TIMEOUT_SECONDS = 600
+#: The site's settings when the folder a command runs in has no mkdocs.yml of its own (a study of
+#: one's own, in a folder of its own): the package's, the same the project's mkdocs.yml inherits.
+DEFAULT_MKDOCS = Path(__file__).resolve().with_name("mkdocs.yml")
+PROGRAM_DIR = Path(__file__).resolve().parent
+
+
+def mkdocs_config(folder: Path) -> Path:
+    """The MkDocs config for a site built in `folder`: its own mkdocs.yml, else the package's."""
+    own = Path(folder) / "mkdocs.yml"
+    return own if own.is_file() else DEFAULT_MKDOCS
 #: Written by `render` into the docs folder (a dot-file: MkDocs does not publish it): the study's
 #: title and its model pages in study order, so the site's name and navigation follow the study.
 NAV_FILE = ".report-builder-nav.json"
@@ -37,7 +47,8 @@ def _mkdocs_command(config_file: Path, docs_dir: Path, site_dir: Path, strict: b
 
 def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = None,
                docs_dir: Path | None = None) -> Path:
-    """Run ``mkdocs build`` (``--strict`` by default) for ``project_root/mkdocs.yml``.
+    """Run ``mkdocs build`` (``--strict`` by default) for ``project_root/mkdocs.yml``, or the
+    package's default settings where the folder has none (:func:`mkdocs_config`).
 
     ``docs_dir`` (default: the config's, ``docs/``) is the folder built; ``site_dir`` (default
     ``project_root/site``) receives the site. Returns the site folder. Raises
@@ -45,9 +56,7 @@ def build_site(project_root: Path, strict: bool = True, site_dir: Path | None = 
     :class:`~report_builder.publish.PublishError` when ``site_dir`` is not the site's to replace.
     """
     project_root = Path(project_root).resolve()
-    config_file = project_root / "mkdocs.yml"
-    if not config_file.is_file():
-        raise SiteBuildError(f"no MkDocs config found: {config_file}")
+    config_file = mkdocs_config(project_root)
     docs_dir = Path(os.path.abspath(docs_dir)) if docs_dir is not None else project_root / "docs"
     output_dir = Path(os.path.abspath(site_dir)) if site_dir is not None else project_root / "site"
     missing = SiteBuildError(f"no docs folder to build: {docs_dir} (run `python -m report_builder render` first)")
@@ -67,7 +76,7 @@ def _build_locked(config_file: Path, project_root: Path, docs_dir: Path, output_
         return [path.relative_to(staging).as_posix() for path in sorted(staging.rglob("*"))
                 if path.is_file() and not path.is_symlink() and not path.name.startswith(".report-builder")]
 
-    forbidden = [(docs_dir, "the docs folder it is built from"), (project_root / "report_builder", "the program")]
+    forbidden = [(docs_dir, "the docs folder it is built from"), (PROGRAM_DIR, "the program")]
     publish_tree(output_dir, write, kind="site", forbidden=forbidden + protected_folders(docs_dir))
     return output_dir
 

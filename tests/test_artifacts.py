@@ -154,7 +154,7 @@ def test_a_run_written_before_the_marker_is_recognised_by_its_manifest_and_its_n
 
 
 def test_train_refuses_a_folder_that_is_not_a_run_with_exit_status_2_and_one_sentence(tmp_path, capsys):
-    from report_builder.__main__ import main
+    from report_builder.cli import main
     from tests.conftest import SMOKE_CONFIG
 
     root = tmp_path / "X" / "tiny"

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from experiments.config import load_config
-from experiments.data.cache import CachedImages, cache_root, list_caches, load_or_build
 from experiments.data import cache as cache_module
-from experiments.data.loading import fingerprint, load_study_data
 from experiments.data import images as images_module
+from experiments.data.cache import CachedImages, cache_root, list_caches, load_or_build
+from experiments.data.loading import fingerprint, load_study_data
 from experiments.errors import DataError
 from tests.conftest import SMOKE_CONFIG
 
@@ -467,7 +467,7 @@ def test_a_data_set_larger_than_the_memory_budget_trains_from_the_cache(tmp_path
 
 
 def test_the_cache_command_lists_the_caches_with_sizes_and_removes_them(tmp_path, capsys):
-    from report_builder.__main__ import main
+    from report_builder.cli import main
 
     cache_dir = tmp_path / "caches"
     small = load_or_build(write_folder(tmp_path / "small"), IMAGE_SIZE, cache_dir=cache_dir)
@@ -494,7 +494,7 @@ def test_the_cache_command_lists_the_caches_with_sizes_and_removes_them(tmp_path
 
 
 def test_the_train_command_s_cache_dir_sets_data_cache_dir():
-    from report_builder.__main__ import config_overrides, parse_arguments
+    from report_builder.cli import config_overrides, parse_arguments
 
     assert config_overrides(parse_arguments(["train", "--cache-dir", "/big/disk"]))["data.cache_dir"] == "/big/disk"
     assert "data.cache_dir" not in config_overrides(parse_arguments(["train"]))
@@ -509,7 +509,7 @@ def test_the_cache_module_imports_no_tensorflow():
 
 
 def test_cache_remove_leaves_a_folder_that_is_not_a_cache_and_lists_it_as_such(tmp_path, capsys):
-    from report_builder.__main__ import main
+    from report_builder.cli import main
 
     cache_dir = tmp_path / "caches"
     built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)
@@ -556,7 +556,7 @@ def test_a_folder_named_like_a_cache_without_marker_or_valid_index_is_not_a_cach
 
 
 def test_removing_a_cache_that_holds_a_stranger_s_file_deletes_nothing_and_names_the_file(tmp_path, capsys):
-    from report_builder.__main__ import main
+    from report_builder.cli import main
 
     cache_dir = tmp_path / "caches"
     built = load_or_build(write_folder(tmp_path / "data"), IMAGE_SIZE, cache_dir=cache_dir)

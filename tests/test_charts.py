@@ -331,7 +331,7 @@ def test_pages_link_only_charts_and_csvs_that_exist(run_dir, tmp_path):
 
 
 def test_mkdocs_loads_the_bundle_in_order():
-    config = yaml.safe_load((PROJECT_ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((PROJECT_ROOT / "report_builder" / "mkdocs.yml").read_text(encoding="utf-8"))
     scripts = [name for name in charts.BUNDLE_FILES if name.endswith(".js")]
     assert config["extra_javascript"] == [f"assets/javascripts/{name}" for name in scripts]
     assert "navigation.instant" not in config["theme"].get("features", [])
@@ -354,7 +354,7 @@ def test_bundle_is_the_published_builds_without_a_cdn():
 def test_rendered_charts_build_strictly(run_dir, tmp_path):
     project = tmp_path / "project"
     (project / "docs").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")
     render_report(run_dir, project / "docs")

@@ -12,7 +12,7 @@ import pytest
 from experiments.artifacts import ArtifactError, ArtifactFormatError
 from experiments.config import ConfigError
 from experiments.errors import DataError, StudyFailed, UserError
-from report_builder.__main__ import main
+from report_builder.cli import main
 from report_builder.publish import PublishError
 from report_builder.site import SiteBuildError
 from report_builder.views import ReportError
@@ -32,7 +32,7 @@ def test_a_malformed_artifact_is_a_user_error_naming_file_and_field():
 @pytest.mark.parametrize("error, status", [(ConfigError("study.seeds must be 1 to 1000"), 2),
                                            (StudyFailed("1 run(s) failed: baseline (seed 1): loss became NaN in epoch 2"), 1)])
 def test_the_cli_prints_one_sentence_and_the_errors_status(monkeypatch, capsys, error, status):
-    import report_builder.__main__ as cli
+    import report_builder.cli as cli
 
     def fail(arguments):
         raise error

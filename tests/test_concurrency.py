@@ -279,7 +279,7 @@ def test_train_with_other_settings_stops_in_one_sentence_before_anything_is_writ
     from experiments.artifacts import RunFolder
     from experiments.config import load_config
     from experiments.study.locks import hold_run_settings
-    from report_builder.__main__ import main
+    from report_builder.cli import main
     from tests.conftest import SMOKE_CONFIG
 
     three = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "training.epochs": 3})

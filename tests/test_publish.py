@@ -22,7 +22,7 @@ import report_fixtures as fixtures  # noqa: E402
 from conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
 
 from report_builder import publish  # noqa: E402
-from report_builder.__main__ import main as cli_main  # noqa: E402
+from report_builder.cli import main as cli_main  # noqa: E402
 from report_builder.publish import MARKER, PublishError, marker_text, protected_folders  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
 from report_builder.site import build_site  # noqa: E402
@@ -326,7 +326,7 @@ def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_pa
     project = tmp_path / "project"
     docs = project / "docs"
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", docs / "guide")
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project)
     (docs / MARKER).write_text(marker_text("docs", []))
     first = fixtures.write_artifacts(tmp_path / "a", class_names=("wrens", "finches"))
     second = fixtures.write_artifacts(tmp_path / "b", class_names=("owls", "larks"))
@@ -484,7 +484,7 @@ def test_a_binary_artifact_is_a_problem_note_not_a_traceback(run: Path, tmp_path
 def project_with_docs(tmp_path: Path, run: Path) -> Path:
     project = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project)
     (project / "docs" / MARKER).write_text(marker_text("docs", []))
     render_report(run, project / "docs")
     return project
@@ -521,7 +521,7 @@ def test_all_builds_the_docs_it_rendered(tmp_path: Path, monkeypatch):
     docs = tmp_path / "elsewhere"
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", docs / "guide")
     (docs / MARKER).write_text(marker_text("docs", []))
-    import report_builder.__main__ as cli
+    import report_builder.cli as cli
 
     monkeypatch.setattr(cli, "command_train", lambda arguments: run)
     assert cli_main(["all", "--docs", str(docs), "--site-dir", str(tmp_path / "site")]) == 0
@@ -546,7 +546,7 @@ def restore_signal_handlers():
 ])
 def test_a_stop_request_gives_its_status_and_a_message_for_the_command(
         run: Path, tmp_path: Path, monkeypatch, capsys, restore_signal_handlers, command, signal_number, status, words):
-    import report_builder.__main__ as cli
+    import report_builder.cli as cli
 
     def stopped(*args, **kwargs):
         os.kill(os.getpid(), signal_number)
@@ -559,7 +559,7 @@ def test_a_stop_request_gives_its_status_and_a_message_for_the_command(
 
 
 def test_a_swallowed_interrupt_still_stops_with_130(run: Path, tmp_path: Path, monkeypatch, capsys, restore_signal_handlers):
-    import report_builder.__main__ as cli
+    import report_builder.cli as cli
 
     def swallowing(arguments):
         try:

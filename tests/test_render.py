@@ -17,7 +17,7 @@ import report_fixtures as fixtures  # noqa: E402
 
 from report_builder import analysis, charts  # noqa: E402
 from report_builder import observations as obs  # noqa: E402
-from report_builder.__main__ import main as cli_main  # noqa: E402
+from report_builder.cli import main as cli_main  # noqa: E402
 from report_builder.formatting import (
     breakable,
     breakable_name,
@@ -40,7 +40,7 @@ def make_project(tmp_path: Path) -> Path:
     """A throw-away MkDocs project: the repo's mkdocs.yml and hand-written guide pages."""
     project = tmp_path / "project"
     (project / "docs").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write here
     return project
@@ -720,9 +720,14 @@ def test_build_site_reports_mkdocs_output_on_failure(tmp_path: Path):
         build_site(project, site_dir=tmp_path / "site")
 
 
-def test_build_site_without_config(tmp_path: Path):
-    with pytest.raises(SiteBuildError, match="mkdocs.yml"):
+def test_a_folder_without_mkdocs_yml_builds_with_the_package_settings_and_one_with_its_own_uses_those(tmp_path: Path):
+    from report_builder.site import DEFAULT_MKDOCS, mkdocs_config
+
+    assert mkdocs_config(tmp_path) == DEFAULT_MKDOCS and DEFAULT_MKDOCS.is_file()
+    with pytest.raises(SiteBuildError, match="no docs folder to build"):
         build_site(tmp_path)
+    (tmp_path / "mkdocs.yml").write_text("site_name: mine\n", encoding="utf-8")
+    assert mkdocs_config(tmp_path) == tmp_path / "mkdocs.yml"
 
 
 def test_apostrophes_survive_escaping():
@@ -761,7 +766,7 @@ def test_a_malformed_dataset_or_metrics_file_is_a_problem_naming_its_field_and_a
     dataset["splits"]["train"]["count"] = None
     (run / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
     docs = tmp_path / "docs"
-    from report_builder.__main__ import main
+    from report_builder.cli import main
 
     assert main(["render", "--artifacts", str(run), "--docs", str(docs)]) == 0
     warning = capsys.readouterr().err

@@ -42,7 +42,7 @@ verbose = "silent"
 """
 HAS_DASK = importlib.util.find_spec("distributed") is not None
 # `python -c PARENT train ...`: the command line, then whether this (the parent) process imported TensorFlow
-PARENT = ("import sys; from report_builder.__main__ import main; code = main(sys.argv[1:]); "
+PARENT = ("import sys; from report_builder.cli import main; code = main(sys.argv[1:]); "
           "print('tensorflow in the parent:', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)")
 
 
@@ -384,7 +384,7 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from report_builder.__main__ import main
+from report_builder.cli import main
 code = main(sys.argv[1:])
 import keras
 from experiments.scale import make_strategy

@@ -45,10 +45,10 @@ def test_committed_docs_are_rendered_from_committed_artifacts(tmp_path):
 def test_shipped_site_builds_strictly(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project)
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project)
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     site = build_site(project, strict=True, site_dir=tmp_path / "site")
-    pages = nav_pages(yaml.safe_load((PROJECT_ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    pages = nav_pages(yaml.safe_load((PROJECT_ROOT / "report_builder" / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
     assert "index.md" in pages and "models/finetune.md" in pages and "method.md" in pages
     for page in pages:
         built = site / ("index.html" if page == "index.md" else page.removesuffix(".md") + "/index.html")

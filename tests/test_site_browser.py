@@ -56,7 +56,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
         pytest.skip(reason)
     project = tmp_path / "project"
     (project / "docs").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs" / "guide", project / "docs" / "guide")
     (project / "docs" / MARKER).write_text(marker_text("docs", []), encoding="utf-8")  # render may write beside guide/
     run = fixtures.write_artifacts(tmp_path / "artifacts", class_names=(fixtures.HOSTILE_CLASS, "dogs"))
@@ -84,7 +84,7 @@ def test_shipped_report_loads_in_a_browser(tmp_path: Path):
         pytest.skip(reason)
     project = tmp_path / "project"
     project.mkdir()
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    shutil.copy(PROJECT_ROOT / "report_builder" / "mkdocs.yml", project / "mkdocs.yml")
     shutil.copytree(PROJECT_ROOT / "docs", project / "docs")
     results = build_and_check(project, tmp_path)
     assert {result.path for result in results} >= {"index.html", "method/index.html", "models/transfer/index.html", "models/finetune/index.html"}

@@ -405,9 +405,9 @@ class HandMadeStudy:
 
     def __init__(self, tmp_path: Path, monkeypatch):
         from experiments.artifacts import RunFolder, TestEvaluation
-        from experiments.study import choose, figures
         from experiments.config import load_config
         from experiments.data.loading import load_study_data
+        from experiments.study import choose, figures
 
         self.choose = choose
         self.config = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "study.models": ["baseline", "augmented"],

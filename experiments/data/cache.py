@@ -67,8 +67,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from experiments.artifacts import read_regular_file
-from experiments.data.images import ProgressCallback, SkippedFile
 from experiments.data import images as image_reading
+from experiments.data.images import ProgressCallback, SkippedFile
 from experiments.errors import DataError, is_disk_full
 
 FORMAT_VERSION = 1

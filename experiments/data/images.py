@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from experiments.artifacts import file_sha256
 from experiments.console import ProgressCallback  # the callback protocol (experiments.cache imports it from here)
 from experiments.errors import DataError
 
@@ -598,11 +599,7 @@ def _sha256_of_file(path: Path) -> str:
     """sha256 of a regular file's bytes, read in blocks; raise UnusableImage as _read_file_bytes does."""
     try:
         _check_regular_file(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(path)
     except OSError as error:
         raise UnusableImage(f"could not read file ({error.strerror or error})") from error
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles
+from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles, file_sha256
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
 from experiments.console import progress_counter
 from experiments.data.cache import CachedImages, CachedSplit, load_or_build
@@ -297,14 +297,6 @@ def offline_message(url: str, reason: str) -> str:
     )
 
 
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _archive_is_intact(archive: Path) -> bool:
     """True if `archive` is a zip whose every member passes its CRC check."""
     try:
@@ -340,7 +332,7 @@ def download_dataset(url: str, cache_dir: str = "", expected_sha256: str = "") -
             )
         except Exception as error:  # get_file raises bare Exception subclasses for network errors
             raise DataError(offline_message(url, str(error).strip() or type(error).__name__)) from None
-        digest = _sha256_of_file(archive)
+        digest = file_sha256(archive)
         expected = expected_sha256 or (recorded_digest_file.read_text().strip() if recorded_digest_file.exists() else "")
         if (expected and digest != expected) or not _archive_is_intact(archive):
             print(f"  {archive} is corrupt or incomplete; fetching it again", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from experiments.artifacts import (
     Selection,
     TestEvaluation,
     TestPrediction,
-    read_regular_file,
+    file_sha256,
 )
 from experiments.config import StudyConfig, config_hash
 from experiments.console import log
@@ -87,7 +86,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _file_digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(read_regular_file(path)).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -12,6 +11,7 @@ from typing import Any
 
 from experiments.artifacts import (
     BaseWeights,
+    file_sha256,
 )
 from experiments.config import StudyConfig
 from experiments.console import log
@@ -25,7 +25,7 @@ from experiments.training.tracking import (
     network_needs,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout the runner runs from: its git commit goes into the manifest
 
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "matplotlib", "jinja2", "mkdocs", "mkdocs-material")
@@ -63,10 +63,10 @@ def git_commit() -> str | None:
     """HEAD of the project's repository, with "-dirty" if tracked files have changes."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=CODE_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -79,12 +79,8 @@ def describe_base_weights(setting: str) -> BaseWeights:
     if setting in ("imagenet", "none"):
         return BaseWeights(setting)
     path = Path(setting)
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        sha256 = digest.hexdigest()
+        sha256 = file_sha256(path)
     except OSError:
         sha256 = None
     return BaseWeights("file", str(path), path.name, sha256)

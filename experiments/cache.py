@@ -67,7 +67,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from experiments import images as image_reading
-from experiments.artifacts import read_regular_file
+from experiments.artifacts import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
 from experiments.errors import is_disk_full
 from experiments.images import DataError, ProgressCallback, SkippedFile
 
@@ -642,11 +642,13 @@ def _fsync_folder(folder: Path) -> None:
 def read_index(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the index, None), or (None, what is wrong with it)."""
     try:
-        index = json.loads(read_regular_file(folder / INDEX_FILE).decode("ascii"))
+        index = parse_json_file(folder / INDEX_FILE, PER_IMAGE_JSON_MAX_BYTES)  # it lists every image
     except FileNotFoundError:
         return None, f"{INDEX_FILE} is missing"
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except OSError as error:
         return None, f"{INDEX_FILE} cannot be read: {type(error).__name__}"
+    except ArtifactFormatError as error:
+        return None, f"{INDEX_FILE} cannot be read: {error.detail}"
     if not isinstance(index, dict) or index.get("index_sha256") != _index_checksum(index):
         return None, f"{INDEX_FILE} fails its checksum"
     if index.get("format_version") != FORMAT_VERSION:
@@ -724,8 +726,8 @@ def _open_cache(folder: Path, key: str, scans: dict[str, Any]) -> tuple[DecodedD
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:
     try:
-        marker = json.loads(read_regular_file(folder / MARKER_FILE).decode("ascii"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        marker = parse_json_file(folder / MARKER_FILE)
+    except (OSError, ArtifactFormatError):
         return None
     if not isinstance(marker, dict) or any(marker.get(name) != value for name, value in MARKER.items()):
         return None

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from experiments.artifacts import Manifest, read_json, write_json
+from experiments.artifacts import ArtifactFormatError, Manifest, parse_json_file, read_json, write_json
 from experiments.errors import UserError
 
 MARKER = ".report-builder.json"
@@ -65,9 +65,10 @@ def read_marker(folder: Path, kind: str | None = None) -> set[str] | None:
     if path.is_symlink() or not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise PublishError(f"{path} is not a readable report-builder marker ({error}); "
+        data = parse_json_file(path)
+    except (OSError, ArtifactFormatError) as error:
+        detail = error.detail if isinstance(error, ArtifactFormatError) else _describe(error)
+        raise PublishError(f"{path} is not a readable report-builder marker ({detail}); "
                            "remove it only if the folder holds nothing of yours") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("generator") != GENERATOR or not isinstance(files, list) \
@@ -99,8 +100,8 @@ def protected_folders(folder: Path) -> list[tuple[Path, str]]:
     (recorded relative to the folder that holds ``folder``), and the data folders that a run
     folder among them read (its manifest's data location, where such a folder exists here)."""
     try:
-        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = parse_json_file(folder / MARKER)
+    except (OSError, ArtifactFormatError):
         return []
     names = data.get("protected") if isinstance(data, dict) else None
     folders = [folder.parent / name for name in names

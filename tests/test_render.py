@@ -890,3 +890,24 @@ def test_a_chance_level_loss_above_chance_is_over_confident_only_when_sure_of_it
     assert model.verdict_labels == ["chance-level loss"]
     model.verdicts = [analysis.Verdict(analysis.OVERCONFIDENT, sure)]
     assert model.verdict_labels == ["over-confident"]
+
+
+@pytest.mark.parametrize("field, value, sentence", [
+    ("chosen_model", "ghost", "names 'ghost' as the chosen model, but the run has no such model (its models: "),
+    ("test", "ghost", "holds the test score of 'ghost', not of the chosen model 'finetune'"),
+])
+def test_metrics_naming_a_chosen_or_tested_model_the_run_lacks_stops_render_in_one_sentence(tmp_path: Path, capsys, field, value,
+                                                                                            sentence):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    data = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    if field == "test":
+        data["test"]["model"] = value
+    else:
+        data[field] = value
+    (run / "metrics.json").write_text(json.dumps(data), encoding="utf-8")
+    docs = tmp_path / "docs"
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(docs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: artifact file {run / 'metrics.json'} {sentence}") and err.count("\n") == 1
+    assert "rerun `python -m report_builder train`" in err and not docs.exists()
+

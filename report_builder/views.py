@@ -353,12 +353,18 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
         predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
         try:
             history = History.from_json(data, folder / "history.json")
+            epochs = [epoch.to_fields() for epoch in history.epochs]
+            obs.clean_history(epochs, f"{model_dir.name} (seed {seed})")  # values in range, each epoch once, in order
         except ArtifactFormatError as error:
-            error_text = f"history of {model_dir.name} (seed {seed}): {error.detail}"
-            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
+            detail, error_text = error.detail, f"history of {model_dir.name} (seed {seed}): {error.detail}"
+        except ValueError as error:
+            detail = error_text = str(error)
+        else:
+            runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
             continue
-        epochs = [epoch.to_fields() for epoch in history.epochs]
-        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
+        # the model page says why its curves are missing; the method page (and render's warning) name the file
+        problems.append(f"{_relative_name(folder / 'history.json')}: {detail}")
+        runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
     return runs
 
 

@@ -449,7 +449,19 @@ def _tidy(target: Path, journal: Journal, report: Callable[[str], None]) -> None
                 report(f"kept {folder}: it holds {len(kept)} file(s) that are in neither report-builder's list "
                        f"nor {target} (first: {kept[0]}); look at them, then remove it yourself")
                 continue
+            if _still_there(folder, report):
+                continue  # the journal still names it: the next call tries again
         journal.remove(entry["name"])
+
+
+def _still_there(folder: Path, report: Callable[[str], None]) -> bool:
+    """Whether a folder of ours that was emptied is still there (a folder in it could not be
+    removed); says so. The caller then keeps its journal entry, so that the next call, finding it
+    there, removes it: a leftover is never forgotten while it exists."""
+    if not os.path.lexists(folder):
+        return False
+    report(f"could not remove {folder} (report-builder's own, now without files of ours); the next call removes it")
+    return True
 
 
 def _discard_unswapped(folder: Path, target: Path) -> list[str]:
@@ -536,7 +548,8 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
         if not swapped:  # only our output and links to files still in the target
             try:
                 _discard_unswapped(staging, target)
-                journal.remove(staging.name)
+                if not _still_there(staging, report):
+                    journal.remove(staging.name)
             except OSError:
                 pass  # the journal still names it: the next call tidies it
     if old is None:
@@ -550,7 +563,7 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
             if kept:
                 report(f"kept {old}: {len(kept)} file(s) there could not be removed or appeared while "
                        f"{target} was being written (first: {kept[0]}); look at them, then remove that folder")
-            else:
+            elif not _still_there(old, report):
                 journal.remove(old.name)
             if old != staging:
                 journal.remove(staging.name)

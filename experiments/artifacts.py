@@ -184,6 +184,14 @@ def json_size_limit(path: Path | str) -> int:
     return PER_IMAGE_JSON_MAX_BYTES if Path(path).name in PER_IMAGE_JSON_FILES else JSON_MAX_BYTES
 
 
+def size_text(byte_count: int) -> str:
+    """A size in the unit that fits: GiB, MiB, KiB or bytes."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if byte_count >= size:
+            return f"{byte_count / size:.1f} {unit}"
+    return f"{byte_count} bytes"
+
+
 class UnsafeJson(ValueError):
     """A JSON text beyond the reader's bounds (nesting depth, integer digits); says which, in words."""
 
@@ -239,8 +247,8 @@ def parse_json_file(path: Path | str, max_bytes: int | None = None) -> Any:
     except NotARegularFile as error:
         raise ArtifactFormatError(path, f"{error.kind} where a JSON file belongs, so it is not read") from None
     except FileTooLarge as error:
-        raise ArtifactFormatError(path, f"is too large to read ({error.size} bytes, more than the {error.limit} bytes "
-                                        "a file of its kind may hold)") from None
+        raise ArtifactFormatError(path, f"is too large to read ({size_text(error.size)}, more than the "
+                                        f"{size_text(error.limit)} a file of its kind may hold)") from None
     except OSError as error:
         raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
     try:

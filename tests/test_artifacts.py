@@ -275,12 +275,12 @@ def test_a_json_file_larger_than_its_kind_allows_is_refused_by_its_size_before_i
     from experiments import artifacts
 
     path = tmp_path / "history.json"
-    path.write_text(json.dumps({"epochs": list(range(200))}), encoding="utf-8")
+    path.write_text(json.dumps({"epochs": list(range(1000))}), encoding="utf-8")
     size = path.stat().st_size
     monkeypatch.setattr(artifacts, "JSON_MAX_BYTES", 100)
     with pytest.raises(artifacts.ArtifactFormatError) as caught:
         artifacts.load_json_object(path)
-    assert str(caught.value) == (f"{path}: is too large to read ({size} bytes, more than the 100 bytes a file "
+    assert str(caught.value) == (f"{path}: is too large to read ({size / 1024:.1f} KiB, more than the 100 bytes a file "
                                  "of its kind may hold)")
     assert artifacts.json_size_limit(tmp_path / "validation_predictions.json") == artifacts.PER_IMAGE_JSON_MAX_BYTES
 

@@ -9,6 +9,7 @@ into place, so an interrupted run never leaves half a file behind. Files get the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from experiments.console import format_size
 from experiments.errors import UserError, disk_full_sentence, is_disk_full
 
 SCHEMA_VERSION = 2
@@ -126,18 +128,32 @@ def _file_kind(mode: int) -> str:
     return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
 
 
-def read_regular_file(path: Path | str) -> bytes:
+class FileTooLarge(OSError):
+    """A file larger than its reader accepts (`limit` bytes): reading it whole could exhaust memory."""
+
+    def __init__(self, path: Path | str, size: int, limit: int):
+        super().__init__(f"{path} holds {size} bytes, more than the {limit} bytes a file of its kind may hold")
+        self.filename, self.size, self.limit = str(path), size, limit
+
+
+def read_regular_file(path: Path | str, max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file at `path` (a link to one counts), read without blocking on
     anything else: FileNotFoundError when it is missing, NotARegularFile (an OSError) when it is a
-    named pipe, a socket, a device or a folder. Opening a FIFO with O_NONBLOCK returns at once,
-    where a plain open() would wait for a writer for ever."""
+    named pipe, a socket, a device or a folder, FileTooLarge (an OSError) when it holds more than
+    `max_bytes` (checked before reading, and while reading, should it grow). Opening a FIFO with
+    O_NONBLOCK returns at once, where a plain open() would wait for a writer for ever."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(path, _file_kind(mode))
+        details = os.fstat(descriptor)
+        if not stat.S_ISREG(details.st_mode):
+            raise NotARegularFile(path, _file_kind(details.st_mode))
+        if max_bytes is not None and details.st_size > max_bytes:
+            raise FileTooLarge(path, details.st_size, max_bytes)
         with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            return handle.read()
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise FileTooLarge(path, len(data), max_bytes)
+        return data
     finally:
         os.close(descriptor)
 
@@ -156,11 +172,107 @@ def file_sha256(path: Path | str) -> str:
         os.close(descriptor)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None if it is missing or unreadable (or not a regular file)."""
+# --------------------------------------------------------------------------- bounded JSON
+#
+# Every JSON file the project reads back (the run's records, the docs and site markers, the
+# publish journal, the cache's index and marker) goes through `parse_json_file`, within three
+# bounds, so that no file, however made, gets further than one sentence naming it: its size
+# (read whole into memory), its nesting depth (Python's parser recurses, and a deep enough array
+# raises RecursionError) and the digits of an integer (int() refuses more than 4300, and takes
+# quadratic time below that). The real files stay far inside them: the shipped run nests 5
+# deep, its integers are seeds, counts and sizes, and its largest file is 106 KiB.
+
+#: The deepest nesting of arrays and objects a JSON file may have (the run's files reach 5; a
+#: config's own tables add a few more)
+JSON_MAX_DEPTH = 64
+#: The most digits an integer in a JSON file may have (a 64-bit seed has 20)
+JSON_MAX_INTEGER_DIGITS = 100
+#: The largest JSON file read, in bytes: a record of one cell, a marker, a journal, a manifest
+JSON_MAX_BYTES = 64 * 2**20
+#: ... and for the files that list every image (file names, labels, predictions, digests): an
+#: ImageNet-sized study (1.3 million images) writes about 200 MiB into them
+PER_IMAGE_JSON_MAX_BYTES = 1 * 2**30
+PER_IMAGE_JSON_FILES = frozenset({"dataset.json", "metrics.json", "validation_predictions.json", "manifest.json"})
+
+
+def json_size_limit(path: Path | str) -> int:
+    """The largest file `parse_json_file` reads at `path`, by its name (PER_IMAGE_JSON_FILES get more)."""
+    return PER_IMAGE_JSON_MAX_BYTES if Path(path).name in PER_IMAGE_JSON_FILES else JSON_MAX_BYTES
+
+
+class UnsafeJson(ValueError):
+    """A JSON text beyond the reader's bounds (nesting depth, integer digits); says which, in words."""
+
+
+#: A JSON string (escapes included), skipped when counting brackets
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped), without parsing it;
+    a text with no more opening brackets than JSON_MAX_DEPTH gives their count (no less than its
+    depth) without looking further. Where the text is not JSON the count may be off, but then the
+    parser refuses it anyway."""
+    openings = text.count("[") + text.count("{")
+    if openings <= JSON_MAX_DEPTH:
+        return openings
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def _bounded_integer(text: str) -> int:
+    if len(text) - text.startswith("-") > JSON_MAX_INTEGER_DIGITS:
+        raise UnsafeJson(f"holds an integer of {len(text) - text.startswith('-')} digits, more than the "
+                         f"{JSON_MAX_INTEGER_DIGITS} this program reads")
+    return int(text)
+
+
+def parse_json_text(text: str) -> Any:
+    """`json.loads(text)` within the bounds above: UnsafeJson (a ValueError) when it nests deeper
+    than JSON_MAX_DEPTH or holds an integer of more than JSON_MAX_INTEGER_DIGITS digits;
+    json.JSONDecodeError when it is not JSON."""
+    depth = json_depth(text)
+    if depth > JSON_MAX_DEPTH:
+        raise UnsafeJson(f"nests arrays and objects {depth} deep, more than the {JSON_MAX_DEPTH} levels this program reads")
+    return json.loads(text, parse_int=_bounded_integer)
+
+
+def parse_json_file(path: Path | str, max_bytes: int | None = None) -> Any:
+    """The JSON value in the file at `path`: the one reader of every JSON file the project reads
+    back. FileNotFoundError when the file is missing; ArtifactFormatError naming the file (and what
+    is wrong, in words) when it cannot be read, is not a regular file, is larger than `max_bytes` (default:
+    json_size_limit), is not UTF-8, not JSON, or beyond the bounds of parse_json_text."""
+    path = Path(path)
+    limit = json_size_limit(path) if max_bytes is None else max_bytes
     try:
-        data = json.loads(read_regular_file(path).decode("utf-8"))
-    except (OSError, ValueError):
+        text = read_regular_file(path, limit).decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError as error:
+        raise ArtifactFormatError(path, f"not UTF-8 text (byte {error.start})") from None
+    except NotARegularFile as error:
+        raise ArtifactFormatError(path, f"{error.kind} where a JSON file belongs, so it is not read") from None
+    except FileTooLarge as error:
+        raise ArtifactFormatError(path, f"is too large to read ({format_size(error.size)}, more than the "
+                                        f"{format_size(error.limit)} a file of its kind may hold)") from None
+    except OSError as error:
+        raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
+    try:
+        return parse_json_text(text)
+    except json.JSONDecodeError as error:
+        raise ArtifactFormatError(path, f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    except UnsafeJson as error:
+        raise ArtifactFormatError(path, str(error)) from None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at `path`, or None if it is missing or unusable (not a regular file, too
+    large, not JSON, beyond parse_json_text's bounds, not an object)."""
+    try:
+        data = parse_json_file(path)
+    except (OSError, ArtifactFormatError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -478,24 +590,14 @@ class Fields:
             raise self.fail("schema_version", f"is {version!r}, expected {SCHEMA_VERSION}")
 
 
-def load_json_object(path: Path) -> dict[str, Any] | None:
+def load_json_object(path: Path, max_bytes: int | None = None) -> dict[str, Any] | None:
     """The JSON object at `path`; None when the file is missing; ArtifactFormatError naming the
-    file when it cannot be read, is not UTF-8, not JSON or not an object."""
-    path = Path(path)
+    file when it cannot be read, is too large, is not UTF-8, not JSON (or beyond the bounds of
+    parse_json_file) or not an object."""
     try:
-        text = read_regular_file(path).decode("utf-8")
+        data = parse_json_file(path, max_bytes)
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError as error:
-        raise ArtifactFormatError(path, f"not UTF-8 text (byte {error.start})") from None
-    except NotARegularFile as error:
-        raise ArtifactFormatError(path, f"{error.kind} where a JSON file belongs, so it is not read") from None
-    except OSError as error:
-        raise ArtifactFormatError(path, f"cannot be read ({error.strerror or error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ArtifactFormatError(path, f"not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(data, dict):
         raise ArtifactFormatError(path, "not a JSON object")
     return data

@@ -281,9 +281,10 @@ def log(message: str) -> None:
 
 
 def format_size(byte_count: int) -> str:
-    """A size in the unit that fits it: GiB, MiB or KiB."""
-    if byte_count >= 2**30:
-        return f"{byte_count / 2**30:.2f} GiB"
-    return f"{byte_count / 2**20:.1f} MiB" if byte_count >= 2**20 else f"{byte_count / 2**10:.0f} KiB"
-
-
+    """A byte count in the unit that fits it: "1000 bytes", "12.5 KiB", "3.2 MiB", "1.8 GiB", "2.0 TiB"."""
+    if byte_count < 1024:
+        return f"{byte_count} bytes"
+    for unit, power in (("KiB", 1), ("MiB", 2), ("GiB", 3)):
+        if byte_count < 1024 ** (power + 1):
+            return f"{byte_count / 1024 ** power:.1f} {unit}"
+    return f"{byte_count / 1024 ** 4:.1f} TiB"

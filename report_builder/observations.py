@@ -7,8 +7,8 @@ Everything here is pure: no TensorFlow, no file access. A history is the ``epoch
 deviation, min and max per epoch; each seed's last and best epoch). Reading those facts as a
 reviewer would (intervals, paired comparisons, curve verdicts) is :mod:`report_builder.analysis`.
 Missing or unusable values never raise: the matching facts are ``None``. Data of the wrong
-*type* (a string where a number belongs, an accuracy outside 0..1) raises ``ValueError`` with a
-clear message.
+*type* (a string where a number belongs, an accuracy outside 0..1), or an epoch listed twice or
+out of order, raises ``ValueError`` with a clear message.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def clean_accuracy(value: object, what: str) -> float | None:
 
 
 def clean_history(epochs: object, model: str = "model") -> list[EpochRecord]:
-    """Validate the ``epochs`` list of a history and clean its accuracy values."""
+    """Validate the ``epochs`` list of a history and clean its accuracy values. Each epoch number
+    must come once, in increasing order: a history lists each finished epoch once, so a repeated
+    epoch would be counted (averaged, exported) twice."""
     if epochs is None:
         return []
     if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
@@ -68,6 +70,11 @@ def clean_history(epochs: object, model: str = "model") -> list[EpochRecord]:
         epoch_number = raw.get("epoch", index + 1)
         if isinstance(epoch_number, bool) or not isinstance(epoch_number, int):
             raise ValueError(f"history of {model}: epoch entry {index + 1} has a non-integer epoch {epoch_number!r}")
+        if records and epoch_number <= records[-1].epoch:
+            where = "appears twice" if any(record.epoch == epoch_number for record in records) \
+                else f"comes after epoch {records[-1].epoch}"
+            raise ValueError(f"history of {model}: epoch {epoch_number} {where} (entry {index + 1}); a history lists "
+                             "each finished epoch once, in order")
         where = f"history of {model}, epoch {epoch_number}"
         records.append(
             EpochRecord(

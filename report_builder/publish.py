@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from experiments.artifacts import Manifest, read_json, write_json
+from experiments.artifacts import ArtifactFormatError, Manifest, parse_json_file, read_json, write_json
 from experiments.errors import UserError
 
 MARKER = ".report-builder.json"
@@ -65,9 +65,10 @@ def read_marker(folder: Path, kind: str | None = None) -> set[str] | None:
     if path.is_symlink() or not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise PublishError(f"{path} is not a readable report-builder marker ({error}); "
+        data = parse_json_file(path)
+    except (OSError, ArtifactFormatError) as error:
+        detail = error.detail if isinstance(error, ArtifactFormatError) else _describe(error)
+        raise PublishError(f"{path} is not a readable report-builder marker ({detail}); "
                            "remove it only if the folder holds nothing of yours") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("generator") != GENERATOR or not isinstance(files, list) \
@@ -99,8 +100,8 @@ def protected_folders(folder: Path) -> list[tuple[Path, str]]:
     (recorded relative to the folder that holds ``folder``), and the data folders that a run
     folder among them read (its manifest's data location, where such a folder exists here)."""
     try:
-        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = parse_json_file(folder / MARKER)
+    except (OSError, ArtifactFormatError):
         return []
     names = data.get("protected") if isinstance(data, dict) else None
     folders = [folder.parent / name for name in names
@@ -448,7 +449,19 @@ def _tidy(target: Path, journal: Journal, report: Callable[[str], None]) -> None
                 report(f"kept {folder}: it holds {len(kept)} file(s) that are in neither report-builder's list "
                        f"nor {target} (first: {kept[0]}); look at them, then remove it yourself")
                 continue
+            if _still_there(folder, report):
+                continue  # the journal still names it: the next call tries again
         journal.remove(entry["name"])
+
+
+def _still_there(folder: Path, report: Callable[[str], None]) -> bool:
+    """Whether a folder of ours that was emptied is still there (a folder in it could not be
+    removed); says so. The caller then keeps its journal entry, so that the next call, finding it
+    there, removes it: a leftover is never forgotten while it exists."""
+    if not os.path.lexists(folder):
+        return False
+    report(f"could not remove {folder} (report-builder's own, now without files of ours); the next call removes it")
+    return True
 
 
 def _discard_unswapped(folder: Path, target: Path) -> list[str]:
@@ -535,7 +548,8 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
         if not swapped:  # only our output and links to files still in the target
             try:
                 _discard_unswapped(staging, target)
-                journal.remove(staging.name)
+                if not _still_there(staging, report):
+                    journal.remove(staging.name)
             except OSError:
                 pass  # the journal still names it: the next call tidies it
     if old is None:
@@ -549,7 +563,7 @@ def _publish_locked(target: Path, write: Callable[[Path], Iterable[str]], kind: 
             if kept:
                 report(f"kept {old}: {len(kept)} file(s) there could not be removed or appeared while "
                        f"{target} was being written (first: {kept[0]}); look at them, then remove that folder")
-            else:
+            elif not _still_there(old, report):
                 journal.remove(old.name)
             if old != staging:
                 journal.remove(staging.name)

@@ -7,13 +7,13 @@ and a folder that report-builder did not build is never emptied.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.artifacts import ArtifactFormatError, parse_json_file
 from experiments.errors import UserError
 from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 
@@ -128,8 +128,8 @@ def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, 
 
     docs_dir = Path(docs_dir)
     try:
-        study = json.loads((docs_dir / NAV_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        study = parse_json_file(docs_dir / NAV_FILE)
+    except (OSError, ArtifactFormatError):
         study = None
     if not isinstance(study, dict):
         return {}  # not a rendered report: mkdocs.yml as it is

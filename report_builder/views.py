@@ -353,12 +353,18 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
         predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
         try:
             history = History.from_json(data, folder / "history.json")
+            epochs = [epoch.to_fields() for epoch in history.epochs]
+            obs.clean_history(epochs, f"{model_dir.name} (seed {seed})")  # values in range, each epoch once, in order
         except ArtifactFormatError as error:
-            error_text = f"history of {model_dir.name} (seed {seed}): {error.detail}"
-            runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
+            detail, error_text = error.detail, f"history of {model_dir.name} (seed {seed}): {error.detail}"
+        except ValueError as error:
+            detail = error_text = str(error)
+        else:
+            runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
             continue
-        epochs = [epoch.to_fields() for epoch in history.epochs]
-        runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
+        # the model page says why its curves are missing; the method page (and render's warning) name the file
+        problems.append(f"{_relative_name(folder / 'history.json')}: {detail}")
+        runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
     return runs
 
 
@@ -404,6 +410,7 @@ def load_run(artifacts_dir: Path) -> RunView:
     dataset = read_record(Dataset, artifacts_dir / "dataset.json", problems)
     metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
     order = study_models(manifest.config, problems)
+    check_chosen_model(artifacts_dir / "metrics.json", metrics, [recipe.name for recipe in order])
     figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
     plan = study_plan(manifest.config, [recipe.name for recipe in order], problems)
     models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order, plan)
@@ -412,6 +419,22 @@ def load_run(artifacts_dir: Path) -> RunView:
     order_of = {pair: index for index, pair in enumerate(plan.pairs)}
     planned.sort(key=lambda item: order_of[(item[0], item[1])])
     return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems, plan, planned)
+
+
+def check_chosen_model(path: Path, metrics: Metrics | None, names: list[str]) -> None:
+    """:class:`ReportError` naming metrics.json and the model when it names a chosen model (or a
+    tested one) that is not one of the run's models `names`: the report would headline a model
+    that does not exist."""
+    if metrics is None:
+        return
+    shown = ", ".join(names) or "none"
+    if metrics.chosen_model is not None and metrics.chosen_model not in names:
+        raise ReportError(f"artifact file {path} names {metrics.chosen_model!r} as the chosen model, but the run has no "
+                          f"such model (its models: {shown}); rerun `{RERUN_COMMAND}` to choose and test again.")
+    tested = metrics.test.model if metrics.test is not None else None
+    if tested is not None and tested != metrics.chosen_model:
+        raise ReportError(f"artifact file {path} holds the test score of {tested!r}, not of the chosen model "
+                          f"{metrics.chosen_model!r}; rerun `{RERUN_COMMAND}` to choose and test again.")
 
 
 def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) -> ComparisonPlan:

@@ -234,3 +234,100 @@ def test_render_leaves_out_a_named_pipe_in_place_of_history_json_and_names_it_wi
     relative = history.relative_to(run).as_posix()
     assert f"{relative}: a named pipe (FIFO) where a JSON file belongs, so it is not read" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- bounded JSON
+
+DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
+LONG_INTEGER = '{"schema_version": 2, "seed": ' + "7" * 5000 + "}"
+
+
+@pytest.mark.parametrize("text, detail", [
+    (DEEP_ARRAY, "nests arrays and objects 100000 deep, more than the 64 levels this program reads"),
+    (LONG_INTEGER, "holds an integer of 5000 digits, more than the 100 this program reads"),
+])
+def test_a_deep_array_or_a_long_integer_is_one_sentence_naming_the_file_not_a_recursion_or_digits_error(tmp_path, text, detail):
+    from experiments.artifacts import ArtifactFormatError, History, RunState, load_json_object
+
+    path = tmp_path / "history.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ArtifactFormatError) as caught:
+        load_json_object(path)
+    assert str(caught.value) == f"{path}: {detail}"
+    with pytest.raises(ArtifactFormatError, match="history.json: "):
+        History.read(path)
+    assert read_json(path) is None and RunState.read_or_none(path) is None  # the lenient readers: nothing known
+
+
+def test_json_within_the_bounds_reads_as_json_does_brackets_in_strings_included(tmp_path):
+    from experiments.artifacts import JSON_MAX_DEPTH, JSON_MAX_INTEGER_DIGITS, load_json_object
+
+    nested: object = 1
+    for _ in range(JSON_MAX_DEPTH - 1):
+        nested = [nested]
+    data = {"nested": nested, "text": '[[[{{{"\\' * 50, "big": -int("9" * JSON_MAX_INTEGER_DIGITS), "float": 1e300}
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_json_object(path) == data
+
+
+def test_a_json_file_larger_than_its_kind_allows_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
+    from experiments import artifacts
+
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"epochs": list(range(1000))}), encoding="utf-8")
+    size = path.stat().st_size
+    monkeypatch.setattr(artifacts, "JSON_MAX_BYTES", 100)
+    with pytest.raises(artifacts.ArtifactFormatError) as caught:
+        artifacts.load_json_object(path)
+    assert str(caught.value) == (f"{path}: is too large to read ({size / 1024:.1f} KiB, more than the 100 bytes a file "
+                                 "of its kind may hold)")
+    assert artifacts.json_size_limit(tmp_path / "validation_predictions.json") == artifacts.PER_IMAGE_JSON_MAX_BYTES
+
+
+def test_the_shipped_runs_json_files_lie_well_inside_the_bounds():
+    from experiments import artifacts
+    from tests.conftest import PROJECT_ROOT
+
+    def depth(value: object) -> int:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return 0 if items is None else 1 + max(map(depth, items), default=0)
+
+    files = [path for folder in ("artifacts", "docs") for path in (PROJECT_ROOT / folder).rglob("*.json")]
+    assert files
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert depth(json.loads(text)) <= artifacts.JSON_MAX_DEPTH // 4, path
+        assert path.stat().st_size <= artifacts.json_size_limit(path) // 100, path
+        assert artifacts.parse_json_file(path) == json.loads(text)
+
+
+@pytest.mark.parametrize("text, detail", [(DEEP_ARRAY, "nests arrays and objects 100000 deep"),
+                                          (LONG_INTEGER, "holds an integer of 5000 digits")])
+def test_render_names_a_deep_or_long_numbered_history_as_a_problem_and_stops_on_such_a_manifest_in_one_sentence(
+        tmp_path, capsys, text, detail):
+    from report_builder.cli import main
+    from tests import report_fixtures
+
+    run = report_fixtures.write_artifacts(tmp_path / "artifacts")
+    history = next((run / "models" / "baseline").glob("seed-*/history.json"))
+    history.write_text(text, encoding="utf-8")
+    assert main(["render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")]) == 0
+    err = capsys.readouterr().err
+    assert f"{history.relative_to(run).as_posix()}: {detail}" in err and "Traceback" not in err
+    (run / "manifest.json").write_text(text, encoding="utf-8")
+    assert main(["render", "--artifacts", str(run), "--docs", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: artifact file {run / 'manifest.json'} {detail}") and err.count("\n") == 1
+
+
+def test_the_cache_index_and_the_docs_marker_go_through_the_bounded_reader(tmp_path):
+    from experiments.data.cache import INDEX_FILE, read_index
+    from report_builder.publish import MARKER, PublishError, read_marker
+
+    (tmp_path / INDEX_FILE).write_text(DEEP_ARRAY, encoding="ascii")
+    assert read_index(tmp_path) == (None, f"{INDEX_FILE} cannot be read: nests arrays and objects 100000 deep, "
+                                          "more than the 64 levels this program reads")
+    (tmp_path / MARKER).write_text(LONG_INTEGER, encoding="ascii")
+    with pytest.raises(PublishError, match="holds an integer of 5000 digits"):
+        read_marker(tmp_path, "docs")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import figures
+from experiments.study import figures
 
 ODD_NAME = "cost$_$"  # a class or model name that must not turn into math text
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import figures
 from experiments.config import (
     ConfigError,
     held_out_count,
@@ -21,6 +20,7 @@ from experiments.config import (
 )
 from experiments.data.loading import Split, load_study_data, split_validation
 from experiments.errors import DataError
+from experiments.study import figures
 from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
 
 

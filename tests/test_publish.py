@@ -395,6 +395,50 @@ def test_tidying_stopped_half_way_is_finished_by_the_next_call(run: Path, tmp_pa
     assert (docs / "mine.md").read_text() == "keep"
 
 
+
+@pytest.mark.parametrize("failing", ["the old tree", "an unswapped staging folder"])
+def test_a_leftover_that_rmdir_could_not_remove_is_removed_by_the_next_call_and_a_strangers_look_alike_is_not(
+        run: Path, tmp_path: Path, monkeypatch, capsys, failing):
+    docs = tmp_path / "docs"
+    render_report(run, docs)
+    stranger = tmp_path / ".docs.staging-0123456789ab"  # our name pattern, but no journal entry: not ours
+    (stranger / "sub").mkdir(parents=True)
+    (stranger / "sub" / "mine.txt").write_text("keep")
+    empty_stranger = tmp_path / ".docs.old-cafecafecafe"
+    empty_stranger.mkdir()
+    real_rmdir = os.rmdir
+
+    def rmdir(path, *args, **kwargs):
+        if ".docs.staging-" in str(path) or ".docs.old-" in str(path):
+            raise OSError(16, "Device or resource busy", str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    capsys.readouterr()
+    if failing == "the old tree":
+        render_report(run, docs)  # the new report goes in; the old tree's files go, its folders stay
+    else:
+        monkeypatch.setattr(publish, "_carry_over", lambda *args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        with pytest.raises(PublishError, match="is unchanged"):
+            render_report(run, docs)
+        monkeypatch.undo()
+        monkeypatch.setattr(os, "rmdir", rmdir)
+    leftovers = [path for path in tmp_path.iterdir() if path.name.startswith(".docs.") and path not in (stranger, empty_stranger)
+                 and path.is_dir()]
+    assert leftovers and not [path for leftover in leftovers for path in leftover.rglob("*") if not path.is_dir()]
+    assert any(f"could not remove {leftover}" in capsys.readouterr().err for leftover in leftovers)
+    names = {entry["name"] for entry in publish.Journal(docs).read()}
+    assert {leftover.name for leftover in leftovers} <= names  # remembered, so the next call finds it
+    render_report(run, docs)  # still failing: still remembered, and said again
+    assert all(leftover.exists() for leftover in leftovers)
+    monkeypatch.setattr(os, "rmdir", real_rmdir)
+    render_report(run, docs)
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert (stranger / "sub" / "mine.txt").read_text() == "keep" and empty_stranger.is_dir()
+    assert not (tmp_path / ".docs.publish.json").exists()
+    assert_whole_report(docs)
+
+
 def test_a_file_that_cannot_be_linked_stops_the_render_and_stays(run: Path, tmp_path: Path, monkeypatch):
     """A user's file on another file system (a mount inside docs/) is never copied and deleted."""
     docs = tmp_path / "docs"

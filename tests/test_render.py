@@ -895,3 +895,53 @@ def test_a_chance_level_loss_above_chance_is_over_confident_only_when_sure_of_it
     assert model.verdict_labels == ["chance-level loss"]
     model.verdicts = [analysis.Verdict(analysis.OVERCONFIDENT, sure)]
     assert model.verdict_labels == ["over-confident"]
+
+
+@pytest.mark.parametrize("field, value, sentence", [
+    ("chosen_model", "ghost", "names 'ghost' as the chosen model, but the run has no such model (its models: "),
+    ("test", "ghost", "holds the test score of 'ghost', not of the chosen model 'finetune'"),
+])
+def test_metrics_naming_a_chosen_or_tested_model_the_run_lacks_stops_render_in_one_sentence(tmp_path: Path, capsys, field, value,
+                                                                                            sentence):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    data = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    if field == "test":
+        data["test"]["model"] = value
+    else:
+        data[field] = value
+    (run / "metrics.json").write_text(json.dumps(data), encoding="utf-8")
+    docs = tmp_path / "docs"
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(docs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: artifact file {run / 'metrics.json'} {sentence}") and err.count("\n") == 1
+    assert "rerun `python -m report_builder train`" in err and not docs.exists()
+
+
+def test_damaged_histories_go_to_stderr_and_the_method_page_one_line_each_and_duplicates_stay_out_of_the_csv(
+        tmp_path: Path, capsys):
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    damaged = {  # model -> how its first seed's history is damaged, and the problem that names it
+        "baseline": (lambda epochs: epochs[0].update(val_accuracy=7.5), "val_accuracy must lie between 0 and 1, got 7.5"),
+        "augmented": (lambda epochs: epochs[0].update(epoch="one"), "field 'epochs[0].epoch' must be an integer"),
+        "transfer": (lambda epochs: epochs.insert(1, dict(epochs[0])), "epoch 1 appears twice (entry 2)"),
+    }
+    expected = []
+    for model, (damage, detail) in damaged.items():
+        path = next((run / "models" / model).glob("seed-*/history.json"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        damage(data["epochs"])
+        path.write_text(json.dumps(data), encoding="utf-8")
+        expected.append((path.relative_to(run).as_posix(), detail))
+    docs = tmp_path / "docs"
+    assert cli_main(["render", "--artifacts", str(run), "--docs", str(docs)]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"warning: 3 problem(s) with the run's files (in {run})") and len(lines) == 4
+    method = read(docs / "method.md")
+    for relative, detail in expected:
+        assert any(line.startswith(f"  - {relative}: ") and detail in line for line in lines[1:]), (relative, err)
+        assert escape_markdown(relative) in method and escape_markdown(detail) in method
+    for model in damaged:
+        assert "could not be read" in read(docs / "models" / f"{model}.md")
+        assert not (docs / "assets" / "data" / f"history-{model}.csv").exists()  # no seed of it is counted twice
+    assert (docs / "assets" / "data" / "history-preprocessed.csv").exists()

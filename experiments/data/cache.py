@@ -66,7 +66,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from experiments.artifacts import read_regular_file
+from experiments.artifacts import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
+from experiments.console import format_size
 from experiments.data import images as image_reading
 from experiments.data.images import ProgressCallback, SkippedFile
 from experiments.errors import DataError, is_disk_full
@@ -435,14 +436,6 @@ def folder_name(key: str, image_size: tuple[int, int]) -> str:
     return f"{image_size[0]}x{image_size[1]}-{key[:24]}"
 
 
-def format_size(byte_count: int) -> str:
-    """A byte count in the unit that fits it: "1000 bytes", "12.5 KiB", "3.2 MiB", "1.8 GiB", "2.0 TiB"."""
-    if byte_count < 1024:
-        return f"{byte_count} bytes"
-    for unit, power in (("KiB", 1), ("MiB", 2), ("GiB", 3)):
-        if byte_count < 1024 ** (power + 1):
-            return f"{byte_count / 1024 ** power:.1f} {unit}"
-    return f"{byte_count / 1024 ** 4:.1f} TiB"
 
 
 def check_disk_space(root: Path, data_root: Path, image_count: int, image_size: tuple[int, int]) -> None:
@@ -642,11 +635,13 @@ def _fsync_folder(folder: Path) -> None:
 def read_index(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the index, None), or (None, what is wrong with it)."""
     try:
-        index = json.loads(read_regular_file(folder / INDEX_FILE).decode("ascii"))
+        index = parse_json_file(folder / INDEX_FILE, PER_IMAGE_JSON_MAX_BYTES)  # it lists every image
     except FileNotFoundError:
         return None, f"{INDEX_FILE} is missing"
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except OSError as error:
         return None, f"{INDEX_FILE} cannot be read: {type(error).__name__}"
+    except ArtifactFormatError as error:
+        return None, f"{INDEX_FILE} cannot be read: {error.detail}"
     if not isinstance(index, dict) or index.get("index_sha256") != _index_checksum(index):
         return None, f"{INDEX_FILE} fails its checksum"
     if index.get("format_version") != FORMAT_VERSION:
@@ -724,8 +719,8 @@ def _open_cache(folder: Path, key: str, scans: dict[str, Any]) -> tuple[DecodedD
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:
     try:
-        marker = json.loads(read_regular_file(folder / MARKER_FILE).decode("ascii"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        marker = parse_json_file(folder / MARKER_FILE)
+    except (OSError, ArtifactFormatError):
         return None
     if not isinstance(marker, dict) or any(marker.get(name) != value for name, value in MARKER.items()):
         return None

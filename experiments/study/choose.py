@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from experiments import figures
 from experiments.artifacts import (
     Metrics,
     ModelScore,
@@ -20,6 +19,7 @@ from experiments.console import log
 from experiments.data.loading import StudyData, make_dataset
 from experiments.errors import StudyFailed
 from experiments.models.builders import load_builder
+from experiments.study import figures
 from experiments.study.decisions import (
     choose_model,
 )

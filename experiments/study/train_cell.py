@@ -10,7 +10,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from experiments import figures
 from experiments.artifacts import (
     ArtifactFormatError,
     Epoch,
@@ -31,6 +30,7 @@ from experiments.console import STATUS_LINE, log
 from experiments.data.loading import StudyData, make_dataset
 from experiments.errors import StudyFailed
 from experiments.models.recipes import chain_root
+from experiments.study import figures
 from experiments.study.decisions import (
     COMPLETE,
     PARTIAL,

@@ -17,9 +17,13 @@ def render(arguments: argparse.Namespace, run_dir: Path | None = None) -> None:
     problems: list[str] = []
     written = render_report(artifacts, arguments.docs, problems)
     print(f"Rendered {artifacts} into {arguments.docs} ({len(written)} files)")
-    if problems:
-        shown = "".join(f"\n  - {problem}" for problem in problems[:10]) + ("\n  - ..." if len(problems) > 10 else "")
-        print(f"warning: {len(problems)} problem(s) with the run's files; the report leaves out what they concern and "
-              f"lists them at the foot of the method page:{shown}", file=sys.stderr)
+    if problems:  # every one, one line each, naming the file (relative to the run folder)
+        shown = "".join(f"\n  - {one_line(problem)}" for problem in problems)
+        print(f"warning: {len(problems)} problem(s) with the run's files (in {artifacts}); the report leaves out what they "
+              f"concern and lists them at the foot of the method page:{shown}", file=sys.stderr)
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks and other control characters (a file or field name may hold
+    them) written as escapes."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)

@@ -98,7 +98,7 @@ def test_a_full_disk_under_standard_output_is_one_sentence_naming_it(tmp_path):
 def test_a_disk_that_fills_up_during_render_is_one_sentence_naming_the_docs_folder(tmp_path, monkeypatch, capsys):
     import errno
 
-    from report_builder import render
+    from report_builder.commands import render
 
     def fills_the_disk(*arguments, **keywords):
         raise OSError(errno.ENOSPC, "No space left on device")  # as a write() gives it: no file name

@@ -5,14 +5,14 @@ folder once (N training images and N/4 validation images, two learnable classes,
 of about 10 KB, kept under --workdir for later runs), empties the decoded-image cache, and then,
 in a FRESH child process per size (spawned, so each size's peak memory is its own):
 
-1. `experiments.data.load_study_data` with the cold cache: lists, hashes, decodes and resizes
+1. `experiments.data.loading.load_study_data` with the cold cache: lists, hashes, decodes and resizes
    every image once into the cache on disk (timed: `decode s`, all N + N/4 images);
 2. `load_study_data` again, now from the cache (timed: `reload s`: listing and hashing the
    files, no decoding);
 3. the baseline model, built, compiled and in the precision the runner gives it
-   (experiments.models; `--mixed-precision auto`), warmed up on two batches (tf.function
+   (experiments.models.build; `--mixed-precision auto`), warmed up on two batches (tf.function
    tracing is a fixed cost), then ONE timed epoch over all N training images, batches streamed
-   from the cache by `experiments.data.make_dataset` (shuffled with the seed), no validation.
+   from the cache by `experiments.data.loading.make_dataset` (shuffled with the seed), no validation.
 
 Printed per size: decode seconds, reload seconds, the cache's size in GiB, the child's peak
 resident memory (ru_maxrss: TensorFlow, the model, the decoding and training together), and

@@ -7,7 +7,7 @@ seconds per epoch. It is a point of comparison for `study_speed.py`'s "ours" col
 does our tf.data path compare with the plain in-memory way of feeding Keras?) and a way to time
 the models on other backends and devices.
 
-It uses only Keras and `experiments.models`, so it runs on any Keras backend: TensorFlow (the
+It uses only Keras and `experiments.models.build`, so it runs on any Keras backend: TensorFlow (the
 project's), JAX or PyTorch, on a CPU or a GPU (pick one with KERAS_BACKEND=jax, say). Weights
 are random ("none"): speed does not depend on their values, and no accuracy is measured here.
 

@@ -7,9 +7,9 @@ its own cold child process (so each one's peak resident memory can be reported):
   and validation folders (batch 32, 160x160, shuffle=True) plus `.prefetch(AUTOTUNE)`: every
   JPEG is decoded and resized again in every epoch. Augmentation layers inside the model,
   float32, TensorFlow's default thread pools.
-- ours: the project's path. `experiments.cache.load_or_build` decodes and resizes every image
+- ours: the project's path. `experiments.data.cache.load_or_build` decodes and resizes every image
   ONCE into a fresh decoded-image cache on disk (timed, and counted in our total), then
-  `experiments.data.make_dataset` reads batches from its memory-mapped arrays (per-epoch
+  `experiments.data.loading.make_dataset` reads batches from its memory-mapped arrays (per-epoch
   reshuffle, batch, cast to float32, prefetch), as the runner does.
   By default it trains as the runner does (bfloat16 for the three small CNNs where the CPU has it,
   cached frozen-base validation for transfer); `--ours-options` switches levers on or off
@@ -18,7 +18,7 @@ its own cold child process (so each one's peak resident memory can be reported):
 Both pipelines validate on the WHOLE validation folder every epoch (the study itself holds a
 fifth of it out as a test split; here nothing is held out, so both see the same images).
 Both call keras.utils.set_random_seed(seed) before building each model, and build the models
-with experiments.models.build_model. The reference runs with TensorFlow's default CPU kernels
+with experiments.models.build.build_model. The reference runs with TensorFlow's default CPU kernels
 (on an AVX2-only CPU that means oneDNN off); ours asks for oneDNN as the runner does
 (experiments.runtime.prefer_onednn).
 
@@ -74,9 +74,9 @@ Levers for OUR pipeline, comma separated; each may be limited to some models wit
 ':model+model' (e.g. bf16:baseline+augmented). Default "": the project's training path as the
 runner uses it by default: mixed_precision "auto" (bfloat16 for baseline, augmented and
 preprocessed on a CPU with AVX-512 BF16 / AMX and no GPU, float32 otherwise) and, for transfer,
-validation from base features computed once (experiments.training.CachedFeatureValidation).
+validation from base features computed once (experiments.training.fit.CachedFeatureValidation).
   fp32          float32 for every model (the runner's --mixed-precision none)
-  bf16          mixed_bfloat16 policy (experiments.models.set_precision("bf16")), all models
+  bf16          mixed_bfloat16 policy (experiments.models.build.set_precision("bf16")), all models
   bf16-cnn      the same for baseline, augmented and preprocessed only (what "auto" gives here)
   no-val-cache  transfer: validate with model.evaluate on the images every epoch
   threads=I/J   tf.config.threading inter-op I / intra-op J threads (process wide)

@@ -1015,7 +1015,7 @@ class Execution:
 @dataclass(frozen=True)
 class Manifest(Record):
     """`manifest.json`: what ran, where and with what, and the run's status. `models` is derived
-    from the cells' state.json files each time it is written (experiments.study.write_manifest)."""
+    from the cells' state.json files each time it is written (experiments.study.manifest.write_manifest)."""
 
     run_name: str
     config: dict[str, Any]  # the resolved config (experiments.config.StudyConfig.to_dict)
@@ -1335,7 +1335,7 @@ class MlflowLink(SideRecord):
 class RunSettings(SideRecord):
     """`<run>/.run.settings.json`: the settings (study config hash) of the `train` commands
     working on the run now, written by the first of them; meaningful only while one holds
-    `<run>/.run.users` (experiments.study.hold_run_settings)."""
+    `<run>/.run.users` (experiments.study.locks.hold_run_settings)."""
 
     config_hash: str
     settings: dict[str, Any]  # experiments.config.hashed_settings, to name what differs

@@ -40,7 +40,7 @@ from experiments.models.recipes import (
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
 
-#: The built-in models (experiments/recipes.py); a config declares its own in [models.<name>] tables.
+#: The built-in models (experiments/models/recipes.py); a config declares its own in [models.<name>] tables.
 MODEL_NAMES = BUILT_IN_NAMES
 DATA_SOURCES = ("download", "folder", "synthetic")
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16", "fp16")
@@ -70,7 +70,7 @@ class StudySection:
     seed: int = 1337
     seeds: int = 1
     # Which models the report compares: "previous" (each with the one before it), { reference = "<model>" }
-    # (every model with that one) or [["<first>", "<second>"], ...] (experiments.recipes.comparison_plan).
+    # (every model with that one) or [["<first>", "<second>"], ...] (experiments.models.recipes.comparison_plan).
     compare: Any = "previous"
 
 
@@ -86,7 +86,7 @@ class DataSection:
     test_fraction: float = 0.2
     synthetic_train_per_class: int = 200
     synthetic_validation_per_class: int = 100
-    synthetic_classes: int = 2  # 2 to 12 classes of shapes (experiments.data.SYNTHETIC_CLASS_NAMES)
+    synthetic_classes: int = 2  # 2 to 12 classes of shapes (experiments.data.loading.SYNTHETIC_CLASS_NAMES)
     workers: int = 0
 
 
@@ -470,7 +470,7 @@ def _check_seeds(study: StudySection) -> None:
 
 def held_out_count(count: int, test_fraction: float) -> int:
     """How many of a class's `count` validation images go to the test split (as
-    experiments.data.split_validation draws them: Python's round, half to even)."""
+    experiments.data.loading.split_validation draws them: Python's round, half to even)."""
     return int(round(count * test_fraction))
 
 
@@ -529,7 +529,7 @@ def check_output_outside_data(config: StudyConfig) -> None:
     as images), nor the data folder inside the run folder. Paths are compared resolved."""
     if config.data.source != "folder" or not config.data.data_dir:
         return
-    data_dir = _resolved(config.data.data_dir, expand_user=True)  # as experiments.data reads it
+    data_dir = _resolved(config.data.data_dir, expand_user=True)  # as experiments.data.loading reads it
     out_dir = _resolved(config.study.out_dir or ".", expand_user=False)
     run_dir = _resolved(str(out_dir / config.study.run_name), expand_user=False)  # it may be a link
     for key, folder in (("study.out_dir", out_dir), ("the run folder (study.out_dir/study.run_name)", run_dir)):
@@ -600,7 +600,7 @@ def locate_builders(config: StudyConfig, config_dir: Path) -> None:
     importing it (the report builder loads configs too): a file path is relative to the config
     file's folder, a module is looked up on sys.path. The digest is part of the model's hash, so
     editing the file retrains the model. A file that cannot be read gets no digest here; the runner
-    stops on it before any training (experiments.builders.check_builders)."""
+    stops on it before any training (experiments.models.builders.check_builders)."""
     for name, recipe in list(config.models.items()):
         if recipe.recipe != "keras":
             continue

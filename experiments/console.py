@@ -6,10 +6,10 @@ loops (reading and decoding images), drawn with rich.progress:
     with progress_counter("reading /data/cats images") as progress:
         load_or_build(..., progress=progress)   # anything that calls progress(done, total)
 
-The callable it yields follows `ProgressCallback`, the protocol experiments.images and
-experiments.cache call: `progress(done, total)`, with `done` counting up to `total`. It may be
+The callable it yields follows `ProgressCallback`, the protocol experiments.data.images and
+experiments.data.cache call: `progress(done, total)`, with `done` counting up to `total`. It may be
 called from any thread: each call takes a lock, and a report older than one already shown is
-ignored. (experiments.images reports from the thread that waits on its decoding pool, not from
+ignored. (experiments.data.images reports from the thread that waits on its decoding pool, not from
 the pool's threads; the lock is for callers that do.)
 
 Where it writes: always standard error, never standard output.

@@ -144,7 +144,7 @@ def _mean_rows(model: str, stage: str, epochs: Iterable[obs.EpochSpread], pairs:
 
 def final_limits(values: Sequence[float]) -> list[float]:
     """The x range of the last-epoch panel: the values with a 12% margin (at least 0.01), inside [0, 1]
-    (the static figure's zoom, experiments.figures.final_epoch_limits)."""
+    (the static figure's zoom, experiments.study.figures.final_epoch_limits)."""
     if not values:
         return [0.0, 1.0]
     low, high = min(values), max(values)

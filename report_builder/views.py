@@ -58,7 +58,7 @@ from report_builder import references as refs
 from report_builder.formatting import as_int, finite, parse_time
 
 MODEL_ORDER = MODEL_NAMES
-#: From this many classes on, the test confusion matrix is a heatmap figure (experiments.figures draws it).
+#: From this many classes on, the test confusion matrix is a heatmap figure (experiments.study.figures draws it).
 HEATMAP_FROM_CLASSES = 7
 #: Outcomes of a paired comparison of two models' validation accuracy.
 BETTER, WORSE, NO_CLEAR_DIFFERENCE, NOT_COMPARABLE = "better", "worse", "no clear difference", "not comparable"

@@ -59,92 +59,92 @@ class Mutation:
 MUTATIONS = (
     # ---- data: what the models see
     Mutation(
-        "folder-validation-labels-reversed", "experiments/data.py",
+        "folder-validation-labels-reversed", "experiments/data/loading.py",
         "Split(validation.images, validation.labels, validation.files),",
         "Split(validation.images, (len(validation.class_names) - 1 - validation.labels).astype(np.int32), validation.files),",
         ("tests/test_data.py",),
         "validation (and test) labels of folder data in reverse class order",
     ),
     Mutation(
-        "fingerprint-ignores-content", "experiments/data.py",
+        "fingerprint-ignores-content", "experiments/data/loading.py",
         r'digest.update(f"{split_name}\0{path}\0{file_digest}\n".encode())',
         r'digest.update(f"{split_name}\0{path}\n".encode())',
         ("tests/test_data.py",),
         "the data fingerprint does not change when a file's bytes change (stale results)",
     ),
     Mutation(
-        "fingerprint-skips-validation", "experiments/data.py",
+        "fingerprint-skips-validation", "experiments/data/loading.py",
         'fingerprint=fingerprint(train.class_names, {"train": train, "validation": validation}),',
         'fingerprint=fingerprint(train.class_names, {"train": train}),',
         ("tests/test_data.py",),
         "a changed validation (or test) image does not change the data fingerprint",
     ),
     Mutation(
-        "evaluation-pipeline-shuffled", "experiments/data.py",
+        "evaluation-pipeline-shuffled", "experiments/data/loading.py",
         "    if shuffle:\n        dataset = dataset.shuffle(",
         "    if True:\n        dataset = dataset.shuffle(",
         ("tests/test_data.py",),
         "validation and test batches come in shuffled order",
     ),
     Mutation(
-        "class-labels-reversed-in-scan", "experiments/images.py",
+        "class-labels-reversed-in-scan", "experiments/data/images.py",
         "for label, class_name in enumerate(class_names):\n        candidates, skipped = _scan_class_folder(",
         "for label, class_name in zip(range(len(class_names) - 1, -1, -1), class_names):\n        candidates, skipped = _scan_class_folder(",
         ("tests/test_data.py",),
         "folder data labelled in reverse class order (train and validation alike)",
     ),
     Mutation(
-        "test-split-leaks-into-validation", "experiments/data.py",
+        "test-split-leaks-into-validation", "experiments/data/loading.py",
         "remaining = [int(i) for i in order if int(i) not in test_set]",
         "remaining = [int(i) for i in order]",
         ("tests/test_data.py",),
         "the test images stay in the validation split too",
     ),
     Mutation(
-        "cache-key-ignores-file-content", "experiments/cache.py",
+        "cache-key-ignores-file-content", "experiments/data/cache.py",
         'content = outcome.digest if outcome.digest is not None else f"unreadable: {outcome.skip_reason}"',
         'content = "" if outcome.digest is not None else f"unreadable: {outcome.skip_reason}"',
         ("tests/test_cache.py::test_changed_files_or_image_size_build_a_new_cache",),
         "a file whose bytes changed under the same name is read from the old decoded-image cache (stale pixels)",
     ),
     Mutation(
-        "majority-baseline-from-validation", "experiments/data.py",
+        "majority-baseline-from-validation", "experiments/data/loading.py",
         "majority_index = int(np.argmax(np.bincount(self.train.labels, minlength=len(self.class_names))))",
         "majority_index = int(np.argmax(np.bincount(self.validation.labels, minlength=len(self.class_names))))",
         ("tests/test_data.py::test_the_majority_baseline_predicts_the_training_split_s_most_common_class_not_validation_s",),
         "the majority baseline predicts validation's most common class, not the training split's (it peeks at validation)",
     ),
-    # ---- the progress counter while images are read (experiments.progress)
+    # ---- the progress counter while images are read (experiments.console)
     Mutation(
-        "folder-reading-without-progress", "experiments/data.py",
+        "folder-reading-without-progress", "experiments/data/loading.py",
         "            progress=progress,\n",
         "            progress=None,\n",
         ("tests/test_data.py::test_decoding_a_folder_shows_its_progress_on_stderr_once",),
         "decoding a data folder into the cache shows no progress at all",
     ),
     Mutation(
-        "progress-line-at-every-report", "experiments/progress.py",
+        "progress-line-at-every-report", "experiments/console.py",
         "        if quarter <= self._quarters_shown:\n            return\n",
         "        if done <= 0:\n            return\n",
         ("tests/test_progress.py",),
         "a log gets a line at every report (every 50 images) instead of one per quarter",
     ),
     Mutation(
-        "progress-counter-without-lock", "experiments/progress.py",
+        "progress-counter-without-lock", "experiments/console.py",
         "        self._lock = threading.Lock()\n",
         "        self._lock = __import__('contextlib').nullcontext()\n",
         ("tests/test_progress.py",),
         "reports from several threads at once are not serialised: garbled or repeated log lines",
     ),
     Mutation(
-        "progress-lines-on-stdout", "experiments/progress.py",
+        "progress-lines-on-stdout", "experiments/console.py",
         "stream = self._file if self._file is not None else sys.stderr",
         "stream = self._file if self._file is not None else sys.stdout",
         ("tests/test_progress.py",),
         "the progress lines go to stdout, mixed into what a command prints or pipes",
     ),
     Mutation(
-        "progress-display-left-running-on-error", "experiments/progress.py",
+        "progress-display-left-running-on-error", "experiments/console.py",
         "    try:\n        yield counter\n    finally:\n        counter.close()\n",
         "    yield counter\n    counter.close()\n",
         ("tests/test_progress.py",),
@@ -217,7 +217,7 @@ MUTATIONS = (
     ),
     # ---- models that continue transfer
     Mutation(
-        "finetune-from-fresh-transfer", "experiments/study.py",
+        "finetune-from-fresh-transfer", "experiments/study/",
         "model = make_finetune_model(load_trained_model(source_file), from_layer, model_name)",
         "model = make_finetune_model(build_model(config.recipe(source), data.image_size, len(data.class_names), "
         "config.weights_of(source), seed), from_layer, model_name)",
@@ -225,7 +225,7 @@ MUTATIONS = (
         "fine-tuning starts from a freshly initialised transfer model, not the trained one",
     ),
     Mutation(
-        "finetune-ignores-its-starting-point", "experiments/study.py",
+        "finetune-ignores-its-starting-point", "experiments/study/",
         "hashlib.sha256(source_history.read_bytes()).hexdigest()",
         "hashlib.sha256(str(source_history).encode()).hexdigest()",
         ("tests/test_claims.py::test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it",),
@@ -247,7 +247,7 @@ MUTATIONS = (
     ),
     # ---- the choice on validation and the one look at test
     Mutation(
-        "chosen-by-best-epoch", "experiments/decisions.py",
+        "chosen-by-best-epoch", "experiments/study/decisions.py",
         "    return epochs[-1].val_accuracy if epochs else None\n",
         "    return max((epoch.val_accuracy for epoch in epochs if epoch.val_accuracy is not None), default=None)\n",
         ("tests/test_decisions.py::test_a_model_is_scored_by_its_last_epoch_not_its_best",),
@@ -256,7 +256,7 @@ MUTATIONS = (
     Mutation(
         # (dropping `previous.chosen_seed == chosen_seed` alone changes nothing: history.json
         # records its seed, so another seed's history never has the digest compared next)
-        "test-score-of-the-seed-tested-before", "experiments/study.py",
+        "test-score-of-the-seed-tested-before", "experiments/study/",
         "    chosen_history = _file_digest(run.seed_run(chosen, chosen_seed).history)\n"
         "    previous = _readable(Metrics, run.metrics)\n"
         "    if (\n"
@@ -274,7 +274,7 @@ MUTATIONS = (
         "a newly chosen seed gets the test score of the seed tested before (the reuse checks that run, not the chosen one)",
     ),
     Mutation(
-        "test-score-kept-after-retraining", "experiments/study.py",
+        "test-score-kept-after-retraining", "experiments/study/",
         "        and previous.chosen_history_sha256 == chosen_history\n",
         "",
         ("tests/test_study.py::test_a_retrained_chosen_run_is_tested_again",),
@@ -282,14 +282,14 @@ MUTATIONS = (
     ),
     # ---- validation predictions: what the paired comparisons rest on
     Mutation(
-        "predictions-recorded-with-wrong-epoch", "experiments/study.py",
+        "predictions-recorded-with-wrong-epoch", "experiments/study/",
         "record_validation_predictions(config, data, seed_run, result.model, first_epoch + len(result.epochs))",
         "record_validation_predictions(config, data, seed_run, result.model, len(result.epochs))",
         ("tests/test_claims.py::test_each_run_records_the_predictions_of_its_scored_epoch",),
         "a continuing model's predictions are stamped with its epoch count, not its last epoch number (the report drops them)",
     ),
     Mutation(
-        "backfill-numbers-epochs-from-one", "experiments/study.py",
+        "backfill-numbers-epochs-from-one", "experiments/study/",
         "load_trained_model(seed_run.model_file), history.epochs[-1].epoch)",
         "load_trained_model(seed_run.model_file), len(history.epochs))",
         ("tests/test_claims.py::test_backfilled_predictions_are_the_ones_training_records",),
@@ -640,7 +640,7 @@ MUTATIONS = (
         "the journal may name any folder beside the target for removal",
     ),
     Mutation(
-        "diverged-called-failed", "experiments/study.py",
+        "diverged-called-failed", "experiments/study/",
         "    if FAILED in statuses:\n        status = FAILED\n    elif DIVERGED in statuses:\n        status = DIVERGED",
         "    if FAILED in statuses:\n        status = FAILED\n    elif DIVERGED in statuses:\n        status = FAILED",
         ("tests/test_concurrency.py::test_healing_derives_models_and_status_from_the_states",),
@@ -668,7 +668,7 @@ MUTATIONS = (
         "with equally common classes the write-up calls its first class the most common one",
     ),
     Mutation(
-        "healed-manifest-keeps-the-old-config", "experiments/study.py",
+        "healed-manifest-keeps-the-old-config", "experiments/study/",
         "            header = replace(previous, run_name=config.study.run_name, config=config.to_dict(),\n"
         "                             config_hash=config_hash(config), seeds=config.seeds)",
         "            header = replace(previous, run_name=config.study.run_name, seeds=config.seeds)",
@@ -676,7 +676,7 @@ MUTATIONS = (
         "a healed manifest keeps the config and config hash of the run before it",
     ),
     Mutation(
-        "stopped-run-left-running", "experiments/study.py",
+        "stopped-run-left-running", "experiments/study/",
         "                self.refresh(\"interrupted\")",
         "                self.refresh(\"running\")",
         ("tests/test_study.py::test_interrupted_training_resumes_with_every_epoch_once",),

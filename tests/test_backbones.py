@@ -56,7 +56,7 @@ def offline(monkeypatch):
 
 def test_the_metadata_imports_without_tensorflow():
     code = (
-        "import sys; from experiments.backbones import BACKBONES; "
+        "import sys; from experiments.models.backbones import BACKBONES; "
         "BACKBONES['resnet50v2'].weights_url((160, 160)); "
         "assert not {'keras', 'tensorflow'} & set(sys.modules), sorted(m for m in sys.modules if 'keras' in m or 'tensorflow' in m)"
     )
@@ -380,7 +380,7 @@ def test_a_named_backbone_loads_local_weights(tmp_path):
 
 
 def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
-    from experiments.models import backbones
+    from experiments.models.build import backbones
 
     monkeypatch.setattr(backbones, "_LAYER_COUNTS", {})
     assert backbones.layer_count(BACKBONES["mobilenet_v2"]) == 154  # the guide's table, and the seeded count

@@ -117,7 +117,7 @@ def test_a_corrupt_cached_archive_is_fetched_again(tmp_path, monkeypatch):
     """A truncated archive in the cache fails its CRC check and is downloaded again."""
     import zipfile
 
-    import experiments.data as data_module
+    import experiments.data.loading as data_module
 
     source = tmp_path / "source.zip"
     with zipfile.ZipFile(source, "w") as bundle:

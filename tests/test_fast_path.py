@@ -1,6 +1,6 @@
 """The fast data path keeps the reference pipeline's semantics.
 
-experiments.data.make_dataset serves images decoded once into uint8 arrays instead of
+experiments.data.loading.make_dataset serves images decoded once into uint8 arrays instead of
 decoding every JPEG in every epoch (benchmarks/study_speed.py measures the gain). These tests
 pin down what it must still do, on tiny synthetic arrays (no image files, no real data):
 every image exactly once per epoch with its own label, a new order every training epoch,

@@ -35,7 +35,7 @@ def frame_luminance(path: Path) -> float:
 
 
 def draw_every_figure(folder: Path) -> dict[str, Path]:
-    """Every figure function, called as experiments/study.py calls it; returns name -> light path."""
+    """Every figure function, called as experiments/study/ calls it; returns name -> light path."""
     images = np.full((6, 16, 16, 3), 120, np.uint8)
     labels = np.array([0, 0, 0, 1, 1, 1])
     runs = [history(0.80), history(0.82)]

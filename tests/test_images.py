@@ -1,7 +1,7 @@
-"""Tests for experiments.images: scanning, decoding, skipping and errors.
+"""Tests for experiments.data.images: scanning, decoding, skipping and errors.
 
 Images are read the way the study reads them: whole data sets through the decoded-image cache
-(experiments.cache.load_or_build, in tmp_path), one split through scan_dataset and
+(experiments.data.cache.load_or_build, in tmp_path), one split through scan_dataset and
 decode_scan_into (what that cache is built with), one image through decode_image_bytes.
 """
 
@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from experiments.data import images as images_module
 from experiments.data.cache import CachedSplit, DecodedData, load_or_build
 from experiments.data.images import (
     DecodedSplit,
@@ -30,6 +29,7 @@ from experiments.data.images import (
     scan_dataset,
     summarize_skipped,
 )
+from experiments.data.loading import images as images_module
 from experiments.errors import DataError
 
 IMAGE_SIZE = (16, 20)  # (height, width)

@@ -1,4 +1,4 @@
-"""experiments.progress: the done/total counter shown while images are read and decoded.
+"""experiments.console: the done/total counter shown while images are read and decoded.
 
 A log (not a terminal) gets a plain line per quarter and a final one; a terminal gets one line
 that rich rewrites in place; both on stderr only; reports may come from several threads; the

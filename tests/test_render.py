@@ -647,7 +647,7 @@ def test_a_download_url_and_a_generator_are_published_as_they_are():
 
     url = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
     assert public_source(DataSource("download", url))["location"] == url
-    assert public_source(DataSource("synthetic", "generated in memory (experiments.data.synthetic_images)"))["local_name"] is None
+    assert public_source(DataSource("synthetic", "generated in memory (experiments.data.loading.synthetic_images)"))["local_name"] is None
     rows = dict(applicable_config_rows({"models": {"resnet": {"recipe": "transfer", "backbone": "ResNet50V2",
                                                               "weights": "C:\\Users\\someone\\w.weights.h5"}},
                                         "study": {"models": ["resnet"]}}, ["resnet"]))

@@ -1,4 +1,4 @@
-"""Scaling a study out (experiments/scale.py): worker processes, job-array tasks, Dask, MirroredStrategy.
+"""Scaling a study out (experiments/scale/): worker processes, job-array tasks, Dask, MirroredStrategy.
 
 The first tests are pure functions (no TensorFlow). The others train tiny studies in subprocesses:
 the same histories with --deterministic whether the cells run in one process, in a spawned pool of

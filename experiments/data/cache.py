@@ -17,12 +17,12 @@ or `~/.cache/report-builder/decoded/`::
         160x160-3f9c0e1a2b4d5c6e7f8a9b0c.lock  the lock taken to build (or remove) that cache
 
 The key is a sha256 over the format version, the decoding settings (image size, Pillow version,
-the decoding rules' version: `experiments.images.decode_settings`), the class names and every
+the decoding rules' version: `experiments.data.images.decode_settings`), the class names and every
 candidate file's split, relative path, label and content digest. The files are hashed (read, not
 decoded) on every load, so a changed, added, removed or moved file, or another image size, gives
 another key and a new cache; the same data in another folder, or for another seed, finds the
 same one. The content fingerprint the study records is computed from the digests in the index,
-exactly as experiments.data.fingerprint computes it from a fresh decode.
+exactly as experiments.data.loading.fingerprint computes it from a fresh decode.
 
 A cache is built in a staging folder next to it and renamed into place, under a file lock on
 `<key>.lock`: two processes never build the same cache twice, and no process ever sees a half
@@ -68,8 +68,8 @@ from filelock import FileLock, Timeout
 
 from experiments.artifacts import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
 from experiments.console import format_size
-from experiments.data import images as image_reading
 from experiments.data.images import ProgressCallback, SkippedFile
+from experiments.data.loading import images as image_reading
 from experiments.errors import DataError, is_disk_full
 
 FORMAT_VERSION = 1

@@ -5,7 +5,7 @@ A data root is laid out as ``<root>/train/<class>/...`` and
 :func:`scan_dataset` lists both split folders, :func:`read_digests` hashes the
 files, and :func:`decode_scan_into` decodes every usable file once with PIL
 into a ``uint8`` RGB array of the target size, handing each image to the
-caller's store (experiments.cache writes them into a decoded-image cache
+caller's store (experiments.data.cache writes them into a decoded-image cache
 on disk, keyed by the files' digests and :func:`decode_settings`; that cache is
 the only way the study reads images).  Files that cannot be used are never
 fatal: they are skipped and listed with a reason.  Problems that make a
@@ -58,7 +58,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from experiments.artifacts import file_sha256
-from experiments.console import ProgressCallback  # the callback protocol (experiments.cache imports it from here)
+from experiments.console import ProgressCallback  # the callback protocol (experiments.data.cache imports it from here)
 from experiments.errors import DataError
 
 ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
@@ -73,7 +73,7 @@ PROGRESS_EVERY = 50
 IN_FLIGHT_PER_WORKER = 4  # files queued per decoding thread
 SPLIT_NAMES = ("train", "validation")
 ROTATING_EXIF_ORIENTATIONS = frozenset({5, 6, 7, 8})
-# Part of every decoded-image cache's key (experiments.cache): bump it when a decoding rule changes.
+# Part of every decoded-image cache's key (experiments.data.cache): bump it when a decoding rule changes.
 DECODE_RULES_VERSION = 1
 EXIF_ORIENTATION_TAG = 0x0112
 

@@ -8,7 +8,7 @@ Three sources give the same thing, a `StudyData` of uint8 images decoded once:
 - synthetic: two generated, learnable classes (offline demos and tests).
 
 Folder and download data are decoded once into the decoded-image cache on disk
-(experiments.cache: keyed by the files' contents, the image size and the decoding settings,
+(experiments.data.cache: keyed by the files' contents, the image size and the decoding settings,
 shared by every later run, seed and process) and read from there batch by batch, so memory does
 not grow with the data set. Synthetic data is generated in memory on every run (it is small and
 fast to make) and skips the cache.
@@ -282,7 +282,7 @@ def _synthetic(config: StudyConfig) -> StudyData:
         train=Split(train_images, train_labels, names("train", train_labels)),
         validation=validation_split,
         test=test_split,
-        source=DataSource("synthetic", "generated in memory (experiments.data.synthetic_images)"),
+        source=DataSource("synthetic", "generated in memory (experiments.data.loading.synthetic_images)"),
         fingerprint=hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest(),
         seed=seed,
         test_fraction=config.data.test_fraction,
@@ -407,6 +407,6 @@ def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
 
 def make_image_batches(images: np.ndarray | CachedImages, batch_size: int):
     """float32 batches of `images` in order, read batch by batch (no labels): for predicting on
-    a split without holding it in memory (experiments.training.CachedFeatureValidation)."""
+    a split without holding it in memory (experiments.training.fit.CachedFeatureValidation)."""
     split = Split(images, np.zeros(len(images), dtype=np.int32), [""] * len(images))
     return make_dataset(split, batch_size, shuffle=False, seed=0).map(lambda image_batch, _labels: image_batch)

@@ -239,7 +239,7 @@ def _download_reason(error: BaseException) -> str:
 
 
 def _unavailable(backbone: Backbone, image_size: tuple[int, int], model_name: str, error: BaseException) -> Exception:
-    from experiments.errors import DataError  # experiments.data.DataError; no TensorFlow there either
+    from experiments.errors import DataError  # experiments.errors.DataError; no TensorFlow there either
 
     # The study's own MobileNetV2 models also take the command line's --base-weights.
     study_path, study_none = ("", "")
@@ -275,7 +275,7 @@ def build_backbone(backbone: Backbone, image_size: tuple[int, int], weights: str
     initial weights) or the path of a local .h5 / .weights.h5 file with this backbone's weights.
 
     Raises ConfigError for an image size below the backbone's minimum and for a file that does not
-    hold this backbone's weights (both name the model), and experiments.data.DataError when the
+    hold this backbone's weights (both name the model), and experiments.errors.DataError when the
     ImageNet file cannot be downloaded (naming the file, its address and the two ways out)."""
     _check_size(backbone, image_size, model_name)
     weights = os.fspath(weights)

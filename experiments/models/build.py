@@ -1,4 +1,4 @@
-"""Keras models built from the study's recipes (experiments/recipes.py).
+"""Keras models built from the study's recipes (experiments/models/recipes.py).
 
 Every model is built with the functional API (Keras 3 cannot nest the write-ups'
 `keras.Model(inputs=[i], outputs=[x])` list-output preprocessor inside `Sequential`), takes

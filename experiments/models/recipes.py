@@ -20,7 +20,7 @@ models of the cats-vs-dogs study (`baseline`, `augmented`, `preprocessed`, `tran
     params = { width = 64 }      # passed on: build(input_shape, num_classes, width=64)
     optimizer = "adamw"          # per-model training settings, else [training]'s
 
-No TensorFlow here: the report builder reads recipes too. experiments/models.py builds them.
+No TensorFlow here: the report builder reads recipes too. experiments/models/build.py builds them.
 """
 
 from __future__ import annotations

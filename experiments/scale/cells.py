@@ -1,4 +1,4 @@
-"""TODO."""
+"""The study's cells as scale-out sees them: chains of cells that continue one another, a job-array task's share, and which task this process is."""
 
 from __future__ import annotations
 

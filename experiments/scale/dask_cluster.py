@@ -3,7 +3,7 @@
 Needs Dask's distributed package (`pip install -e ".[dask]"`); experiments.scale imports this
 module only when --scheduler is given. Each cell is one task; a continuing cell's task depends on
 its source cell's task, so chains keep their order. The task runs the cell (`run_cell`, through
-experiments.scale.cell_job) in a fresh Python process that the Dask worker starts and waits for
+experiments.scale.jobs.cell_job) in a fresh Python process that the Dask worker starts and waits for
 (`run_in_child`), with TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS (the worker's share of its
 host's cores) and, where the host has several GPUs, CUDA_VISIBLE_DEVICES set before TensorFlow
 starts. That process runs the cell in its main thread: run in a Dask worker's task thread,

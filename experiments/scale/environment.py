@@ -1,4 +1,4 @@
-"""TODO."""
+"""A worker's environment, set before it imports TensorFlow: its threads, its GPU, its name in messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""What a worker process runs (prepare the run, one cell, finish the study), and the fresh child process each job runs in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""`--workers N`: the cells on a pool of N spawned worker processes, each cell handed out once the cell it continues has settled."""
 
 from __future__ import annotations
 

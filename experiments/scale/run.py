@@ -1,4 +1,35 @@
-"""TODO."""
+"""Run a study scaled out: its cells on several worker processes, a cluster's job array, or a Dask cluster.
+
+A study is a grid of cells (a model and a seed), each decided and trained by `experiments.study.cell.run_cell`
+under its own file lock, plus chains: a continuing model (finetune, transfer_extended) starts from its
+source model's cell with the same seed. Nothing here schedules anything itself; existing engines do:
+
+- `--workers N` (`run_scaled` with a `PoolBackend`): concurrent.futures' ProcessPoolExecutor with N
+  worker processes started by multiprocessing's "spawn" method (forking a process in which TensorFlow
+  has started hangs). Each worker's environment is set before it imports TensorFlow
+  (`experiments.scale.environment.worker_environment`): TF_NUM_INTRAOP_THREADS = cores // N (at least 1), TF_NUM_INTEROP_THREADS,
+  and CUDA_VISIBLE_DEVICES = one GPU of its own when several are visible (`experiments.scale.environment.visible_gpus`: from
+  CUDA_VISIBLE_DEVICES or `nvidia-smi -L`, without TensorFlow). A cell is handed out once its source
+  cell has settled, so chains keep their order; every worker calls `run_cell(wait=True)`, so the
+  locks keep other `train` processes on the same run as safe as ever.
+- `--task-index I --task-count K` (`experiments.scale.cells.task_share`): this process runs its share of the cells, a fixed
+  split of the chain-grouped cells (a chain stays in one task), into a shared `--out`. The defaults
+  come from SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN, over SLURM_ARRAY_TASK_STEP) and
+  SLURM_ARRAY_TASK_COUNT, or from a Kubernetes Indexed Job's JOB_COMPLETION_INDEX (the count from
+  `--task-count`). The process that finds every cell settled chooses the model and tests it.
+- `--scheduler local | tcp://HOST:8786` (experiments.scale.dask_cluster): each cell a Dask task calling
+  `run_cell` in a worker, a continuing cell depending on its source's task; a worker lost in a cell
+  has the cell run again elsewhere (the scheduler's allowed-failures), an exception is retried
+  (`retries=`), and what is still lost is reported, never dropped.
+
+In every mode the parent process imports no TensorFlow: reading the data for the manifest, writing the
+data figures (`experiments.scale.jobs.prepare_job`) and choosing and testing the model (`experiments.scale.jobs.finish_job`) run in a worker too.
+Every worker reads the data with `experiments.data.loading.load_study_data`, which for folder data opens the decoded-image
+cache on disk (the first worker builds it under the cache's lock; the others find it built).
+
+`--strategy mirrored` (`experiments.training.strategy.make_strategy`): one tf.distribute.MirroredStrategy per process, over its
+GPUs (or its logical CPU devices when it has no GPU), around each cell's build, compile and fit.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""One cell (a model and a seed) in any process: hold its lock, decide to skip, resume or train, and report what became of it."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class CellContext:
     on_started: Callable[[], None] | None = None  # called when a cell starts training (state "partial")
     tracking: StudyTracking | None = None  # TensorBoard and MLflow, when the config asks for them
     # a tf.distribute strategy (--strategy mirrored): every cell is built, compiled and fitted in
-    # its scope; one per process (experiments.scale.make_strategy)
+    # its scope; one per process (experiments.training.strategy.make_strategy)
     strategy: Any = None
 
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The study's progress, read from the run folder so that it counts every process's cells: done, running, left, and the time left."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""Choose on validation among the finished runs, then evaluate the chosen run on the test split, once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""Where a run ran (packages, hardware, git commit, base weights) and the checks made before any data is read or anything trained."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def preflight(config: StudyConfig) -> None:
 
 
 def check_builders(config: StudyConfig, image_size: tuple[int, int], class_count: int) -> None:
-    """Build every model of the study's own code once (experiments.builders.check_builders)."""
+    """Build every model of the study's own code once (experiments.models.builders.check_builders)."""
     if any(config.recipe(name).recipe == "keras" for name in config.study.models):
 
         log("Checking the builders of the study's own models...")

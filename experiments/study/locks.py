@@ -1,4 +1,4 @@
-"""TODO."""
+"""The run's locks: the run lock (manifest, choosing and testing), one lock per cell, and the settings lock that keeps two configs out of one run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""manifest.json, derived from the cells' state.json files under the run lock, and the study's header in it."""
 
 from __future__ import annotations
 

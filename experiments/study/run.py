@@ -1,4 +1,14 @@
-"""TODO."""
+"""Run a study in this process: read the data, then for each model and seed (a "cell") skip, resume
+or train; choose on validation; evaluate the chosen model on the test split, once.
+
+Several `train` processes may work on one run folder at once. Each cell has a lock
+(`models/<model>/seed-<seed>/.cell.lock`): only its holder decides about the cell and trains it.
+A process that finds a cell held goes on with the others and comes back to it at the end,
+waiting for the holder. A cell that continues another model (finetune and its control,
+transfer_extended, continue transfer) also holds the cell it starts from. Each
+cell's `state.json` is the truth about it; `manifest.json` is derived from the cells' states
+under the run's lock (`.manifest.lock`), which also guards choosing and testing the model.
+"""
 
 from __future__ import annotations
 
@@ -80,10 +90,10 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     are left to it and waited for at the end (see `run_cell`). They must share its settings: one
     with another config hash is refused while this one works (`hold_run_settings`).
 
-    `share`: run only these cells (a job-array task's share, experiments.scale.task_share); the
+    `share`: run only these cells (a job-array task's share, experiments.scale.cells.task_share); the
     model is chosen and tested only if every planned cell has then settled (`finish_study`), by
     whichever task finds that. `strategy` ("none", "mirrored"): a tf.distribute strategy around
-    every cell (experiments.scale.make_strategy). `execution` goes into manifest.json as it is;
+    every cell (experiments.training.strategy.make_strategy). `execution` goes into manifest.json as it is;
     `parallel` (how many processes share the study) only scales the progress line's estimate."""
     run = RunFolder(config.run_dir)
     run.claim()  # a folder that is not a run of ours is refused before anything is written

@@ -1,4 +1,4 @@
-"""TODO."""
+"""Train one cell: decide from its records, build or resume its model, fit it, and write its history, predictions, state and curves."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
     state.json holds everything the manifest says about the run (status, wall_seconds,
     epochs_completed, error, precision); `on_started` is called once it says "partial".
     `strategy` (a tf.distribute strategy, or None): the model is built, loaded, compiled and
-    fitted in its scope. Raises TrainingDiverged (experiments.training) when the loss stops
+    fitted in its scope. Raises TrainingDiverged (experiments.training.fit) when the loss stops
     being finite."""
     import keras
 

@@ -243,7 +243,7 @@ def fit(
 
     `state` is the run's state.json record (config hash, data fingerprint, ...); it is written,
     updated, after every epoch. With `cached_validation`, validation comes from that callback
-    and `validation_dataset` is not used. `tracking` (experiments.tracking.StudyTracking) adds
+    and `validation_dataset` is not used. `tracking` (experiments.training.tracking.StudyTracking) adds
     the TensorBoard and MLflow callbacks. Raises :class:`TrainingDiverged` when an epoch's
     training loss is not finite (the epochs before it stay committed).
     """

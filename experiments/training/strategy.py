@@ -1,4 +1,4 @@
-"""TODO."""
+"""The process's tf.distribute strategy for `--strategy` (`mirrored`: one MirroredStrategy per process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,26 @@
-"""TODO."""
+"""Where a study's numbers also go besides the run folder: TensorBoard and MLflow, and the network
+needs of a run.
+
+- TensorBoard (`training.tensorboard`, `--tensorboard`): every trained cell writes event files
+  with keras.callbacks.TensorBoard into `<run>/tensorboard/<model>/seed-<seed>/{train,validation}/`,
+  at step = the epoch's number in history.json. A resumed cell adds a new event file beside the
+  old ones; a cell trained again from its first epoch (`--force`, a changed config) starts its
+  folder afresh. A finished cell that has no folder yet (trained before the option was on) gets
+  one written from its history.json when the study passes it.
+- MLflow (`training.mlflow` / `training.mlflow_uri`, `--mlflow [URI]`): one experiment per run
+  name, one MLflow run per cell with its model, seed, config hash, data fingerprint and precision
+  as parameters, loss / accuracy / val_loss / val_accuracy / epoch_seconds per epoch at
+  step = the epoch's number, and the cell's history.json, state.json and
+  validation_predictions.json as artifacts. `<cell>/.mlflow_run.json` names the MLflow run, so a
+  resumed cell continues it and a finished cell is not logged twice. The default store is the
+  SQLite file `<out_dir>/mlflow.db` with artifacts in `<out_dir>/mlartifacts/<run name>/`.
+  Logging must never cost a training: the first MLflow error is reported once and MLflow is left
+  off for the rest of the command; the next `train` fills in what it missed from the run folder.
+- The network needs of a run (data archive, MobileNetV2 weights, an MLflow server), listed once
+  before anything downloads, each with its offline alternative.
+
+Nothing here imports TensorFlow, Keras or MLflow at module level.
+"""
 
 from __future__ import annotations
 

@@ -380,7 +380,7 @@ def test_a_named_backbone_loads_local_weights(tmp_path):
 
 
 def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
-    from experiments.models.build import backbones
+    from experiments.models import backbones
 
     monkeypatch.setattr(backbones, "_LAYER_COUNTS", {})
     assert backbones.layer_count(BACKBONES["mobilenet_v2"]) == 154  # the guide's table, and the seeded count

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from experiments.config import load_config
+from experiments.data import cache as cache_module
+from experiments.data import images as images_module
 from experiments.data.cache import CachedImages, cache_root, list_caches, load_or_build
-from experiments.data.loading import cache as cache_module
 from experiments.data.loading import fingerprint, load_study_data
-from experiments.data.loading import images as images_module
 from experiments.errors import DataError
 from tests.conftest import SMOKE_CONFIG
 
@@ -291,8 +291,8 @@ def test_a_disk_with_exactly_the_room_needed_is_enough(tmp_path, monkeypatch):
 
 def _load_in_child(data_root: str, cache_dir: str, barrier, results) -> None:
     """In a spawned process: decode slowly (so two builds overlap) and report what was done."""
-    from experiments.data.loading import cache as child_cache
-    from experiments.data.loading import images as child_images
+    from experiments.data import cache as child_cache
+    from experiments.data import images as child_images
 
     original = child_images.decode_image_bytes
     decodes = [0]

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
+from experiments.data import images as images_module
 from experiments.data.cache import CachedSplit, DecodedData, load_or_build
 from experiments.data.images import (
     DecodedSplit,
@@ -29,7 +30,6 @@ from experiments.data.images import (
     scan_dataset,
     summarize_skipped,
 )
-from experiments.data.loading import images as images_module
 from experiments.errors import DataError
 
 IMAGE_SIZE = (16, 20)  # (height, width)

@@ -68,8 +68,8 @@ from filelock import FileLock, Timeout
 
 from experiments.artifacts import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
 from experiments.console import format_size
+from experiments.data import images as image_reading
 from experiments.data.images import ProgressCallback, SkippedFile
-from experiments.data.loading import images as image_reading
 from experiments.errors import DataError, is_disk_full
 
 FORMAT_VERSION = 1

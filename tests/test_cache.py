@@ -496,7 +496,8 @@ def test_the_cache_command_lists_the_caches_with_sizes_and_removes_them(tmp_path
 
 
 def test_the_train_command_s_cache_dir_sets_data_cache_dir():
-    from report_builder.cli import config_overrides, parse_arguments
+    from report_builder.cli import parse_arguments
+    from report_builder.commands.train import config_overrides
 
     assert config_overrides(parse_arguments(["train", "--cache-dir", "/big/disk"]))["data.cache_dir"] == "/big/disk"
     assert "data.cache_dir" not in config_overrides(parse_arguments(["train"]))

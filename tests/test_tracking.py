@@ -166,7 +166,8 @@ def test_on_a_terminal_the_line_is_rewritten_in_place_and_elsewhere_printed():
 
 
 def test_the_options_set_unhashed_keys():
-    from report_builder.cli import config_overrides, parse_arguments
+    from report_builder.cli import parse_arguments
+    from report_builder.commands.train import config_overrides
 
     assert config_overrides(parse_arguments(["train", "--tensorboard", "--mlflow"])) == {
         "training.tensorboard": True, "training.mlflow": True}

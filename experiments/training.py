@@ -35,6 +35,7 @@ from experiments.artifacts import (
     remove_written_files,
     write_atomic,
 )
+from experiments.errors import is_disk_full
 from experiments.interrupts import raise_if_interrupted
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -201,6 +202,31 @@ def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]
     return [epoch.to_fields() for epoch in progress.epochs], seed_run.checkpoint_dir / progress.checkpoint
 
 
+def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tuple[list[dict[str, Any]], Path | None, str | None]:
+    """What `fit` resumes from: (the committed epochs, the checkpoint file, None), or ([], None, why
+    the fit starts from its first epoch again: None when nothing was committed, else a clause naming
+    what is missing or damaged). The checkpoint is checked whole (every member's CRC): a truncated
+    one is never loaded."""
+    from experiments.models import keras_file_problem
+
+    try:
+        progress = CheckpointProgress.read(seed_run.checkpoint_dir / "progress.json")
+    except ArtifactFormatError as error:
+        return [], None, f"its progress file cannot be read ({error.detail})"
+    if progress is None:
+        return [], None, None
+    checkpoint = seed_run.checkpoint_dir / progress.checkpoint
+    if not checkpoint.is_file() or checkpoint.is_symlink():
+        return [], None, f"its checkpoint {checkpoint} is missing"
+    epochs = [epoch.to_fields() for epoch in progress.epochs]
+    if not (0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1):
+        return [], None, f"its checkpoint {checkpoint} belongs to other epochs than this run's"
+    problem = keras_file_problem(checkpoint)
+    if problem is not None:
+        return [], None, f"its checkpoint {checkpoint} is damaged ({problem})"
+    return epochs, checkpoint, None
+
+
 _NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
 
 
@@ -248,13 +274,23 @@ def fit(
     training loss is not finite (the epochs before it stay committed).
     """
     planned = last_epoch - first_epoch
-    epochs, checkpoint = load_progress(seed_run)
+    epochs, checkpoint, problem = resumable_progress(seed_run, first_epoch, planned)
     resumed = 0
-    if checkpoint is not None and 0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1:
-        model = keras.models.load_model(checkpoint)
+    if checkpoint is not None:
+        try:
+            model = keras.models.load_model(checkpoint)
+        except Exception as error:  # a whole zip Keras still cannot load: start again, saying why
+            if is_disk_full(error):
+                raise
+            problem = f"its checkpoint {checkpoint} cannot be loaded ({type(error).__name__})"
+            epochs, checkpoint = [], None
+    if checkpoint is not None:
         resumed = len(epochs)
         print(f"  resuming {seed_run.label} after epoch {first_epoch + resumed} of {last_epoch}", file=sys.stderr, flush=True)
     else:
+        if problem is not None:
+            print(f"  {seed_run.label} cannot resume: {problem}; training starts again from epoch {first_epoch + 1} "
+                  "(the checkpoint's files are removed)", file=sys.stderr, flush=True)
         epochs = []
         clear_checkpoint(seed_run)
     started = time.perf_counter()

@@ -25,8 +25,8 @@ def decide(state: RunState | None, history: History | None, model_file_present: 
     when missing) and whether its model file exists: SKIP, RESUME (keep committed epochs), RESTART
     (discard them) or SETTLED (another process ended it in failure since `since`, when this command
     started: report it, do not train it again), and why, in words for the console. `resumable`:
-    (the epochs its checkpoint can resume from, why it cannot (None: nothing committed)), when
-    known, so that a resume says what really happens."""
+    (the epochs its checkpoint can resume from, a note: why it cannot, or why from an earlier
+    checkpoint; None: nothing to say), when known, so that a resume says what really happens."""
     labels = {"config_hash": "config", "data_fingerprint": "data",
               "starting_point": f"{source_name} model it starts from" if source_name else "model it starts from"}
     same_inputs = state is not None and all(getattr(state, key) == value for key, value in expected.items())
@@ -50,9 +50,11 @@ def decide(state: RunState | None, history: History | None, model_file_present: 
         if resumable is None:
             start = ""
         elif resumable[0] > 0:
-            start = f", resuming after its {resumable[0]} committed epochs"
+            start = f", resuming after its {resumable[0]} committed epochs" + (f" ({resumable[1]})" if resumable[1] else "")
         elif resumable[1] is not None:
             start = f", but {resumable[1]}, so from its first epoch again"
+        elif state.epochs_completed:
+            start = ", but its checkpoint is gone, so from its first epoch again"
         else:
             start = ", from its first epoch (no epoch was committed)"
         if state.status == FAILED:

@@ -255,7 +255,7 @@ def keras_file_problem(path: Path) -> str | None:
     except OSError as error:
         return f"it cannot be read: {error.strerror or error}"
     except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError) as error:
-        return f"it is not a whole .keras file, truncated or damaged ({error})"
+        return f"it is truncated or damaged: {error}"
     if bad_member is not None:
         return f"it is damaged: its member {bad_member} fails its CRC check"
     return None

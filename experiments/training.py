@@ -203,10 +203,13 @@ def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]
 
 
 def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tuple[list[dict[str, Any]], Path | None, str | None]:
-    """What `fit` resumes from: (the committed epochs, the checkpoint file, None), or ([], None, why
-    the fit starts from its first epoch again: None when nothing was committed, else a clause naming
-    what is missing or damaged). The checkpoint is checked whole (every member's CRC): a truncated
-    one is never loaded."""
+    """What `fit` resumes from: (the committed epochs, the checkpoint file, a note or None).
+
+    Every checkpoint is checked whole (each member's CRC) before it is used: a truncated one is
+    never loaded. When the committed checkpoint is damaged or missing but an earlier one of this
+    fit is whole (a kill can leave the previous epoch's file beside the new one), the fit resumes
+    from that one, its epochs cut to it, and the note says so. With nothing to resume from it is
+    ([], None, why), `why` None when nothing was committed, else naming what is missing or damaged."""
     from experiments.models import keras_file_problem
 
     try:
@@ -216,15 +219,22 @@ def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tup
     if progress is None:
         return [], None, None
     checkpoint = seed_run.checkpoint_dir / progress.checkpoint
-    if not checkpoint.is_file() or checkpoint.is_symlink():
-        return [], None, f"its checkpoint {checkpoint} is missing"
     epochs = [epoch.to_fields() for epoch in progress.epochs]
     if not (0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1):
         return [], None, f"its checkpoint {checkpoint} belongs to other epochs than this run's"
-    problem = keras_file_problem(checkpoint)
-    if problem is not None:
-        return [], None, f"its checkpoint {checkpoint} is damaged ({problem})"
-    return epochs, checkpoint, None
+    if not checkpoint.is_file() or checkpoint.is_symlink():
+        problem = f"its checkpoint {checkpoint} is missing"
+    else:
+        problem = keras_file_problem(checkpoint)
+        if problem is None:
+            return epochs, checkpoint, None
+        problem = f"its checkpoint {checkpoint} cannot be used ({problem})"
+    earlier = sorted((int(path.name[6:-6]), path) for path in seed_run.checkpoint_dir.glob("epoch-*.keras")
+                     if CHECKPOINT_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink())
+    for number, path in reversed(earlier):
+        if first_epoch < number < first_epoch + len(epochs) and keras_file_problem(path) is None:
+            return epochs[: number - first_epoch], path, f"{problem}, so it resumes from the earlier {path.name}"
+    return [], None, problem
 
 
 _NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
@@ -286,6 +296,8 @@ def fit(
             epochs, checkpoint = [], None
     if checkpoint is not None:
         resumed = len(epochs)
+        if problem is not None:  # resuming from an earlier checkpoint than the committed one
+            print(f"  {seed_run.label}: {problem}", file=sys.stderr, flush=True)
         print(f"  resuming {seed_run.label} after epoch {first_epoch + resumed} of {last_epoch}", file=sys.stderr, flush=True)
     else:
         if problem is not None:

@@ -83,7 +83,7 @@ def test_a_model_is_scored_by_its_last_epoch_not_its_best():
     ((0, "its checkpoint checkpoint/epoch-0004.keras is missing"),
      "an unfinished run (4 epochs done last time), but its checkpoint checkpoint/epoch-0004.keras is missing, "
      "so from its first epoch again"),
-    ((0, None), "an unfinished run (4 epochs done last time), from its first epoch (no epoch was committed)"),
+    ((0, None), "an unfinished run (4 epochs done last time), but its checkpoint is gone, so from its first epoch again"),
 ])
 def test_a_resume_says_whether_its_checkpoint_really_resumes(resumable, words):
     partial = state("partial", epochs_planned=6, epochs_completed=4)

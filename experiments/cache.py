@@ -707,8 +707,11 @@ def _check_array(folder: Path, entry: dict[str, Any], full: bool = True) -> str 
     if not full:
         return None
     expected, block_bytes = entry.get("block_sha256"), entry.get("block_bytes")
-    if not isinstance(expected, list) or not isinstance(block_bytes, int) or block_bytes <= 0:
+    if expected is None and block_bytes is None:
         return NO_FULL_CHECKSUMS
+    if (not isinstance(expected, list) or isinstance(block_bytes, bool) or not isinstance(block_bytes, int)
+            or not 1024 <= block_bytes <= 2**30 or len(expected) != -(-size // block_bytes)):
+        return f"its index's block checksums for {entry['file']} do not fit the file"
     try:
         found = _block_checksums(path, block_bytes)
     except OSError as error:

@@ -700,3 +700,15 @@ def test_a_cache_built_before_block_checksums_is_rebuilt_saying_so_and_never_a_t
     assert "was built by an earlier version that kept no checksum over every byte, so the images are decoded again." in err
     assert rebuilt.built and rebuilt.folder == old.folder
     assert "block_sha256" in json.loads((old.folder / "index.json").read_text())["splits"]["train"]["array"]
+
+
+@pytest.mark.parametrize("block_bytes, checksums", [(True, None), (1, None), (2**40, None), (1024, ["00"] * 3)])
+def test_an_index_whose_block_checksums_do_not_fit_the_file_is_damaged_not_hashed_byte_by_byte(tmp_path, block_bytes, checksums):
+    data_root = write_folder(tmp_path / "data")
+    folder = load_or_build(data_root, IMAGE_SIZE).folder
+    index = json.loads((folder / "index.json").read_text())
+    array = index["splits"]["train"]["array"]
+    array["block_bytes"], array["block_sha256"] = block_bytes, checksums if checksums is not None else array["block_sha256"]
+    index["index_sha256"] = cache_module._index_checksum(index)
+    (folder / "index.json").write_text(json.dumps(index))
+    assert cache_module.verify_cache(folder) == "its index's block checksums for train.npy do not fit the file"

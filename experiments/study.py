@@ -170,9 +170,11 @@ def describe_base_weights(setting: str) -> BaseWeights:
 
 
 def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
-                      since: datetime | None = None, source: str | None = None) -> tuple[str, str]:
+                      since: datetime | None = None, source: str | None = None,
+                      epoch_span: tuple[int, int] | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`.
-    `source`: the model it continues, if any."""
+    `source`: the model it continues, if any; `epoch_span` (its first and last epoch): given, the
+    checkpoint is checked, so that a resume says whether it really resumes."""
     try:
         state, history = RunState.read(seed_run.state), History.read(seed_run.history)
     except ArtifactFormatError as error:
@@ -181,7 +183,14 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                                                   f"{seed_run.label} again") from None
         log(f"  {error}; --force: training {seed_run.label} again")
         state, history = None, None
-    return decide(state, history, seed_run.model_file.is_file(), expected, force, since, seed_run.model_file.name, source)
+    resumable = None
+    if epoch_span is not None and not force and state is not None and state.status != COMPLETE:
+        from experiments.training import resumable_progress
+
+        epochs, _checkpoint, problem = resumable_progress(seed_run, epoch_span[0], epoch_span[1] - epoch_span[0])
+        resumable = (len(epochs), problem)
+    return decide(state, history, seed_run.model_file.is_file(), expected, force, since, seed_run.model_file.name, source,
+                  resumable)
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[Epoch]]:
@@ -297,7 +306,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     import keras
 
     from experiments.models import describe_model, set_precision
-    from experiments.training import CachedFeatureValidation, clear_checkpoint, fit, keras_verbosity, load_progress, write_history
+    from experiments.training import CachedFeatureValidation, clear_checkpoint, fit, keras_verbosity, resumable_progress, write_history
 
     model_name, seed = seed_run.model_name, seed_run.seed
     policy = set_precision(precision)
@@ -306,7 +315,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     settings = config.training_settings(model_name)
     ModelSummary.from_fields(Fields(describe_model(model, config.recipe(model_name), settings),
                                     run.summary(model_name))).write(run.summary(model_name))
-    earlier_epochs, _ = load_progress(seed_run)
+    earlier_epochs, _, _ = resumable_progress(seed_run, first_epoch, last_epoch - first_epoch)
     state = RunState(model_name, seed, **expected, status=PARTIAL, epochs_completed=len(earlier_epochs),
                      epochs_planned=last_epoch - first_epoch, precision=policy, started_at=_now_precise())
     state.write(seed_run.state)
@@ -966,7 +975,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
             log(f"{where}: not trained: {message}")
             record_unfinished(seed_run, expected, FAILED, message, None)
             return CellOutcome(model_name, seed, FAILED, message)
-    action, reason = training_decision(seed_run, expected, context.force, context.since, source)
+    action, reason = training_decision(seed_run, expected, context.force, context.since, source,
+                                       config.epoch_span(model_name))
     if action == SKIP:
         log(f"{where}: skipped, {reason}")
         backfill_validation_predictions(config, data, seed_run)
@@ -992,7 +1002,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
         record_unfinished(seed_run, expected, DIVERGED, message, POLICIES[precision])
         return CellOutcome(model_name, seed, DIVERGED, message)
     except Exception as error:  # one run failing must not lose the others
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        message = str(error) if isinstance(error, UserError) else \
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         log(f"  {seed_run.label} failed: {message}")
         record_unfinished(seed_run, expected, FAILED, message, POLICIES[precision])
         return CellOutcome(model_name, seed, FAILED, message)

@@ -4,7 +4,7 @@
 - render: turn one run's artifacts into the site's Markdown under docs/ (no TensorFlow);
 - build:  `mkdocs build --strict` into site/;
 - all:    train, render, build;
-- cache:  list the decoded-image caches with their sizes, or remove them.
+- cache:  list the decoded-image caches with their sizes, verify every byte of them, or remove them.
 
 User errors (a bad config value, a missing folder, no network, a folder that is not the
 report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
@@ -101,6 +101,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     cache.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config whose data.cache_dir to use by default")
     cache.add_argument("--remove", nargs="+", metavar="NAME",
                        help="remove these caches (a unique start of a name is enough; 'all' removes every one)")
+    cache.add_argument("--verify", nargs="*", metavar="NAME",
+                       help="read every byte of these caches (default: all) against their checksums and print one line "
+                       "each: OK or damaged (exit status 2 if any is damaged)")
     return parser.parse_args(argv)
 
 
@@ -214,9 +217,53 @@ def command_serve(arguments: argparse.Namespace) -> None:
 
 
 def _size(byte_count: int) -> str:
-    if byte_count >= 2**30:
-        return f"{byte_count / 2**30:.2f} GiB"
-    return f"{byte_count / 2**20:.1f} MiB" if byte_count >= 2**20 else f"{byte_count / 2**10:.0f} KiB"
+    from experiments.cache import format_size  # one helper for sizes in the unit that fits
+
+    return format_size(byte_count)
+
+
+def _verify_caches(root: Path, entries: list, others: list, names: list[str]) -> None:
+    """`cache --verify [NAME ...]`: one line per cache, OK or damaged (UserError if any is damaged)."""
+    import time
+
+    from experiments.cache import NO_FULL_CHECKSUMS, verify_cache
+    from experiments.errors import UserError
+
+    chosen = list(entries) if not names or "all" in names else []
+    for name in [] if not names or "all" in names else names:
+        matches = [entry for entry in entries if entry.name.startswith(name)]
+        if not matches:
+            other = next((entry for entry in others if entry.name.startswith(name)), None)
+            if other is not None:
+                raise UserError(f"'{other.path}' is not a decoded-image cache (it lacks the index and marker a cache writes), "
+                                "so it is not verified; `python -m report_builder cache` lists the caches.")
+            raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
+        if len(matches) > 1:
+            raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
+        chosen.extend(entry for entry in matches if entry not in chosen)
+    if not chosen:
+        print(f"No decoded-image caches in {root}")
+        return
+    damaged = []
+    for entry in chosen:
+        if entry.state.startswith(("unfinished", "being removed")):
+            print(f"  {entry.name}  not verified: {entry.state}")
+            continue
+        started = time.perf_counter()
+        problem = verify_cache(entry.path)
+        seconds = time.perf_counter() - started
+        if problem is None:
+            print(f"  {entry.name}  OK ({_size(entry.bytes)} read in {seconds:.1f} s)")
+        elif problem == NO_FULL_CHECKSUMS:
+            print(f"  {entry.name}  not verifiable: {problem}; the next train that uses it decodes the images again")
+        else:
+            damaged.append(entry)
+            print(f"  {entry.name}  damaged: {problem}")
+    if damaged:
+        names_text = ", ".join(entry.name for entry in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        raise UserError(f"{len(damaged)} of {len(chosen)} decoded-image caches in {root} failed the check ({names_text}); "
+                        "remove them with `python -m report_builder cache --remove NAME` (the next train decodes the "
+                        "images again).")
 
 
 def command_cache(arguments: argparse.Namespace) -> None:
@@ -234,6 +281,11 @@ def command_cache(arguments: argparse.Namespace) -> None:
     everything = list_caches(root)
     entries = [entry for entry in everything if entry.is_cache]
     others = [entry for entry in everything if not entry.is_cache]
+    if arguments.verify is not None:
+        if arguments.remove:
+            raise UserError("Give either --remove or --verify, not both.")
+        _verify_caches(root, entries, others, arguments.verify)
+        return
     if arguments.remove:
         chosen = []
         for name in arguments.remove:

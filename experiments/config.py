@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.artifacts import file_sha256
+from experiments.console import format_size
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
 from experiments.models.recipes import (
     BUILT_IN_NAMES,
@@ -51,6 +52,9 @@ DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 
 # Seeds feed numpy and TensorFlow; keep every training seed a non-negative 31-bit integer.
 SEED_LIMIT = 2**31
+#: data.image_size's sanity cap, pixels a side: far above what a classifier of this study uses
+#: (160), and the memory a batch needs is checked before any decoding besides (experiments.data)
+MAX_IMAGE_SIDE = 4096
 MAXIMUM_SEEDS = 1000
 # Keys whose string values are used as paths or folder names.
 PATH_KEYS = (("study", "run_name"), ("study", "out_dir"), ("data", "data_dir"), ("data", "cache_dir"),
@@ -349,6 +353,12 @@ def validate(config: StudyConfig) -> StudyConfig:
         raise ConfigError("data.source is 'folder' but data.data_dir is empty (use --data-dir DIR)")
     if len(data.image_size) != 2 or min(data.image_size) <= 0:
         raise ConfigError(f"data.image_size must be [height, width] of positive integers, got {data.image_size}")
+    if max(data.image_size) > MAX_IMAGE_SIDE:
+
+        height, width = data.image_size
+        raise ConfigError(f"data.image_size must be at most {MAX_IMAGE_SIDE} pixels a side, got {height}x{width} (one batch "
+                          f"of {data.batch_size} such images alone would need {format_size(data.batch_size * height * width * 3 * 4)} "
+                          "of memory as float32)")
     check_study_models(study.models, config.models, data.image_size)
     study.compare = _settled_plan(study.compare, study.models, config.models)
     if data.batch_size <= 0:

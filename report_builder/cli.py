@@ -4,7 +4,7 @@
 - render: turn one run's artifacts into the site's Markdown under docs/ (no TensorFlow);
 - build:  `mkdocs build --strict` into site/;
 - all:    train, render, build;
-- cache:  list the decoded-image caches with their sizes, or remove them.
+- cache:  list the decoded-image caches with their sizes, verify every byte of them, or remove them.
 
 User errors (a bad config value, a missing folder, no network, a folder that is not the
 report's to write) print one sentence and exit with status 2; Ctrl-C or SIGTERM stop cleanly
@@ -106,6 +106,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     cache.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config whose data.cache_dir to use by default")
     cache.add_argument("--remove", nargs="+", metavar="NAME",
                        help="remove these caches (a unique start of a name is enough; 'all' removes every one)")
+    cache.add_argument("--verify", nargs="*", metavar="NAME",
+                       help="read every byte of these caches (default: all) against their checksums and print one line "
+                       "each: OK or damaged (exit status 2 if any is damaged)")
     return parser.parse_args(argv)
 
 

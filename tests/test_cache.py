@@ -613,3 +613,105 @@ def test_a_rebuild_leaves_a_damaged_cache_folder_holding_other_files_and_names_i
         load_or_build(data_root, IMAGE_SIZE)
     assert str(built.folder) in str(caught.value) and "mine.txt" in str(caught.value)
     assert (built.folder / "mine.txt").read_text() == "mine" and (built.folder / "train.npy").is_file()
+
+
+# --------------------------------------------------------------------------- every byte checked
+
+
+def _small_samples(monkeypatch) -> None:
+    """Sampled blocks of 64 bytes and checksum blocks of 1 KiB: the test's 8 KiB arrays then have
+    bytes that no sampled block covers, as a real cache of hundreds of MiB has."""
+    monkeypatch.setattr(cache_module, "SAMPLE_BLOCK_BYTES", 64)
+    monkeypatch.setattr(cache_module, "BLOCK_BYTES", 1024)
+
+
+def _corrupt_outside_the_samples(path: Path, count: int = 200) -> int:
+    """Overwrite `count` bytes of `path` that no sampled block reads; returns where they start."""
+    size = path.stat().st_size
+    sampled = set()
+    for offset in cache_module._sample_offsets(size):
+        sampled.update(range(offset, offset + cache_module.SAMPLE_BLOCK_BYTES))
+    start = next(offset for offset in range(cache_module.HEADER_BYTES, size - count)
+                 if not sampled.intersection(range(offset, offset + count)))
+    with open(path, "r+b") as file:
+        file.seek(start)
+        original = file.read(count)
+        file.seek(start)
+        file.write(bytes(byte ^ 0x5A for byte in original))
+    return start
+
+
+def test_damage_outside_the_sampled_blocks_is_seen_when_the_cache_is_opened_and_rebuilt(tmp_path, monkeypatch, capsys):
+    _small_samples(monkeypatch)
+    data_root = write_folder(tmp_path / "data", {"train": 12, "validation": 5})
+    good = load_or_build(data_root, IMAGE_SIZE)
+    expected = np.asarray(good.train.images)
+    _corrupt_outside_the_samples(good.folder / "train.npy")
+    assert cache_module._sample_checksum(good.folder / "train.npy", (good.folder / "train.npy").stat().st_size) == \
+        json.loads((good.folder / "index.json").read_text())["splits"]["train"]["array"]["sample_sha256"]  # unseen before
+    assert [entry.state for entry in list_caches(cache_root(""))] == ["ok"]  # the listing stays cheap
+    capsys.readouterr()
+    rebuilt = load_or_build(data_root, IMAGE_SIZE)
+    messages = [line for line in capsys.readouterr().err.splitlines() if " is damaged " in line]
+    assert len(messages) == 1 and "train.npy fails its checksum in bytes " in messages[0], messages
+    assert rebuilt.built
+    np.testing.assert_array_equal(np.asarray(rebuilt.train.images), expected)
+
+
+def test_cache_verify_prints_one_line_per_cache_ok_or_damaged_and_exits_2_if_any_is_damaged(tmp_path, monkeypatch, capsys):
+    from report_builder.__main__ import main
+
+    _small_samples(monkeypatch)
+    cache_dir = tmp_path / "caches"
+    small = load_or_build(write_folder(tmp_path / "small"), IMAGE_SIZE, cache_dir=cache_dir)
+    large = load_or_build(write_folder(tmp_path / "large", {"train": 12, "validation": 5}, seed=1), IMAGE_SIZE, cache_dir=cache_dir)
+    (cache_root(cache_dir) / "photos").mkdir()
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache_dir), "--verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(" OK (" in line for line in lines), lines
+    _corrupt_outside_the_samples(large.folder / "train.npy")
+    assert main(["cache", "--cache-dir", str(cache_dir), "--verify", "all"]) == 2
+    captured = capsys.readouterr()
+    by_name = {line.split()[0]: line for line in captured.out.splitlines()}
+    assert " OK (" in by_name[small.folder.name]
+    assert "damaged: train.npy fails its checksum in bytes" in by_name[large.folder.name]
+    error = captured.err.strip()
+    assert error.startswith("error: 1 of 2 decoded-image caches") and "--remove" in error and error.count(". ") == 0
+    assert main(["cache", "--cache-dir", str(cache_dir), "--verify", small.folder.name]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert main(["cache", "--cache-dir", str(cache_dir), "--verify", "photos"]) == 2
+    assert "not a decoded-image cache" in capsys.readouterr().err
+    assert large.folder.is_dir() and (cache_root(cache_dir) / "photos").is_dir()  # verifying changes nothing
+
+
+def test_a_cache_built_before_block_checksums_is_rebuilt_saying_so_and_never_a_traceback(tmp_path, monkeypatch, capsys):
+    from report_builder.__main__ import main
+
+    data_root = write_folder(tmp_path / "data")
+    old = load_or_build(data_root, IMAGE_SIZE)
+    index = json.loads((old.folder / "index.json").read_text())
+    for split in index["splits"].values():
+        del split["array"]["block_sha256"], split["array"]["block_bytes"]
+    index["index_sha256"] = cache_module._index_checksum(index)
+    (old.folder / "index.json").write_text(json.dumps(index))
+    assert [entry.state for entry in list_caches(cache_root(""))] == ["ok"]
+    assert main(["cache", "--verify"]) == 0
+    assert "not verifiable: it was built by an earlier version" in capsys.readouterr().out
+    rebuilt = load_or_build(data_root, IMAGE_SIZE)
+    err = capsys.readouterr().err
+    assert "was built by an earlier version that kept no checksum over every byte, so the images are decoded again." in err
+    assert rebuilt.built and rebuilt.folder == old.folder
+    assert "block_sha256" in json.loads((old.folder / "index.json").read_text())["splits"]["train"]["array"]
+
+
+@pytest.mark.parametrize("block_bytes, checksums", [(True, None), (1, None), (2**40, None), (1024, ["00"] * 3)])
+def test_an_index_whose_block_checksums_do_not_fit_the_file_is_damaged_not_hashed_byte_by_byte(tmp_path, block_bytes, checksums):
+    data_root = write_folder(tmp_path / "data")
+    folder = load_or_build(data_root, IMAGE_SIZE).folder
+    index = json.loads((folder / "index.json").read_text())
+    array = index["splits"]["train"]["array"]
+    array["block_bytes"], array["block_sha256"] = block_bytes, checksums if checksums is not None else array["block_sha256"]
+    index["index_sha256"] = cache_module._index_checksum(index)
+    (folder / "index.json").write_text(json.dumps(index))
+    assert cache_module.verify_cache(folder) == "its index's block checksums for train.npy do not fit the file"

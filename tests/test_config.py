@@ -379,3 +379,22 @@ def test_any_text_parses_or_raises_config_error(text):
         parse_config_text(text, "generated.toml")
     except ConfigError as error:
         assert "generated.toml" in str(error)
+
+
+@pytest.mark.parametrize("size", [[100000, 100000], [4097, 16], [16, 50000]])
+def test_an_image_size_beyond_the_cap_is_one_config_error_naming_the_key_and_the_memory_it_needs(size):
+    from experiments.config import MAX_IMAGE_SIDE
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(SMOKE_CONFIG, {"data.image_size": size})
+    message = str(caught.value)
+    assert message.startswith(f"data.image_size must be at most {MAX_IMAGE_SIDE} pixels a side, got {size[0]}x{size[1]}")
+    assert "of memory as float32" in message and message.count(". ") == 0
+    if size == [100000, 100000]:
+        assert "1.7 TiB" in message  # 16 x 100000 x 100000 x 3 x 4 bytes
+
+
+def test_an_image_size_at_the_cap_is_accepted():
+    from experiments.config import MAX_IMAGE_SIDE
+
+    assert load_config(SMOKE_CONFIG, {"data.image_size": [MAX_IMAGE_SIDE, 48]}).image_size == (MAX_IMAGE_SIDE, 48)

@@ -280,3 +280,32 @@ def test_decoding_a_folder_shows_its_progress_on_stderr_once(tmp_path, capfd):
     second = capfd.readouterr()
     assert " images: " not in second.err and "using the images decoded earlier" in second.err
     assert first.out == second.out == ""
+
+
+def test_images_that_would_not_fit_in_memory_stop_before_any_decoding_naming_the_option_and_the_size(monkeypatch):
+    from experiments.data import loading as data_module
+    from experiments.errors import ConfigError
+
+    calls = []
+    monkeypatch.setattr(data_module, "synthetic_images", lambda *arguments, **keywords: calls.append(arguments))
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 2**20)
+    config = load_config(SMOKE_CONFIG, {"data.image_size": [512, 512]})
+    with pytest.raises(ConfigError) as caught:
+        load_study_data(config)
+    message = str(caught.value)
+    # 16 x 512 x 512 x 3 x 4 bytes (a batch) + 208 x 512 x 512 x 3 bytes (the synthetic images)
+    assert message == ("data.image_size 512x512 needs at least 204.0 MiB of memory (one batch of 16 images as float32, plus "
+                       "the 208 synthetic images held in memory) but only 1.0 MiB is available; use a smaller "
+                       "data.image_size (or data.batch_size).")
+    assert calls == []
+    folder = load_config(SMOKE_CONFIG, {"data.image_size": [512, 512], "data.source": "folder", "data.data_dir": "/nonexistent"})
+    assert data_module.memory_needed(folder) == (16 * 512 * 512 * 3 * 4, "one batch of 16 images as float32")
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 2**40)
+    data_module.check_memory_for_images(config)  # enough memory: nothing said
+
+
+def test_the_available_memory_is_read_from_the_system():
+    from experiments.data.loading import available_memory_bytes
+
+    available = available_memory_bytes()
+    assert available is None or available > 0

@@ -76,3 +76,17 @@ def test_a_model_is_scored_by_its_last_epoch_not_its_best():
     assert chosen == "steady", "peaked's best epochs (0.95, 0.93) are higher, but its last ones are not"
     assert per_seed == {"7": 0.80, "8": 0.78}
     assert seed == 7, "seed 8 peaked at 0.90 and ended at 0.78; seed 7 ended at 0.80"
+
+
+@pytest.mark.parametrize("resumable, words", [
+    ((4, None), "an unfinished run (4 epochs done last time), resuming after its 4 committed epochs"),
+    ((0, "its checkpoint checkpoint/epoch-0004.keras is missing"),
+     "an unfinished run (4 epochs done last time), but its checkpoint checkpoint/epoch-0004.keras is missing, "
+     "so from its first epoch again"),
+    ((0, None), "an unfinished run (4 epochs done last time), but its checkpoint is gone, so from its first epoch again"),
+])
+def test_a_resume_says_whether_its_checkpoint_really_resumes(resumable, words):
+    partial = state("partial", epochs_planned=6, epochs_completed=4)
+    action, reason = decide(partial, None, False, EXPECTED, False, resumable=resumable)
+    assert action == RESUME and reason == words
+    assert "resuming" not in reason or resumable[0] == 4  # never "resuming" while training starts again at epoch 1

@@ -510,3 +510,22 @@ def test_a_retrained_chosen_run_is_tested_again(tmp_path, monkeypatch, retrained
     assert (metrics.chosen_model, metrics.chosen_seed) == ("baseline", 7)
     assert study.evaluations == [("baseline", 7), ("baseline", 7)]
     assert metrics.test.loss == 2.0, "the score is the new evaluation's, not the one of the weights retrained away"
+
+
+def test_a_truncated_chosen_model_at_the_test_step_is_one_sentence_naming_it_and_what_to_do(tmp_path, capsys):
+    from report_builder.__main__ import main
+
+    command = ["train", "--config", str(SMOKE_CONFIG), "--out", str(tmp_path), "--models", "baseline", "--epochs", "1"]
+    assert main(command) == 0
+    model_file = seed_folder(tmp_path / "smoke", "baseline", 7) / "model.keras"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    (tmp_path / "smoke" / "metrics.json").unlink()  # so that the test step runs again
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: The saved model {model_file} cannot be used (it is truncated or damaged: File is not a zip "
+                      "file); delete it (or pass --force) and run train again, and that model is trained again."], err
+    assert "Traceback" not in err and "File not found" not in err
+    assert model_file.read_bytes() == data[: len(data) // 2]  # left as it is

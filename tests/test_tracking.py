@@ -372,3 +372,23 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
     assert [point.step for point in client.get_metric_history(first_run, "loss")] == [1, 2, 3]
     assert [point.value for point in client.get_metric_history(first_run, "loss")] == pytest.approx(
         [record["loss"] for record in result.epochs])
+
+
+@pytest.mark.parametrize("where", ["tensorboard", "tensorboard/baseline", "tensorboard/baseline/seed-7/validation"])
+def test_a_file_where_a_tensorboard_folder_goes_is_one_sentence_before_training_and_is_left_alone(tmp_path, capsys, where):
+    pytest.importorskip("tensorboard")
+    from report_builder.__main__ import main
+
+    out = tmp_path / "out"
+    blocker = out / "smoke" / where
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("the user's notes")
+    (out / "smoke" / ".report-builder.json").write_text('{"generator": "report-builder", "kind": "run"}')  # a run of ours
+    status = main(["train", "--config", str(SMOKE_CONFIG), "--out", str(out), "--models", "baseline", "--tensorboard"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"writes its event files into the folder '{blocker}', but a file is there" in lines[0], err
+    assert "FailedPrecondition" not in err and "Traceback" not in err and "Epoch 1" not in err
+    assert blocker.read_text() == "the user's notes"
+    assert not (out / "smoke" / "models").exists()  # nothing trained

@@ -180,3 +180,83 @@ def test_a_cell_trained_afresh_with_tensorboard_keeps_a_stranger_s_files_in_its_
     assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == ["train", "train/keep.txt"]
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "train/keep.txt" in lines[0] and str(folder) in lines[0]
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_checkpoint_is_named_and_training_starts_again_from_epoch_one_saying_so(tmp_path, capsys):
+    from experiments.artifacts import RunState, read_json
+    from experiments.training.fit import fit, resumable_progress
+
+    model, dataset, seed_run = _tiny_fit_setup(tmp_path)
+    state = RunState("baseline", 5, "config", "data", "partial", 0)
+    fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=2, verbose=0)
+    checkpoint = seed_run.checkpoint_dir / "epoch-0002.keras"
+    _truncate(checkpoint)
+    epochs, found, problem = resumable_progress(seed_run, 0, 4)
+    assert epochs == [] and found is None and f"its checkpoint {checkpoint} cannot be used (it is truncated or damaged: " in problem
+    capsys.readouterr()
+    (tmp_path / "fresh").mkdir()
+    fresh, _dataset, _seed_run = _tiny_fit_setup(tmp_path / "fresh")
+    result = fit(fresh, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=4, verbose=0)  # no "File not found"
+    err = capsys.readouterr().err
+    assert f"baseline (seed 5) cannot resume: its checkpoint {checkpoint} cannot be used (it is truncated" in err
+    assert "training starts again from epoch 1" in err and "resuming" not in err
+    assert result.resumed_epochs == 0
+    assert [record["epoch"] for record in read_json(seed_run.history)["epochs"]] == [1, 2, 3, 4]
+    assert resumable_progress(seed_run, 0, 4)[1].name == "epoch-0004.keras"  # the damaged file was replaced, not kept
+
+
+def test_a_truncated_saved_model_is_one_sentence_naming_the_file_and_what_to_do(tmp_path):
+    import keras
+
+    from experiments.errors import UserError
+    from experiments.models.build import load_trained_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert load_trained_model(path).count_params() == model.count_params()
+    _truncate(path)
+    with pytest.raises(UserError) as caught:
+        load_trained_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"The saved model {path} cannot be used (it is truncated or damaged: File is not a zip file)")
+    assert "delete it (or pass --force)" in message and "File not found" not in message
+    assert message.count(". ") == 0 and message.endswith(".")
+    assert caught.value.exit_status == 2
+
+
+def test_a_damaged_checkpoint_with_a_whole_earlier_one_beside_it_resumes_from_that_one_saying_so(tmp_path, capsys):
+    """A kill between committing epoch N and deleting epoch N-1's file leaves both; when N's is
+    then damaged, the fit resumes after epoch N-1 instead of starting again."""
+    import shutil
+
+    import keras
+
+    from experiments.artifacts import RunState, read_json
+    from experiments.training.fit import fit, resumable_progress
+
+    model, dataset, seed_run = _tiny_fit_setup(tmp_path)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # a loss Keras can load back
+    state = RunState("baseline", 5, "config", "data", "partial", 0)
+    fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=1, verbose=0)
+    kept = tmp_path / "epoch-0001.keras"
+    shutil.copy(seed_run.checkpoint_dir / "epoch-0001.keras", kept)
+    fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=2, verbose=0)
+    shutil.copy(kept, seed_run.checkpoint_dir / "epoch-0001.keras")  # as a kill at that moment leaves it
+    _truncate(seed_run.checkpoint_dir / "epoch-0002.keras")
+    epochs, found, note = resumable_progress(seed_run, 0, 4)
+    assert [record["epoch"] for record in epochs] == [1] and found.name == "epoch-0001.keras"
+    assert note.endswith("so it resumes from the earlier epoch-0001.keras")
+    capsys.readouterr()
+    result = fit(model, seed_run, dataset, dataset, state, first_epoch=0, last_epoch=3, verbose=0)
+    err = capsys.readouterr().err
+    assert "epoch-0002.keras cannot be used (it is truncated or damaged" in err
+    assert "resuming baseline (seed 5) after epoch 1 of 3" in err
+    assert result.resumed_epochs == 1
+    assert [record["epoch"] for record in read_json(seed_run.history)["epochs"]] == [1, 2, 3]

@@ -34,10 +34,10 @@ import numpy as np
 
 from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles, file_sha256
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
-from experiments.console import progress_counter
+from experiments.console import format_size, progress_counter
 from experiments.data.cache import CachedImages, CachedSplit, load_or_build
 from experiments.data.images import DecodedSplit, SkippedFile
-from experiments.errors import DataError
+from experiments.errors import ConfigError, DataError
 
 ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 ARCHIVE_FOLDER = "cats_and_dogs_filtered"
@@ -350,8 +350,58 @@ def download_dataset(url: str, cache_dir: str = "", expected_sha256: str = "") -
     raise DataError(f"The archive downloaded from {url} failed its checksum twice; delete {datasets_dir} and retry.")
 
 
+def available_memory_bytes() -> int | None:
+    """The memory this process can still use: /proc/meminfo's MemAvailable, lowered to what is left
+    under a cgroup (container) limit; None where neither can be read."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            left = max(int(limit) - used, 0)
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def memory_needed(config: StudyConfig) -> tuple[int, str]:
+    """A lower bound of the memory the study's data needs at data.image_size, and what it is: the
+    largest batch of float32 images the models train on, plus, for synthetic data, the uint8 arrays
+    held in memory (folder and downloaded data are read from the cache on disk, batch by batch)."""
+    height, width = config.image_size
+    batch_size = max([config.data.batch_size] + [config.training_settings(name).batch_size for name in config.study.models])
+    needed = batch_size * height * width * 3 * 4
+    what = f"one batch of {batch_size} images as float32"
+    if config.data.source == "synthetic":
+        count = (config.data.synthetic_train_per_class + config.data.synthetic_validation_per_class) * config.data.synthetic_classes
+        needed += count * height * width * 3
+        what += f", plus the {count} synthetic images held in memory"
+    return needed, what
+
+
+def check_memory_for_images(config: StudyConfig, available: int | None = None) -> None:
+    """ConfigError naming data.image_size, before anything is decoded, when the memory its images
+    need (`memory_needed`, a lower bound) exceeds what is available (`available_memory_bytes`)."""
+
+    available = available_memory_bytes() if available is None else available
+    needed, what = memory_needed(config)
+    if available is not None and needed > available:
+        height, width = config.image_size
+        raise ConfigError(f"data.image_size {height}x{width} needs at least {format_size(needed)} of memory ({what}) but only "
+                          f"{format_size(available)} is available; use a smaller data.image_size (or data.batch_size).")
+
+
 def load_study_data(config: StudyConfig) -> StudyData:
-    """Resolve the configured source and return decoded, split data."""
+    """Resolve the configured source and return decoded, split data (after checking that the
+    images fit in memory: `check_memory_for_images`)."""
+    check_memory_for_images(config)
     source = config.data.source
     if source == "synthetic":
         return _synthetic(config)

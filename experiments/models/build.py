@@ -19,6 +19,7 @@ from keras import layers
 
 from experiments.artifacts import summary_text_named
 from experiments.config import ConfigError
+from experiments.errors import UserError, is_disk_full
 from experiments.models.backbones import backbone_named, build_backbone, preprocessing_layer
 from experiments.models.builders import build_user_model, builder_docstring
 from experiments.models.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
@@ -243,5 +244,34 @@ def describe_model(model: keras.Model, recipe: ModelRecipe | None = None, settin
     }
 
 
+def keras_file_problem(path: Path) -> str | None:
+    """Why `path` is not a whole .keras file (a zip archive whose every member passes its CRC), or
+    None. Keras itself calls a truncated file "File not found"."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except OSError as error:
+        return f"it cannot be read: {error.strerror or error}"
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError) as error:
+        return f"it is truncated or damaged: {error}"
+    if bad_member is not None:
+        return f"it is damaged: its member {bad_member} fails its CRC check"
+    return None
+
+
 def load_trained_model(path: Path) -> keras.Model:
-    return keras.models.load_model(path)
+    """The saved model at `path`; UserError, one sentence naming the file and what to do, when it is
+    truncated, damaged or cannot be loaded (never Keras's traceback)."""
+
+    problem = keras_file_problem(path)
+    if problem is None:
+        try:
+            return keras.models.load_model(path)
+        except Exception as error:  # a whole zip that Keras still cannot load (another version's file, ...)
+            if is_disk_full(error):
+                raise
+            problem = f"Keras cannot load it: {type(error).__name__}: {(str(error).splitlines() or [''])[0].split('. ')[0][:200]}"
+    raise UserError(f"The saved model {path} cannot be used ({problem}); delete it (or pass --force) and run train "
+                    "again, and that model is trained again.")

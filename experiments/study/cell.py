@@ -15,6 +15,7 @@ from experiments.artifacts import (
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import StudyData
+from experiments.errors import UserError
 from experiments.models.recipes import POLICIES, precision_for
 from experiments.study.decisions import (
     COMPLETE,
@@ -123,7 +124,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
             log(f"{where}: not trained: {message}")
             record_unfinished(seed_run, expected, FAILED, message, None)
             return CellOutcome(model_name, seed, FAILED, message)
-    action, reason = training_decision(seed_run, expected, context.force, context.since, source)
+    action, reason = training_decision(seed_run, expected, context.force, context.since, source,
+                                       config.epoch_span(model_name))
     if action == SKIP:
         log(f"{where}: skipped, {reason}")
         backfill_validation_predictions(config, data, seed_run)
@@ -149,7 +151,8 @@ def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_b
         record_unfinished(seed_run, expected, DIVERGED, message, POLICIES[precision])
         return CellOutcome(model_name, seed, DIVERGED, message)
     except Exception as error:  # one run failing must not lose the others
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        message = str(error) if isinstance(error, UserError) else \
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         log(f"  {seed_run.label} failed: {message}")
         record_unfinished(seed_run, expected, FAILED, message, POLICIES[precision])
         return CellOutcome(model_name, seed, FAILED, message)

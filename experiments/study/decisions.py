@@ -19,11 +19,14 @@ CELL_STATUSES = (COMPLETE, PARTIAL, FAILED, DIVERGED)
 
 def decide(state: RunState | None, history: History | None, model_file_present: bool,
            expected: dict[str, str], force: bool, since: datetime | None = None,
-           model_file_name: str = "model.keras", source_name: str | None = None) -> tuple[str, str]:
+           model_file_name: str = "model.keras", source_name: str | None = None,
+           resumable: tuple[int, str | None] | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), from its state.json and history.json (None
     when missing) and whether its model file exists: SKIP, RESUME (keep committed epochs), RESTART
     (discard them) or SETTLED (another process ended it in failure since `since`, when this command
-    started: report it, do not train it again), and why, in words for the console."""
+    started: report it, do not train it again), and why, in words for the console. `resumable`:
+    (the epochs its checkpoint can resume from, a note: why it cannot, or why from an earlier
+    checkpoint; None: nothing to say), when known, so that a resume says what really happens."""
     labels = {"config_hash": "config", "data_fingerprint": "data",
               "starting_point": f"{source_name} model it starts from" if source_name else "model it starts from"}
     same_inputs = state is not None and all(getattr(state, key) == value for key, value in expected.items())
@@ -44,9 +47,21 @@ def decide(state: RunState | None, history: History | None, model_file_present: 
     if state.status == DIVERGED:
         return RESTART, f"it diverged last time ({state.error}); training again from the start"
     if state.status != COMPLETE or history is None:
+        if resumable is None:
+            start = ""
+        elif resumable[0] > 0:
+            start = f", resuming after its {resumable[0]} committed epochs" + (f" ({resumable[1]})" if resumable[1] else "")
+        elif resumable[1] is not None:
+            start = f", but {resumable[1]}, so from its first epoch again"
+        elif state.epochs_completed:
+            start = ", but its checkpoint is gone, so from its first epoch again"
+        else:
+            start = ", from its first epoch (no epoch was committed)"
         if state.status == FAILED:
-            return RESUME, f"it failed last time ({state.error}); trying again"
-        return RESUME, f"resuming an unfinished run ({state.epochs_completed} epochs done)"
+            return RESUME, f"it failed last time ({state.error}); trying again{start}"
+        if resumable is None:
+            return RESUME, f"resuming an unfinished run ({state.epochs_completed} epochs done)"
+        return RESUME, f"an unfinished run ({state.epochs_completed} epochs done last time){start}"
     if len(history.epochs) != state.epochs_planned:
         return RESTART, "its history is incomplete; retraining"
     if not model_file_present:

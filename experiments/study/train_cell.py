@@ -144,7 +144,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
         clear_checkpoint,
         fit,
         keras_verbosity,
-        load_progress,
+        resumable_progress,
         write_history,
     )  # loads TensorFlow: only where it is needed
 
@@ -155,7 +155,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     settings = config.training_settings(model_name)
     ModelSummary.from_fields(Fields(describe_model(model, config.recipe(model_name), settings),
                                     run.summary(model_name))).write(run.summary(model_name))
-    earlier_epochs, _ = load_progress(seed_run)
+    earlier_epochs, _, _ = resumable_progress(seed_run, first_epoch, last_epoch - first_epoch)
     state = RunState(model_name, seed, **expected, status=PARTIAL, epochs_completed=len(earlier_epochs),
                      epochs_planned=last_epoch - first_epoch, precision=policy, started_at=utc_now_precise())
     state.write(seed_run.state)
@@ -262,9 +262,11 @@ def strategy_scope(strategy: Any):
 
 
 def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
-                      since: datetime | None = None, source: str | None = None) -> tuple[str, str]:
+                      since: datetime | None = None, source: str | None = None,
+                      epoch_span: tuple[int, int] | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`.
-    `source`: the model it continues, if any."""
+    `source`: the model it continues, if any; `epoch_span` (its first and last epoch): given, the
+    checkpoint is checked, so that a resume says whether it really resumes."""
     try:
         state, history = RunState.read(seed_run.state), History.read(seed_run.history)
     except ArtifactFormatError as error:
@@ -273,7 +275,14 @@ def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
                                                   f"{seed_run.label} again") from None
         log(f"  {error}; --force: training {seed_run.label} again")
         state, history = None, None
-    return decide(state, history, seed_run.model_file.is_file(), expected, force, since, seed_run.model_file.name, source)
+    resumable = None
+    if epoch_span is not None and not force and state is not None and state.status != COMPLETE:
+        from experiments.training.fit import resumable_progress  # loads TensorFlow: only where it is needed
+
+        epochs, _checkpoint, problem = resumable_progress(seed_run, epoch_span[0], epoch_span[1] - epoch_span[0])
+        resumable = (len(epochs), problem)
+    return decide(state, history, seed_run.model_file.is_file(), expected, force, since, seed_run.model_file.name, source,
+                  resumable)
 
 
 def finished_runs(run: RunFolder, config: StudyConfig, model_name: str, data_fingerprint: str) -> dict[int, list[Epoch]]:

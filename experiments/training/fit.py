@@ -36,7 +36,9 @@ from experiments.artifacts import (
     write_atomic,
 )
 from experiments.data.loading import make_image_batches
+from experiments.errors import is_disk_full
 from experiments.interrupts import raise_if_interrupted
+from experiments.models.build import keras_file_problem
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -201,6 +203,40 @@ def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]
     return [epoch.to_fields() for epoch in progress.epochs], seed_run.checkpoint_dir / progress.checkpoint
 
 
+def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tuple[list[dict[str, Any]], Path | None, str | None]:
+    """What `fit` resumes from: (the committed epochs, the checkpoint file, a note or None).
+
+    Every checkpoint is checked whole (each member's CRC) before it is used: a truncated one is
+    never loaded. When the committed checkpoint is damaged or missing but an earlier one of this
+    fit is whole (a kill can leave the previous epoch's file beside the new one), the fit resumes
+    from that one, its epochs cut to it, and the note says so. With nothing to resume from it is
+    ([], None, why), `why` None when nothing was committed, else naming what is missing or damaged."""
+
+    try:
+        progress = CheckpointProgress.read(seed_run.checkpoint_dir / "progress.json")
+    except ArtifactFormatError as error:
+        return [], None, f"its progress file cannot be read ({error.detail})"
+    if progress is None:
+        return [], None, None
+    checkpoint = seed_run.checkpoint_dir / progress.checkpoint
+    epochs = [epoch.to_fields() for epoch in progress.epochs]
+    if not (0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1):
+        return [], None, f"its checkpoint {checkpoint} belongs to other epochs than this run's"
+    if not checkpoint.is_file() or checkpoint.is_symlink():
+        problem = f"its checkpoint {checkpoint} is missing"
+    else:
+        problem = keras_file_problem(checkpoint)
+        if problem is None:
+            return epochs, checkpoint, None
+        problem = f"its checkpoint {checkpoint} cannot be used ({problem})"
+    earlier = sorted((int(path.name[6:-6]), path) for path in seed_run.checkpoint_dir.glob("epoch-*.keras")
+                     if CHECKPOINT_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink())
+    for number, path in reversed(earlier):
+        if first_epoch < number < first_epoch + len(epochs) and keras_file_problem(path) is None:
+            return epochs[: number - first_epoch], path, f"{problem}, so it resumes from the earlier {path.name}"
+    return [], None, problem
+
+
 _NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
 
 
@@ -248,13 +284,25 @@ def fit(
     training loss is not finite (the epochs before it stay committed).
     """
     planned = last_epoch - first_epoch
-    epochs, checkpoint = load_progress(seed_run)
+    epochs, checkpoint, problem = resumable_progress(seed_run, first_epoch, planned)
     resumed = 0
-    if checkpoint is not None and 0 < len(epochs) <= planned and epochs[0].get("epoch") == first_epoch + 1:
-        model = keras.models.load_model(checkpoint)
+    if checkpoint is not None:
+        try:
+            model = keras.models.load_model(checkpoint)
+        except Exception as error:  # a whole zip Keras still cannot load: start again, saying why
+            if is_disk_full(error):
+                raise
+            problem = f"its checkpoint {checkpoint} cannot be loaded ({type(error).__name__})"
+            epochs, checkpoint = [], None
+    if checkpoint is not None:
         resumed = len(epochs)
+        if problem is not None:  # resuming from an earlier checkpoint than the committed one
+            print(f"  {seed_run.label}: {problem}", file=sys.stderr, flush=True)
         print(f"  resuming {seed_run.label} after epoch {first_epoch + resumed} of {last_epoch}", file=sys.stderr, flush=True)
     else:
+        if problem is not None:
+            print(f"  {seed_run.label} cannot resume: {problem}; training starts again from epoch {first_epoch + 1} "
+                  "(the checkpoint's files are removed)", file=sys.stderr, flush=True)
         epochs = []
         clear_checkpoint(seed_run)
     started = time.perf_counter()

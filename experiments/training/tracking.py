@@ -28,7 +28,7 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,12 +67,15 @@ def mlflow_tracking_uri(config: StudyConfig, environ: Mapping[str, str] = os.env
 
 
 def check_tracking_packages(config: StudyConfig, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> None:
-    """UserError, before anything is read or trained, when an option's package is missing."""
+    """UserError, before anything is read or trained, when an option's package is missing, or when
+    something that is not a folder stands where --tensorboard writes its folders."""
     if config.training.tensorboard and find_spec("tensorboard") is None:
         raise UserError(
             "--tensorboard (training.tensorboard) needs the tensorboard package, which TensorFlow no longer "
             f"installs: run {TENSORBOARD_INSTALL} (or pip install tensorboard), then the same command again"
         )
+    if config.training.tensorboard:
+        check_tensorboard_folders(config.run_dir, [(name, seed) for name in config.study.models for seed in config.seeds])
     if not mlflow_enabled(config):
         return
     if find_spec("mlflow") is None:
@@ -177,6 +180,38 @@ def tensorboard_root(run_root: Path) -> Path:
 
 def tensorboard_dir(run_root: Path, seed_run: SeedRun) -> Path:
     return tensorboard_root(run_root) / seed_run.model_name / f"seed-{seed_run.seed}"
+
+
+def _what_is_at(path: Path) -> str:
+    import stat
+
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "a link to something that is not a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "something that is not a folder"
+
+
+def check_tensorboard_folders(run_root: Path, cells: Iterable[tuple[str, int]]) -> None:
+    """UserError, before anything trains, when something that is not a folder stands where
+    --tensorboard writes a folder (`<run>/tensorboard`, a cell's `<model>/seed-N/{train,validation}`):
+    one sentence naming it; it is left alone (TensorFlow would stop with FailedPreconditionError)."""
+    root = tensorboard_root(run_root)
+    paths = [root] + [root / model_name / f"seed-{seed}" / part for model_name, seed in cells for part in ("train", "validation")]
+    for path in paths:
+        current = Path(run_root)
+        for part in path.relative_to(run_root).parts:
+            current = current / part
+            if not os.path.lexists(current):
+                break
+            if not current.is_dir():
+                raise UserError(f"--tensorboard (training.tensorboard) writes its event files into the folder '{current}', "
+                                f"but {_what_is_at(current)} is there; move it away (it is left alone) or run without --tensorboard.")
 
 
 def write_tensorboard_history(directory: Path, epochs: list[dict[str, Any]]) -> None:
@@ -419,6 +454,7 @@ class StudyTracking:
         self.tensorboard = config.training.tensorboard
         self.mlflow: MlflowLog | None = None
         if self.tensorboard:
+            check_tensorboard_folders(self.run_root, [(name, seed) for name in config.study.models for seed in config.seeds])
             log(f"TensorBoard: event files go to {tensorboard_root(self.run_root)}/ "
                 f"(view them with: tensorboard --logdir {tensorboard_root(self.run_root)})")
         if mlflow_enabled(config):

@@ -1,13 +1,54 @@
-"""`cache`: list the decoded-image caches with their sizes, or remove them."""
+"""`cache`: list the decoded-image caches with their sizes, verify every byte of them, or remove them."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from experiments.config import load_config
 from experiments.console import format_size
-from experiments.data.cache import cache_root, list_caches, remove_cache
+from experiments.data.cache import NO_FULL_CHECKSUMS, cache_root, list_caches, remove_cache, verify_cache
 from experiments.errors import UserError
+
+
+def _verify_caches(root: Path, entries: list, others: list, names: list[str]) -> None:
+    """`cache --verify [NAME ...]`: one line per cache, OK or damaged (UserError if any is damaged)."""
+    chosen = list(entries) if not names or "all" in names else []
+    for name in [] if not names or "all" in names else names:
+        matches = [entry for entry in entries if entry.name.startswith(name)]
+        if not matches:
+            other = next((entry for entry in others if entry.name.startswith(name)), None)
+            if other is not None:
+                raise UserError(f"'{other.path}' is not a decoded-image cache (it lacks the index and marker a cache writes), "
+                                "so it is not verified; `python -m report_builder cache` lists the caches.")
+            raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
+        if len(matches) > 1:
+            raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
+        chosen.extend(entry for entry in matches if entry not in chosen)
+    if not chosen:
+        print(f"No decoded-image caches in {root}")
+        return
+    damaged = []
+    for entry in chosen:
+        if entry.state.startswith(("unfinished", "being removed")):
+            print(f"  {entry.name}  not verified: {entry.state}")
+            continue
+        started = time.perf_counter()
+        problem = verify_cache(entry.path)
+        seconds = time.perf_counter() - started
+        if problem is None:
+            print(f"  {entry.name}  OK ({format_size(entry.bytes)} read in {seconds:.1f} s)")
+        elif problem == NO_FULL_CHECKSUMS:
+            print(f"  {entry.name}  not verifiable: {problem}; the next train that uses it decodes the images again")
+        else:
+            damaged.append(entry)
+            print(f"  {entry.name}  damaged: {problem}")
+    if damaged:
+        names_text = ", ".join(entry.name for entry in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        raise UserError(f"{len(damaged)} of {len(chosen)} decoded-image caches in {root} failed the check ({names_text}); "
+                        "remove them with `python -m report_builder cache --remove NAME` (the next train decodes the "
+                        "images again).")
 
 
 def cache(arguments: argparse.Namespace) -> None:
@@ -20,6 +61,11 @@ def cache(arguments: argparse.Namespace) -> None:
     everything = list_caches(root)
     entries = [entry for entry in everything if entry.is_cache]
     others = [entry for entry in everything if not entry.is_cache]
+    if arguments.verify is not None:
+        if arguments.remove:
+            raise UserError("Give either --remove or --verify, not both.")
+        _verify_caches(root, entries, others, arguments.verify)
+        return
     if arguments.remove:
         chosen = []
         for name in arguments.remove:

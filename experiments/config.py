@@ -53,7 +53,7 @@ DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 # Seeds feed numpy and TensorFlow; keep every training seed a non-negative 31-bit integer.
 SEED_LIMIT = 2**31
 #: data.image_size's sanity cap, pixels a side: far above what a classifier of this study uses
-#: (160), and the memory a batch needs is checked before any decoding besides (experiments.data)
+#: (160), and the memory a batch needs is checked before any decoding besides (experiments.data.loading)
 MAX_IMAGE_SIDE = 4096
 MAXIMUM_SEEDS = 1000
 # Keys whose string values are used as paths or folder names.

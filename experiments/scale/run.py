@@ -39,20 +39,18 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from experiments.artifacts import Execution, RunFolder, utc_now
 from experiments.config import StudyConfig
 from experiments.console import format_duration, log
-from experiments.errors import StudyFailed, UserError
+from experiments.errors import UserError
 from experiments.scale.cells import TaskSlot, announce_task, resolve_task
 from experiments.scale.environment import visible_gpus, worker_environment
 from experiments.scale.jobs import WorkerSpec, finish_job, prepare_job
 from experiments.scale.pool import CellResults, PoolBackend
 from experiments.study.census import CensusProgress, PlainLine
 from experiments.study.decisions import DIVERGED, FAILED, study_cells
-from experiments.study.locks import hold_run_settings
-from experiments.study.manifest import ManifestWriter, write_manifest
+from experiments.study.lifecycle import OpenRun, open_run
 from experiments.training.strategy import STRATEGIES
 from experiments.training.tracking import check_tracking_packages
 
@@ -128,48 +126,41 @@ def run_scaled(config: StudyConfig, force: bool, options: ScaleOptions) -> RunFo
     cluster; this process imports no TensorFlow. Returns the run folder; raises StudyFailed when
     cells failed, diverged or were lost (the others' artifacts are written)."""
 
-    run = RunFolder(config.run_dir)
-    run.claim()  # a folder that is not a run of ours is refused before anything is written
-    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
-        return _run_scaled(run, config, force, options)
+    with open_run(config, checks=lambda: check_tracking_packages(config)) as opened:
+        _run_cells(opened, force, options)
+    return opened.run
 
 
-def _run_scaled(run: RunFolder, config: StudyConfig, force: bool, options: ScaleOptions) -> RunFolder:
-
-    run.check_writable()
-    since = datetime.now(UTC)
-    started = time.perf_counter()
-    write_manifest(run, config, "healing")
-    check_tracking_packages(config)
+def _run_cells(opened: OpenRun, force: bool, options: ScaleOptions) -> None:
+    """Hand the cells to the backend's workers; a worker reads the data and writes the manifest's
+    header first (prepare_job), and one chooses and tests at the end (finish_job)."""
+    run, config, manifest, started = opened.run, opened.config, opened.manifest, opened.started
     every_cell = study_cells(config)
     cells = announce_task(config, options.task) if options.task else every_cell
-    spec = WorkerSpec(worker_config(config), force, since, options.strategy, quiet=not options.verbose)
-    manifest = ManifestWriter(run, config, started)
-    finished = False
+    spec = WorkerSpec(worker_config(config), force, opened.since, options.strategy, quiet=not options.verbose)
     results = CellResults()
-    with manifest.until_interrupted(), make_backend(options, options.strategy) as backend:
-        header = backend.call(prepare_job, spec)
+    finished = False
+    with make_backend(options, options.strategy) as backend:
+        header = backend.call(prepare_job, spec)  # the header's start() heals a stale manifest
         manifest.start(replace(header, started_at=utc_now(), execution=options.describe(backend.slots)))
-        progress = CensusProgress(run, config, header.data_fingerprint, since, started,
+        progress = CensusProgress(run, config, header.data_fingerprint, opened.since, started,
                                   parallel=backend.slots * (options.task.count if options.task else 1), line=PlainLine())
         if cells:
             results = backend.run_cells(spec, cells, every_cell, lambda: (manifest.refresh(), progress.cell_done()))
         if not results.lost:
             finished = backend.call(finish_job, spec)
-    manifest.finish("finished" if finished else ("interrupted" if results.lost else "running"))
+    opened.phase = "finished" if finished else ("interrupted" if results.lost else "running")
     counts: dict[str, int] = {}
     for outcome in results.outcomes.values():
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
     log(f"{len(cells)} cell(s) in {format_duration(time.perf_counter() - started)}: "
         + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         + (f", {len(results.lost)} lost" if results.lost else ""))
-    failures = {f"{cell[0]} (seed {cell[1]})": outcome.get("error") or outcome["status"]
-                for cell, outcome in results.outcomes.items() if outcome["status"] in (FAILED, DIVERGED)}
-    failures.update({f"{cell[0]} (seed {cell[1]})": why for cell, why in results.lost.items()})
-    if failures:
-        advice = "; run the same command again to resume the lost cells" if results.lost else ""
-        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()) + advice)
-    return run
+    opened.failures.update({f"{cell[0]} (seed {cell[1]})": outcome.get("error") or outcome["status"]
+                            for cell, outcome in results.outcomes.items() if outcome["status"] in (FAILED, DIVERGED)})
+    opened.failures.update({f"{cell[0]} (seed {cell[1]})": why for cell, why in results.lost.items()})
+    if results.lost:
+        opened.advice = "; run the same command again to resume the lost cells"
 
 
 def options_from_arguments(workers: int | None, scheduler: str | None, task_index: int | None, task_count: int | None,

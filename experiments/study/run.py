@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from experiments.artifacts import (
@@ -27,7 +26,6 @@ from experiments.config import StudyConfig
 from experiments.console import STATUS_LINE, log
 from experiments.data.images import summarize_skipped
 from experiments.data.loading import StudyData, load_study_data
-from experiments.errors import StudyFailed
 from experiments.interrupts import raise_if_interrupted
 from experiments.runtime import cpu_supports_bf16, set_determinism
 from experiments.study.cell import DEFERRED, CellContext, CellOutcome, run_cell
@@ -41,8 +39,9 @@ from experiments.study.decisions import (
     study_cells,
 )
 from experiments.study.environment import check_builders, preflight
-from experiments.study.locks import hold_run_settings, run_lock
-from experiments.study.manifest import ManifestWriter, study_header, write_manifest
+from experiments.study.lifecycle import OpenRun, open_run
+from experiments.study.locks import run_lock
+from experiments.study.manifest import study_header
 from experiments.study.train_cell import write_data_figures, write_model_curves
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import (
@@ -95,48 +94,43 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
     whichever task finds that. `strategy` ("none", "mirrored"): a tf.distribute strategy around
     every cell (experiments.training.strategy.make_strategy). `execution` goes into manifest.json as it is;
     `parallel` (how many processes share the study) only scales the progress line's estimate."""
-    run = RunFolder(config.run_dir)
-    run.claim()  # a folder that is not a run of ours is refused before anything is written
-    with hold_run_settings(run, config):  # a command with other settings is refused while this one works
-        return _run_study(run, config, force, share=share, strategy=strategy, execution=execution, parallel=parallel)
+    with open_run(config, checks=lambda: preflight(config)) as opened:
+        run = opened.run
+        opened.heal()  # a manifest a crash left stale agrees with the cells again
+        set_determinism(config.training.deterministic)
+        tracking = StudyTracking.for_config(config, run.root)
+        log(f"Reading data ({config.data.source})...")
+        data = load_study_data(config)
+        raise_if_interrupted()
+        if data.skipped:
+            log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
+        log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
+            f"classes: {', '.join(data.class_names)}")
+        check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
+        data.describe().write(run.dataset)
+        write_data_figures(run, data, config.study.seed)
+        opened.manifest.start(replace(study_header(config, data), execution=execution))
+        _run_cells(opened, data, tracking, force, share=share, strategy=strategy, parallel=parallel)
+    return run
 
 
-def _run_study(run: RunFolder, config: StudyConfig, force: bool, *, share: Collection[tuple[str, int]] | None,
-               strategy: str, execution: Execution | None, parallel: int) -> RunFolder:
-    import keras
-    import tensorflow as tf
+def _run_cells(opened: OpenRun, data: StudyData, tracking: StudyTracking | None, force: bool, *, share: Collection[tuple[str, int]] | None,
+               strategy: str, parallel: int) -> None:
+    """Every cell of the study (or of `share`) in this process, then the choice and the test (or,
+    for a share, the choice and the test if every cell of the study has settled)."""
+    import keras  # loads TensorFlow: this process trains
+    import tensorflow as tf  # loads TensorFlow: this process trains
 
-    from experiments.models.build import set_precision  # loads TensorFlow: only where it is needed
+    from experiments.models.build import set_precision  # loads TensorFlow: this process trains
 
-    run.check_writable()
-    since = datetime.now(UTC)
-    started = time.perf_counter()
-    write_manifest(run, config, "healing")  # a manifest a crash left stale agrees with the cells again
-    set_determinism(config.training.deterministic)
-    preflight(config)
-    tracking = StudyTracking.for_config(config, run.root)
-    log(f"Reading data ({config.data.source})...")
-    data = load_study_data(config)
-    raise_if_interrupted()
-    if data.skipped:
-        log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
-    log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; classes: {', '.join(data.class_names)}")
-    check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
-    data.describe().write(run.dataset)
-    write_data_figures(run, data, config.study.seed)
-    manifest = ManifestWriter(run, config, started)
-    manifest.start(replace(study_header(config, data), execution=execution))
-    distribute = None
-    if strategy != "none":
-
-        distribute = make_strategy(strategy)
+    run, config, manifest, failures = opened.run, opened.config, opened.manifest, opened.failures
+    since, started = opened.since, opened.started
+    distribute = make_strategy(strategy) if strategy != "none" else None
     context = CellContext(run, config, data, force=force, since=since,
                           gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
                           on_started=manifest.refresh, tracking=tracking, strategy=distribute)
-    failures: dict[str, str] = {}
     cells = study_cells(config)
     if share is not None:
-
         cells = [cell for cell in cells if cell in set(share)]
         progress: Any = CensusProgress(run, config, data.fingerprint, since, started, parallel=parallel)
     else:
@@ -149,40 +143,34 @@ def _run_study(run: RunFolder, config: StudyConfig, force: bool, *, share: Colle
         progress.cell_done(outcome.model_name, outcome.seed,
                            time.perf_counter() - cell_started if outcome.status == COMPLETE else None)
 
-    finished = True
     try:
-        with manifest.until_interrupted():
-            deferred: list[tuple[str, int]] = []
-            for step, (model_name, seed) in enumerate(cells, 1):
-                raise_if_interrupted()
-                cell_started = time.perf_counter()
-                outcome = run_cell(context, model_name, seed, coming_back=deferred,
-                                   where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
-                if outcome.status == DEFERRED:
-                    deferred.append((model_name, seed))
-                    continue
-                settle(outcome, cell_started)
-                if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
-                    write_model_curves(config, run, data, model_name)
-            for index, (model_name, seed) in enumerate(deferred):
-                raise_if_interrupted()
-                cell_started = time.perf_counter()
-                outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
-                                   where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
-                settle(outcome, cell_started)
+        deferred: list[tuple[str, int]] = []
+        for step, (model_name, seed) in enumerate(cells, 1):
             raise_if_interrupted()
-            if share is None:
-                for model_name in dict.fromkeys(name for name, _ in deferred):
-                    write_model_curves(config, run, data, model_name)
-                set_precision("none")
-                with run_lock(run):
-                    select_and_test(config, run, data)
-            else:
-                finished = finish_study(config, run, data)
+            cell_started = time.perf_counter()
+            outcome = run_cell(context, model_name, seed, coming_back=deferred,
+                               where=f"[{step}/{len(cells)}] {model_name}, seed {seed}")
+            if outcome.status == DEFERRED:
+                deferred.append((model_name, seed))
+                continue
+            settle(outcome, cell_started)
+            if share is None and seed == config.seeds[-1] and not any(name == model_name for name, _ in deferred):
+                write_model_curves(config, run, data, model_name)
+        for index, (model_name, seed) in enumerate(deferred):
+            raise_if_interrupted()
+            cell_started = time.perf_counter()
+            outcome = run_cell(context, model_name, seed, wait=True, coming_back=deferred[index + 1:],
+                               where=f"[{cells.index((model_name, seed)) + 1}/{len(cells)}] {model_name}, seed {seed} (back to it)")
+            settle(outcome, cell_started)
+        raise_if_interrupted()
+        if share is None:
+            for model_name in dict.fromkeys(name for name, _ in deferred):
+                write_model_curves(config, run, data, model_name)
+            set_precision("none")
+            with run_lock(run):
+                select_and_test(config, run, data)
+        elif not finish_study(config, run, data):
+            opened.phase = "running"  # other tasks still have cells
     finally:
         STATUS_LINE.release()
         keras.backend.clear_session()
-    manifest.finish("finished" if finished else "running")  # "running": other tasks still have cells
-    if failures:
-        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(f"{name}: {message}" for name, message in failures.items()))
-    return run

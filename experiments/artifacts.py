@@ -365,8 +365,8 @@ class RunFolder:
     def summary(self, model_name: str) -> Path:
         return self.model_dir(model_name) / "summary.json"
 
-    def seed_run(self, model_name: str, seed: int) -> SeedRun:
-        return SeedRun(model_name, seed, self.model_dir(model_name) / seed_folder_name(seed))
+    def seed_run(self, model_name: str, seed: int) -> CellFolder:
+        return CellFolder(model_name, seed, self.model_dir(model_name) / seed_folder_name(seed))
 
     @property
     def lock_file(self) -> Path:
@@ -441,8 +441,8 @@ class RunFolder:
         (self.root / ".write-check.json").unlink(missing_ok=True)
 
 
-class SeedRun:
-    """Paths of one training run: one model, one seed, `models/<model>/seed-<seed>/`."""
+class CellFolder:
+    """The folder of one cell (a model and a seed, one training run): `models/<model>/seed-<seed>/`."""
 
     def __init__(self, model_name: str, seed: int, folder: Path):
         self.model_name = model_name

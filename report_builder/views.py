@@ -238,7 +238,7 @@ class SeedRow:
 
 
 @dataclass
-class SeedRun:
+class SeedHistory:
     """What one ``seed-<seed>/`` folder of a model holds."""
 
     seed: int
@@ -340,7 +340,7 @@ def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
+def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedHistory]:
     """Every seed folder of a model that has a readable history, in numeric seed order."""
     runs = []
     for seed, folder in seed_folders(model_dir):
@@ -360,11 +360,11 @@ def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedRun]:
         except ValueError as error:
             detail = error_text = str(error)
         else:
-            runs.append(SeedRun(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
+            runs.append(SeedHistory(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
             continue
         # the model page says why its curves are missing; the method page (and render's warning) name the file
         problems.append(f"{_relative_name(folder / 'history.json')}: {detail}")
-        runs.append(SeedRun(seed, None, None, epochs_planned, predictions, error_text, **times))
+        runs.append(SeedHistory(seed, None, None, epochs_planned, predictions, error_text, **times))
     return runs
 
 
@@ -559,7 +559,7 @@ def validation_labels(dataset: Dataset | None) -> tuple[str | None, list[int] | 
     return digest, label_counts
 
 
-def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
+def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
     """Stack the seeds' per-image right/wrong rows; say why not when they cannot be used.
 
     A seed's predictions count only when they follow this run's validation file list and come
@@ -585,7 +585,7 @@ def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[n
     return np.array(rows, dtype=bool), seeds, None
 
 
-def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, baseline: float | None) -> None:
+def _add_reading(view: ModelView, runs: list[SeedHistory], dataset: Dataset | None, baseline: float | None) -> None:
     """The expert reading of one model: its interval, verdicts and best epochs (report_builder.analysis)."""
     if view.over_seeds is None:
         return
@@ -620,7 +620,7 @@ def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> d
     return {"train": train, "validation": validation, "causes": causes}
 
 
-def _with_confidence(verdict: analysis.Verdict, runs: list[SeedRun]) -> analysis.Verdict:
+def _with_confidence(verdict: analysis.Verdict, runs: list[SeedHistory]) -> analysis.Verdict:
     """A chance-level loss above chance accuracy has two stories, told apart by the probabilities
     the runs gave their answers: sure of its wrong answers (over-confident), or unsure of all of
     them (hesitant, its probabilities near the class shares). Adds the mean probability of the
@@ -869,7 +869,7 @@ def settle_family(comparisons: list[PairedComparison | None]) -> int:
 def _add_seeds(
     view: ModelView,
     seeds: obs.SeedSummary | None,
-    runs: list[SeedRun],
+    runs: list[SeedHistory],
     entry: ModelEntry | None,
     all_seeds: list[int],
 ) -> None:
@@ -887,7 +887,7 @@ def _add_seeds(
     view.accuracy = seeds.last_val
 
 
-def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> SeedRow:
+def _seed_row(result: obs.SeedResult, run: SeedHistory, entry: RunEntry | None) -> SeedRow:
     status = entry.status if entry else STATUS_COMPLETE
     return SeedRow(
         result=result,
@@ -930,7 +930,7 @@ def _model_view(
     status: str,
     entry: ModelEntry | None,
     summary: ModelSummary | None,
-    runs: list[SeedRun],
+    runs: list[SeedHistory],
     observation_error: str | None,
     figures: list[str],
     validation: ModelScore | None,
@@ -1022,7 +1022,7 @@ def layer_trainability(summary: ModelSummary | None) -> list[dict[str, Any]]:
     return rows
 
 
-def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
+def _epochs_completed(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
     """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
     recorded = entry.epochs_completed if entry else None
     if recorded is not None or not runs:
@@ -1030,7 +1030,7 @@ def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | No
     return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
 
 
-def _epochs_planned(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
+def _epochs_planned(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
     """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
     planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
     run_count = (len(entry.runs) if entry else 0) or len(runs)

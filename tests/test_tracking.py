@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.artifacts import RunState, SeedRun, read_json
+from experiments.artifacts import RunState, CellFolder, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
 from experiments.console import StatusLine, estimate_seconds_left, format_duration, progress_line
 from experiments.errors import UserError
@@ -220,7 +220,7 @@ class _BrokenClient:
 def test_an_mlflow_failure_warns_once_and_training_goes_on(tmp_path, capsys):
     log = MlflowLog("sqlite:///unused.db", "study", client=_BrokenClient())
     assert log.connect()
-    seed_run = SeedRun("baseline", 7, tmp_path / "seed-7")
+    seed_run = CellFolder("baseline", 7, tmp_path / "seed-7")
     epochs = [{"epoch": 1, "loss": 0.5, "accuracy": 0.7, "val_loss": 0.6, "val_accuracy": 0.6, "seconds": 1.0}]
     log.open_cell(seed_run, {"config_hash": "abc"}, resumed=False, epochs=epochs)
     log.log_epochs(seed_run, epochs)
@@ -315,7 +315,7 @@ def test_a_study_writes_tensorboard_events_and_mlflow_runs_for_every_cell(tmp_pa
 
     later = StudyTracking(load_config(SMOKE_CONFIG, both), run_dir)  # as the next `train`, which skips both cells
     for seed in (7, 8):
-        later.cell_skipped(SeedRun("baseline", seed, run_dir / "models" / "baseline" / f"seed-{seed}"))
+        later.cell_skipped(CellFolder("baseline", seed, run_dir / "models" / "baseline" / f"seed-{seed}"))
     assert "warning" not in capsys.readouterr().err.lower()
     _, again = _mlflow_runs(uri, "smoke")
     assert sorted(run.info.run_id for run in again) == sorted(run.info.run_id for run in runs)
@@ -348,7 +348,7 @@ def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, 
     config.training.tensorboard = True
     config.training.mlflow_uri = mlflow_store
     study_tracking = StudyTracking(config, tmp_path)
-    seed_run = SeedRun("baseline", 5, tmp_path / "models" / "baseline" / "seed-5")
+    seed_run = CellFolder("baseline", 5, tmp_path / "models" / "baseline" / "seed-5")
     state = RunState("baseline", 5, "h", "f", "partial", 0, precision="float32")
 
     model, dataset = _tiny_setup(tmp_path)

@@ -73,7 +73,7 @@ def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
     import keras
     import tensorflow as tf
 
-    from experiments.artifacts import SeedRun
+    from experiments.artifacts import CellFolder
 
     keras.utils.set_random_seed(5)
     rng = np.random.default_rng(5)
@@ -89,7 +89,7 @@ def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
         return value + keras.ops.where(model.optimizer.iterations >= nan_from_step, float("nan"), 0.0)
 
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
-    return model, dataset, SeedRun("baseline", 5, tmp_path / "seed-5")
+    return model, dataset, CellFolder("baseline", 5, tmp_path / "seed-5")
 
 
 def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):

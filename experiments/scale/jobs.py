@@ -127,7 +127,7 @@ def finish_job(spec: WorkerSpec) -> bool:
         return finish_study(context.config, context.run, context.data)
 
 
-JOBS = {"prepare_job": prepare_job, "cell_job": cell_job, "finish_job": finish_job}
+WORKER_JOBS = {"prepare_job": prepare_job, "cell_job": cell_job, "finish_job": finish_job}
 
 
 class ChildDied(RuntimeError):
@@ -146,7 +146,7 @@ def _die_with_parent() -> None:
 
 
 def run_in_child(job: str, spec: WorkerSpec, arguments: Sequence[Any], environment: Mapping[str, str]) -> Any:
-    """Run `job` (a name in JOBS) with `spec` and `arguments` in a fresh Python process with
+    """Run `job` (a name in WORKER_JOBS) with `spec` and `arguments` in a fresh Python process with
     `environment`, in that process's main thread, and return its result or raise its exception.
     Its output goes where this process's goes."""
     import pickle
@@ -189,7 +189,7 @@ def child_main() -> None:
     with open(request, "rb") as handle:
         job, spec, arguments = pickle.load(handle)
     try:
-        outcome = (True, JOBS[job](spec, *arguments))
+        outcome = (True, WORKER_JOBS[job](spec, *arguments))
     except Exception as error:  # an error the caller reports (or Dask retries); a crash leaves no answer
         outcome = (False, error)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from experiments.artifacts import (
     RunFolder,
     RunState,
-    SeedRun,
+    CellFolder,
 )
 from experiments.config import StudyConfig
 from experiments.console import log
@@ -106,7 +106,7 @@ def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = F
             lock.release()
 
 
-def _run_held_cell(context: CellContext, seed_run: SeedRun, where: str, coming_back: Collection[tuple[str, int]]) -> CellOutcome:
+def _run_held_cell(context: CellContext, seed_run: CellFolder, where: str, coming_back: Collection[tuple[str, int]]) -> CellOutcome:
     from experiments.training.fit import TrainingDiverged, clear_checkpoint  # loads TensorFlow: only where it is needed
 
     run, config, data = context.run, context.config, context.data

@@ -19,7 +19,7 @@ from experiments.console import STATUS_LINE, StatusLine, estimate_seconds_left, 
 from experiments.study.decisions import COMPLETE, SETTLED_STATUSES, Cell, at_or_after, settled_for, study_cells
 
 
-def _alive(owner: CellOwner | None) -> bool:
+def owner_alive(owner: CellOwner | None) -> bool:
     """Whether the process an owner file names is still there (on another host: assumed so)."""
     if owner is None:
         return False
@@ -71,7 +71,7 @@ class CensusProgress:
                 done.append((model_name, seed))
                 if state.status == COMPLETE and state.wall_seconds is not None and at_or_after(state.finished_at, self.since):
                     durations.setdefault(model_name, []).append(state.wall_seconds)
-            elif _alive(CellOwner.read_or_none(seed_run.owner_file)):
+            elif owner_alive(CellOwner.read_or_none(seed_run.owner_file)):
                 running.append((model_name, seed))
             else:
                 left.append((model_name, seed))

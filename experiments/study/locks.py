@@ -15,7 +15,7 @@ from experiments.artifacts import (
     CellOwner,
     RunFolder,
     RunSettings,
-    SeedRun,
+    CellFolder,
     utc_now,
 )
 from experiments.config import StudyConfig, config_hash, hashed_settings
@@ -61,7 +61,7 @@ class CellLock:
     holder dies, even by SIGKILL); `<cell>/.cell.owner.json` says who holds it, for the messages
     of the processes that find it held."""
 
-    def __init__(self, seed_run: SeedRun):
+    def __init__(self, seed_run: CellFolder):
         self.seed_run = seed_run
         seed_run.folder.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(seed_run.lock_file))

@@ -18,7 +18,7 @@ from experiments.artifacts import (
     ModelSummary,
     RunFolder,
     RunState,
-    SeedRun,
+    CellFolder,
     ValidationPredictions,
     files_digest,
     read_regular_file,
@@ -114,7 +114,7 @@ def as_logits(config: StudyConfig, model_name: str, outputs: Any) -> Any:
     return outputs
 
 
-def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
+def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: CellFolder, precision: str,
               expected: dict[str, str], on_started: Callable[[], None] | None = None,
               tracking: StudyTracking | None = None, strategy: Any = None) -> RunState:
     """Build (or continue), compile and fit one model for one seed; write its history, state,
@@ -133,7 +133,7 @@ def train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: Se
         return _train_one(config, run, data, seed_run, precision, expected, on_started, tracking)
 
 
-def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: SeedRun, precision: str,
+def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: CellFolder, precision: str,
                expected: dict[str, str], on_started: Callable[[], None] | None,
                tracking: StudyTracking | None) -> RunState:
     import keras
@@ -190,7 +190,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: S
     return state
 
 
-def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run: SeedRun, model, epoch: int) -> ValidationPredictions:
+def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run: CellFolder, model, epoch: int) -> ValidationPredictions:
     """Write what `model` (a run's final weights, those that are scored) predicts for every
     validation image: the report's paired comparisons score models on the same images from it."""
     from experiments.training.fit import softmax  # loads TensorFlow: only where it is needed
@@ -208,7 +208,7 @@ def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run
     return record
 
 
-def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_run: SeedRun) -> None:
+def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_run: CellFolder) -> None:
     """A finished run from before predictions were recorded gets them from its saved model."""
     from experiments.models.build import load_trained_model  # loads TensorFlow: only where it is needed
 
@@ -219,7 +219,7 @@ def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_r
     record_validation_predictions(config, data, seed_run, load_trained_model(seed_run.model_file), history.epochs[-1].epoch)
 
 
-def record_unfinished(seed_run: SeedRun, expected: dict[str, str], status: str, error: str, precision: str | None) -> None:
+def record_unfinished(seed_run: CellFolder, expected: dict[str, str], status: str, error: str, precision: str | None) -> None:
     """Write a failed or diverged run's state: its status, the error, the epochs still committed."""
     from experiments.training.fit import load_progress  # loads TensorFlow: only where it is needed
 
@@ -261,7 +261,7 @@ def strategy_scope(strategy: Any):
     return strategy.scope() if strategy is not None else nullcontext()
 
 
-def training_decision(seed_run: SeedRun, expected: dict[str, str], force: bool,
+def training_decision(seed_run: CellFolder, expected: dict[str, str], force: bool,
                       since: datetime | None = None, source: str | None = None,
                       epoch_span: tuple[int, int] | None = None) -> tuple[str, str]:
     """What to do with one run (a model and a seed), read from its folder: see `decide`.

@@ -30,7 +30,7 @@ from experiments.artifacts import (
     Epoch,
     History,
     RunState,
-    SeedRun,
+    CellFolder,
     describe_left_files,
     remove_written_files,
     write_atomic,
@@ -70,7 +70,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Record each finished epoch and commit a resumable checkpoint; stop, committing nothing,
     at the first epoch whose training loss is not finite (`diverged` then holds (epoch, loss))."""
 
-    def __init__(self, seed_run: SeedRun, epochs: list[dict[str, Any]], state: RunState, precision: str):
+    def __init__(self, seed_run: CellFolder, epochs: list[dict[str, Any]], state: RunState, precision: str):
         super().__init__()
         self.seed_run = seed_run
         self.epochs = epochs
@@ -187,11 +187,11 @@ def as_epochs(epochs: list[dict[str, Any]]) -> list[Epoch]:
     return [Epoch(**record) for record in epochs]
 
 
-def write_history(seed_run: SeedRun, epochs: list[dict[str, Any]], precision: str) -> None:
+def write_history(seed_run: CellFolder, epochs: list[dict[str, Any]], precision: str) -> None:
     History(seed_run.model_name, seed_run.seed, precision, as_epochs(epochs)).write(seed_run.history)
 
 
-def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]:
+def load_progress(seed_run: CellFolder) -> tuple[list[dict[str, Any]], Path | None]:
     """The committed history and checkpoint file of an interrupted fit, if there is one (an
     unreadable progress file counts as none: the run starts again)."""
     try:
@@ -203,7 +203,7 @@ def load_progress(seed_run: SeedRun) -> tuple[list[dict[str, Any]], Path | None]
     return [epoch.to_fields() for epoch in progress.epochs], seed_run.checkpoint_dir / progress.checkpoint
 
 
-def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tuple[list[dict[str, Any]], Path | None, str | None]:
+def resumable_progress(seed_run: CellFolder, first_epoch: int, planned: int) -> tuple[list[dict[str, Any]], Path | None, str | None]:
     """What `fit` resumes from: (the committed epochs, the checkpoint file, a note or None).
 
     Every checkpoint is checked whole (each member's CRC) before it is used: a truncated one is
@@ -240,7 +240,7 @@ def resumable_progress(seed_run: SeedRun, first_epoch: int, planned: int) -> tup
 _NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
 
 
-def clear_checkpoint(seed_run: SeedRun, say: Callable[[str], None] | None = None) -> None:
+def clear_checkpoint(seed_run: CellFolder, say: Callable[[str], None] | None = None) -> None:
     """Remove the checkpoint files this program wrote (`epoch-NNNN.keras`, `progress.json`, their
     temporaries) and the folder if that empties it; any other file there is left alone and named
     in one line on stderr."""
@@ -263,7 +263,7 @@ def keras_verbosity(setting: str) -> int:
 
 def fit(
     model: keras.Model,
-    seed_run: SeedRun,
+    seed_run: CellFolder,
     train_dataset,
     validation_dataset,
     state: RunState,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import EVENT_FILE_NAME, History, MlflowLink, RunState, SeedRun, describe_left_files, remove_written_files
+from experiments.artifacts import EVENT_FILE_NAME, History, MlflowLink, RunState, CellFolder, describe_left_files, remove_written_files
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import ARCHIVE_NAME
@@ -178,7 +178,7 @@ def tensorboard_root(run_root: Path) -> Path:
     return Path(run_root) / "tensorboard"
 
 
-def tensorboard_dir(run_root: Path, seed_run: SeedRun) -> Path:
+def tensorboard_dir(run_root: Path, seed_run: CellFolder) -> Path:
     return tensorboard_root(run_root) / seed_run.model_name / f"seed-{seed_run.seed}"
 
 
@@ -254,19 +254,19 @@ def _milliseconds(timestamp: object) -> int | None:
         return None
 
 
-def _history_epochs(seed_run: SeedRun) -> list[dict[str, Any]]:
+def _history_epochs(seed_run: CellFolder) -> list[dict[str, Any]]:
     """The cell's finished epochs as history.json holds them (empty when it has none)."""
     history = History.read_or_none(seed_run.history)  # a bad one: the study reports it
     return [epoch.to_fields() for epoch in history.epochs] if history else []
 
 
-def _state_fields(seed_run: SeedRun) -> dict[str, Any]:
+def _state_fields(seed_run: CellFolder) -> dict[str, Any]:
     """The cell's state.json as its JSON object (empty when it has none)."""
     state = RunState.read_or_none(seed_run.state)
     return state.to_json() if state else {}
 
 
-def cell_params(seed_run: SeedRun, state: Mapping[str, Any]) -> dict[str, str]:
+def cell_params(seed_run: CellFolder, state: Mapping[str, Any]) -> dict[str, str]:
     """The MLflow parameters of a cell: model, seed, and what its training was made from."""
     params = {"model": seed_run.model_name, "seed": str(seed_run.seed)}
     for key in ("config_hash", "data_fingerprint", "precision", "starting_point", "epochs_planned"):
@@ -340,7 +340,7 @@ class MlflowLog:
 
     # -- runs
 
-    def _stored_run(self, seed_run: SeedRun) -> Any:
+    def _stored_run(self, seed_run: CellFolder) -> Any:
         """The MLflow run `<cell>/.mlflow_run.json` names, if it is in this store and experiment."""
         link = MlflowLink.read_or_none(seed_run.mlflow_link)
         if link is None or link.tracking_uri != self.uri:
@@ -355,7 +355,7 @@ class MlflowLog:
             return None
         return run
 
-    def _new_run(self, seed_run: SeedRun, state: Mapping[str, Any], replaces: Any = None, from_files: bool = False) -> _OpenRun:
+    def _new_run(self, seed_run: CellFolder, state: Mapping[str, Any], replaces: Any = None, from_files: bool = False) -> _OpenRun:
         from mlflow.entities import Param
 
         tags = {"model": seed_run.model_name, "seed": str(seed_run.seed), "report_builder.cell": str(seed_run.folder)}
@@ -390,7 +390,7 @@ class MlflowLog:
             self.client.log_batch(open_run.run_id, metrics=metrics[start:start + 1000])
         open_run.logged.update(record["epoch"] for record in new)
 
-    def _finish(self, seed_run: SeedRun, open_run: _OpenRun, status: str, cell_status: str, error: str | None,
+    def _finish(self, seed_run: CellFolder, open_run: _OpenRun, status: str, cell_status: str, error: str | None,
                 end_time: int | None = None) -> None:
         self._sync(open_run, _history_epochs(seed_run))
         for path in (seed_run.history, seed_run.state, seed_run.validation_predictions):
@@ -403,7 +403,7 @@ class MlflowLog:
 
     # -- what the study calls
 
-    def open_cell(self, seed_run: SeedRun, state: Mapping[str, Any], resumed: bool, epochs: list[dict[str, Any]]) -> None:
+    def open_cell(self, seed_run: CellFolder, state: Mapping[str, Any], resumed: bool, epochs: list[dict[str, Any]]) -> None:
         """A cell starts training: continue its MLflow run when it resumes, else start a new one."""
         def open_cell() -> None:
             stored = self._stored_run(seed_run)
@@ -413,12 +413,12 @@ class MlflowLog:
 
         self._guard(f"starting the MLflow run of {seed_run.label}", open_cell)
 
-    def log_epochs(self, seed_run: SeedRun, epochs: list[dict[str, Any]]) -> None:
+    def log_epochs(self, seed_run: CellFolder, epochs: list[dict[str, Any]]) -> None:
         open_run = self.open.get(seed_run.folder)
         if open_run is not None:
             self._guard(f"logging an epoch of {seed_run.label}", lambda: self._sync(open_run, epochs))
 
-    def close_cell(self, seed_run: SeedRun, status: str, cell_status: str, error: str | None = None, create: bool = False) -> None:
+    def close_cell(self, seed_run: CellFolder, status: str, cell_status: str, error: str | None = None, create: bool = False) -> None:
         """End the cell's run: its last epochs, its files as artifacts, `status` (FINISHED, FAILED,
         KILLED). With `create`, a cell with no open run continues its stored one or gets a new one."""
         def close_cell() -> None:
@@ -432,7 +432,7 @@ class MlflowLog:
 
         self._guard(f"ending the MLflow run of {seed_run.label}", close_cell)
 
-    def record_finished(self, seed_run: SeedRun) -> None:
+    def record_finished(self, seed_run: CellFolder) -> None:
         """A finished cell the study skips: log it from its files unless its run is already finished."""
         def record_finished() -> None:
             stored = self._stored_run(seed_run)
@@ -468,7 +468,7 @@ class StudyTracking:
             return None
         return cls(config, run_root)
 
-    def callbacks(self, seed_run: SeedRun, epochs: list[dict[str, Any]], resumed: int, state: Mapping[str, Any]) -> tuple[list, list]:
+    def callbacks(self, seed_run: CellFolder, epochs: list[dict[str, Any]], resumed: int, state: Mapping[str, Any]) -> tuple[list, list]:
         """Keras callbacks for a cell about to train: those that go before the epoch's commit
         (TensorBoard, which reads the epoch's logs) and those after it (MLflow, which logs the
         committed epochs). `epochs` is the list the commit appends to; `resumed` its length now."""
@@ -490,11 +490,11 @@ class StudyTracking:
             after.append(AfterEpoch(lambda: mlflow.log_epochs(seed_run, epochs)))
         return before, after
 
-    def cell_finished(self, seed_run: SeedRun) -> None:
+    def cell_finished(self, seed_run: CellFolder) -> None:
         if self.mlflow is not None:
             self.mlflow.close_cell(seed_run, "FINISHED", "complete", create=True)
 
-    def cell_stopped(self, seed_run: SeedRun, error: BaseException) -> None:
+    def cell_stopped(self, seed_run: CellFolder, error: BaseException) -> None:
         """The cell's training ended early: interrupted (KILLED), diverged or failed (FAILED)."""
         if self.mlflow is None:
             return
@@ -506,7 +506,7 @@ class StudyTracking:
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             self.mlflow.close_cell(seed_run, "FAILED", "diverged" if isinstance(error, TrainingDiverged) else "failed", message)
 
-    def cell_skipped(self, seed_run: SeedRun) -> None:
+    def cell_skipped(self, seed_run: CellFolder) -> None:
         """A finished cell the study does not train again: log it where it is missing."""
         if self.tensorboard:
             directory = tensorboard_dir(self.run_root, seed_run)
@@ -521,7 +521,7 @@ class StudyTracking:
 
 
 @contextmanager
-def tracked_cell(tracking: StudyTracking | None, seed_run: SeedRun) -> Iterator[None]:
+def tracked_cell(tracking: StudyTracking | None, seed_run: CellFolder) -> Iterator[None]:
     """Around a cell's training: its MLflow run ends finished, or failed / killed with the error."""
     if tracking is None:
         yield

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.artifacts import RunState, CellFolder, read_json
+from experiments.artifacts import CellFolder, RunState, read_json
 from experiments.config import DATASET_URL, MODEL_NAMES, StudyConfig, config_hash, load_config
 from experiments.console import StatusLine, estimate_seconds_left, format_duration, progress_line
 from experiments.errors import UserError

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from experiments.artifacts import (
+    CellFolder,
     RunFolder,
     RunState,
-    CellFolder,
 )
 from experiments.config import StudyConfig
 from experiments.console import log

@@ -12,10 +12,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from experiments.artifacts import (
+    CellFolder,
     CellOwner,
     RunFolder,
     RunSettings,
-    CellFolder,
     utc_now,
 )
 from experiments.config import StudyConfig, config_hash, hashed_settings

@@ -12,13 +12,13 @@ from typing import Any
 
 from experiments.artifacts import (
     ArtifactFormatError,
+    CellFolder,
     Epoch,
     Fields,
     History,
     ModelSummary,
     RunFolder,
     RunState,
-    CellFolder,
     ValidationPredictions,
     files_digest,
     read_regular_file,

@@ -26,11 +26,11 @@ import numpy as np
 from experiments.artifacts import (
     CHECKPOINT_NAME,
     ArtifactFormatError,
+    CellFolder,
     CheckpointProgress,
     Epoch,
     History,
     RunState,
-    CellFolder,
     describe_left_files,
     remove_written_files,
     write_atomic,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import EVENT_FILE_NAME, History, MlflowLink, RunState, CellFolder, describe_left_files, remove_written_files
+from experiments.artifacts import EVENT_FILE_NAME, CellFolder, History, MlflowLink, RunState, describe_left_files, remove_written_files
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import ARCHIVE_NAME

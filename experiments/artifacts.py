@@ -399,8 +399,13 @@ class RunFolder:
         (`looks_like_an_earlier_run`)."""
         try:
             names = os.listdir(self.root)
-        except (FileNotFoundError, NotADirectoryError):
-            names = []  # absent (or a file is in the way: writing the marker names it)
+        except FileNotFoundError:
+            names = []  # absent
+        except NotADirectoryError:  # writing the marker said only "File exists" or "Not a directory"
+            blocker = next((path for path in (*reversed(self.root.parents), self.root)
+                            if path.exists() and not path.is_dir()), self.root)
+            raise UserError(f"Refusing to write a run into {self.root}: {blocker} is a file, not a folder; "
+                            "choose another --out or --run-name.") from None
         except OSError as error:
             raise ArtifactError(f"cannot read the run folder {self.root}: {error.strerror or error}") from None
         if RUN_MARKER in names:

@@ -135,6 +135,17 @@ def test_a_folder_holding_the_user_s_own_run_named_files_is_refused_untouched(tm
     assert {path.relative_to(root): path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
 
 
+def test_a_file_where_the_run_folder_or_out_goes_is_named_and_left_untouched(tmp_path):
+    from experiments.errors import UserError
+
+    (tmp_path / "smoke").write_text("mine")
+    (tmp_path / "out").write_text("mine too")
+    for root, blocker in ((tmp_path / "smoke", tmp_path / "smoke"), (tmp_path / "out" / "smoke", tmp_path / "out")):
+        with pytest.raises(UserError, match=f"{blocker} is a file, not a folder"):
+            RunFolder(root).claim()
+    assert (tmp_path / "smoke").read_text() == "mine" and (tmp_path / "out").read_text() == "mine too"
+
+
 def test_a_run_written_before_the_marker_is_recognised_by_its_manifest_and_its_names_only(tmp_path):
     import shutil
     from pathlib import Path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -38,6 +40,16 @@ def _pool_worker_start(slots: Any, environments: Sequence[Mapping[str, str]]) ->
     slot = slots.get()
     apply_worker_environment(environments[slot])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+
+def _stop_when_orphaned(parent: int, every: float = 1.0) -> None:
+    """A pool worker whose `train` process was killed (kill -9) waits on the task queue forever,
+    since each worker holds the queue's write end too. SIGTERM it (the default action: it ends, and
+    its cell resumes from its last finished epoch next time) as soon as its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class PoolBackend:

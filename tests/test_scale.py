@@ -387,7 +387,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from report_builder.cli import main
 code = main(sys.argv[1:])
 import keras
-from experiments.scale import make_strategy
+from experiments.training.strategy import make_strategy
 print("replicas:", make_strategy("mirrored").num_replicas_in_sync, file=sys.stderr)
 model = keras.models.load_model(os.environ["SAVED_MODEL"])  # saved from mirrored variables, loaded without a strategy
 print("loaded:", model.name, model.count_params(), file=sys.stderr)

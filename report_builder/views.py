@@ -340,6 +340,23 @@ def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _listed_runs(name: str, entry: ModelEntry | None, runs: list[SeedHistory], problems: list[str]) -> list[SeedHistory]:
+    """The runs manifest.json lists for a model: a seed folder it does not list (trained under other
+    settings, which the manifest, derived from the cells that match the run's config, leaves out)
+    is named as a problem and left out of the report, so the report and the manifest agree on
+    which runs exist."""
+    listed = None if entry is None else set(entry.runs)
+    if listed is not None and not listed:
+        return runs  # a manifest that records no runs per seed (older runs): every seed folder counts
+    kept = [run for run in runs if listed is not None and str(run.seed) in listed]
+    left_out = sorted(run.seed for run in runs if run not in kept)
+    if left_out:
+        seeds = ", ".join(str(seed) for seed in left_out)
+        problems.append(f"models/{name}/: seed folder(s) {seeds} are not runs of this study in manifest.json "
+                        "(trained under other settings, or not yet counted); the report leaves them out")
+    return kept
+
+
 def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedHistory]:
     """Every seed folder of a model that has a readable history, in numeric seed order."""
     runs = []
@@ -529,7 +546,7 @@ def load_models(
         model_dir = artifacts_dir / "models" / name
         entry = manifest.models.get(name)
         status = entry.status if entry else "not_run"
-        runs = read_seed_runs(model_dir, problems)
+        runs = _listed_runs(name, entry, read_seed_runs(model_dir, problems), problems)
         summary = read_record(ModelSummary, model_dir / "summary.json", problems)
         seeds, observation_error = None, next((run.error for run in runs if run.error), None)
         if runs and observation_error is None:

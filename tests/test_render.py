@@ -945,3 +945,24 @@ def test_damaged_histories_go_to_stderr_and_the_method_page_one_line_each_and_du
         assert "could not be read" in read(docs / "models" / f"{model}.md")
         assert not (docs / "assets" / "data" / f"history-{model}.csv").exists()  # no seed of it is counted twice
     assert (docs / "assets" / "data" / "history-preprocessed.csv").exists()
+
+
+def test_a_model_the_manifest_does_not_list_shows_no_numbers_from_the_folders_it_left_behind(tmp_path: Path):
+    """A task trained baseline under other settings (3 epochs), then a task with new settings
+    trained augmented: the manifest, derived from the cells that match the run's config, lists
+    augmented only. The report must agree with it: baseline "not run", none of its old numbers,
+    and the left-over folder named as a problem."""
+    run = fixtures.write_artifacts(tmp_path / "run", histories={"augmented": fixtures.steady_history(5)},
+                                   write_metrics=False)
+    old = fixtures.write_artifacts(tmp_path / "old", histories={"baseline": fixtures.at_baseline_history(3, 0.781)},
+                                   write_metrics=False)
+    shutil.copytree(old / "models" / "baseline", run / "models" / "baseline")
+    problems: list[str] = []
+    docs = tmp_path / "docs"
+    render_report(run, docs, problems)
+    front = read(docs / "index.md")
+    baseline_row = next(line for line in front.splitlines() if line.startswith("| ") and "baseline" in line.lower())
+    assert "not run" in baseline_row and "%" not in baseline_row, baseline_row
+    assert any(problem.startswith("models/baseline/: seed folder(s)") and "not runs of this study" in problem
+               for problem in problems), problems
+    assert "not runs of this study" in read(docs / "method.md")

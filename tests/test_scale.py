@@ -267,6 +267,7 @@ def sequential_smoke(tmp_path_factory):
                  marks=pytest.mark.skipif(not HAS_DASK, reason='Dask is not installed (pip install -e ".[dask]")')),
     pytest.param(["--workers", "2"], id="spawned-pool"),
 ])
+@pytest.mark.training
 def test_two_workers_give_the_histories_of_one_process(sequential_smoke, tmp_path, how):
     out = tmp_path / "scaled"
     result = run(train_command(SMOKE_CONFIG, out, "--models", "baseline,transfer,finetune", "--deterministic", *how))
@@ -287,6 +288,7 @@ def test_two_workers_give_the_histories_of_one_process(sequential_smoke, tmp_pat
     assert result.stderr.count("Evaluating it on the test split, once.") == 1
 
 
+@pytest.mark.training
 def test_two_tasks_one_after_the_other_then_render(tmp_path):
     config = tiny_config(tmp_path, **{"seeds = 1": "seeds = 2"})
     out = tmp_path / "out"
@@ -336,6 +338,7 @@ def _kill_mid_cell(process: subprocess.Popen, folder: Path, timeout: float = 400
     raise AssertionError(f"the cell in {folder} was never seen between two epochs")
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("retries", ["0", "1"])
 def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once(tmp_path, retries):
     """--retries 0: the command reports the lost cells and the same command again resumes them;
@@ -393,6 +396,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.training
 def test_mirrored_strategy_on_two_logical_cpus_trains_and_saves(tmp_path):
     config = tiny_config(tmp_path, **{'models = ["baseline", "transfer", "finetune"]': 'models = ["baseline", "transfer"]'})
     out = tmp_path / "out"

@@ -282,22 +282,6 @@ def test_a_folder_that_cannot_make_a_study_stops_with_one_sentence(tmp_path):
     assert "only one class folder 'cats'" in result.stderr and str(tmp_path / "photos") in result.stderr
 
 
-@pytest.mark.training
-def test_deterministic_runs_give_identical_histories(tmp_path):
-    """--deterministic: two separate processes, same machine, same seeds -> the same numbers."""
-    metric_keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-    def history_of(out: Path) -> list:
-        result = train(out, "--models", "baseline,augmented", "--deterministic", "--seeds", "1")
-        assert result.returncode == 0, result.stderr
-        return [[{key: record[key] for key in metric_keys} for record in load(seed_folder(out / "smoke", name, 7) / "history.json")["epochs"]]
-                for name in ("baseline", "augmented")]
-
-    first, second = history_of(tmp_path / "first"), history_of(tmp_path / "second")
-    assert first == second
-    assert load(tmp_path / "first" / "smoke" / "manifest.json")["config"]["training"]["deterministic"] is True
-
-
 def test_finetune_without_transfer_is_a_config_error(tmp_path):
     result = train(tmp_path, "--models", "baseline,finetune")
     assert result.returncode == 2 and "Traceback" not in result.stderr

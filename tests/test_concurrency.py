@@ -92,8 +92,9 @@ def shared_run(tmp_path_factory):
             with open(log, "w") as handle:
                 processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(),
                                                   stdout=subprocess.DEVNULL, stderr=handle))
-        wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2)
-        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2)
+        # generous: both processes first train the other cells, with a pytest-xdist worker beside them on the same cores
+        wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2, timeout=480)
+        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2, timeout=480)
     finally:
         held.release()
         for process in processes:

@@ -130,12 +130,15 @@ def _shared_fixture(item) -> str | None:
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return None
+    shared = {}
     for name in info.names_closure:
         definitions = info.name2fixturedefs.get(name)
         if not definitions or definitions[-1].scope == "function" or not definitions[-1].baseid.startswith("tests"):
             continue  # pytest's and plugins' own (tmp_path_factory, worker_id) have no baseid in tests/
-        return name if definitions[-1].scope == "session" else f"{_module_name(item)}::{name}"
-    return None
+        shared.setdefault(definitions[-1].scope, name)
+    if "session" in shared:  # a module fixture built on the session's study joins the study's group
+        return shared["session"]
+    return next((f"{_module_name(item)}::{name}" for name in shared.values()), None)
 
 
 def _module_name(item) -> str:

@@ -426,6 +426,8 @@ def _stream_in_child(data_root: str, cache_dir: str, side: int, results) -> None
     results.put({"rounds": rounds, "data_mib": data_mib, "train": len(data.train), "loss": loss})
 
 
+@pytest.mark.training
+@pytest.mark.serial  # a test training beside it changes the peak memory of tf.data's threads and the allocator
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux /proc")
 def test_a_data_set_larger_than_the_memory_budget_trains_from_the_cache(tmp_path, monkeypatch):
     """2,000 training and 500 validation images of 192x192: 264 MiB of uint8 pixels. In a fresh

@@ -6,9 +6,10 @@ to tell a correct implementation from a plausible wrong one: a last epoch that i
 one, seeds whose own verdicts differ from the seeds' together, every curve verdict, reference
 figures read from their sourced table.
 
-The second part trains one tiny real study (transfer and finetune, synthetic data, no
-pretrained weights; one module-scoped fixture) and checks what the report's "finetune continues
-transfer" and "finished runs are reused only while their inputs are the same" rest on.
+The second part reads one tiny real study (the smoke preset: synthetic data, no pretrained
+weights; trained once for the session, tests/conftest.py's smoke_study) and checks what the
+report's "finetune continues transfer" and "finished runs are reused only while their inputs are
+the same" rest on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import report_fixtures as fixtures  # noqa: E402
 
 from report_builder.formatting import breakable, breakable_name, escape_markdown  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
-from tests.conftest import PROJECT_ROOT, cli_environment, run_cli_command  # noqa: E402
+from tests.conftest import SMOKE_CONFIG  # noqa: E402
 
 
 def render_pages(run: Path, docs: Path) -> dict[str, str]:
@@ -218,49 +218,26 @@ def test_a_run_without_a_test_evaluation_does_not_claim_one(tmp_path):
 
 # --------------------------------------------------------------------------- a tiny real study: finetune and reuse
 
-TINY_STUDY = """\
-[study]
-run_name = "claims"
-models = ["transfer", "finetune"]
-seed = 11
-
-[data]
-source = "synthetic"
-image_size = [32, 32]
-batch_size = 16
-synthetic_train_per_class = 24
-synthetic_validation_per_class = 10
-
-[training]
-epochs = 2
-base_weights = "none"
-finetune_epochs = 1
-"""
-
-
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    """Train transfer and finetune once (about 20 s); returns (config file, out folder)."""
-    folder = tmp_path_factory.mktemp("claims")
-    config_file = folder / "tiny.toml"
-    config_file.write_text(TINY_STUDY, encoding="utf-8")
-    out = folder / "out"
-    result = subprocess.run(run_cli_command("train", "--config", str(config_file), "--out", str(out)),
-                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return config_file, out
+def tiny_study(smoke_study):
+    """The smoke study trained once for the session (tests/conftest.py: every model, seeds 7 and 8,
+    transfer for two epochs and finetune continuing it for one); returns (config file, out folder).
+    Read-only: a test that changes it copies it first."""
+    run_dir, _ = smoke_study
+    return SMOKE_CONFIG, run_dir.parent
 
 
 def tiny_config(config_file: Path, out: Path):
     from experiments.config import load_config
 
-    return load_config(config_file, {"study.out_dir": str(out)})
+    return load_config(config_file, {"study.out_dir": str(out), "study.seeds": 2})  # as conftest's `train --seeds 2`
 
 
 def layer_weights(model) -> dict[str, list]:
     return {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
 
 
+@pytest.mark.training
 def test_finetune_starts_from_the_trained_transfer_weights(tiny_study):
     import keras
     import numpy as np
@@ -294,6 +271,7 @@ def test_finetune_starts_from_the_trained_transfer_weights(tiny_study):
     keras.backend.clear_session()
 
 
+@pytest.mark.training
 def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study, tmp_path):
     from experiments.artifacts import RunFolder
     from experiments.data.loading import load_study_data
@@ -325,6 +303,7 @@ def test_a_changed_transfer_run_restarts_the_finetune_run_built_on_it(tiny_study
     assert decision(finetune)[0] == SKIP
 
 
+@pytest.mark.training
 def test_each_run_records_the_predictions_of_its_scored_epoch(tiny_study, tmp_path):
     """The paired comparisons rest on validation_predictions.json: each run's must come from its
     last epoch (finetune's continue transfer's numbering) and follow this run's validation files,
@@ -347,6 +326,7 @@ def test_each_run_records_the_predictions_of_its_scored_epoch(tiny_study, tmp_pa
     assert "95% interval" in finetune and "There is no interval" not in finetune
 
 
+@pytest.mark.training
 def test_backfilled_predictions_are_the_ones_training_records(tiny_study, tmp_path):
     """A finished run without predictions gets them from its saved model: the same ones, for the same epoch."""
     import keras

@@ -92,8 +92,9 @@ def shared_run(tmp_path_factory):
             with open(log, "w") as handle:
                 processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=cli_environment(),
                                                   stdout=subprocess.DEVNULL, stderr=handle))
-        wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2)
-        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2)
+        # generous: both processes first train the other cells, with a pytest-xdist worker beside them on the same cores
+        wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2, timeout=480)
+        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2, timeout=480)
     finally:
         held.release()
         for process in processes:
@@ -104,6 +105,7 @@ def shared_run(tmp_path_factory):
     return run_dir, config, [process.returncode for process in processes], [log.read_text() for log in logs]
 
 
+@pytest.mark.training
 def test_two_processes_train_every_cell_exactly_once(shared_run):
     run_dir, _, codes, stderrs = shared_run
     assert codes == [0, 0], "\n".join(stderrs)
@@ -127,6 +129,7 @@ def test_two_processes_train_every_cell_exactly_once(shared_run):
     assert not list(run_dir.rglob(".*.tmp.*")), "temporary files left behind"
 
 
+@pytest.mark.training
 def test_a_stale_manifest_is_healed_by_the_next_train(shared_run):
     run_dir, config, codes, _ = shared_run
     assert codes == [0, 0]
@@ -205,6 +208,7 @@ def _hold_until(seed_run, release_when: threading.Event) -> threading.Thread:
     return thread
 
 
+@pytest.mark.training
 @pytest.mark.parametrize(("models", "seeds", "held"), [(["baseline"], 2, "baseline"), (["transfer", "finetune"], 1, "transfer")])
 def test_a_held_cell_is_left_then_waited_for(tmp_path, runner_log, models, seeds, held):
     """A cell another holder has is left for later, the others go on (a finetune cell waits for

@@ -107,6 +107,7 @@ def _trained_finetune_model(tmp_path):
     return model, images, np.array([0, 1] * 4)
 
 
+@pytest.mark.training
 def test_finetune_unfreezes_the_top_but_keeps_batchnorm_statistics(tmp_path):
     import keras
     import numpy as np
@@ -146,6 +147,7 @@ def test_finetune_from_layer_beyond_the_base_is_named():
         make_finetune_model(transfer, from_layer=500)
 
 
+@pytest.mark.training
 def test_frozen_transfer_model_keeps_batchnorm_statistics():
     import keras
     import numpy as np

@@ -278,6 +278,7 @@ def test_a_bad_training_setting_is_refused_naming_it(tmp_path, setting, message)
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.training
 def test_a_builder_model_trains_resumes_its_hash_and_renders_on_the_smoke_preset(tmp_path):
     path = _study(tmp_path, MINE + 'optimizer = "adamw"\nweight_decay = 0.01\n')
     out = tmp_path / "out"
@@ -307,6 +308,7 @@ def test_a_builder_model_trains_resumes_its_hash_and_renders_on_the_smoke_preset
     assert "A tiny network of our own" in page and "Conv2D" in page
 
 
+@pytest.mark.training
 def test_a_checkpoint_of_a_builder_model_with_custom_layers_loads_back_with_its_optimizer_and_loss(tmp_path):
     import keras
     import numpy as np
@@ -384,6 +386,7 @@ def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_
         load_config(_study(tmp_path, table, models='["t", "ft"]'))
 
 
+@pytest.mark.training
 def test_a_killed_builder_model_with_custom_layers_resumes_with_every_epoch_once(tmp_path):
     """SIGKILL a real run of a builder model (a custom layer, AdamW, cosine schedule, label
     smoothing) after its second epoch, run the same command again: it resumes from the checkpoint."""

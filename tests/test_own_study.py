@@ -131,6 +131,7 @@ def _pages(folder) -> dict[str, str]:
     return {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8") for path in folder.rglob("*.md")}
 
 
+@pytest.mark.training
 def test_the_write_up_speaks_of_its_own_study(shapes_site):
     config = load_config(SHAPES_CONFIG)
     pages = _pages(shapes_site / "docs")
@@ -147,6 +148,7 @@ def test_the_write_up_speaks_of_its_own_study(shapes_site):
         assert f"**{name}**" in index
 
 
+@pytest.mark.training
 def test_many_classes_get_a_heatmap_and_per_class_scores(shapes_site):
     index = (shapes_site / "docs" / "index.md").read_text(encoding="utf-8")
     assert "assets/figures/confusion_test.png" in index
@@ -157,6 +159,7 @@ def test_many_classes_get_a_heatmap_and_per_class_scores(shapes_site):
     assert len(classes) == 1 + 8
 
 
+@pytest.mark.training
 def test_the_site_is_named_after_the_study_and_lists_its_models(shapes_site):
     site = shapes_site / "site"
     html = (site / "index.html").read_text(encoding="utf-8")

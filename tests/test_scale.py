@@ -254,11 +254,15 @@ def test_the_progress_line_counts_every_process_cells(tmp_path):
 # --------------------------------------------------------------------------- TensorFlow, in subprocesses
 
 
+MODELS = "baseline,augmented,transfer,finetune"
+
+
 @pytest.fixture(scope="module")
 def sequential_smoke(tmp_path_factory):
-    """The smoke study's chain and one other model, one seed, in one process, deterministic."""
+    """The smoke study's chain and two other models (augmented: its random flips and rotations must
+    repeat too), one seed, in one process, deterministic."""
     out = tmp_path_factory.mktemp("sequential")
-    result = run(run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), "--models", "baseline,transfer,finetune",
+    result = run(run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), "--models", MODELS,
                                  "--deterministic"))
     assert result.returncode == 0, result.stderr
     return out / "smoke"
@@ -269,13 +273,16 @@ def sequential_smoke(tmp_path_factory):
                  marks=pytest.mark.skipif(not HAS_DASK, reason='Dask is not installed (pip install -e ".[dask]")')),
     pytest.param(["--workers", "2"], id="spawned-pool"),
 ])
+@pytest.mark.training
 def test_two_workers_give_the_histories_of_one_process(sequential_smoke, tmp_path, how):
     out = tmp_path / "scaled"
-    result = run(train_command(SMOKE_CONFIG, out, "--models", "baseline,transfer,finetune", "--deterministic", *how))
+    result = run(train_command(SMOKE_CONFIG, out, "--models", MODELS, "--deterministic", *how))
     assert result.returncode == 0, result.stderr
     assert "tensorflow in the parent: False" in result.stderr, "the parent process must not start TensorFlow"
     run_dir = out / "smoke"
-    assert histories(run_dir) == histories(sequential_smoke) and len(histories(run_dir)) == 3
+    # --deterministic: other processes (the workers), the same seeds -> the same numbers, epoch by epoch
+    assert histories(run_dir) == histories(sequential_smoke) and len(histories(run_dir)) == 4
+    assert load(run_dir / "manifest.json")["config"]["training"]["deterministic"] is True
     assert "worker 0)" in result.stderr and "worker 1)" in result.stderr, result.stderr  # both workers trained cells
     assert "1 TensorFlow thread(s) each" in result.stderr  # two cores, two workers
     manifest = load(run_dir / "manifest.json")
@@ -289,6 +296,7 @@ def test_two_workers_give_the_histories_of_one_process(sequential_smoke, tmp_pat
     assert result.stderr.count("Evaluating it on the test split, once.") == 1
 
 
+@pytest.mark.training
 def test_two_tasks_one_after_the_other_then_render(tmp_path):
     config = tiny_config(tmp_path, **{"seeds = 1": "seeds = 2"})
     out = tmp_path / "out"
@@ -338,6 +346,7 @@ def _kill_mid_cell(process: subprocess.Popen, folder: Path, timeout: float = 400
     raise AssertionError(f"the cell in {folder} was never seen between two epochs")
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("retries", ["0", "1"])
 def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once(tmp_path, retries):
     """--retries 0: the command reports the lost cells and the same command again resumes them;
@@ -395,6 +404,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.training
 def test_mirrored_strategy_on_two_logical_cpus_trains_and_saves(tmp_path):
     config = tiny_config(tmp_path, **{'models = ["baseline", "transfer", "finetune"]': 'models = ["baseline", "transfer"]'})
     out = tmp_path / "out"

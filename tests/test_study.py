@@ -28,18 +28,17 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    result = train(out, "--seeds", "2")
-    assert result.returncode == 0, result.stderr
-    return out / "smoke", result
+@pytest.fixture
+def smoke_run(smoke_study):
+    """The smoke preset trained with --seeds 2, once for the session (tests/conftest.py); read-only."""
+    return smoke_study
 
 
 def seed_folder(run_dir: Path, model: str, seed: int) -> Path:
     return run_dir / "models" / model / f"seed-{seed}"
 
 
+@pytest.mark.training
 def test_smoke_run_writes_every_artifact(smoke_run):
     run_dir, _ = smoke_run
     manifest = load(run_dir / "manifest.json")
@@ -105,8 +104,12 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     assert not list(run_dir.rglob(".*.tmp.*")), "temporary files left behind"
 
 
+@pytest.mark.training
 def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
-    run_dir, _ = smoke_run
+    import shutil
+
+    shutil.copytree(smoke_run[0], tmp_path / "smoke")  # the session's run stays as trained
+    run_dir = tmp_path / "smoke"
     def histories() -> dict:
         return {(name, seed): (seed_folder(run_dir, name, seed) / "history.json").read_bytes() for name in MODELS for seed in SEEDS}
 
@@ -127,6 +130,7 @@ def test_rerun_skips_finished_models_and_force_retrains(smoke_run, tmp_path):
     assert len(load(seed_folder(run_dir, "baseline", 7) / "history.json")["epochs"]) == 1
 
 
+@pytest.mark.training
 def test_a_malformed_state_stops_train_with_one_sentence_naming_the_file_and_field(smoke_run, tmp_path):
     import shutil
 
@@ -182,6 +186,7 @@ def wait_for_epochs(progress: Path, count: int, timeout: float = 180) -> None:
     raise AssertionError(f"{progress} never reached {count} epochs")
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signal):
     """Stop a real training process in the middle of an epoch, then run the same command again."""
@@ -225,6 +230,7 @@ def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signa
     assert load(tmp_path / "smoke" / "metrics.json")["chosen_model"] == "augmented"
 
 
+@pytest.mark.training
 def test_skipped_files_reach_the_manifest_and_the_report(tmp_path):
     """A folder with a corrupt and an empty file trains on the rest and lists both, end to end."""
     from PIL import Image
@@ -276,21 +282,6 @@ def test_a_folder_that_cannot_make_a_study_stops_with_one_sentence(tmp_path):
     assert "only one class folder 'cats'" in result.stderr and str(tmp_path / "photos") in result.stderr
 
 
-def test_deterministic_runs_give_identical_histories(tmp_path):
-    """--deterministic: two separate processes, same machine, same seeds -> the same numbers."""
-    metric_keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-    def history_of(out: Path) -> list:
-        result = train(out, "--models", "baseline,augmented", "--deterministic", "--seeds", "1")
-        assert result.returncode == 0, result.stderr
-        return [[{key: record[key] for key in metric_keys} for record in load(seed_folder(out / "smoke", name, 7) / "history.json")["epochs"]]
-                for name in ("baseline", "augmented")]
-
-    first, second = history_of(tmp_path / "first"), history_of(tmp_path / "second")
-    assert first == second
-    assert load(tmp_path / "first" / "smoke" / "manifest.json")["config"]["training"]["deterministic"] is True
-
-
 def test_finetune_without_transfer_is_a_config_error(tmp_path):
     result = train(tmp_path, "--models", "baseline,finetune")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -316,6 +307,7 @@ verbose = "silent"
 """
 
 
+@pytest.mark.training
 def test_a_diverging_loss_stops_the_run_and_fails_the_study(write_config, tmp_path):
     """A learning rate of 1e6 sends the loss to NaN: the run stops in that epoch, the cell says
     "diverged", the others still train, and the study exits 1 naming model, seed and epoch."""
@@ -344,6 +336,7 @@ def test_a_diverging_loss_stops_the_run_and_fails_the_study(write_config, tmp_pa
     assert '!!! danger "Diverged"' in page and "loss became NaN in epoch 1" in page
 
 
+@pytest.mark.training
 def test_a_diverged_run_is_never_chosen_and_trains_again_next_time(write_config, tmp_path, monkeypatch, runner_log):
     """augmented's loss turns NaN in its third epoch (the poisoned loss below): its first two
     epochs stay committed, baseline is chosen and tested, and the study fails naming the epoch."""

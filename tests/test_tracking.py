@@ -268,6 +268,7 @@ def _mlflow_runs(uri: str, experiment: str) -> list:
     return client, (client.search_runs([found.experiment_id]) if found else [])
 
 
+@pytest.mark.training
 def test_a_study_writes_tensorboard_events_and_mlflow_runs_for_every_cell(tmp_path, capsys, mlflow_store):
     """Seed 7 trains without either option; then with both, seed 7 is skipped (and logged from
     its files) and seed 8 trains (logged live); passing the finished cells again adds nothing."""
@@ -336,6 +337,7 @@ def _tiny_setup(tmp_path: Path):
     return model, dataset
 
 
+@pytest.mark.training
 def test_a_resumed_cell_adds_event_files_and_continues_its_mlflow_run(tmp_path, monkeypatch, mlflow_store):
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")

@@ -9,6 +9,7 @@ from experiments.artifacts import Epoch
 from experiments.study.decisions import choose_model
 
 
+@pytest.mark.training
 def test_cached_validation_gives_the_numbers_model_evaluate_gives():
     """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation."""
     import keras
@@ -92,6 +93,7 @@ def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
     return model, dataset, CellFolder("baseline", 5, tmp_path / "seed-5")
 
 
+@pytest.mark.training
 def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
     from experiments.artifacts import RunState, read_json
     from experiments.training.fit import TrainingDiverged, fit, load_progress
@@ -109,6 +111,7 @@ def test_a_nan_loss_stops_the_fit_and_keeps_the_last_finite_epoch(tmp_path):
     assert RunState.read(seed_run.state).epochs_completed == 2
 
 
+@pytest.mark.training
 def test_a_recorded_stop_request_ends_the_fit_after_committing_the_epoch(tmp_path, monkeypatch):
     """A KeyboardInterrupt that TensorFlow swallowed still stops training at the epoch's end."""
     import signal

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,8 +19,8 @@ from experiments.artifacts import (
     RunFolder,
     RunState,
     ValidationPredictions,
+    file_sha256,
     files_digest,
-    read_regular_file,
     utc_now_precise,
     write_atomic,
 )
@@ -69,7 +68,7 @@ def expected_state(config: StudyConfig, run: RunFolder, model_name: str, seed: i
     if source is not None:
         source_history = run.seed_run(source, seed).history
         try:
-            expected["starting_point"] = hashlib.sha256(read_regular_file(source_history)).hexdigest()
+            expected["starting_point"] = file_sha256(source_history)
         except OSError:  # missing, or a pipe or folder in its place: no starting point to train from
             expected["starting_point"] = "missing"
     return expected

@@ -133,8 +133,14 @@ def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, 
         study = None
     if not isinstance(study, dict):
         return {}  # not a rendered report: mkdocs.yml as it is
-    own = load_config(str(config_file))
-    nav, own_docs = own.nav, Path(own.docs_dir)
+    if Path(config_file).resolve() == DEFAULT_MKDOCS:
+        # the package's settings have no docs folder of their own: every report is "in a folder of its own"
+        own = load_config(str(config_file), docs_dir=str(docs_dir.resolve()))
+        own_docs = None
+    else:
+        own = load_config(str(config_file))
+        own_docs = Path(own.docs_dir)
+    nav = own.nav
     overrides: dict[str, Any] = {}
     if isinstance(study.get("site_name"), str) and study["site_name"]:
         overrides["site_name"] = study["site_name"]
@@ -146,7 +152,7 @@ def study_overrides(config_file: str | Path, docs_dir: str | Path) -> dict[str, 
         nav = [{MODELS_SECTION: pages} if isinstance(entry, dict) and MODELS_SECTION in entry else entry for entry in nav]
     # a report rendered into a folder of its own has none of the hand-written pages; in the
     # project's own docs/ a missing page stays an error of the strict build
-    overrides["nav"] = nav if docs_dir.resolve() == own_docs.resolve() else _present(nav, docs_dir)
+    overrides["nav"] = nav if own_docs is not None and docs_dir.resolve() == own_docs.resolve() else _present(nav, docs_dir)
     return overrides
 
 

@@ -726,6 +726,10 @@ def test_a_folder_without_mkdocs_yml_builds_with_the_package_settings_and_one_wi
     assert mkdocs_config(tmp_path) == DEFAULT_MKDOCS and DEFAULT_MKDOCS.is_file()
     with pytest.raises(SiteBuildError, match="no docs folder to build"):
         build_site(tmp_path)
+    render_report(fixtures.write_artifacts(tmp_path / "run"), tmp_path / "docs")  # a study of one's own, in a folder of its own
+    site = build_site(tmp_path)
+    assert site == tmp_path / "site" and (site / "index.html").is_file() and (site / "method" / "index.html").is_file()
+    assert not (site / "guide").exists(), "the guide pages are the project's: a folder of its own has none"
     (tmp_path / "mkdocs.yml").write_text("site_name: mine\n", encoding="utf-8")
     assert mkdocs_config(tmp_path) == tmp_path / "mkdocs.yml"
 

@@ -344,8 +344,8 @@ def validate(config: StudyConfig) -> StudyConfig:
     _check_finite_numbers(config)
     _check_path_strings(config)
     if (not study.run_name or "/" in study.run_name or (os.altsep and os.altsep in study.run_name)
-            or study.run_name in (".", "..")):
-        raise ConfigError(f"study.run_name must be a plain folder name, got {study.run_name!r}")
+            or study.run_name in (".", "..") or not study.run_name.isprintable()):
+        raise ConfigError(f"study.run_name must be a plain folder name (printable, without '/'), got {study.run_name!r}")
     _check_seeds(study)
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {data.source!r}")

@@ -717,3 +717,14 @@ def test_an_index_whose_block_checksums_do_not_fit_the_file_is_damaged_not_hashe
     index["index_sha256"] = cache_module._index_checksum(index)
     (folder / "index.json").write_text(json.dumps(index))
     assert cache_module.verify_cache(folder) == "its index's block checksums for train.npy do not fit the file"
+
+
+def test_a_file_given_as_the_cache_folder_is_one_sentence_not_an_empty_listing(tmp_path, capsys):
+    from report_builder.cli import main
+
+    not_a_folder = tmp_path / "caches.txt"
+    not_a_folder.write_text("mine\n", encoding="utf-8")
+    assert main(["cache", "--cache-dir", str(not_a_folder)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: The cache folder {not_a_folder} (--cache-dir, data.cache_dir) is a file, not a folder")
+    assert error.count("\n") == 1 and not_a_folder.read_text(encoding="utf-8") == "mine\n"

@@ -297,3 +297,22 @@ def test_train_with_other_settings_stops_in_one_sentence_before_anything_is_writ
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: Another `train` command") and "training.epochs: 3 there, 5 here" in error
     assert len(error.splitlines()) == 1
+
+
+def test_a_study_whose_runs_failed_says_so_in_one_sentence_with_one_full_stop(tmp_path):
+    """Each failed cell's reason may be a sentence of its own (a full disk's): the error joins
+    them with semicolons, without a full stop in the middle."""
+    from experiments.config import load_config
+    from experiments.errors import StudyFailed
+    from experiments.study.lifecycle import open_run
+    from tests.conftest import SMOKE_CONFIG
+
+    config = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path)})
+    with pytest.raises(StudyFailed) as failed:
+        with open_run(config) as opened:
+            opened.failures["baseline (seed 7)"] = "Cannot write x: the disk is full; free some space (what was written before is intact)."
+            opened.failures["augmented (seed 7)"] = "loss became NaN in epoch 3"
+            opened.advice = "; run the same command again to resume the lost cells"
+    message = str(failed.value)
+    assert ".;" not in message and message.count(". ") == 0, message
+    assert message.startswith("2 run(s) failed: baseline (seed 7): Cannot write x") and "augmented (seed 7): loss became NaN" in message

@@ -398,3 +398,9 @@ def test_an_image_size_at_the_cap_is_accepted():
     from experiments.config import MAX_IMAGE_SIDE
 
     assert load_config(SMOKE_CONFIG, {"data.image_size": [MAX_IMAGE_SIDE, 48]}).image_size == (MAX_IMAGE_SIDE, 48)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "bell\a"])
+def test_a_run_name_with_a_line_break_or_other_control_character_is_refused(name):
+    with pytest.raises(ConfigError, match="study.run_name must be a plain folder name"):
+        load_config(None, {"study.run_name": name})

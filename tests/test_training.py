@@ -144,29 +144,34 @@ def test_one_softmax_serves_the_test_scores_and_the_cached_validation_loss():
 
 
 def test_clearing_a_checkpoint_removes_only_its_own_files_and_names_a_stranger_s(tmp_path, capsys):
-    from experiments.artifacts import RunFolder
+    """Its own: the files its record (the folder's ledger) lists, and their temporaries; a file
+    named as this program names them, that no record lists, is someone else's."""
+    from experiments.artifacts import RunFolder, record_written
     from experiments.training.fit import clear_checkpoint
 
     seed_run = RunFolder(tmp_path / "run").seed_run("baseline", 7)
     folder = seed_run.checkpoint_dir
     folder.mkdir(parents=True)
+    record_written(folder, ["epoch-0003.keras", "epoch-0004.keras", "progress.json"])  # as the epochs' commits list them
     for name in ("epoch-0003.keras", "progress.json", ".epoch-0004.k2j_x9.tmp.keras", ".progress.abc123.tmp.json"):
         (folder / name).write_bytes(b"ours")
     (folder / "notes.txt").write_text("mine")
     (folder / "epoch-best.keras").write_text("mine too")  # epoch-*.keras, but not a name this program gives
+    (folder / "epoch-0009.keras").write_text("mine, named like ours")  # the name fits, but no record lists it
     clear_checkpoint(seed_run)
-    assert sorted(path.name for path in folder.iterdir()) == ["epoch-best.keras", "notes.txt"]
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch-0009.keras", "epoch-best.keras", "notes.txt"]
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and str(folder) in lines[0] and "epoch-best.keras, notes.txt" in lines[0]
-    (folder / "notes.txt").unlink()
-    (folder / "epoch-best.keras").unlink()
+    assert len(lines) == 1 and str(folder) in lines[0] and "epoch-0009.keras, epoch-best.keras, notes.txt" in lines[0]
+    for name in ("notes.txt", "epoch-best.keras", "epoch-0009.keras"):
+        (folder / name).unlink()
+    record_written(folder, ["epoch-0001.keras"])
     (folder / "epoch-0001.keras").write_bytes(b"ours")
     clear_checkpoint(seed_run)
-    assert not folder.exists() and capsys.readouterr().err == ""  # all ours: the folder goes too
+    assert not folder.exists() and capsys.readouterr().err == ""  # all ours: the folder goes too, ledger and all
 
 
 def test_a_cell_trained_afresh_with_tensorboard_keeps_a_stranger_s_files_in_its_event_folder(tmp_path, capsys):
-    from experiments.artifacts import RunFolder
+    from experiments.artifacts import RunFolder, record_written
     from experiments.config import load_config
     from experiments.training.tracking import StudyTracking, tensorboard_dir
     from tests.conftest import SMOKE_CONFIG
@@ -177,12 +182,15 @@ def test_a_cell_trained_afresh_with_tensorboard_keeps_a_stranger_s_files_in_its_
     for split in ("train", "validation"):
         (folder / split).mkdir(parents=True)
         (folder / split / "events.out.tfevents.1796560943.vm.12092.0.v2").write_bytes(b"old events")
+        record_written(folder / split, ["events.out.tfevents.1796560943.vm.12092.0.v2"])  # as the earlier training listed it
     (folder / "train" / "keep.txt").write_text("mine")
+    (folder / "train" / "events.out.tfevents.123.user").write_text("mine, named like TensorBoard's")
     capsys.readouterr()
     tracking.callbacks(seed_run, [], 0, {})
-    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == ["train", "train/keep.txt"]
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == [
+        "train", "train/events.out.tfevents.123.user", "train/keep.txt"]
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and "train/keep.txt" in lines[0] and str(folder) in lines[0]
+    assert len(lines) == 1 and "train/keep.txt" in lines[0] and "events.out.tfevents.123.user" in lines[0] and str(folder) in lines[0]
 
 
 def _truncate(path, keep: float = 0.5) -> None:
@@ -263,3 +271,43 @@ def test_a_damaged_checkpoint_with_a_whole_earlier_one_beside_it_resumes_from_th
     assert "resuming baseline (seed 5) after epoch 1 of 3" in err
     assert result.resumed_epochs == 1
     assert [record["epoch"] for record in read_json(seed_run.history)["epochs"]] == [1, 2, 3]
+
+
+def test_a_fit_lists_the_checkpoints_it_writes_and_never_replaces_a_file_of_the_same_name_it_did_not_write(tmp_path):
+    from experiments.artifacts import RunState, written_names
+    from experiments.errors import UserError
+    from experiments.training.fit import clear_checkpoint, fit
+
+    model, dataset, seed_run = _tiny_fit_setup(tmp_path)
+    fit(model, seed_run, dataset, dataset, RunState("baseline", 5, "config", "data", "partial", 0),
+        first_epoch=0, last_epoch=2, verbose=0)
+    assert {"epoch-0002.keras", "progress.json"} <= written_names(seed_run.checkpoint_dir)
+    clear_checkpoint(seed_run)
+    assert not seed_run.checkpoint_dir.exists()
+    seed_run.checkpoint_dir.mkdir(parents=True)
+    mine = seed_run.checkpoint_dir / "epoch-0001.keras"
+    mine.write_text("a user's file, named as the first epoch's checkpoint")
+    with pytest.raises(UserError, match="epoch-0001.keras") as refused:
+        fit(model, seed_run, dataset, dataset, RunState("baseline", 5, "config", "data", "partial", 0),
+            first_epoch=0, last_epoch=2, verbose=0)
+    assert "did not write" in str(refused.value)
+    assert mine.read_text() == "a user's file, named as the first epoch's checkpoint"
+
+
+def test_a_checkpoint_folder_from_before_the_ledger_is_adopted_by_its_progress_record_and_only_then(tmp_path, capsys):
+    from experiments.artifacts import CheckpointProgress, RunFolder
+    from experiments.training.fit import clear_checkpoint
+
+    ours = RunFolder(tmp_path / "run").seed_run("baseline", 7)
+    ours.checkpoint_dir.mkdir(parents=True)
+    (ours.checkpoint_dir / "epoch-0003.keras").write_bytes(b"an old run's checkpoint")
+    CheckpointProgress("epoch-0003.keras", []).write(ours.checkpoint_dir / "progress.json")
+    clear_checkpoint(ours)
+    assert not ours.checkpoint_dir.exists(), "its own record names it: the old run's checkpoint files are ours"
+
+    stranger = RunFolder(tmp_path / "run").seed_run("baseline", 8)
+    stranger.checkpoint_dir.mkdir(parents=True)
+    (stranger.checkpoint_dir / "epoch-0003.keras").write_text("no record of ours says so")
+    clear_checkpoint(stranger)
+    assert [path.name for path in stranger.checkpoint_dir.iterdir()] == ["epoch-0003.keras"]
+    assert "epoch-0003.keras" in capsys.readouterr().err

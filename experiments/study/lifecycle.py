@@ -56,5 +56,7 @@ def open_run(config: StudyConfig, checks: Callable[[], None] = lambda: None) -> 
             yield opened
         opened.manifest.finish(opened.phase)
     if opened.failures:
+        # each reason may be a sentence of its own: one full stop, at the end
         raise StudyFailed(f"{len(opened.failures)} run(s) failed: "
-                          + "; ".join(f"{name}: {message}" for name, message in opened.failures.items()) + opened.advice)
+                          + "; ".join(f"{name}: {message.rstrip('.')}" for name, message in opened.failures.items())
+                          + opened.advice)

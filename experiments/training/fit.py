@@ -25,6 +25,8 @@ import numpy as np
 
 from experiments.artifacts import (
     CHECKPOINT_NAME,
+    LEDGER_NAME,
+    ArtifactError,
     ArtifactFormatError,
     CellFolder,
     CheckpointProgress,
@@ -32,8 +34,10 @@ from experiments.artifacts import (
     History,
     RunState,
     describe_left_files,
+    record_written,
     remove_written_files,
     write_atomic,
+    written_names,
 )
 from experiments.data.loading import make_image_batches
 from experiments.errors import is_disk_full
@@ -96,10 +100,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.epochs.append(record)
         checkpoint_dir = self.seed_run.checkpoint_dir
         checkpoint_name = f"epoch-{epoch + 1:04d}.keras"
+        for name in (checkpoint_name, "progress.json"):
+            if (checkpoint_dir / name).exists() and name not in written_names(checkpoint_dir):
+                raise ArtifactError(f"{checkpoint_dir / name} holds a file this program did not write, where the "
+                                    f"checkpoint of {self.seed_run.label} goes; move it away and run the same command again.")
+        record_written(checkpoint_dir, [checkpoint_name, "progress.json"])  # listed before written: ours to replace
         write_atomic(checkpoint_dir / checkpoint_name, lambda path: self.model.save(path))
         CheckpointProgress(checkpoint_name, as_epochs(self.epochs)).write(checkpoint_dir / "progress.json")
+        ours = written_names(checkpoint_dir)
         for old in checkpoint_dir.glob("epoch-*.keras"):
-            if old.name != checkpoint_name and CHECKPOINT_NAME.fullmatch(old.name) and old.is_file() and not old.is_symlink():
+            if (old.name != checkpoint_name and old.name in ours and CHECKPOINT_NAME.fullmatch(old.name)
+                    and old.is_file() and not old.is_symlink()):
                 old.unlink(missing_ok=True)
         write_history(self.seed_run, self.epochs, self.precision)
         self.state = replace(self.state, status="partial", epochs_completed=len(self.epochs))
@@ -240,10 +251,27 @@ def resumable_progress(seed_run: CellFolder, first_epoch: int, planned: int) -> 
 _NAMED_LEFT: set[tuple[Path, tuple[Path, ...]]] = set()
 
 
+def adopt_unlisted_checkpoints(seed_run: CellFolder) -> None:
+    """A checkpoint folder written before its files were listed (no ledger) whose progress.json
+    reads as this program's record: its checkpoint files are this program's, so list them."""
+    folder = seed_run.checkpoint_dir
+    if not folder.is_dir() or (folder / LEDGER_NAME).exists():
+        return
+    try:
+        record = CheckpointProgress.read(folder / "progress.json")
+    except (OSError, ArtifactFormatError):
+        record = None
+    if record is None:
+        return  # no record of ours: nothing there is taken for ours
+    record_written(folder, [path.name for path in folder.iterdir()
+                            if CHECKPOINT_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink()])
+
+
 def clear_checkpoint(seed_run: CellFolder, say: Callable[[str], None] | None = None) -> None:
-    """Remove the checkpoint files this program wrote (`epoch-NNNN.keras`, `progress.json`, their
-    temporaries) and the folder if that empties it; any other file there is left alone and named
-    in one line on stderr."""
+    """Remove the checkpoint files this program wrote (those its ledger lists: `epoch-NNNN.keras`,
+    `progress.json`, their temporaries) and the folder if that empties it; any other file there is
+    left alone and named in one line on stderr."""
+    adopt_unlisted_checkpoints(seed_run)
     left = remove_written_files(seed_run.checkpoint_dir, CHECKPOINT_NAME)
     if left and (seed_run.checkpoint_dir, tuple(left)) not in _NAMED_LEFT:  # once per process, not at every clearing
         _NAMED_LEFT.add((seed_run.checkpoint_dir, tuple(left)))
@@ -284,6 +312,7 @@ def fit(
     training loss is not finite (the epochs before it stay committed).
     """
     planned = last_epoch - first_epoch
+    adopt_unlisted_checkpoints(seed_run)  # a run checkpointed before the ledger resumes as before
     epochs, checkpoint, problem = resumable_progress(seed_run, first_epoch, planned)
     resumed = 0
     if checkpoint is not None:

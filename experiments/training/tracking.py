@@ -36,7 +36,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import EVENT_FILE_NAME, CellFolder, History, MlflowLink, RunState, describe_left_files, remove_written_files
+from experiments.artifacts import (
+    EVENT_FILE_NAME,
+    CellFolder,
+    History,
+    MlflowLink,
+    RunState,
+    describe_left_files,
+    record_written,
+    remove_written_files,
+    written_names,
+)
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import ARCHIVE_NAME
@@ -214,9 +224,39 @@ def check_tensorboard_folders(run_root: Path, cells: Iterable[tuple[str, int]]) 
                                 f"but {_what_is_at(current)} is there; move it away (it is left alone) or run without --tensorboard.")
 
 
+EVENT_SUBFOLDERS = ("train", "validation")
+
+
+def event_files(directory: Path) -> dict[str, set[str]]:
+    """The TensorBoard event files in a cell's train/ and validation/ folders, by subfolder."""
+    found: dict[str, set[str]] = {}
+    for subfolder in EVENT_SUBFOLDERS:
+        try:
+            found[subfolder] = {entry.name for entry in os.scandir(directory / subfolder)
+                                if EVENT_FILE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)}
+        except OSError:
+            found[subfolder] = set()
+    return found
+
+
+def record_event_files(directory: Path, strangers: dict[str, set[str]]) -> None:
+    """List in each subfolder's ledger the event files this program wrote there: those present
+    now, less `strangers` (what was there, unlisted, before it started writing)."""
+    for subfolder, names in event_files(directory).items():
+        if names - strangers.get(subfolder, set()):
+            record_written(directory / subfolder, names - strangers.get(subfolder, set()))
+
+
+def unlisted_event_files(directory: Path) -> dict[str, set[str]]:
+    """The event files in a cell's folders that no ledger lists: someone else's."""
+    return {subfolder: names - written_names(directory / subfolder) for subfolder, names in event_files(directory).items()}
+
+
 def write_tensorboard_history(directory: Path, epochs: list[dict[str, Any]]) -> None:
     """Event files for epochs trained without --tensorboard: the scalars Keras's callback writes."""
     import tensorflow as tf
+
+    strangers = unlisted_event_files(directory)
 
     for subfolder, prefix in (("train", ""), ("validation", "val_")):
         writer = tf.summary.create_file_writer(str(directory / subfolder))
@@ -227,6 +267,7 @@ def write_tensorboard_history(directory: Path, epochs: list[dict[str, Any]]) -> 
                     if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
                         tf.summary.scalar(f"epoch_{name}", value, step=record["epoch"])
         writer.close()
+    record_event_files(directory, strangers)
 
 
 def _quiet_mlflow_logging() -> None:
@@ -478,12 +519,14 @@ class StudyTracking:
         if self.tensorboard:
             directory = tensorboard_dir(self.run_root, seed_run)
             if not resumed:  # trained afresh: events of an earlier training of this cell would mix in
-                left = remove_written_files(directory, EVENT_FILE_NAME, ("train", "validation"))
-                if left:  # only the event files go; anything else there is someone else's
+                left = remove_written_files(directory, EVENT_FILE_NAME, EVENT_SUBFOLDERS)
+                if left:  # only the event files this program wrote go; anything else there is someone else's
                     log(describe_left_files(directory, left))
             elif not directory.exists():  # its first epochs were trained without --tensorboard
                 write_tensorboard_history(directory, epochs)
+            strangers = unlisted_event_files(directory)
             before.append(EpochTensorBoard(log_dir=str(directory), write_graph=False, profile_batch=0))
+            before.append(AfterEpoch(lambda: record_event_files(directory, strangers)))  # after TensorBoard's writes
         if self.mlflow is not None:
             mlflow = self.mlflow
             mlflow.open_cell(seed_run, state, resumed > 0, epochs)

@@ -58,6 +58,8 @@ def cache(arguments: argparse.Namespace) -> None:
     else:
         cache_dir = load_config(arguments.config).data.cache_dir
     root = cache_root(cache_dir)
+    if root.parent.exists() and not root.parent.is_dir():
+        raise UserError(f"The cache folder {root.parent} (--cache-dir, data.cache_dir) is a file, not a folder; give the folder that holds the caches.")
     everything = list_caches(root)
     entries = [entry for entry in everything if entry.is_cache]
     others = [entry for entry in everything if not entry.is_cache]

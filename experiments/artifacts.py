@@ -16,11 +16,12 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from experiments.console import format_size
 from experiments.errors import UserError, disk_full_sentence, is_disk_full
@@ -136,40 +137,41 @@ class FileTooLarge(OSError):
         self.filename, self.size, self.limit = str(path), size, limit
 
 
-def read_regular_file(path: Path | str, max_bytes: int | None = None) -> bytes:
-    """The bytes of the regular file at `path` (a link to one counts), read without blocking on
-    anything else: FileNotFoundError when it is missing, NotARegularFile (an OSError) when it is a
-    named pipe, a socket, a device or a folder, FileTooLarge (an OSError) when it holds more than
-    `max_bytes` (checked before reading, and while reading, should it grow). Opening a FIFO with
+@contextmanager
+def _open_regular_file(path: Path | str) -> Iterator[tuple[BinaryIO, int]]:
+    """The regular file at `path` (a link to one counts), opened for reading without blocking on
+    anything else, with its size: FileNotFoundError when it is missing, NotARegularFile (an
+    OSError) when it is a named pipe, a socket, a device or a folder. Opening a FIFO with
     O_NONBLOCK returns at once, where a plain open() would wait for a writer for ever."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         details = os.fstat(descriptor)
         if not stat.S_ISREG(details.st_mode):
             raise NotARegularFile(path, _file_kind(details.st_mode))
-        if max_bytes is not None and details.st_size > max_bytes:
-            raise FileTooLarge(path, details.st_size, max_bytes)
         with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
-        if max_bytes is not None and len(data) > max_bytes:
-            raise FileTooLarge(path, len(data), max_bytes)
-        return data
+            yield handle, details.st_size
     finally:
         os.close(descriptor)
+
+
+def read_regular_file(path: Path | str, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file at `path`, opened as _open_regular_file opens it (missing:
+    FileNotFoundError; not a regular file: NotARegularFile), FileTooLarge (an OSError) when it holds
+    more than `max_bytes` (checked before reading, and while reading, should it grow)."""
+    with _open_regular_file(path) as (handle, size):
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(path, size, max_bytes)
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLarge(path, len(data), max_bytes)
+    return data
 
 
 def file_sha256(path: Path | str) -> str:
     """The sha256 of the regular file at `path`, read in blocks (hashlib.file_digest): the one file
     hash of the project. Raises OSError as read_regular_file does (missing, a pipe, a folder...)."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(path, _file_kind(mode))
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    finally:
-        os.close(descriptor)
+    with _open_regular_file(path) as (handle, _size):
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # --------------------------------------------------------------------------- bounded JSON

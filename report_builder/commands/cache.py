@@ -12,20 +12,28 @@ from experiments.data.cache import NO_FULL_CHECKSUMS, cache_root, list_caches, r
 from experiments.errors import UserError
 
 
-def _verify_caches(root: Path, entries: list, others: list, names: list[str]) -> None:
-    """`cache --verify [NAME ...]`: one line per cache, OK or damaged (UserError if any is damaged)."""
-    chosen = list(entries) if not names or "all" in names else []
-    for name in [] if not names or "all" in names else names:
-        matches = [entry for entry in entries if entry.name.startswith(name)]
-        if not matches:
+def _named_caches(names: list[str], root: Path, entries: list, others: list, untouched: str) -> list:
+    """The caches `names` name, in that order, each once: a unique start of a cache's name, or
+    "all" for every one. A name that is no cache's is a UserError; one that starts a folder that is
+    not a cache says so, and that the command leaves it (`untouched`)."""
+    chosen = []
+    for name in names:
+        matches = entries if name == "all" else [entry for entry in entries if entry.name.startswith(name)]
+        if not matches and name != "all":
             other = next((entry for entry in others if entry.name.startswith(name)), None)
             if other is not None:
                 raise UserError(f"'{other.path}' is not a decoded-image cache (it lacks the index and marker a cache writes), "
-                                "so it is not verified; `python -m report_builder cache` lists the caches.")
+                                f"so {untouched}; `python -m report_builder cache` lists the caches.")
             raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
-        if len(matches) > 1:
+        if len(matches) > 1 and name != "all":
             raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
         chosen.extend(entry for entry in matches if entry not in chosen)
+    return chosen
+
+
+def _verify_caches(root: Path, entries: list, others: list, names: list[str]) -> None:
+    """`cache --verify [NAME ...]`: one line per cache, OK or damaged (UserError if any is damaged)."""
+    chosen = _named_caches(["all"] if not names or "all" in names else names, root, entries, others, "it is not verified")
     if not chosen:
         print(f"No decoded-image caches in {root}")
         return
@@ -69,18 +77,7 @@ def cache(arguments: argparse.Namespace) -> None:
         _verify_caches(root, entries, others, arguments.verify)
         return
     if arguments.remove:
-        chosen = []
-        for name in arguments.remove:
-            matches = entries if name == "all" else [entry for entry in entries if entry.name.startswith(name)]
-            if not matches and name != "all":
-                other = next((entry for entry in others if entry.name.startswith(name)), None)
-                if other is not None:
-                    raise UserError(f"'{other.path}' is not a decoded-image cache (it lacks the index and marker a cache writes), "
-                                    "so it is left alone; `python -m report_builder cache` lists the caches.")
-                raise UserError(f"There is no decoded-image cache '{name}' in {root}; `python -m report_builder cache` lists them.")
-            if len(matches) > 1 and name != "all":
-                raise UserError(f"'{name}' names {len(matches)} caches in {root}; give more of the name.")
-            chosen.extend(entry for entry in matches if entry not in chosen)
+        chosen = _named_caches(arguments.remove, root, entries, others, "it is left alone")
         for entry in chosen:
             removal = remove_cache(root, entry.name)
             if removal:

@@ -325,10 +325,12 @@ def record_written(folder: Path, names: Iterable[str]) -> None:
     """Add `names` to `folder`'s ledger, before the files are written: a kill between the two
     leaves a listed name with no file, never a file of ours that is not listed."""
     known = written_names(folder)
-    wanted = known | set(names)
-    if wanted != known:
-        write_atomic(Path(folder) / LEDGER_NAME,
-                     lambda path: path.write_text(json.dumps(sorted(wanted), indent=0), encoding="utf-8"))
+    if known | set(names) != known:
+        _write_ledger(folder, known | set(names))
+
+
+def _write_ledger(folder: Path, names: set[str]) -> None:
+    write_atomic(Path(folder) / LEDGER_NAME, lambda path: path.write_text(json.dumps(sorted(names), indent=0), encoding="utf-8"))
 
 
 def remove_written_files(folder: Path, ours: re.Pattern[str], subfolders: Sequence[str] = ()) -> list[Path]:
@@ -359,8 +361,7 @@ def remove_written_files(folder: Path, ours: re.Pattern[str], subfolders: Sequen
     if not remaining:
         (Path(folder) / LEDGER_NAME).unlink(missing_ok=True)
     elif remaining != listed:  # the ledger forgets the removed names
-        write_atomic(Path(folder) / LEDGER_NAME,
-                     lambda path: path.write_text(json.dumps(sorted(remaining), indent=0), encoding="utf-8"))
+        _write_ledger(folder, remaining)
     try:
         folder.rmdir()
     except OSError:  # not empty: someone else's files are in it

@@ -100,14 +100,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.epochs.append(record)
         checkpoint_dir = self.seed_run.checkpoint_dir
         checkpoint_name = f"epoch-{epoch + 1:04d}.keras"
+        ours = written_names(checkpoint_dir)
         for name in (checkpoint_name, "progress.json"):
-            if (checkpoint_dir / name).exists() and name not in written_names(checkpoint_dir):
+            if (checkpoint_dir / name).exists() and name not in ours:
                 raise ArtifactError(f"{checkpoint_dir / name} holds a file this program did not write, where the "
                                     f"checkpoint of {self.seed_run.label} goes; move it away and run the same command again.")
         record_written(checkpoint_dir, [checkpoint_name, "progress.json"])  # listed before written: ours to replace
         write_atomic(checkpoint_dir / checkpoint_name, lambda path: self.model.save(path))
         CheckpointProgress(checkpoint_name, as_epochs(self.epochs)).write(checkpoint_dir / "progress.json")
-        ours = written_names(checkpoint_dir)
         for old in checkpoint_dir.glob("epoch-*.keras"):
             if (old.name != checkpoint_name and old.name in ours and CHECKPOINT_NAME.fullmatch(old.name)
                     and old.is_file() and not old.is_symlink()):

@@ -243,8 +243,8 @@ def record_event_files(directory: Path, strangers: dict[str, set[str]]) -> None:
     """List in each subfolder's ledger the event files this program wrote there: those present
     now, less `strangers` (what was there, unlisted, before it started writing)."""
     for subfolder, names in event_files(directory).items():
-        if names - strangers.get(subfolder, set()):
-            record_written(directory / subfolder, names - strangers.get(subfolder, set()))
+        if ours := names - strangers.get(subfolder, set()):
+            record_written(directory / subfolder, ours)
 
 
 def unlisted_event_files(directory: Path) -> dict[str, set[str]]:

@@ -18,9 +18,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import file_sha256
 from experiments.console import format_size
 from experiments.errors import ConfigError  # noqa: F401  (imported from here by callers too)
+from experiments.models.local_imports import builder_digest
 from experiments.models.recipes import (
     BUILT_IN_NAMES,
     CONTINUING_RECIPES,
@@ -608,8 +608,9 @@ def expand_study_variants(config: StudyConfig) -> None:
 def locate_builders(config: StudyConfig, config_dir: Path) -> None:
     """Record where each `keras` model's builder lives and a digest of its source file, without
     importing it (the report builder loads configs too): a file path is relative to the config
-    file's folder, a module is looked up on sys.path. The digest is part of the model's hash, so
-    editing the file retrains the model. A file that cannot be read gets no digest here; the runner
+    file's folder, a module is looked up on sys.path. The digest covers the file and the files of
+    its folder it imports (experiments.models.local_imports) and is part of the model's hash, so
+    editing either retrains the model. A file that cannot be read gets no digest here; the runner
     stops on it before any training (experiments.models.builders.check_builders)."""
     for name, recipe in list(config.models.items()):
         if recipe.recipe != "keras":
@@ -619,7 +620,7 @@ def locate_builders(config: StudyConfig, config_dir: Path) -> None:
         digest = ""
         if path is not None:
             try:
-                digest = file_sha256(path)
+                digest = builder_digest(path, None if builder_is_file(where) else _module_root(where, path))
             except OSError:
                 digest = ""
         config.models[name] = dataclasses.replace(recipe, builder_file=str(path) if path is not None else "",
@@ -640,6 +641,13 @@ def _module_file(module: str) -> Path | None:
         search = list(spec.submodule_search_locations or [])
     origin = spec.origin if spec is not None else None
     return Path(origin) if origin and origin not in ("built-in", "frozen") else None
+
+
+def _module_root(module: str, path: Path) -> Path:
+    """The sys.path folder an importable module's source file was found under (where its own
+    absolute imports are looked up): lib for lib/package/module.py or lib/package/module/__init__.py."""
+    depth = len(module.split(".")) - (0 if path.name == "__init__.py" else 1)
+    return path.parents[depth]
 
 
 def _dotted(config: StudyConfig, dotted_key: str) -> Any:

@@ -113,6 +113,108 @@ def test_a_module_builder_is_found_on_the_path_and_hashed_without_importing_it(t
     assert len(recipe.builder_sha256) == 64
 
 
+# A builder that imports helpers of its own: blocks.py beside it, a local package with a relative
+# import inside, the standard library and Keras.
+HELPED_BUILDER = '''
+import os
+import keras
+from blocks import stem
+import nets.heads
+
+
+def build(input_shape, num_classes, width=4):
+    return stem(width) + nets.heads.head(num_classes)
+'''
+
+
+def _helped_study(folder: Path) -> Path:
+    """A study whose builder imports blocks.py and the nets package (nets/heads.py importing .layers)."""
+    (folder / "nets").mkdir(parents=True)
+    (folder / "blocks.py").write_text("def stem(width):\n    return width\n", encoding="utf-8")
+    (folder / "nets" / "__init__.py").write_text("", encoding="utf-8")
+    (folder / "nets" / "heads.py").write_text("from .layers import dense\n\ndef head(n):\n    return dense(n)\n", encoding="utf-8")
+    (folder / "nets" / "layers.py").write_text("def dense(n):\n    return 100 * n\n", encoding="utf-8")
+    (folder / "unused.py").write_text("X = 1\n", encoding="utf-8")
+    return _study(folder, MINE, builder=HELPED_BUILDER)
+
+
+@pytest.mark.parametrize("edited", ["blocks.py", "nets/heads.py", "nets/layers.py", "nets/__init__.py"])
+def test_editing_a_file_the_builder_imports_from_its_folder_changes_the_model_hash(tmp_path, edited):
+    path = _helped_study(tmp_path)
+    before = load_config(path)
+    with (tmp_path / edited).open("a", encoding="utf-8") as handle:
+        handle.write("# edited\n")
+    assert config_hash(before, "mine") != config_hash(load_config(path), "mine")
+
+
+def test_a_file_of_the_folder_the_builder_does_not_import_is_not_hashed(tmp_path):
+    from experiments.models.local_imports import local_imports
+
+    path = _helped_study(tmp_path)
+    before = load_config(path)
+    (tmp_path / "unused.py").write_text("X = 2\n", encoding="utf-8")
+    assert config_hash(before, "mine") == config_hash(load_config(path), "mine")
+    found = [file.relative_to(tmp_path.resolve()).as_posix() for file in local_imports(tmp_path / "models.py")]
+    assert found == ["blocks.py", "nets/__init__.py", "nets/heads.py", "nets/layers.py"]  # not os, not keras
+
+
+def test_moving_a_study_folder_with_helper_files_keeps_the_model_hash(tmp_path):
+    assert config_hash(load_config(_helped_study(tmp_path / "a")), "mine") == config_hash(load_config(_helped_study(tmp_path / "b")), "mine")
+
+
+def test_a_builder_importing_only_installed_modules_keeps_the_digest_of_its_file(tmp_path):
+    # runs made before imports were hashed keep their hashes: the digest is the file's own
+    from experiments.artifacts import file_sha256
+
+    config = load_config(_study(tmp_path, MINE, builder=GOOD_BUILDER + "\nimport json\nfrom os import path\n"))
+    assert config.recipe("mine").builder_sha256 == file_sha256(tmp_path / "models.py")
+
+
+def test_a_missing_local_module_or_a_cycle_of_imports_is_no_error_when_hashing(tmp_path):
+    from experiments.models.local_imports import local_imports
+
+    (tmp_path / "a.py").write_text("import b\n", encoding="utf-8")
+    (tmp_path / "b.py").write_text("from a import thing\nfrom . import nothing\n", encoding="utf-8")
+    (tmp_path / "broken.py").write_text("def (:\n", encoding="utf-8")
+    builder = GOOD_BUILDER + "\nimport a\nimport broken\nfrom no_such_local_module import helper\n"
+    config = load_config(_study(tmp_path, MINE, builder=builder))
+    assert len(config.recipe("mine").builder_sha256) == 64
+    assert [file.name for file in local_imports(tmp_path / "models.py")] == ["a.py", "b.py", "broken.py"]
+
+
+def test_a_builder_file_imports_its_helpers_from_its_folder_afresh_after_an_edit(tmp_path, monkeypatch):
+    import sys
+
+    from experiments.models.builders import load_builder
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the builder's folder goes on it
+    path = _helped_study(tmp_path)
+    (tmp_path / "models.py").write_text(HELPED_BUILDER.replace("import keras\n", ""), encoding="utf-8")  # no TensorFlow here
+    try:
+        assert load_builder(load_config(path).recipe("mine"))(input_shape=(8, 8, 3), num_classes=2, width=4) == 204
+        (tmp_path / "nets" / "layers.py").write_text("def dense(n):\n    return 1000 * n\n", encoding="utf-8")
+        assert load_builder(load_config(path).recipe("mine"))(input_shape=(8, 8, 3), num_classes=2, width=4) == 2004
+    finally:
+        for name in ("blocks", "nets", "nets.heads", "nets.layers"):
+            sys.modules.pop(name, None)
+
+
+def test_a_module_builder_hashes_the_files_of_its_package_it_imports(tmp_path, monkeypatch):
+    package = tmp_path / "lib" / "mypackage"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n", encoding="utf-8")  # never run by load_config
+    (package / "nets.py").write_text(GOOD_BUILDER + "\nfrom .blocks import stem\nimport blocks\n", encoding="utf-8")
+    (package / "blocks.py").write_text("def stem():\n    pass\n", encoding="utf-8")
+    (tmp_path / "lib" / "blocks.py").write_text("X = 1\n", encoding="utf-8")  # outside the module's folder: not hashed
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    path = _study(tmp_path, '[models.mine]\nrecipe = "keras"\nbuilder = "mypackage.nets:build"\n')
+    before = load_config(path)
+    (tmp_path / "lib" / "blocks.py").write_text("X = 2\n", encoding="utf-8")
+    assert config_hash(before, "mine") == config_hash(load_config(path), "mine")
+    (package / "blocks.py").write_text("def stem():\n    return 1\n", encoding="utf-8")
+    assert config_hash(before, "mine") != config_hash(load_config(path), "mine")
+
+
 # --------------------------------------------------------------------------- checked before training
 
 

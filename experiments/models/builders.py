@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
+from experiments.models.local_imports import local_imports
 from experiments.models.recipes import ModelRecipe, builder_is_file, split_builder
 
 
@@ -55,6 +56,7 @@ def load_builder(recipe: ModelRecipe) -> Callable[..., Any]:
         module_name = f"_study_builder_{(recipe.builder_sha256 or 'unhashed')[:16]}_{path.stem}"
         module = sys.modules.get(module_name)
         if module is None:
+            _import_from_folder(path)
             spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is None or spec.loader is None:
                 raise _fail(recipe, "the file cannot be imported as Python")
@@ -78,6 +80,23 @@ def load_builder(recipe: ModelRecipe) -> Callable[..., Any]:
     if not callable(builder):
         raise _fail(recipe, f"it defines no function {function}")
     return builder
+
+
+def _import_from_folder(path: Path) -> None:
+    """Let a builder file import its helpers as a script would: its folder goes first on sys.path
+    (and stays, for imports inside the builder function), and the helpers it imports from there
+    (experiments.models.local_imports) that this process imported before are dropped from
+    sys.modules, so that a builder whose digest changed with an edited helper gets the helper afresh."""
+    folder = path.resolve().parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    for file in local_imports(path):
+        parts = list(file.relative_to(folder).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        module = sys.modules.get(name)
+        module_file = getattr(module, "__file__", None)
+        if module_file and Path(module_file).resolve() == file:
+            del sys.modules[name]
 
 
 def builder_docstring(recipe: ModelRecipe) -> str:

@@ -464,19 +464,52 @@ def test_comparisons_name_differing_training_settings_and_a_builder_models_own_s
 
 
 def test_a_list_of_settings_expands_into_readably_named_variants_each_with_its_own_hash(tmp_path):
+    from experiments.models.recipes import describe
     from report_builder.views import study_models
 
     table = MINE + 'title = "Mine"\nlearning_rate = [1e-3, 3e-4]\noptimizer = ["adam", "sgd"]\n'
     config = load_config(_study(tmp_path, table, models='["baseline", "mine"]'))
     names = ["mine-lr0.001-adam", "mine-lr0.001-sgd", "mine-lr0.0003-adam", "mine-lr0.0003-sgd"]
     assert config.study.models == ["baseline", *names]
-    assert config.recipe("mine-lr0.0003-sgd").title == "Mine (learning rate 0.0003, optimizer sgd)"
+    assert describe(config.recipe("mine-lr0.0003-sgd"))[0] == "Mine (SGD with momentum, learning rate 0.0003)"
+    assert describe(config.recipe("mine-lr0.001-adam"))[0] == "Mine (Adam, learning rate 0.001)"
     assert (config.training_settings("mine-lr0.0003-sgd").optimizer, config.training_settings("mine-lr0.0003-sgd").learning_rate) == (
         "sgd", 0.0003)
     assert len({config_hash(config, name) for name in names}) == 4
     problems: list[str] = []  # the manifest's config reads back without the builder
     assert [recipe.name for recipe in study_models(json.loads(json.dumps(config.to_dict())), problems)] == ["baseline", *names]
     assert problems == []
+
+
+def test_a_variants_title_reads_like_a_built_in_models_title_and_its_name_stays_an_identifier(tmp_path):
+    from experiments.models.recipes import BUILT_IN, describe
+
+    table = ('[models.adam_lr]\nrecipe = "keras"\nbuilder = "models.py:build"\nlearning_rate = [1e-3, 3e-4]\n'
+             '[models.t]\nrecipe = "transfer"\nbackbone = ["ResNet50V2", "mobilenet_v2"]\npooling = ["max", "average"]\n'
+             '[models.cnn]\nrecipe = "small_cnn"\naugment = [true, false]\nschedule = ["cosine"]\n')
+    config = load_config(_study(tmp_path, table, models='["adam_lr", "t", "cnn"]'))
+    titles = {name: describe(config.recipe(name))[0] for name in config.study.models}
+    assert titles == {
+        "adam_lr-lr0.001": "Adam lr (learning rate 0.001)",
+        "adam_lr-lr0.0003": "Adam lr (learning rate 0.0003)",
+        # the generated title names the backbone (and the augmentation) already: not said twice
+        "t-resnet50v2-max": "Transfer learning on a frozen ResNet50V2 (global max pooling)",
+        "t-resnet50v2-average": "Transfer learning on a frozen ResNet50V2 (global average pooling)",
+        "t-mobilenet_v2-max": "Transfer learning on a frozen MobileNetV2 (global max pooling)",
+        "t-mobilenet_v2-average": "Transfer learning on a frozen MobileNetV2 (global average pooling)",
+        "cnn-cosine-augment": "A small convolutional network with data augmentation (cosine learning-rate schedule)",
+        "cnn-cosine-no-augment": "A small convolutional network (cosine learning-rate schedule, no data augmentation)",
+    }
+    assert all(title[:1].isupper() for title in [*titles.values(), *(recipe.title for recipe in BUILT_IN.values())])
+    assert describe(parse_model("mine", {"recipe": "keras", "builder": "m.py:build"}, "x"))[0] == "Mine"
+    # the title the report shows is the one summary.json records at training
+    import keras
+
+    from experiments.models.build import describe_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert describe_model(model, config.recipe("adam_lr-lr0.0003"))["title"] == "Adam lr (learning rate 0.0003)"
+    keras.backend.clear_session()
 
 
 def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_is_refused(tmp_path):

@@ -103,6 +103,7 @@ class ModelRecipe:
     schedule: str = ""
     declared: bool = False  # True when the config's [models.<name>] table declares it (not built in)
     variant_of: str = ""  # the [models.<name>] table with lists of settings this model is one variant of
+    variant_settings: tuple[str, ...] = ()  # the keys that table gave as lists: what sets this variant apart (its title says)
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as a `[models.<name>]` table would write it, every parameter of its
@@ -248,7 +249,9 @@ def parse_models(tables: Any, origin: str) -> dict[str, ModelRecipe]:
         variants = expand_variants(name, table, origin)
         for variant_name, variant_table in variants.items():
             recipe = parse_model(variant_name, variant_table, origin)
-            models[variant_name] = dataclasses.replace(recipe, variant_of=name) if variant_name != name else recipe
+            if variant_name != name:
+                recipe = dataclasses.replace(recipe, variant_of=name, variant_settings=tuple(_listed(table)))
+            models[variant_name] = recipe
     return models
 
 
@@ -258,12 +261,16 @@ VARIANT_KEYS = {"learning_rate": "lr", "weight_decay": "wd", "label_smoothing": 
                 "dropout": "drop", "optimizer": "", "schedule": "", "backbone": "", "pooling": "", "augment": "augment"}
 
 
+def _listed(table: Any) -> list[str]:
+    """The keys among VARIANT_KEYS that a model table gives as lists of values."""
+    return [key for key in VARIANT_KEYS if isinstance(table.get(key), list)] if isinstance(table, dict) else []
+
+
 def expand_variants(name: str, table: Any, origin: str) -> dict[str, Any]:
     """{name: table} for a table without lists among VARIANT_KEYS; else one table per combination
-    of their values, named <name>-<short key><value>... (lr0.0003, wd0.01, sgd, cosine, ...)."""
-    if not isinstance(table, dict):
-        return {name: table}
-    listed = [key for key in VARIANT_KEYS if isinstance(table.get(key), list)]
+    of their values, named <name>-<short key><value>... (lr0.0003, wd0.01, sgd, cosine, ...).
+    Each keeps the table's title: describe() adds what sets the variant apart."""
+    listed = _listed(table)
     if not listed:
         return {name: table}
     for key in listed:
@@ -278,10 +285,6 @@ def expand_variants(name: str, table: Any, origin: str) -> dict[str, Any]:
                 label = "no-augment" if key == "augment" and value is False else VARIANT_KEYS[key] + ("" if key == "augment" else shown)
                 expanded[f"{base_name}-{label}"] = {**(base or table), key: value}
         variants = expanded
-    for variant in variants.values():
-        if variant.get("title"):
-            settings = ", ".join(f"{key.replace('_', ' ')} {variant[key]}" for key in listed)
-            variant["title"] = f"{variant['title']} ({settings})"
     return variants
 
 
@@ -416,12 +419,51 @@ def precision_for(recipe: ModelRecipe | str, setting: str, gpu_available: bool, 
 
 
 def describe(recipe: ModelRecipe) -> tuple[str, str]:
-    """(title, description) of a model for the report: its own, else built from its recipe."""
+    """(title, description) of a model for the report: its own, else built from its recipe; a
+    variant's title adds the settings that set it apart: "Our residual network (SGD with momentum)",
+    "Adam lr (learning rate 0.0003)"."""
     title, description = recipe.title, recipe.description
-    if title and description:
-        return title, description
-    generated_title, generated = _describe_generated(recipe)
-    return title or generated_title, description or generated
+    if not (title and description):
+        generated_title, generated = _describe_generated(recipe)
+        title, description = title or generated_title, description or generated
+    return _variant_title(title, recipe), description
+
+
+#: How a variant's title names the settings that set it apart, as the built-in titles name things.
+_VARIANT_PHRASES = {
+    "learning_rate": "learning rate {:g}", "weight_decay": "weight decay {:g}", "label_smoothing": "label smoothing {:g}",
+    "batch_size": "batches of {}", "epochs": "{} epochs", "dropout": "dropout {:g}", "schedule": "{} learning-rate schedule",
+    "pooling": "global {} pooling",
+}
+_OPTIMIZER_TITLES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum", "rmsprop": "RMSprop"}
+
+
+def _variant_title(title: str, recipe: ModelRecipe) -> str:
+    """`title`, with the variant's own settings in brackets (those it does not already name)."""
+    phrases = []
+    named_first = sorted(recipe.variant_settings, key=lambda key: key not in ("optimizer", "backbone"))  # "AdamW, learning rate 0.001"
+    for key in named_first:
+        value = getattr(recipe, key, None)
+        if key == "optimizer":
+            phrase = _OPTIMIZER_TITLES.get(value, str(value))
+        elif key == "backbone":
+            phrase = backbone_named(value, f"models.{recipe.name}.backbone").display_name
+        elif key == "augment":
+            phrase = "data augmentation" if value else "no data augmentation"
+        else:
+            try:
+                phrase = _VARIANT_PHRASES[key].format(value)
+            except (KeyError, TypeError, ValueError):
+                phrase = f"{key.replace('_', ' ')} {value}"
+        if phrase.lower() not in title.lower():
+            phrases.append(phrase)
+    return f"{title} ({', '.join(phrases)})" if phrases else title
+
+
+def _humanized(name: str) -> str:
+    """A model or table name as the start of a title: "adam_lr" reads "Adam lr"."""
+    words = " ".join(name.replace("_", " ").replace("-", " ").split())
+    return words[:1].upper() + words[1:]
 
 
 def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
@@ -448,7 +490,7 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
     if recipe.recipe == "keras":
         arguments = "".join(f", {key}={value!r}" for key, value in recipe.params.items())
         ending = "probabilities (a softmax)" if recipe.outputs == "probabilities" else "logits"
-        return (f"Your own model, {recipe.name}",
+        return (_humanized(recipe.variant_of or recipe.name),
                 f"A Keras model built by {recipe.builder}(input_shape, num_classes{arguments}) from the study's own code; "
                 f"it takes pixel values from 0 to 255 and outputs {ending}.")
     if recipe.recipe == "finetune":

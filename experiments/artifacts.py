@@ -1037,6 +1037,135 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class StudyModel:
+    """manifest.study.models[i]: one model of the study with its recipe as the runner resolved it
+    (experiments.study.records.study_record), so that the report reads what the model was
+    without reading the config's [models] tables or knowing the built-in models."""
+
+    name: str
+    recipe: str  # small_cnn, transfer, finetune, train_on or keras
+    title: str = ""  # the recipe's title and description: its own, else built from the recipe
+    description: str = ""
+    declared: bool = False  # declared by the config's [models.<name>] table (not a built-in model)
+    augment: bool = False  # random flips and rotations in training
+    rescale: bool = False  # small_cnn: pixels scaled to [-1, 1]
+    dropout: float = 0.0
+    backbone: str = ""  # transfer: the backbone's key ("mobilenet_v2"); "" for other recipes
+    backbone_name: str = ""  # its display name ("MobileNetV2"), as the report writes it
+    preprocessing: str = ""  # its input scaling, in words
+    weights: str = ""  # transfer: its own weights setting ("": the study's base weights)
+    continues: str = ""  # finetune, train_on: the model whose final weights it starts from
+    epochs: int = 0  # its own epochs (0: the [training] value)
+    unfreeze_from_layer: int | None = None  # finetune: its own (None: training.finetune_from_layer)
+    learning_rate_factor: float | None = None  # finetune: its own (None: training.finetune_learning_rate_factor)
+    builder: str = ""  # keras: "FILE.py:function" or "module:function"
+    training: dict[str, Any] = field(default_factory=dict)  # the training settings it sets itself
+
+    #: The recipes that start from another model's final weights (experiments.models.recipes.CONTINUING_RECIPES).
+    CONTINUING: ClassVar[tuple[str, ...]] = ("finetune", "train_on")
+
+    @property
+    def continues_model(self) -> str | None:
+        """The model it continues, for a continuing recipe (None otherwise)."""
+        return self.continues if self.recipe in self.CONTINUING else None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> StudyModel:
+        return cls(
+            name=fields.text("name"), recipe=fields.text("recipe"), title=fields.text("title", optional=True) or "",
+            description=fields.text("description", optional=True) or "", declared=fields.boolean("declared"),
+            augment=fields.boolean("augment"), rescale=fields.boolean("rescale"),
+            dropout=fields.number("dropout", optional=True) or 0.0, backbone=fields.text("backbone", optional=True) or "",
+            backbone_name=fields.text("backbone_name", optional=True) or "",
+            preprocessing=fields.text("preprocessing", optional=True) or "",
+            weights=fields.text("weights", optional=True) or "", continues=fields.text("continues", optional=True) or "",
+            epochs=fields.integer("epochs", optional=True) or 0,
+            unfreeze_from_layer=fields.integer("unfreeze_from_layer", optional=True),
+            learning_rate_factor=fields.number("learning_rate_factor", optional=True),
+            builder=fields.text("builder", optional=True) or "", training=fields.mapping("training", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"name": self.name, "recipe": self.recipe, "title": self.title, "description": self.description,
+                "declared": self.declared, "augment": self.augment, "rescale": self.rescale, "dropout": self.dropout,
+                "backbone": self.backbone, "backbone_name": self.backbone_name, "preprocessing": self.preprocessing,
+                "weights": self.weights, "continues": self.continues, "epochs": self.epochs,
+                "unfreeze_from_layer": self.unfreeze_from_layer, "learning_rate_factor": self.learning_rate_factor,
+                "builder": self.builder, "training": self.training}
+
+
+#: study.compare's kinds: each model against the one before it, every model against one, or listed pairs.
+PLAN_KINDS = ("previous", "reference", "pairs")
+
+
+@dataclass(frozen=True)
+class ComparisonPairs:
+    """manifest.study.compare: the comparisons the study planned, resolved to pairs of its
+    models (first, second: first minus second), in plan order."""
+
+    kind: str  # one of PLAN_KINDS
+    pairs: tuple[tuple[str, str], ...] = ()
+    reference: str | None = None  # kind "reference": the model every other one is compared with
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ComparisonPairs:
+        kind = fields.text("kind")
+        if kind not in PLAN_KINDS:
+            raise fields.fail("kind", f"is {kind!r}, not one of {', '.join(PLAN_KINDS)}")
+        pairs = fields.items("pairs")
+        if not all(isinstance(pair, list) and len(pair) == 2 and all(isinstance(name, str) for name in pair) for pair in pairs):
+            raise fields.fail("pairs", "must list [first, second] pairs of model names")
+        return cls(kind, tuple((first, second) for first, second in pairs), fields.text("reference", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pairs": [list(pair) for pair in self.pairs], "reference": self.reference}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """manifest.study: what the runner resolved from the study's config for the report, written
+    with every manifest (experiments.study.records.study_record): the models in study order
+    with their recipes, the planned comparisons, the config's settings (dotted keys, see
+    flatten_config) that applied to the models that ran, and what in the config could not be
+    read back (for a manifest upgraded from an older one; a config that `train` accepted has none)."""
+
+    models: list[StudyModel]
+    compare: ComparisonPairs
+    settings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> StudyRecord:
+        return cls([StudyModel.from_fields(item) for item in fields.children("models")],
+                   ComparisonPairs.from_fields(fields.child("compare")), fields.texts("settings"),
+                   fields.texts("problems", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"models": [model.to_fields() for model in self.models], "compare": self.compare.to_fields(),
+                "settings": list(self.settings), "problems": list(self.problems)}
+
+    @property
+    def names(self) -> list[str]:
+        """The study's models, in study order."""
+        return [model.name for model in self.models]
+
+
+def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested config as sorted ``(dotted.key, json value)`` rows (manifest.study.settings names
+    the keys that applied)."""
+    if not isinstance(config, dict):
+        return [(prefix or "config", json.dumps(config, sort_keys=True, ensure_ascii=False))]
+    rows: list[tuple[str, str]] = []
+    for key in sorted(config, key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        value = config[key]
+        if isinstance(value, dict) and value:
+            rows.extend(flatten_config(value, path))
+        else:
+            rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
+    return rows
+
+
+@dataclass(frozen=True)
 class Execution:
     """manifest.execution: how the command that wrote the manifest ran its cells (train
     --workers, --scheduler, --task, --strategy; experiments.scale)."""
@@ -1082,6 +1211,7 @@ class Manifest(Record):
     finished_at: str | None = None
     execution: Execution | None = None
     wall_seconds: float | None = None
+    study: StudyRecord | None = None  # None in a manifest written before it was recorded (scripts/upgrade_manifest.py)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Manifest:
@@ -1102,6 +1232,7 @@ class Manifest(Record):
             started_at=fields.text("started_at", optional=True), finished_at=fields.text("finished_at", optional=True),
             execution=_optional_record(fields, "execution", Execution.from_fields),
             wall_seconds=fields.number("wall_seconds", optional=True),
+            study=_optional_record(fields, "study", StudyRecord.from_fields),
         )
 
     def to_fields(self) -> dict[str, Any]:
@@ -1119,6 +1250,8 @@ class Manifest(Record):
             data["execution"] = self.execution.to_fields()
         if self.wall_seconds is not None:
             data["wall_seconds"] = self.wall_seconds
+        if self.study is not None:
+            data["study"] = self.study.to_fields()
         return data
 
 

@@ -23,6 +23,7 @@ from experiments.artifacts import (
     SCHEMA_VERSION,
     ArtifactFormatError,
     BaseWeights,
+    ComparisonPairs,
     Dataset,
     DataSource,
     History,
@@ -33,31 +34,23 @@ from experiments.artifacts import (
     ModelSummary,
     RunEntry,
     RunState,
+    StudyModel,
+    StudyRecord,
     ValidationPredictions,
     files_digest,
+    flatten_config,
     load_json_object,
     parse_seed_folder,
     summary_text_named,
 )
-from experiments.config import MODEL_NAMES
-from experiments.errors import ConfigError, UserError
-from experiments.models.backbones import APPLICATIONS, BACKBONES
-from experiments.models.recipes import (
-    BUILT_IN,
-    PLAN_PREVIOUS,
-    ComparisonPlan,
-    ModelRecipe,
-    check_name,
-    comparison_plan,
-    parse_model,
-    recipe_for,
-)
+from experiments.errors import UserError
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
 from report_builder.formatting import as_int, finite, parse_time
 
-MODEL_ORDER = MODEL_NAMES
+#: study.compare's default: each model against the one before it in study order.
+PLAN_PREVIOUS = "previous"
 #: From this many classes on, the test confusion matrix is a heatmap figure (experiments.study.figures draws it).
 HEATMAP_FROM_CLASSES = 7
 #: Outcomes of a paired comparison of two models' validation accuracy.
@@ -110,7 +103,7 @@ class ModelView:
     status_label: str
     complete: bool
     error: str | None
-    recipe: ModelRecipe
+    recipe: StudyModel  # manifest.study's record of its resolved recipe
     wall_seconds: float | None
     epochs_completed: int | None
     epochs_planned: int | None
@@ -263,7 +256,7 @@ class RunView:
     figures: list[str]
     seeds: list[int]
     problems: list[str] = field(default_factory=list)
-    plan: ComparisonPlan = field(default_factory=lambda: ComparisonPlan(PLAN_PREVIOUS, ()))
+    plan: ComparisonPairs = field(default_factory=lambda: ComparisonPairs(PLAN_PREVIOUS))
     # study.compare's pairs in plan order: (first, second, the comparison or None when one of the two has no history)
     planned: list[tuple[str, str, PairedComparison | None]] = field(default_factory=list)
 
@@ -320,9 +313,10 @@ def older_schema_error(artifacts_dir: Path, detail: str) -> ReportError:
     )
 
 
-def reject_seedless_models(artifacts_dir: Path) -> None:
-    """Raise :func:`older_schema_error` for a schema-1 model folder (history.json, no seed folders)."""
-    for name in MODEL_ORDER:
+def reject_seedless_models(artifacts_dir: Path, names: Iterable[str]) -> None:
+    """Raise :func:`older_schema_error` for a schema-1 folder of one of the models `names`
+    (history.json, no seed folders)."""
+    for name in names:
         model_dir = artifacts_dir / "models" / name
         if (model_dir / "history.json").is_file() and not seed_folders(model_dir):
             raise older_schema_error(artifacts_dir, f"models/{name}/history.json and no seed-<seed>/ folders")
@@ -423,13 +417,15 @@ def load_run(artifacts_dir: Path) -> RunView:
         raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
     problems: list[str] = []
     manifest = read_manifest(artifacts_dir / "manifest.json", problems)
-    reject_seedless_models(artifacts_dir)
+    study = manifest_study(artifacts_dir / "manifest.json", manifest)
+    problems += study.problems
+    order = study.models
+    reject_seedless_models(artifacts_dir, study.names)
     dataset = read_record(Dataset, artifacts_dir / "dataset.json", problems)
     metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
-    order = study_models(manifest.config, problems)
-    check_chosen_model(artifacts_dir / "metrics.json", metrics, [recipe.name for recipe in order])
+    check_chosen_model(artifacts_dir / "metrics.json", metrics, study.names)
     figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
-    plan = study_plan(manifest.config, [recipe.name for recipe in order], problems)
+    plan = study.compare
     models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order, plan)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     planned = [(first, second, comparison) for model in models for first, second, comparison in _planned_of(model)]
@@ -454,18 +450,6 @@ def check_chosen_model(path: Path, metrics: Metrics | None, names: list[str]) ->
                           f"{metrics.chosen_model!r}; rerun `{RERUN_COMMAND}` to choose and test again.")
 
 
-def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) -> ComparisonPlan:
-    """The comparisons the study planned (study.compare in the manifest's config, as
-    experiments.config settled it), over the study's models `names`. A run from before plans, or
-    one whose plan no longer reads (a problem), compares each model with the one before it."""
-    declared = as_dict(config.get("study")).get("compare", PLAN_PREVIOUS)
-    try:
-        return comparison_plan(declared, names, {}, "manifest.json: study.compare")
-    except ConfigError as error:
-        problems.append(str(error))
-        return comparison_plan(PLAN_PREVIOUS, names)
-
-
 def _planned_of(model: ModelView) -> list[tuple[str, str, PairedComparison | None]]:
     """The planned comparisons in which `model` comes first."""
     return [(model.name, other, comparison) for other, comparison in model.planned]
@@ -481,30 +465,19 @@ def read_manifest(path: Path, problems: list[str]) -> Manifest:
         raise ReportError(f"artifact file {path}: {error.detail}") from None
 
 
-def study_models(config: dict[str, Any], problems: list[str]) -> list[ModelRecipe]:
-    """The study's models in study order, with their recipes, from the config the manifest
-    records (study.models and its [models.<name>] tables); a run from before models were
-    declared lists the built-in ones. A declaration that no longer reads is a problem, and the
-    model is shown with the built-in recipe of its name, or as a small CNN."""
-    listed = as_dict(config.get("study")).get("models")
-    names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else list(MODEL_ORDER)
-    declared: dict[str, ModelRecipe] = {}
-    for name, table in as_dict(config.get("models")).items():
-        try:
-            declared[name] = parse_model(name, table, "the manifest's config")
-        except ConfigError as error:
-            problems.append(f"manifest.json: {error}")
-    recipes = []
-    for name in names:
-        try:
-            check_name(name, "manifest.json: study.models")
-            recipes.append(recipe_for(name, declared))
-        except ConfigError as error:
-            problems.append(f"manifest.json: {error}")
-    return recipes
+def manifest_study(path: Path, manifest: Manifest) -> StudyRecord:
+    """The manifest's study record (each model's recipe, the planned comparisons, the settings
+    that applied); :class:`ReportError` for a manifest written before it recorded one."""
+    if manifest.study is None:
+        raise ReportError(
+            f"artifact file {path} was written before manifests recorded the study's models and plan "
+            f"(its \"study\" field); run `{RERUN_COMMAND}` with the run's config (it trains nothing that is done and "
+            "rewrites the manifest), or `python scripts/upgrade_manifest.py {path}`, which adds the field from the "
+            "manifest's own config and changes nothing else.")
+    return manifest.study
 
 
-def _figure_names(order: list[ModelRecipe]) -> list[str]:
+def _figure_names(order: list[StudyModel]) -> list[str]:
     """Every figure a run may have, each in its light and dark variant."""
     names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test", "confusion_test"]
     names += [f"curves_{recipe.name}" for recipe in order]
@@ -529,12 +502,11 @@ def load_models(
     metrics: Metrics | None,
     figures: list[str],
     problems: list[str],
-    order: list[ModelRecipe] | None = None,
-    plan: ComparisonPlan | None = None,
+    order: list[StudyModel],
+    plan: ComparisonPairs | None = None,
 ) -> list[ModelView]:
-    """Load every model of the study, in study order, run or not, and make the comparisons
-    `plan` names (default: each model with the one before it)."""
-    order = order if order is not None else [BUILT_IN[name] for name in MODEL_ORDER]
+    """Load every model of the study (`order`: manifest.study's models), in study order, run or
+    not, and make the comparisons `plan` names (default: each model with the one before it)."""
     baseline = _baseline_validation_accuracy(dataset)
     validation = metrics.validation if metrics else {}
     candidates = metrics.selection.candidates if metrics else {}
@@ -691,8 +663,7 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
     recipe = by_name[root].recipe if root in by_name else view.recipe
     traits: dict[str, str] = {}
     if recipe.recipe == "transfer":
-        known = BACKBONES.get(recipe.backbone) or APPLICATIONS.get(recipe.backbone)
-        backbone = known.display_name if known else recipe.backbone
+        backbone = recipe.backbone_name or recipe.backbone
         weights = recipe.weights or base_weights or ""
         traits["start"] = f"starts from a {backbone} with random weights" if weights == "none" else f"starts from a {backbone} pre-trained on ImageNet"
         traits["input"] = f"{backbone}'s own input scaling"
@@ -915,11 +886,12 @@ def _seed_row(result: obs.SeedResult, run: SeedHistory, entry: RunEntry | None) 
     )
 
 
-def _add_comparisons(views: list[ModelView], base_weights: str | None = None, plan: ComparisonPlan | None = None) -> None:
+def _add_comparisons(views: list[ModelView], base_weights: str | None = None, plan: ComparisonPairs | None = None) -> None:
     """Make the comparisons of the plan (default: each model with the previous one), and note
     whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
-    plan = plan if plan is not None else comparison_plan(PLAN_PREVIOUS, [view.name for view in views])
+    names = [view.name for view in views]
+    plan = plan if plan is not None else ComparisonPairs(PLAN_PREVIOUS, tuple(zip(names[1:], names[:-1])))
     for view in views:
         view.train_below_validation = _train_below_validation(view, by_name) if view.histories else None
     for first_name, second_name in plan.pairs:
@@ -942,7 +914,7 @@ def _add_comparisons(views: list[ModelView], base_weights: str | None = None, pl
 
 
 def _model_view(
-    recipe: ModelRecipe,
+    recipe: StudyModel,
     names: list[str],
     status: str,
     entry: ModelEntry | None,
@@ -1057,56 +1029,6 @@ def _epochs_planned(runs: list[SeedHistory], entry: ModelEntry | None) -> int | 
 # --------------------------------------------------------------------------- view helpers
 
 
-def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested config as sorted ``(dotted.key, json value)`` rows."""
-    if not isinstance(config, dict):
-        return [(prefix or "config", json.dumps(config, sort_keys=True, ensure_ascii=False))]
-    rows: list[tuple[str, str]] = []
-    for key in sorted(config, key=str):
-        path = f"{prefix}.{key}" if prefix else str(key)
-        value = config[key]
-        if isinstance(value, dict) and value:
-            rows.extend(flatten_config(value, path))
-        else:
-            rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
-    return rows
-
-
-#: Config keys that apply only when ... (section.key -> predicate on the config and the models run).
-def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> bool:
-    data = as_dict(config.get("data"))
-    source = data.get("source")
-    recipes = {recipe.recipe for recipe in models}
-    # the continuing models that take these keys from [training] (not set in their own table)
-    finetune_defaults = [recipe for recipe in models if recipe.recipe == "finetune"]
-    epochs_defaults = [recipe for recipe in models if recipe.recipe in ("finetune", "train_on") and not recipe.epochs]
-    if key in ("data.url", "data.archive_sha256"):
-        return source == "download"
-    if key == "data.cache_dir":  # the downloaded archive and the decoded-image cache
-        return source in ("download", "folder")
-    if key == "data.data_dir":
-        return source == "folder"
-    if key.startswith("data.synthetic_"):
-        return source == "synthetic"
-    if key == "training.base_weights":
-        return any(recipe.recipe == "transfer" and not recipe.weights for recipe in models)
-    if key == "training.validation_feature_cache":
-        return "transfer" in recipes
-    if key == "training.finetune_epochs":
-        return bool(epochs_defaults)
-    if key == "training.finetune_from_layer":
-        return any(recipe.unfreeze_from_layer is None for recipe in finetune_defaults)
-    if key == "training.finetune_learning_rate_factor":
-        return any(recipe.learning_rate_factor is None for recipe in finetune_defaults)
-    if key in ("study.title", "study.question"):
-        return False  # the front page says them
-    if key == "models":
-        return False  # no [models] tables: every model is a built-in one
-    if key.startswith("dataset."):
-        return False  # shown in its own table
-    return True
-
-
 #: Config keys whose value may be a path on the machine that trained (the report shows its last part only).
 _PATH_KEYS = ("data.data_dir", "data.cache_dir", "training.base_weights")
 
@@ -1148,15 +1070,12 @@ def public_source(source: DataSource | BaseWeights | None) -> dict[str, str | No
             "sha256": artifact_text(getattr(source, "sha256", None))}
 
 
-def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> list[tuple[str, str]]:
-    """The settings that applied to the models that ran (a folder run does not list the download
-    URL, ...); `models` as recipes, or names the config declares or that are built in."""
-    config = as_dict(config)
-    if any(isinstance(model, str) for model in models):
-        recipes = {recipe.name: recipe for recipe in study_models(config, [])}
-        models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
-        models = [model for model in models if model is not None]
-    return [(key, _public_value(key, value)) for key, value in flatten_config(config) if _applies(key, config, models)]
+def applicable_config_rows(config: object, settings: Iterable[str]) -> list[tuple[str, str]]:
+    """The config's rows (flatten_config) whose keys are among `settings`, the ones that applied
+    to the models that ran (manifest.study.settings: a folder run does not list the download
+    URL, ...), local paths shortened to their last part."""
+    applied = set(settings)
+    return [(key, _public_value(key, value)) for key, value in flatten_config(as_dict(config)) if key in applied]
 
 
 def study_text(manifest: Manifest) -> dict[str, str | None]:
@@ -1289,7 +1208,7 @@ def test_resolution(test: dict[str, Any] | None, metrics: Metrics | None, datase
     return resolution
 
 
-def selection_view(metrics: Metrics | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
+def selection_view(metrics: Metrics | None, order: Iterable[str] = ()) -> dict[str, Any] | None:
     """How the model was chosen: the rule and each candidate's validation score, in study order."""
     if metrics is None:
         return None
@@ -1409,7 +1328,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "test": test,
         "test_resolution": test_resolution(test, run.metrics, run.dataset),
         "continuing_models": [model.name for model in run.models if model.recipe.continues_model and model.status != "not_run"],
-        "config_rows": applicable_config_rows(manifest.config, [model.recipe for model in run.models if model.status != "not_run"]),
+        "config_rows": applicable_config_rows(manifest.config, manifest.study.settings if manifest.study else []),
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,
         # the study's --base-weights reached a model: a transfer model without weights of its own ran

@@ -1,16 +1,15 @@
-"""Load one run's artifact folder into the view data the page templates read.
+"""Turn one run's loaded records into the view data the page templates read.
 
-Every value that comes from the artifacts is checked here (a missing or broken file becomes a
-problem note on the method page, or one :class:`ReportError` for the manifest), so the
-templates receive plain, typed data and never read a file themselves.
+The run folder is read, once, by :func:`experiments.artifacts.load_run_folder`: every file
+checked into a typed record, a missing or broken one a problem note on the method page, and a
+missing or unusable manifest one :class:`ReportError`. This module reads no file: it makes the
+comparisons, intervals and verdicts from those records, so the templates receive plain, typed data.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,34 +19,32 @@ from typing import Any
 import numpy as np
 
 from experiments.artifacts import (
-    SCHEMA_VERSION,
-    ArtifactFormatError,
+    RERUN_COMMAND,
     BaseWeights,
     ComparisonPairs,
     Dataset,
     DataSource,
-    History,
+    Epoch,
     Manifest,
     Metrics,
     ModelEntry,
+    ModelFiles,
     ModelScore,
     ModelSummary,
     RunEntry,
-    RunState,
+    RunFolderError,
+    RunRecords,
+    SeedRun,
     StudyModel,
-    StudyRecord,
-    ValidationPredictions,
-    files_digest,
     flatten_config,
-    load_json_object,
-    parse_seed_folder,
+    load_run_folder,
     summary_text_named,
 )
 from experiments.errors import UserError
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
-from report_builder.formatting import as_int, finite, parse_time
+from report_builder.formatting import finite, parse_time
 
 #: study.compare's default: each model against the one before it in study order.
 PLAN_PREVIOUS = "previous"
@@ -67,7 +64,6 @@ VERDICT_LABELS = {
     analysis.LATE_DROP: "late drop",
     analysis.SETTLED: "settled",
 }
-RERUN_COMMAND = "python -m report_builder train"
 #: A model whose wrong answers get at least this mean probability is sure of them (over-confident).
 CONFIDENT_WRONG = 0.75
 #: A comparison notes its last-epochs mean difference when it moves the result by at least this much.
@@ -140,7 +136,7 @@ class ModelView:
     verdicts: list[analysis.Verdict] = field(default_factory=list)
     best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
     reference: dict[str, Any] | None = None  # references.summarize for this model
-    histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
+    histories: dict[int, list[Epoch]] = field(default_factory=dict, repr=False)  # seed -> the history's checked epochs
     train_below_validation: dict[str, Any] | None = None  # training accuracy below validation, and why (augmentation, dropout)
     cell_times: list[tuple[str | None, str | None]] = field(default_factory=list)  # per seed: state.json's start, finish
 
@@ -231,20 +227,6 @@ class SeedRow:
 
 
 @dataclass
-class SeedHistory:
-    """What one ``seed-<seed>/`` folder of a model holds."""
-
-    seed: int
-    epochs: list[dict[str, Any]] | None  # the history's epochs, as JSON objects; None with `error`
-    precision: str | None
-    epochs_planned: int | None
-    predictions: ValidationPredictions | None = None
-    error: str | None = None  # why the history cannot be used
-    started_at: str | None = None  # state.json: when the cell's last training call started and finished
-    finished_at: str | None = None
-
-
-@dataclass
 class RunView:
     """The whole run, loaded and cleaned for the templates."""
 
@@ -261,177 +243,39 @@ class RunView:
     planned: list[tuple[str, str, PairedComparison | None]] = field(default_factory=list)
 
 
-def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
-    """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
-    try:
-        data = load_json_object(path)
-    except ArtifactFormatError as error:
-        if required:
-            message = f"is {error.detail}" if error.detail.startswith("not ") else f"{error.detail}"
-            raise ReportError(f"artifact file {path} {message}") from None
-        problems.append(f"{_relative_name(path)}: {error.detail}")
-        return None
-    if data is None:
-        if required:
-            raise ReportError(f"required artifact file is missing: {path}")
-        return None
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
-        if required and _is_older_schema(version):
-            raise older_schema_error(path.parent, f"{path.name} has schema_version {version}")
-        if required:
-            raise ReportError(f"artifact file {path}: {message}")
-        problems.append(f"{_relative_name(path)}: {message}")
-        return None
-    return data
-
-
-def read_record(record_type: type, path: Path, problems: list[str]) -> Any:
-    """The record at `path` (experiments.artifacts), or None when it is missing or unusable; an
-    unusable one becomes a problem note naming the file and the field."""
-    data = read_json(path, problems)
-    if data is None:
-        return None
-    try:
-        return record_type.from_json(data, path)
-    except ArtifactFormatError as error:
-        problems.append(f"{_relative_name(path)}: {error.detail}")
-        return None
-
-
-def _is_older_schema(version: object) -> bool:
-    return isinstance(version, int) and not isinstance(version, bool) and 0 < version < SCHEMA_VERSION
-
-
-def older_schema_error(artifacts_dir: Path, detail: str) -> ReportError:
-    """The one error for a run folder written by an older version of the study."""
-    return ReportError(
-        f"the run in {artifacts_dir} was written by an older version of the study ({detail}); "
-        f"this report needs artifact schema {SCHEMA_VERSION}, with one training run per seed. "
-        f"Rerun `{RERUN_COMMAND}` to regenerate it."
-    )
-
-
-def reject_seedless_models(artifacts_dir: Path, names: Iterable[str]) -> None:
-    """Raise :func:`older_schema_error` for a schema-1 folder of one of the models `names`
-    (history.json, no seed folders)."""
-    for name in names:
-        model_dir = artifacts_dir / "models" / name
-        if (model_dir / "history.json").is_file() and not seed_folders(model_dir):
-            raise older_schema_error(artifacts_dir, f"models/{name}/history.json and no seed-<seed>/ folders")
-
-
-def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
-    """A model's ``seed-<seed>/`` folders as ``(seed, path)``, seeds in numeric order."""
-    if not model_dir.is_dir():
-        return []
-    found = []
-    for path in model_dir.iterdir():
-        seed = parse_seed_folder(path.name)
-        if seed is not None and path.is_dir():
-            found.append((seed, path))
-    return sorted(found)
-
-
-def _listed_runs(name: str, entry: ModelEntry | None, runs: list[SeedHistory], problems: list[str]) -> list[SeedHistory]:
-    """The runs manifest.json lists for a model: a seed folder it does not list (trained under other
-    settings, which the manifest, derived from the cells that match the run's config, leaves out)
-    is named as a problem and left out of the report, so the report and the manifest agree on
-    which runs exist."""
-    listed = None if entry is None else set(entry.runs)
-    if listed is not None and not listed:
-        return runs  # a manifest that records no runs per seed (older runs): every seed folder counts
-    kept = [run for run in runs if listed is not None and str(run.seed) in listed]
-    left_out = sorted(run.seed for run in runs if run not in kept)
-    if left_out:
-        seeds = ", ".join(str(seed) for seed in left_out)
-        problems.append(f"models/{name}/: seed folder(s) {seeds} are not runs of this study in manifest.json "
-                        "(trained under other settings, or not yet counted); the report leaves them out")
-    return kept
-
-
-def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedHistory]:
-    """Every seed folder of a model that has a readable history, in numeric seed order."""
-    runs = []
-    for seed, folder in seed_folders(model_dir):
-        data = read_json(folder / "history.json", problems)
-        if data is None:
-            continue
-        state = read_record(RunState, folder / "state.json", problems)
-        epochs_planned = state.epochs_planned if state is not None else None
-        times = {"started_at": state.started_at, "finished_at": state.finished_at} if state is not None else {}
-        predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
-        try:
-            history = History.from_json(data, folder / "history.json")
-            epochs = [epoch.to_fields() for epoch in history.epochs]
-            obs.clean_history(epochs, f"{model_dir.name} (seed {seed})")  # values in range, each epoch once, in order
-        except ArtifactFormatError as error:
-            detail, error_text = error.detail, f"history of {model_dir.name} (seed {seed}): {error.detail}"
-        except ValueError as error:
-            detail = error_text = str(error)
-        else:
-            runs.append(SeedHistory(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
-            continue
-        # the model page says why its curves are missing; the method page (and render's warning) name the file
-        problems.append(f"{_relative_name(folder / 'history.json')}: {detail}")
-        runs.append(SeedHistory(seed, None, None, epochs_planned, predictions, error_text, **times))
-    return runs
-
-
 def run_seeds(manifest: Manifest) -> list[int]:
     """The run's training seeds from the manifest, in numeric order (empty when not recorded)."""
     return sorted(set(manifest.seeds))
-
-
-def _relative_name(path: Path) -> str:
-    """A short, stable name for a problem note (no absolute paths in the report)."""
-    parts = path.parts
-    if "models" in parts:
-        return "/".join(parts[parts.index("models") :])
-    return path.name
 
 
 def as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def is_regular_file_of(artifacts_dir: Path, relative: Path) -> bool:
-    """True for a regular file inside the run folder: not a link, not a special file, and not
-    reached through a linked folder (only the run's own files are published)."""
-    path = artifacts_dir / relative
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
-        return path.resolve().is_relative_to(artifacts_dir.resolve()) and not any(
-            (artifacts_dir / parent).is_symlink() for parent in relative.parents if parent != Path(".")
-        )
-    except OSError:
-        return False
-
-
 def load_run(artifacts_dir: Path) -> RunView:
-    """Load a run's artifact folder. Raises :class:`ReportError` without a usable manifest."""
-    artifacts_dir = Path(artifacts_dir)
-    if not artifacts_dir.is_dir():
-        raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
-    problems: list[str] = []
-    manifest = read_manifest(artifacts_dir / "manifest.json", problems)
-    study = manifest_study(artifacts_dir / "manifest.json", manifest)
-    problems += study.problems
-    order = study.models
-    reject_seedless_models(artifacts_dir, study.names)
-    dataset = read_record(Dataset, artifacts_dir / "dataset.json", problems)
-    metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
-    check_chosen_model(artifacts_dir / "metrics.json", metrics, study.names)
-    figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
-    plan = study.compare
-    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order, plan)
+    """Load a run's artifact folder (experiments.artifacts.load_run_folder) into view data.
+    Raises :class:`ReportError` without a usable manifest."""
+    try:
+        records = load_run_folder(artifacts_dir)
+    except RunFolderError as error:
+        raise ReportError(str(error)) from None
+    return run_view(records)
+
+
+def run_view(records: RunRecords) -> RunView:
+    """The view data of a loaded run: every model of the study, its comparisons and readings.
+    Raises :class:`ReportError` when metrics.json names a model the study does not have."""
+    manifest, study, metrics = records.manifest, records.study, records.metrics
+    check_chosen_model(records.folder / "metrics.json", metrics, study.names)
+    present = set(records.figures)
+    figures = [name for name in sorted(_figure_names(study.models)) if name in present]
+    models = load_models(records, figures, study.compare)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     planned = [(first, second, comparison) for model in models for first, second, comparison in _planned_of(model)]
-    order_of = {pair: index for index, pair in enumerate(plan.pairs)}
+    order_of = {pair: index for index, pair in enumerate(study.compare.pairs)}
     planned.sort(key=lambda item: order_of[(item[0], item[1])])
-    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems, plan, planned)
+    return RunView(records.folder, manifest, records.dataset, metrics, models, figures, seeds, list(records.problems),
+                   study.compare, planned)
 
 
 def check_chosen_model(path: Path, metrics: Metrics | None, names: list[str]) -> None:
@@ -455,28 +299,6 @@ def _planned_of(model: ModelView) -> list[tuple[str, str, PairedComparison | Non
     return [(model.name, other, comparison) for other, comparison in model.planned]
 
 
-def read_manifest(path: Path, problems: list[str]) -> Manifest:
-    """The run's manifest.json; :class:`ReportError` naming the file (and field) when it is
-    missing or unusable: without it there is no report."""
-    data = read_json(path, problems, required=True)
-    try:
-        return Manifest.from_json(data, path)
-    except ArtifactFormatError as error:
-        raise ReportError(f"artifact file {path}: {error.detail}") from None
-
-
-def manifest_study(path: Path, manifest: Manifest) -> StudyRecord:
-    """The manifest's study record (each model's recipe, the planned comparisons, the settings
-    that applied); :class:`ReportError` for a manifest written before it recorded one."""
-    if manifest.study is None:
-        raise ReportError(
-            f"artifact file {path} was written before manifests recorded the study's models and plan "
-            f"(its \"study\" field); run `{RERUN_COMMAND}` with the run's config (it trains nothing that is done and "
-            "rewrites the manifest), or `python scripts/upgrade_manifest.py {path}`, which adds the field from the "
-            "manifest's own config and changes nothing else.")
-    return manifest.study
-
-
 def _figure_names(order: list[StudyModel]) -> list[str]:
     """Every figure a run may have, each in its light and dark variant."""
     names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test", "confusion_test"]
@@ -495,18 +317,11 @@ def _validation_count(dataset: Dataset | None) -> int | None:
     return validation.count if validation is not None and validation.count > 0 else None
 
 
-def load_models(
-    artifacts_dir: Path,
-    manifest: Manifest,
-    dataset: Dataset | None,
-    metrics: Metrics | None,
-    figures: list[str],
-    problems: list[str],
-    order: list[StudyModel],
-    plan: ComparisonPairs | None = None,
-) -> list[ModelView]:
-    """Load every model of the study (`order`: manifest.study's models), in study order, run or
-    not, and make the comparisons `plan` names (default: each model with the one before it)."""
+def load_models(records: RunRecords, figures: list[str], plan: ComparisonPairs | None = None) -> list[ModelView]:
+    """A view of every model of the study (manifest.study's), in study order, run or not, and
+    the comparisons `plan` names (default: each model with the one before it)."""
+    manifest, dataset, metrics = records.manifest, records.dataset, records.metrics
+    order = records.study.models
     baseline = _baseline_validation_accuracy(dataset)
     validation = metrics.validation if metrics else {}
     candidates = metrics.selection.candidates if metrics else {}
@@ -515,17 +330,13 @@ def load_models(
     names = [recipe.name for recipe in order]
     for recipe in order:
         name = recipe.name
-        model_dir = artifacts_dir / "models" / name
+        files = records.models.get(name) or ModelFiles(name, None, [])
         entry = manifest.models.get(name)
         status = entry.status if entry else "not_run"
-        runs = _listed_runs(name, entry, read_seed_runs(model_dir, problems), problems)
-        summary = read_record(ModelSummary, model_dir / "summary.json", problems)
+        runs, summary = files.runs, files.summary
         seeds, observation_error = None, next((run.error for run in runs if run.error), None)
-        if runs and observation_error is None:
-            try:
-                seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
-            except ValueError as error:
-                seeds, observation_error = None, str(error)
+        if runs and observation_error is None:  # every history was checked when it was loaded
+            seeds = obs.summarise_checked(name, {run.seed: run.epochs for run in runs})
         view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
                            figures, validation.get(name), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
@@ -542,13 +353,13 @@ def validation_labels(dataset: Dataset | None) -> tuple[str | None, list[int] | 
     validation = dataset.splits.get("validation") if dataset else None
     if validation is None:
         return None, None
-    digest = files_digest(validation.files) if validation.files else None
+    digest = dataset.validation_files_sha256()
     values = [validation.label_counts.get(name) for name in dataset.class_names]
     label_counts = values if all(value is not None for value in values) and sum(values) > 0 else None
     return digest, label_counts
 
 
-def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
+def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
     """Stack the seeds' per-image right/wrong rows; say why not when they cannot be used.
 
     A seed's predictions count only when they follow this run's validation file list and come
@@ -556,8 +367,7 @@ def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tup
     rows, seeds, problems = [], [], []
     for run in runs:
         record = run.predictions
-        epochs = run.epochs if isinstance(run.epochs, list) else []
-        last_epoch = as_int(as_dict(epochs[-1]).get("epoch")) if epochs else None
+        last_epoch = run.epochs[-1].epoch if run.epochs else None
         if record is None:
             problems.append(f"seed {run.seed} has no recorded validation predictions")
         elif files_sha256 is not None and record.files_sha256 != files_sha256:
@@ -574,7 +384,7 @@ def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tup
     return np.array(rows, dtype=bool), seeds, None
 
 
-def _add_reading(view: ModelView, runs: list[SeedHistory], dataset: Dataset | None, baseline: float | None) -> None:
+def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, baseline: float | None) -> None:
     """The expert reading of one model: its interval, verdicts and best epochs (report_builder.analysis)."""
     if view.over_seeds is None:
         return
@@ -609,7 +419,7 @@ def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> d
     return {"train": train, "validation": validation, "causes": causes}
 
 
-def _with_confidence(verdict: analysis.Verdict, runs: list[SeedHistory]) -> analysis.Verdict:
+def _with_confidence(verdict: analysis.Verdict, runs: list[SeedRun]) -> analysis.Verdict:
     """A chance-level loss above chance accuracy has two stories, told apart by the probabilities
     the runs gave their answers: sure of its wrong answers (over-confident), or unsure of all of
     them (hesitant, its probabilities near the class shares). Adds the mean probability of the
@@ -857,7 +667,7 @@ def settle_family(comparisons: list[PairedComparison | None]) -> int:
 def _add_seeds(
     view: ModelView,
     seeds: obs.SeedSummary | None,
-    runs: list[SeedHistory],
+    runs: list[SeedRun],
     entry: ModelEntry | None,
     all_seeds: list[int],
 ) -> None:
@@ -875,7 +685,7 @@ def _add_seeds(
     view.accuracy = seeds.last_val
 
 
-def _seed_row(result: obs.SeedResult, run: SeedHistory, entry: RunEntry | None) -> SeedRow:
+def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> SeedRow:
     status = entry.status if entry else STATUS_COMPLETE
     return SeedRow(
         result=result,
@@ -919,7 +729,7 @@ def _model_view(
     status: str,
     entry: ModelEntry | None,
     summary: ModelSummary | None,
-    runs: list[SeedHistory],
+    runs: list[SeedRun],
     observation_error: str | None,
     figures: list[str],
     validation: ModelScore | None,
@@ -1011,7 +821,7 @@ def layer_trainability(summary: ModelSummary | None) -> list[dict[str, Any]]:
     return rows
 
 
-def _epochs_completed(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
+def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
     recorded = entry.epochs_completed if entry else None
     if recorded is not None or not runs:
@@ -1019,7 +829,7 @@ def _epochs_completed(runs: list[SeedHistory], entry: ModelEntry | None) -> int 
     return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
 
 
-def _epochs_planned(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
+def _epochs_planned(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
     planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
     run_count = (len(entry.runs) if entry else 0) or len(runs)
@@ -1343,18 +1153,7 @@ def page_context(run: RunView) -> dict[str, Any]:
 # --------------------------------------------------------------------------- per-seed histories (charts, CSV downloads)
 
 
-def seed_histories(run: RunView) -> dict[str, dict[int, list[obs.EpochRecord]]]:
-    """Each reported model's cleaned history per seed (model -> seed -> epochs, seeds in numeric
-    order), as load_run read them: the seeds of every model with an aggregate over seeds."""
-    histories: dict[str, dict[int, list[obs.EpochRecord]]] = {}
-    for model in run.models:
-        if model.over_seeds is None:
-            continue
-        runs: dict[int, list[obs.EpochRecord]] = {}
-        for seed, epochs in sorted(model.histories.items()):
-            try:
-                runs[seed] = obs.clean_history(epochs, f"{model.name} (seed {seed})")
-            except ValueError:
-                continue
-        histories[model.name] = runs
-    return histories
+def seed_histories(run: RunView) -> dict[str, dict[int, list[Epoch]]]:
+    """Each reported model's checked history per seed (model -> seed -> epochs, seeds in numeric
+    order), as the loader checked them: the seeds of every model with an aggregate over seeds."""
+    return {model.name: dict(sorted(model.histories.items())) for model in run.models if model.over_seeds is not None}

@@ -909,12 +909,12 @@ def test_a_last_epoch_that_moves_a_difference_is_noted_even_when_the_conclusion_
 
 
 def test_a_chance_level_loss_above_chance_is_over_confident_only_when_sure_of_its_wrong_answers():
-    from experiments.artifacts import ValidationPredictions
+    from experiments.artifacts import SeedRun, ValidationPredictions
     from report_builder import views
 
     def runs(probability):
         predictions = ValidationPredictions("m", 1, 5, "x", ["a", "b"], [0, 0, 1, 1], [0, 1, 1, 0], [probability] * 4)
-        return [views.SeedHistory(1, [], None, None, predictions)]
+        return [SeedRun(1, [], None, None, predictions)]
 
     verdict = analysis.Verdict(analysis.OVERCONFIDENT, {"by_loss": True, "by_interval": False})
     sure = views._with_confidence(verdict, runs(0.9)).facts

@@ -1662,10 +1662,10 @@ def load_run_folder(path: Path | str) -> RunRecords:
     problems: list[str] = []
     manifest = _read_manifest(folder / "manifest.json", problems)
     study = _manifest_study(folder / "manifest.json", manifest)
-    problems += study.problems
     _reject_seedless_models(folder, study.names)
     dataset = _read_record(Dataset, folder / "dataset.json", problems)
     metrics = _read_record(Metrics, folder / "metrics.json", problems)
+    problems += study.problems  # what of the config no longer read, when the manifest was upgraded
     models = {}
     for name in study.names:
         model_dir = folder / "models" / name

@@ -23,13 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's packages
     sys.path.insert(0, str(ROOT))
 
-from experiments.artifacts import Manifest  # noqa: E402
+from experiments.artifacts import ArtifactFormatError, Manifest  # noqa: E402
 from experiments.study.records import with_study_record  # noqa: E402
 
 
 def upgrade(path: Path) -> bool:
-    """Add the study record to the manifest at `path`; False when it already had one."""
-    manifest = Manifest.read(path)
+    """Add the study record to the manifest at `path` (or in the run folder `path`); False when it
+    already had one."""
+    path = path / "manifest.json" if path.is_dir() else path
+    try:
+        manifest = Manifest.read(path)
+    except ArtifactFormatError as error:
+        raise SystemExit(f"error: {error}") from None
     if manifest is None:
         raise SystemExit(f"error: no manifest at {path}")
     if manifest.study is not None:
@@ -45,7 +50,7 @@ def upgrade(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("manifests", nargs="+", type=Path, help="manifest.json files to upgrade")
+    parser.add_argument("manifests", nargs="+", type=Path, help="manifest.json files (or run folders) to upgrade")
     arguments = parser.parse_args(argv)
     for path in arguments.manifests:
         print(f"{path}: {'study record added' if upgrade(path) else 'already has a study record'}")

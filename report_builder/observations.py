@@ -18,74 +18,22 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from experiments.artifacts import Epoch, check_epochs
 from report_builder.analysis import best_epoch as best_epoch_number
 
 #: Differences and spreads are printed in percentage points with this many decimals.
 POINTS_DECIMALS = 1
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    """One cleaned history record: unusable numbers become ``None``."""
-
-    epoch: int
-    accuracy: float | None
-    val_accuracy: float | None
-    loss: float | None = None
-    val_loss: float | None = None
-
-
-def clean_number(value: object, what: str) -> float | None:
-    """A finite float, or ``None`` for null/NaN/infinity. Non-numbers raise ``ValueError``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number or null, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        return None
-    return number
-
-
-def clean_accuracy(value: object, what: str) -> float | None:
-    """Like :func:`clean_number`, and the value must lie in 0..1."""
-    number = clean_number(value, what)
-    if number is not None and not 0.0 <= number <= 1.0:
-        raise ValueError(f"{what} must lie between 0 and 1, got {number!r}")
-    return number
+#: One checked epoch of a history (experiments.artifacts.Epoch): a number that was not finite is ``None``.
+EpochRecord = Epoch
 
 
 def clean_history(epochs: object, model: str = "model") -> list[EpochRecord]:
-    """Validate the ``epochs`` list of a history and clean its accuracy values. Each epoch number
-    must come once, in increasing order: a history lists each finished epoch once, so a repeated
-    epoch would be counted (averaged, exported) twice."""
-    if epochs is None:
-        return []
-    if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
-        raise ValueError(f"history of {model}: 'epochs' must be a list, got {type(epochs).__name__}")
-    records: list[EpochRecord] = []
-    for index, raw in enumerate(epochs):
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"history of {model}: epoch entry {index + 1} must be an object, got {raw!r}")
-        epoch_number = raw.get("epoch", index + 1)
-        if isinstance(epoch_number, bool) or not isinstance(epoch_number, int):
-            raise ValueError(f"history of {model}: epoch entry {index + 1} has a non-integer epoch {epoch_number!r}")
-        if records and epoch_number <= records[-1].epoch:
-            where = "appears twice" if any(record.epoch == epoch_number for record in records) \
-                else f"comes after epoch {records[-1].epoch}"
-            raise ValueError(f"history of {model}: epoch {epoch_number} {where} (entry {index + 1}); a history lists "
-                             "each finished epoch once, in order")
-        where = f"history of {model}, epoch {epoch_number}"
-        records.append(
-            EpochRecord(
-                epoch=epoch_number,
-                accuracy=clean_accuracy(raw.get("accuracy"), f"{where}: accuracy"),
-                val_accuracy=clean_accuracy(raw.get("val_accuracy"), f"{where}: val_accuracy"),
-                loss=clean_number(raw.get("loss"), f"{where}: loss"),
-                val_loss=clean_number(raw.get("val_loss"), f"{where}: val_loss"),
-            )
-        )
-    return records
+    """Check the ``epochs`` list of a history (JSON objects or Epoch records) with the one check
+    the loader applies too (experiments.artifacts.check_epochs): each epoch number once, in
+    increasing order, accuracies in 0..1, numbers or null. ValueError naming `model` otherwise."""
+    return check_epochs(epochs, model)
 
 
 def mean_of(values: Sequence[float]) -> float | None:
@@ -252,7 +200,13 @@ def summarise_seeds(model: str, histories: Mapping[int, object]) -> SeedSummary:
 
     Raises ``ValueError`` naming the model and the seed when a history is malformed.
     """
-    runs = {seed: clean_history(histories[seed], f"{model} (seed {seed})") for seed in sorted(histories)}
+    return summarise_checked(model, {seed: clean_history(histories[seed], f"{model} (seed {seed})") for seed in histories})
+
+
+def summarise_checked(model: str, histories: Mapping[int, Sequence[EpochRecord]]) -> SeedSummary:
+    """Aggregate one model's histories that are checked already (the loader checked them:
+    experiments.artifacts.check_epochs), given as seed -> epochs."""
+    runs = {seed: histories[seed] for seed in sorted(histories)}
     results = tuple(seed_result(seed, records) for seed, records in runs.items())
     return SeedSummary(
         model=model,

@@ -6,7 +6,8 @@ same bytes. Every text that comes from the artifacts goes through the ``md`` fil
 (:func:`~report_builder.formatting.escape_markdown`) so it shows as text, never as HTML or
 Markdown markup.
 
-The work is split by job: :mod:`report_builder.views` loads the artifacts into view data,
+The work is split by job: :func:`experiments.artifacts.load_run_folder` reads the run's files
+into checked records, :mod:`report_builder.views` turns those into view data,
 :mod:`report_builder.formatting` turns numbers and text into what the pages print,
 :mod:`report_builder.charts` makes the interactive charts' specs and the CSV downloads, and this
 module writes them all (through :mod:`report_builder.publish`).

@@ -1,16 +1,15 @@
-"""Load one run's artifact folder into the view data the page templates read.
+"""Turn one run's loaded records into the view data the page templates read.
 
-Every value that comes from the artifacts is checked here (a missing or broken file becomes a
-problem note on the method page, or one :class:`ReportError` for the manifest), so the
-templates receive plain, typed data and never read a file themselves.
+The run folder is read, once, by :func:`experiments.artifacts.load_run_folder`: every file
+checked into a typed record, a missing or broken one a problem note on the method page, and a
+missing or unusable manifest one :class:`ReportError`. This module reads no file: it makes the
+comparisons, intervals and verdicts from those records, so the templates receive plain, typed data.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,44 +19,35 @@ from typing import Any
 import numpy as np
 
 from experiments.artifacts import (
-    SCHEMA_VERSION,
-    ArtifactFormatError,
+    RERUN_COMMAND,
     BaseWeights,
+    ComparisonPairs,
     Dataset,
     DataSource,
-    History,
+    Epoch,
     Manifest,
     Metrics,
     ModelEntry,
+    ModelFiles,
     ModelScore,
     ModelSummary,
     RunEntry,
-    RunState,
-    ValidationPredictions,
-    files_digest,
-    load_json_object,
-    parse_seed_folder,
+    RunFolderError,
+    RunRecords,
+    SeedRun,
+    StudyModel,
+    flatten_config,
+    load_run_folder,
     summary_text_named,
 )
-from experiments.config import MODEL_NAMES
-from experiments.errors import ConfigError, UserError
-from experiments.models.backbones import APPLICATIONS, BACKBONES
-from experiments.models.recipes import (
-    BUILT_IN,
-    PLAN_PREVIOUS,
-    ComparisonPlan,
-    ModelRecipe,
-    check_name,
-    comparison_plan,
-    parse_model,
-    recipe_for,
-)
+from experiments.errors import UserError
 from report_builder import analysis
 from report_builder import observations as obs
 from report_builder import references as refs
-from report_builder.formatting import as_int, finite, parse_time
+from report_builder.formatting import finite, parse_time
 
-MODEL_ORDER = MODEL_NAMES
+#: study.compare's default: each model against the one before it in study order.
+PLAN_PREVIOUS = "previous"
 #: From this many classes on, the test confusion matrix is a heatmap figure (experiments.study.figures draws it).
 HEATMAP_FROM_CLASSES = 7
 #: Outcomes of a paired comparison of two models' validation accuracy.
@@ -74,7 +64,6 @@ VERDICT_LABELS = {
     analysis.LATE_DROP: "late drop",
     analysis.SETTLED: "settled",
 }
-RERUN_COMMAND = "python -m report_builder train"
 #: A model whose wrong answers get at least this mean probability is sure of them (over-confident).
 CONFIDENT_WRONG = 0.75
 #: A comparison notes its last-epochs mean difference when it moves the result by at least this much.
@@ -110,7 +99,7 @@ class ModelView:
     status_label: str
     complete: bool
     error: str | None
-    recipe: ModelRecipe
+    recipe: StudyModel  # manifest.study's record of its resolved recipe
     wall_seconds: float | None
     epochs_completed: int | None
     epochs_planned: int | None
@@ -147,7 +136,7 @@ class ModelView:
     verdicts: list[analysis.Verdict] = field(default_factory=list)
     best_epochs: dict[int, int | None] = field(default_factory=dict)  # seed -> analysis.best_epoch
     reference: dict[str, Any] | None = None  # references.summarize for this model
-    histories: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # seed -> the history's epochs list
+    histories: dict[int, list[Epoch]] = field(default_factory=dict, repr=False)  # seed -> the history's checked epochs
     train_below_validation: dict[str, Any] | None = None  # training accuracy below validation, and why (augmentation, dropout)
     cell_times: list[tuple[str | None, str | None]] = field(default_factory=list)  # per seed: state.json's start, finish
 
@@ -238,20 +227,6 @@ class SeedRow:
 
 
 @dataclass
-class SeedHistory:
-    """What one ``seed-<seed>/`` folder of a model holds."""
-
-    seed: int
-    epochs: list[dict[str, Any]] | None  # the history's epochs, as JSON objects; None with `error`
-    precision: str | None
-    epochs_planned: int | None
-    predictions: ValidationPredictions | None = None
-    error: str | None = None  # why the history cannot be used
-    started_at: str | None = None  # state.json: when the cell's last training call started and finished
-    finished_at: str | None = None
-
-
-@dataclass
 class RunView:
     """The whole run, loaded and cleaned for the templates."""
 
@@ -263,126 +238,9 @@ class RunView:
     figures: list[str]
     seeds: list[int]
     problems: list[str] = field(default_factory=list)
-    plan: ComparisonPlan = field(default_factory=lambda: ComparisonPlan(PLAN_PREVIOUS, ()))
+    plan: ComparisonPairs = field(default_factory=lambda: ComparisonPairs(PLAN_PREVIOUS))
     # study.compare's pairs in plan order: (first, second, the comparison or None when one of the two has no history)
     planned: list[tuple[str, str, PairedComparison | None]] = field(default_factory=list)
-
-
-def read_json(path: Path, problems: list[str], required: bool = False) -> dict[str, Any] | None:
-    """Read a JSON object of the current schema. Missing or broken optional files become a problem note."""
-    try:
-        data = load_json_object(path)
-    except ArtifactFormatError as error:
-        if required:
-            message = f"is {error.detail}" if error.detail.startswith("not ") else f"{error.detail}"
-            raise ReportError(f"artifact file {path} {message}") from None
-        problems.append(f"{_relative_name(path)}: {error.detail}")
-        return None
-    if data is None:
-        if required:
-            raise ReportError(f"required artifact file is missing: {path}")
-        return None
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
-        if required and _is_older_schema(version):
-            raise older_schema_error(path.parent, f"{path.name} has schema_version {version}")
-        if required:
-            raise ReportError(f"artifact file {path}: {message}")
-        problems.append(f"{_relative_name(path)}: {message}")
-        return None
-    return data
-
-
-def read_record(record_type: type, path: Path, problems: list[str]) -> Any:
-    """The record at `path` (experiments.artifacts), or None when it is missing or unusable; an
-    unusable one becomes a problem note naming the file and the field."""
-    data = read_json(path, problems)
-    if data is None:
-        return None
-    try:
-        return record_type.from_json(data, path)
-    except ArtifactFormatError as error:
-        problems.append(f"{_relative_name(path)}: {error.detail}")
-        return None
-
-
-def _is_older_schema(version: object) -> bool:
-    return isinstance(version, int) and not isinstance(version, bool) and 0 < version < SCHEMA_VERSION
-
-
-def older_schema_error(artifacts_dir: Path, detail: str) -> ReportError:
-    """The one error for a run folder written by an older version of the study."""
-    return ReportError(
-        f"the run in {artifacts_dir} was written by an older version of the study ({detail}); "
-        f"this report needs artifact schema {SCHEMA_VERSION}, with one training run per seed. "
-        f"Rerun `{RERUN_COMMAND}` to regenerate it."
-    )
-
-
-def reject_seedless_models(artifacts_dir: Path) -> None:
-    """Raise :func:`older_schema_error` for a schema-1 model folder (history.json, no seed folders)."""
-    for name in MODEL_ORDER:
-        model_dir = artifacts_dir / "models" / name
-        if (model_dir / "history.json").is_file() and not seed_folders(model_dir):
-            raise older_schema_error(artifacts_dir, f"models/{name}/history.json and no seed-<seed>/ folders")
-
-
-def seed_folders(model_dir: Path) -> list[tuple[int, Path]]:
-    """A model's ``seed-<seed>/`` folders as ``(seed, path)``, seeds in numeric order."""
-    if not model_dir.is_dir():
-        return []
-    found = []
-    for path in model_dir.iterdir():
-        seed = parse_seed_folder(path.name)
-        if seed is not None and path.is_dir():
-            found.append((seed, path))
-    return sorted(found)
-
-
-def _listed_runs(name: str, entry: ModelEntry | None, runs: list[SeedHistory], problems: list[str]) -> list[SeedHistory]:
-    """The runs manifest.json lists for a model: a seed folder it does not list (trained under other
-    settings, which the manifest, derived from the cells that match the run's config, leaves out)
-    is named as a problem and left out of the report, so the report and the manifest agree on
-    which runs exist."""
-    listed = None if entry is None else set(entry.runs)
-    if listed is not None and not listed:
-        return runs  # a manifest that records no runs per seed (older runs): every seed folder counts
-    kept = [run for run in runs if listed is not None and str(run.seed) in listed]
-    left_out = sorted(run.seed for run in runs if run not in kept)
-    if left_out:
-        seeds = ", ".join(str(seed) for seed in left_out)
-        problems.append(f"models/{name}/: seed folder(s) {seeds} are not runs of this study in manifest.json "
-                        "(trained under other settings, or not yet counted); the report leaves them out")
-    return kept
-
-
-def read_seed_runs(model_dir: Path, problems: list[str]) -> list[SeedHistory]:
-    """Every seed folder of a model that has a readable history, in numeric seed order."""
-    runs = []
-    for seed, folder in seed_folders(model_dir):
-        data = read_json(folder / "history.json", problems)
-        if data is None:
-            continue
-        state = read_record(RunState, folder / "state.json", problems)
-        epochs_planned = state.epochs_planned if state is not None else None
-        times = {"started_at": state.started_at, "finished_at": state.finished_at} if state is not None else {}
-        predictions = read_record(ValidationPredictions, folder / "validation_predictions.json", problems)
-        try:
-            history = History.from_json(data, folder / "history.json")
-            epochs = [epoch.to_fields() for epoch in history.epochs]
-            obs.clean_history(epochs, f"{model_dir.name} (seed {seed})")  # values in range, each epoch once, in order
-        except ArtifactFormatError as error:
-            detail, error_text = error.detail, f"history of {model_dir.name} (seed {seed}): {error.detail}"
-        except ValueError as error:
-            detail = error_text = str(error)
-        else:
-            runs.append(SeedHistory(seed, epochs, history.precision or None, epochs_planned, predictions, **times))
-            continue
-        # the model page says why its curves are missing; the method page (and render's warning) name the file
-        problems.append(f"{_relative_name(folder / 'history.json')}: {detail}")
-        runs.append(SeedHistory(seed, None, None, epochs_planned, predictions, error_text, **times))
-    return runs
 
 
 def run_seeds(manifest: Manifest) -> list[int]:
@@ -390,52 +248,34 @@ def run_seeds(manifest: Manifest) -> list[int]:
     return sorted(set(manifest.seeds))
 
 
-def _relative_name(path: Path) -> str:
-    """A short, stable name for a problem note (no absolute paths in the report)."""
-    parts = path.parts
-    if "models" in parts:
-        return "/".join(parts[parts.index("models") :])
-    return path.name
-
-
 def as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def is_regular_file_of(artifacts_dir: Path, relative: Path) -> bool:
-    """True for a regular file inside the run folder: not a link, not a special file, and not
-    reached through a linked folder (only the run's own files are published)."""
-    path = artifacts_dir / relative
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
-        return path.resolve().is_relative_to(artifacts_dir.resolve()) and not any(
-            (artifacts_dir / parent).is_symlink() for parent in relative.parents if parent != Path(".")
-        )
-    except OSError:
-        return False
-
-
 def load_run(artifacts_dir: Path) -> RunView:
-    """Load a run's artifact folder. Raises :class:`ReportError` without a usable manifest."""
-    artifacts_dir = Path(artifacts_dir)
-    if not artifacts_dir.is_dir():
-        raise ReportError(f"artifact folder does not exist: {artifacts_dir}")
-    problems: list[str] = []
-    manifest = read_manifest(artifacts_dir / "manifest.json", problems)
-    reject_seedless_models(artifacts_dir)
-    dataset = read_record(Dataset, artifacts_dir / "dataset.json", problems)
-    metrics = read_record(Metrics, artifacts_dir / "metrics.json", problems)
-    order = study_models(manifest.config, problems)
-    check_chosen_model(artifacts_dir / "metrics.json", metrics, [recipe.name for recipe in order])
-    figures = sorted(name for name in _figure_names(order) if is_regular_file_of(artifacts_dir, Path("figures") / name))
-    plan = study_plan(manifest.config, [recipe.name for recipe in order], problems)
-    models = load_models(artifacts_dir, manifest, dataset, metrics, figures, problems, order, plan)
+    """Load a run's artifact folder (experiments.artifacts.load_run_folder) into view data.
+    Raises :class:`ReportError` without a usable manifest."""
+    try:
+        records = load_run_folder(artifacts_dir)
+    except RunFolderError as error:
+        raise ReportError(str(error)) from None
+    return run_view(records)
+
+
+def run_view(records: RunRecords) -> RunView:
+    """The view data of a loaded run: every model of the study, its comparisons and readings.
+    Raises :class:`ReportError` when metrics.json names a model the study does not have."""
+    manifest, study, metrics = records.manifest, records.study, records.metrics
+    check_chosen_model(records.folder / "metrics.json", metrics, study.names)
+    present = set(records.figures)
+    figures = [name for name in sorted(_figure_names(study.models)) if name in present]
+    models = load_models(records, figures, study.compare)
     seeds = run_seeds(manifest) or sorted({row.result.seed for model in models for row in model.seed_rows})
     planned = [(first, second, comparison) for model in models for first, second, comparison in _planned_of(model)]
-    order_of = {pair: index for index, pair in enumerate(plan.pairs)}
+    order_of = {pair: index for index, pair in enumerate(study.compare.pairs)}
     planned.sort(key=lambda item: order_of[(item[0], item[1])])
-    return RunView(artifacts_dir, manifest, dataset, metrics, models, figures, seeds, problems, plan, planned)
+    return RunView(records.folder, manifest, records.dataset, metrics, models, figures, seeds, list(records.problems),
+                   study.compare, planned)
 
 
 def check_chosen_model(path: Path, metrics: Metrics | None, names: list[str]) -> None:
@@ -454,57 +294,12 @@ def check_chosen_model(path: Path, metrics: Metrics | None, names: list[str]) ->
                           f"{metrics.chosen_model!r}; rerun `{RERUN_COMMAND}` to choose and test again.")
 
 
-def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) -> ComparisonPlan:
-    """The comparisons the study planned (study.compare in the manifest's config, as
-    experiments.config settled it), over the study's models `names`. A run from before plans, or
-    one whose plan no longer reads (a problem), compares each model with the one before it."""
-    declared = as_dict(config.get("study")).get("compare", PLAN_PREVIOUS)
-    try:
-        return comparison_plan(declared, names, {}, "manifest.json: study.compare")
-    except ConfigError as error:
-        problems.append(str(error))
-        return comparison_plan(PLAN_PREVIOUS, names)
-
-
 def _planned_of(model: ModelView) -> list[tuple[str, str, PairedComparison | None]]:
     """The planned comparisons in which `model` comes first."""
     return [(model.name, other, comparison) for other, comparison in model.planned]
 
 
-def read_manifest(path: Path, problems: list[str]) -> Manifest:
-    """The run's manifest.json; :class:`ReportError` naming the file (and field) when it is
-    missing or unusable: without it there is no report."""
-    data = read_json(path, problems, required=True)
-    try:
-        return Manifest.from_json(data, path)
-    except ArtifactFormatError as error:
-        raise ReportError(f"artifact file {path}: {error.detail}") from None
-
-
-def study_models(config: dict[str, Any], problems: list[str]) -> list[ModelRecipe]:
-    """The study's models in study order, with their recipes, from the config the manifest
-    records (study.models and its [models.<name>] tables); a run from before models were
-    declared lists the built-in ones. A declaration that no longer reads is a problem, and the
-    model is shown with the built-in recipe of its name, or as a small CNN."""
-    listed = as_dict(config.get("study")).get("models")
-    names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else list(MODEL_ORDER)
-    declared: dict[str, ModelRecipe] = {}
-    for name, table in as_dict(config.get("models")).items():
-        try:
-            declared[name] = parse_model(name, table, "the manifest's config")
-        except ConfigError as error:
-            problems.append(f"manifest.json: {error}")
-    recipes = []
-    for name in names:
-        try:
-            check_name(name, "manifest.json: study.models")
-            recipes.append(recipe_for(name, declared))
-        except ConfigError as error:
-            problems.append(f"manifest.json: {error}")
-    return recipes
-
-
-def _figure_names(order: list[ModelRecipe]) -> list[str]:
+def _figure_names(order: list[StudyModel]) -> list[str]:
     """Every figure a run may have, each in its light and dark variant."""
     names = ["data_grid", "augmentation_flip", "augmentation_rotation", "comparison", "misclassified_test", "confusion_test"]
     names += [f"curves_{recipe.name}" for recipe in order]
@@ -522,19 +317,11 @@ def _validation_count(dataset: Dataset | None) -> int | None:
     return validation.count if validation is not None and validation.count > 0 else None
 
 
-def load_models(
-    artifacts_dir: Path,
-    manifest: Manifest,
-    dataset: Dataset | None,
-    metrics: Metrics | None,
-    figures: list[str],
-    problems: list[str],
-    order: list[ModelRecipe] | None = None,
-    plan: ComparisonPlan | None = None,
-) -> list[ModelView]:
-    """Load every model of the study, in study order, run or not, and make the comparisons
-    `plan` names (default: each model with the one before it)."""
-    order = order if order is not None else [BUILT_IN[name] for name in MODEL_ORDER]
+def load_models(records: RunRecords, figures: list[str], plan: ComparisonPairs | None = None) -> list[ModelView]:
+    """A view of every model of the study (manifest.study's), in study order, run or not, and
+    the comparisons `plan` names (default: each model with the one before it)."""
+    manifest, dataset, metrics = records.manifest, records.dataset, records.metrics
+    order = records.study.models
     baseline = _baseline_validation_accuracy(dataset)
     validation = metrics.validation if metrics else {}
     candidates = metrics.selection.candidates if metrics else {}
@@ -543,17 +330,13 @@ def load_models(
     names = [recipe.name for recipe in order]
     for recipe in order:
         name = recipe.name
-        model_dir = artifacts_dir / "models" / name
+        files = records.models.get(name) or ModelFiles(name, None, [])
         entry = manifest.models.get(name)
         status = entry.status if entry else "not_run"
-        runs = _listed_runs(name, entry, read_seed_runs(model_dir, problems), problems)
-        summary = read_record(ModelSummary, model_dir / "summary.json", problems)
+        runs, summary = files.runs, files.summary
         seeds, observation_error = None, next((run.error for run in runs if run.error), None)
-        if runs and observation_error is None:
-            try:
-                seeds = obs.summarise_seeds(name, {run.seed: run.epochs for run in runs})
-            except ValueError as error:
-                seeds, observation_error = None, str(error)
+        if runs and observation_error is None:  # every history was checked when it was loaded
+            seeds = obs.summarise_checked(name, {run.seed: run.epochs for run in runs})
         view = _model_view(recipe, names, status, entry, summary, runs, observation_error,
                            figures, validation.get(name), candidates.get(name))
         _add_seeds(view, seeds, runs, entry, all_seeds)
@@ -570,13 +353,13 @@ def validation_labels(dataset: Dataset | None) -> tuple[str | None, list[int] | 
     validation = dataset.splits.get("validation") if dataset else None
     if validation is None:
         return None, None
-    digest = files_digest(validation.files) if validation.files else None
+    digest = dataset.validation_files_sha256()
     values = [validation.label_counts.get(name) for name in dataset.class_names]
     label_counts = values if all(value is not None for value in values) and sum(values) > 0 else None
     return digest, label_counts
 
 
-def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
+def correctness_matrix(runs: list[SeedRun], files_sha256: str | None) -> tuple[np.ndarray | None, list[int], str | None]:
     """Stack the seeds' per-image right/wrong rows; say why not when they cannot be used.
 
     A seed's predictions count only when they follow this run's validation file list and come
@@ -584,8 +367,7 @@ def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tup
     rows, seeds, problems = [], [], []
     for run in runs:
         record = run.predictions
-        epochs = run.epochs if isinstance(run.epochs, list) else []
-        last_epoch = as_int(as_dict(epochs[-1]).get("epoch")) if epochs else None
+        last_epoch = run.epochs[-1].epoch if run.epochs else None
         if record is None:
             problems.append(f"seed {run.seed} has no recorded validation predictions")
         elif files_sha256 is not None and record.files_sha256 != files_sha256:
@@ -602,7 +384,7 @@ def correctness_matrix(runs: list[SeedHistory], files_sha256: str | None) -> tup
     return np.array(rows, dtype=bool), seeds, None
 
 
-def _add_reading(view: ModelView, runs: list[SeedHistory], dataset: Dataset | None, baseline: float | None) -> None:
+def _add_reading(view: ModelView, runs: list[SeedRun], dataset: Dataset | None, baseline: float | None) -> None:
     """The expert reading of one model: its interval, verdicts and best epochs (report_builder.analysis)."""
     if view.over_seeds is None:
         return
@@ -637,7 +419,7 @@ def _train_below_validation(view: ModelView, by_name: dict[str, ModelView]) -> d
     return {"train": train, "validation": validation, "causes": causes}
 
 
-def _with_confidence(verdict: analysis.Verdict, runs: list[SeedHistory]) -> analysis.Verdict:
+def _with_confidence(verdict: analysis.Verdict, runs: list[SeedRun]) -> analysis.Verdict:
     """A chance-level loss above chance accuracy has two stories, told apart by the probabilities
     the runs gave their answers: sure of its wrong answers (over-confident), or unsure of all of
     them (hesitant, its probabilities near the class shares). Adds the mean probability of the
@@ -691,8 +473,7 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
     recipe = by_name[root].recipe if root in by_name else view.recipe
     traits: dict[str, str] = {}
     if recipe.recipe == "transfer":
-        known = BACKBONES.get(recipe.backbone) or APPLICATIONS.get(recipe.backbone)
-        backbone = known.display_name if known else recipe.backbone
+        backbone = recipe.backbone_name or recipe.backbone
         weights = recipe.weights or base_weights or ""
         traits["start"] = f"starts from a {backbone} with random weights" if weights == "none" else f"starts from a {backbone} pre-trained on ImageNet"
         traits["input"] = f"{backbone}'s own input scaling"
@@ -886,7 +667,7 @@ def settle_family(comparisons: list[PairedComparison | None]) -> int:
 def _add_seeds(
     view: ModelView,
     seeds: obs.SeedSummary | None,
-    runs: list[SeedHistory],
+    runs: list[SeedRun],
     entry: ModelEntry | None,
     all_seeds: list[int],
 ) -> None:
@@ -904,7 +685,7 @@ def _add_seeds(
     view.accuracy = seeds.last_val
 
 
-def _seed_row(result: obs.SeedResult, run: SeedHistory, entry: RunEntry | None) -> SeedRow:
+def _seed_row(result: obs.SeedResult, run: SeedRun, entry: RunEntry | None) -> SeedRow:
     status = entry.status if entry else STATUS_COMPLETE
     return SeedRow(
         result=result,
@@ -915,11 +696,12 @@ def _seed_row(result: obs.SeedResult, run: SeedHistory, entry: RunEntry | None) 
     )
 
 
-def _add_comparisons(views: list[ModelView], base_weights: str | None = None, plan: ComparisonPlan | None = None) -> None:
+def _add_comparisons(views: list[ModelView], base_weights: str | None = None, plan: ComparisonPairs | None = None) -> None:
     """Make the comparisons of the plan (default: each model with the previous one), and note
     whose epochs lead into a continued curve."""
     by_name = {view.name: view for view in views}
-    plan = plan if plan is not None else comparison_plan(PLAN_PREVIOUS, [view.name for view in views])
+    names = [view.name for view in views]
+    plan = plan if plan is not None else ComparisonPairs(PLAN_PREVIOUS, tuple(zip(names[1:], names[:-1])))
     for view in views:
         view.train_below_validation = _train_below_validation(view, by_name) if view.histories else None
     for first_name, second_name in plan.pairs:
@@ -942,12 +724,12 @@ def _add_comparisons(views: list[ModelView], base_weights: str | None = None, pl
 
 
 def _model_view(
-    recipe: ModelRecipe,
+    recipe: StudyModel,
     names: list[str],
     status: str,
     entry: ModelEntry | None,
     summary: ModelSummary | None,
-    runs: list[SeedHistory],
+    runs: list[SeedRun],
     observation_error: str | None,
     figures: list[str],
     validation: ModelScore | None,
@@ -1039,7 +821,7 @@ def layer_trainability(summary: ModelSummary | None) -> list[dict[str, Any]]:
     return rows
 
 
-def _epochs_completed(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
+def _epochs_completed(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs finished over all of a model's runs: the manifest's sum, else the histories' lengths."""
     recorded = entry.epochs_completed if entry else None
     if recorded is not None or not runs:
@@ -1047,7 +829,7 @@ def _epochs_completed(runs: list[SeedHistory], entry: ModelEntry | None) -> int 
     return sum(len(run.epochs) for run in runs if isinstance(run.epochs, list))
 
 
-def _epochs_planned(runs: list[SeedHistory], entry: ModelEntry | None) -> int | None:
+def _epochs_planned(runs: list[SeedRun], entry: ModelEntry | None) -> int | None:
     """Epochs planned over all of a model's runs: per-run plan (state.json) times the runs."""
     planned = [run.epochs_planned for run in runs if run.epochs_planned is not None]
     run_count = (len(entry.runs) if entry else 0) or len(runs)
@@ -1055,56 +837,6 @@ def _epochs_planned(runs: list[SeedHistory], entry: ModelEntry | None) -> int | 
 
 
 # --------------------------------------------------------------------------- view helpers
-
-
-def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested config as sorted ``(dotted.key, json value)`` rows."""
-    if not isinstance(config, dict):
-        return [(prefix or "config", json.dumps(config, sort_keys=True, ensure_ascii=False))]
-    rows: list[tuple[str, str]] = []
-    for key in sorted(config, key=str):
-        path = f"{prefix}.{key}" if prefix else str(key)
-        value = config[key]
-        if isinstance(value, dict) and value:
-            rows.extend(flatten_config(value, path))
-        else:
-            rows.append((path, json.dumps(value, sort_keys=True, ensure_ascii=False)))
-    return rows
-
-
-#: Config keys that apply only when ... (section.key -> predicate on the config and the models run).
-def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> bool:
-    data = as_dict(config.get("data"))
-    source = data.get("source")
-    recipes = {recipe.recipe for recipe in models}
-    # the continuing models that take these keys from [training] (not set in their own table)
-    finetune_defaults = [recipe for recipe in models if recipe.recipe == "finetune"]
-    epochs_defaults = [recipe for recipe in models if recipe.recipe in ("finetune", "train_on") and not recipe.epochs]
-    if key in ("data.url", "data.archive_sha256"):
-        return source == "download"
-    if key == "data.cache_dir":  # the downloaded archive and the decoded-image cache
-        return source in ("download", "folder")
-    if key == "data.data_dir":
-        return source == "folder"
-    if key.startswith("data.synthetic_"):
-        return source == "synthetic"
-    if key == "training.base_weights":
-        return any(recipe.recipe == "transfer" and not recipe.weights for recipe in models)
-    if key == "training.validation_feature_cache":
-        return "transfer" in recipes
-    if key == "training.finetune_epochs":
-        return bool(epochs_defaults)
-    if key == "training.finetune_from_layer":
-        return any(recipe.unfreeze_from_layer is None for recipe in finetune_defaults)
-    if key == "training.finetune_learning_rate_factor":
-        return any(recipe.learning_rate_factor is None for recipe in finetune_defaults)
-    if key in ("study.title", "study.question"):
-        return False  # the front page says them
-    if key == "models":
-        return False  # no [models] tables: every model is a built-in one
-    if key.startswith("dataset."):
-        return False  # shown in its own table
-    return True
 
 
 #: Config keys whose value may be a path on the machine that trained (the report shows its last part only).
@@ -1148,15 +880,12 @@ def public_source(source: DataSource | BaseWeights | None) -> dict[str, str | No
             "sha256": artifact_text(getattr(source, "sha256", None))}
 
 
-def applicable_config_rows(config: object, models: list[ModelRecipe | str]) -> list[tuple[str, str]]:
-    """The settings that applied to the models that ran (a folder run does not list the download
-    URL, ...); `models` as recipes, or names the config declares or that are built in."""
-    config = as_dict(config)
-    if any(isinstance(model, str) for model in models):
-        recipes = {recipe.name: recipe for recipe in study_models(config, [])}
-        models = [recipes.get(model) or BUILT_IN.get(model) if isinstance(model, str) else model for model in models]
-        models = [model for model in models if model is not None]
-    return [(key, _public_value(key, value)) for key, value in flatten_config(config) if _applies(key, config, models)]
+def applicable_config_rows(config: object, settings: Iterable[str]) -> list[tuple[str, str]]:
+    """The config's rows (flatten_config) whose keys are among `settings`, the ones that applied
+    to the models that ran (manifest.study.settings: a folder run does not list the download
+    URL, ...), local paths shortened to their last part."""
+    applied = set(settings)
+    return [(key, _public_value(key, value)) for key, value in flatten_config(as_dict(config)) if key in applied]
 
 
 def study_text(manifest: Manifest) -> dict[str, str | None]:
@@ -1289,7 +1018,7 @@ def test_resolution(test: dict[str, Any] | None, metrics: Metrics | None, datase
     return resolution
 
 
-def selection_view(metrics: Metrics | None, order: Iterable[str] = MODEL_ORDER) -> dict[str, Any] | None:
+def selection_view(metrics: Metrics | None, order: Iterable[str] = ()) -> dict[str, Any] | None:
     """How the model was chosen: the rule and each candidate's validation score, in study order."""
     if metrics is None:
         return None
@@ -1409,7 +1138,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "test": test,
         "test_resolution": test_resolution(test, run.metrics, run.dataset),
         "continuing_models": [model.name for model in run.models if model.recipe.continues_model and model.status != "not_run"],
-        "config_rows": applicable_config_rows(manifest.config, [model.recipe for model in run.models if model.status != "not_run"]),
+        "config_rows": applicable_config_rows(manifest.config, manifest.study.settings if manifest.study else []),
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,
         # the study's --base-weights reached a model: a transfer model without weights of its own ran
@@ -1424,18 +1153,7 @@ def page_context(run: RunView) -> dict[str, Any]:
 # --------------------------------------------------------------------------- per-seed histories (charts, CSV downloads)
 
 
-def seed_histories(run: RunView) -> dict[str, dict[int, list[obs.EpochRecord]]]:
-    """Each reported model's cleaned history per seed (model -> seed -> epochs, seeds in numeric
-    order), as load_run read them: the seeds of every model with an aggregate over seeds."""
-    histories: dict[str, dict[int, list[obs.EpochRecord]]] = {}
-    for model in run.models:
-        if model.over_seeds is None:
-            continue
-        runs: dict[int, list[obs.EpochRecord]] = {}
-        for seed, epochs in sorted(model.histories.items()):
-            try:
-                runs[seed] = obs.clean_history(epochs, f"{model.name} (seed {seed})")
-            except ValueError:
-                continue
-        histories[model.name] = runs
-    return histories
+def seed_histories(run: RunView) -> dict[str, dict[int, list[Epoch]]]:
+    """Each reported model's checked history per seed (model -> seed -> epochs, seeds in numeric
+    order), as the loader checked them: the seeds of every model with an aggregate over seeds."""
+    return {model.name: dict(sorted(model.histories.items())) for model in run.models if model.over_seeds is not None}

@@ -43,6 +43,7 @@ from experiments.artifacts import (
     seed_folder_name,
 )
 from experiments.config import MODEL_NAMES
+from experiments.study.records import with_study_record
 
 MODEL_ORDER = MODEL_NAMES
 DEFAULT_SEEDS = (1337, 1338, 1339)
@@ -311,7 +312,7 @@ def manifest_for(status: str, seeds: Sequence[int], models: Mapping[str, ModelEn
     config = {"run": {"name": "cats-vs-dogs", "seed": 1337}, "training": {"epochs": 10, "batch_size": 32, "learning_rate": 0.001}}
     if config_extra:
         config["extra"] = dict(config_extra)
-    return Manifest(
+    return with_study_record(Manifest(  # the study record as the runner writes it
         run_name="cats-vs-dogs",
         config=config,
         config_hash="c0ffee" * 10 + "abcd",
@@ -327,7 +328,17 @@ def manifest_for(status: str, seeds: Sequence[int], models: Mapping[str, ModelEn
         status=status,
         seeds=list(seeds),
         models=dict(models),
-    )
+    ))
+
+
+def rewrite_manifest(run_dir: Path, change: Any) -> None:
+    """Apply `change` to the run's manifest.json as a JSON object and write it back with its study
+    record derived again from the changed config, as the runner would have written it."""
+    path = run_dir / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    data.pop("study", None)
+    write_json(path, with_study_record(Manifest.from_json(data, path)).to_json())
 
 
 def dataset_for(

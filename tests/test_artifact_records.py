@@ -13,6 +13,7 @@ from experiments.artifacts import (
     ArtifactFormatError,
     BaseWeights,
     CheckpointProgress,
+    ComparisonPairs,
     Dataset,
     DataSource,
     Epoch,
@@ -30,6 +31,8 @@ from experiments.artifacts import (
     Selection,
     SkippedEntry,
     SplitFiles,
+    StudyModel,
+    StudyRecord,
     TestEvaluation,
     TestPrediction,
     ValidationPredictions,
@@ -54,7 +57,9 @@ EXAMPLES = {
         "f", DataSource("folder", "d"), [SkippedEntry("x", "y")], BaseWeights("file", "p", "n", "s"),
         {"python": "3", "tensorflow": "2", "keras": "3", "numpy": "2"}, ["cpu"],
         {"platform": "p", "processor": "c", "cpu_count": 2, "gpus": [], "cpu_kernels": "oneDNN"}, "g", "t0", "t1",
-        Execution(2, None, 0, 4, "none", "h"), 1.0),
+        Execution(2, None, 0, 4, "none", "h"), 1.0,
+        StudyRecord([StudyModel("transfer", "transfer", "t", "d", False, True, False, 0.2, "mobilenet_v2", "MobileNetV2", "p")],
+                    ComparisonPairs("reference", (("finetune", "transfer"),), "transfer"), ["data.source"], [])),
     "dataset.json": Dataset(
         ["cats", "dogs"], [160, 160], 1337, {split: SplitFiles(2, {"cats": 1, "dogs": 1}, ["a", "b"]) for split in ("train", "validation", "test")},
         0.2, MajorityBaseline("cats", "r", {"train": 0.5, "validation": 0.5, "test": 0.5}), [SkippedEntry("x", "y")],
@@ -200,3 +205,37 @@ def test_a_continued_models_summary_text_is_headed_with_its_own_name():
     text = 'Model: "transfer"\n\u2503 Layer (type) \u2503\n\u2502 logits (Dense) \u2502\n'
     assert summary_text_named(text, "transfer_extended") == text.replace('"transfer"', '"transfer_extended"', 1)
     assert summary_text_named("no header here", "transfer") == "no header here"
+
+
+def test_the_loader_reads_a_run_folder_into_checked_records_and_names_each_unusable_file(tmp_path):
+    """load_run_folder is the report's one reader: typed records, each history checked once
+    (check_epochs), and a problem per unusable file instead of an error."""
+    import shutil
+
+    from experiments.artifacts import RunFolderError, check_epochs, load_run_folder
+
+    shipped = load_run_folder(SHIPPED_RUN)
+    assert shipped.problems == [] and list(shipped.models) == shipped.study.names == list(MODEL_NAMES)
+    runs = [run for files in shipped.models.values() for run in files.runs]
+    assert runs and all(run.error is None and run.epochs and all(isinstance(epoch, Epoch) for epoch in run.epochs) for run in runs)
+    assert "comparison.png" in shipped.figures and shipped.dataset is not None and shipped.metrics is not None
+
+    run = tmp_path / "run"
+    shutil.copytree(SHIPPED_RUN, run)
+    history = run / "models" / "baseline" / "seed-1337" / "history.json"
+    data = json.loads(history.read_text(encoding="utf-8"))
+    data["epochs"].insert(1, dict(data["epochs"][0]))
+    history.write_text(json.dumps(data), encoding="utf-8")
+    (run / "dataset.json").write_text("{", encoding="utf-8")
+    loaded = load_run_folder(run)
+    assert loaded.dataset is None
+    assert loaded.problems[0].startswith("dataset.json: not valid JSON")
+    assert loaded.problems[1].startswith("models/baseline/seed-1337/history.json: history of baseline (seed 1337): epoch 1 appears twice")
+    broken = next(seed_run for seed_run in loaded.models["baseline"].runs if seed_run.seed == 1337)
+    assert broken.epochs is None and "appears twice" in broken.error
+    with pytest.raises(ValueError, match="epoch 2: val_accuracy must lie between 0 and 1"):
+        check_epochs([{"epoch": 1}, {"epoch": 2, "val_accuracy": 1.5}], "m")
+    assert check_epochs([{"epoch": 1, "loss": float("nan")}], "m") == [Epoch(1)]
+    (run / "manifest.json").unlink()
+    with pytest.raises(RunFolderError, match="required artifact file is missing"):
+        load_run_folder(run)

@@ -95,9 +95,7 @@ def test_a_bad_plan_stops_train_before_anything_runs(tmp_path):
 
 def _render(tmp_path: Path, compare) -> dict[str, str]:
     run = fixtures.write_artifacts(tmp_path / "artifacts")
-    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    manifest["config"]["study"] = {"compare": compare}
-    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    fixtures.rewrite_manifest(run, lambda manifest: manifest["config"].update(study={"compare": compare}))
     docs = tmp_path / "docs"
     return {str(page.relative_to(docs)): page.read_text(encoding="utf-8")
             for page in render_report(run, docs) if page.suffix == ".md"}

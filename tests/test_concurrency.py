@@ -179,6 +179,9 @@ def test_healing_derives_models_and_status_from_the_states(tmp_path):
     assert baseline["status"] == "diverged" and baseline["precision"] == "float32"
     assert baseline["runs"]["7"] == {"status": "complete", "wall_seconds": 2.5, "epochs_completed": 1, "error": None}
     assert baseline["runs"]["8"]["status"] == "diverged" and baseline["error"] == "seed 8: loss became NaN in epoch 1"
+    # the manifest, written before it recorded the study, now has the record the report reads
+    assert [model["name"] for model in manifest["study"]["models"]] == ["baseline"]
+    assert manifest["study"]["models"][0]["recipe"] == "small_cnn" and "training.epochs" in manifest["study"]["settings"]
     # a state trained for other data is not this study's: the cell counts as not run
     write_json(run.seed_run("baseline", 8).state, {**load(run.seed_run("baseline", 8).state), "data_fingerprint": "other"})
     manifest = write_manifest(run, config, "healing").to_json()

@@ -1,5 +1,6 @@
 """The project's shape: no import circle, and every project import inside a function says why
-(scripts/import_graph.py); every module opens with the sentence that says its job."""
+(scripts/import_graph.py); the report reaches the runner only through the artifact contract;
+every module opens with the sentence that says its job."""
 
 from __future__ import annotations
 
@@ -32,3 +33,39 @@ def test_every_module_opens_with_a_docstring():
                for path in sorted((PROJECT_ROOT / package).rglob("*.py"))
                if path.stat().st_size and not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
     assert missing == []
+
+
+#: The runner's floors the report must not reach: what a model is and which settings applied come
+#: from the manifest's study record (experiments.study.records writes it), never from the runner's code.
+RUNNER_MODULES = ("experiments.config", "experiments.models", "experiments.study", "experiments.scale",
+                  "experiments.training", "experiments.data")
+#: The command line drives the runner (train, cache) and so may import it, and render finds the
+#: default run folder from the config (through commands.train); nothing that renders may.
+RUNNER_COMMANDS = ("report_builder.__main__", "report_builder.cli", "report_builder.commands.train", "report_builder.commands.cache",
+                   "report_builder.commands.render")
+#: What of experiments the rest of report_builder imports: the artifact contract and the user errors.
+REPORT_READS = ("experiments.artifacts", "experiments.errors")
+
+
+def test_the_report_reads_the_runner_only_through_the_artifact_contract():
+    """No module of report_builder but the command line's imports experiments.config,
+    experiments.models or the training floors, directly or through another module: the report
+    knows a run by its files (experiments.artifacts) and the user errors (experiments.errors)."""
+    graph = _import_graph()
+    edges, _ = graph.graph(graph.project_modules())
+
+    def reached(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            for other in edges[todo.pop()] - seen:
+                seen.add(other)
+                todo.append(other)
+        return seen
+
+    leaks = {name: sorted(other for other in reached(name) if other.startswith(RUNNER_MODULES))
+             for name in edges if name.startswith("report_builder") and name not in RUNNER_COMMANDS}
+    assert {name: found for name, found in leaks.items() if found} == {}
+    direct = {name: sorted(other for other in edges[name] if other.startswith("experiments") and other not in REPORT_READS)
+              for name in leaks}
+    assert {name: found for name, found in direct.items() if found} == {}
+    assert any(module.startswith("report_builder.views") for module in leaks)  # the check sees the report's modules

@@ -53,7 +53,7 @@ MINE = '[models.mine]\nrecipe = "keras"\nbuilder = "models.py:build"\nparams = {
 
 
 def test_a_builder_model_table_parses_without_importing_the_builder():
-    from report_builder.views import study_models
+    from experiments.study.records import study_models
 
     manifest_config = {"study": {"models": ["mine", "baseline"]},
                        "models": {"mine": {"recipe": "keras", "builder": "no_such_package.nowhere:build", "params": {"width": 8},
@@ -446,6 +446,7 @@ def build_custom(input_shape, num_classes):
 
 def test_comparisons_name_differing_training_settings_and_a_builder_models_own_start():
     from experiments.models.recipes import ModelRecipe
+    from experiments.study.records import study_model
     from report_builder.views import _recipe_traits, training_phrase
 
     assert training_phrase({"optimizer": "adamw", "learning_rate": 0.0003}, ["optimizer", "learning_rate"]) == \
@@ -453,7 +454,7 @@ def test_comparisons_name_differing_training_settings_and_a_builder_models_own_s
 
     class View:
         name = "mine"
-        recipe = ModelRecipe("mine", "keras", builder="models.py:build", declared=True)
+        recipe = study_model(ModelRecipe("mine", "keras", builder="models.py:build", declared=True))
 
     traits = _recipe_traits(View(), "none", {"mine": View()})
     assert traits["start"] == "is built by the study's own models.py:build"
@@ -465,7 +466,7 @@ def test_comparisons_name_differing_training_settings_and_a_builder_models_own_s
 
 def test_a_list_of_settings_expands_into_readably_named_variants_each_with_its_own_hash(tmp_path):
     from experiments.models.recipes import describe
-    from report_builder.views import study_models
+    from experiments.study.records import study_models
 
     table = MINE + 'title = "Mine"\nlearning_rate = [1e-3, 3e-4]\noptimizer = ["adam", "sgd"]\n'
     config = load_config(_study(tmp_path, table, models='["baseline", "mine"]'))

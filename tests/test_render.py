@@ -469,6 +469,9 @@ def test_an_accuracy_outside_0_to_1_is_not_reported(tmp_path: Path):
 
 
 def test_the_method_page_lists_only_the_settings_that_applied():
+    """The runner records which settings applied to the models that ran (manifest.study.settings);
+    the method page lists those rows."""
+    from experiments.study.records import study_record
     from report_builder.views import applicable_config_rows
 
     config = {"data": {"source": "folder", "data_dir": "photos", "url": "https://example.org/cats.zip", "archive_sha256": "ab12",
@@ -476,7 +479,7 @@ def test_the_method_page_lists_only_the_settings_that_applied():
               "training": {"epochs": 10, "finetune_epochs": 5, "finetune_from_layer": 100, "finetune_learning_rate_factor": 0.1}}
 
     def keys(config, models):
-        return {key for key, _ in applicable_config_rows(config, models)}
+        return {key for key, _ in applicable_config_rows(config, study_record(config, models).settings)}
 
     folder = keys(config, fixtures.MODEL_ORDER)
     assert {"data.data_dir", "data.batch_size", "training.epochs", "training.finetune_from_layer"} <= folder
@@ -530,6 +533,27 @@ def test_a_seed_missing_from_a_model_is_named(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------- older runs
+
+
+def test_a_manifest_without_the_study_record_stops_in_one_sentence_and_the_upgrade_script_adds_only_that(tmp_path: Path):
+    """A manifest written before it recorded the study (the models' recipes, the plan, the settings
+    that applied) cannot be read by the report, which knows nothing of the runner's recipes; the
+    upgrade script derives the record from the manifest's own config and changes nothing else."""
+    import subprocess
+
+    run = fixtures.write_artifacts(tmp_path / "artifacts")
+    expected = render_pages(run, tmp_path / "before")
+    manifest = json.loads(read(run / "manifest.json"))
+    study = manifest.pop("study")
+    older = json.dumps({"schema_version": 2, **{key: value for key, value in manifest.items() if key != "schema_version"}}, indent=2)
+    (run / "manifest.json").write_text(older, encoding="utf-8")
+    with pytest.raises(ReportError, match=r"before manifests recorded the study's models.*scripts/upgrade_manifest.py"):
+        render_report(run, tmp_path / "docs")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "upgrade_manifest.py"
+    subprocess.run([sys.executable, str(script), str(run / "manifest.json")], check=True, capture_output=True)
+    upgraded = json.loads(read(run / "manifest.json"))
+    assert upgraded.pop("study") == study and upgraded == {**manifest, "schema_version": 2}
+    assert render_pages(run, tmp_path / "after") == expected
 
 
 def test_schema_1_manifest_gives_one_clear_error(tmp_path: Path):
@@ -623,13 +647,15 @@ def test_the_method_page_gives_the_studys_first_start_and_last_finish_not_the_la
 
 def test_no_path_of_the_machine_that_trained_is_published(tmp_path: Path):
     run = fixtures.write_artifacts(tmp_path / "artifacts", config_extra={"unused": 1})
-    manifest = json.loads(read(run / "manifest.json"))
-    manifest["data_source"] = {"kind": "folder", "location": "/home/someone/private/cats-dogs-cc0"}
-    manifest["base_weights"] = {"kind": "file", "location": "../shared/weights/mobilenet.weights.h5", "file": "mobilenet.weights.h5",
-                                "sha256": "ab" * 32}
-    manifest["config"]["data"] = {"source": "folder", "data_dir": "/home/someone/private/cats-dogs-cc0", "cache_dir": "~/.cache/x"}
-    manifest["config"]["training"]["base_weights"] = "../shared/weights/mobilenet.weights.h5"
-    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    def change(manifest):
+        manifest["data_source"] = {"kind": "folder", "location": "/home/someone/private/cats-dogs-cc0"}
+        manifest["base_weights"] = {"kind": "file", "location": "../shared/weights/mobilenet.weights.h5",
+                                    "file": "mobilenet.weights.h5", "sha256": "ab" * 32}
+        manifest["config"]["data"] = {"source": "folder", "data_dir": "/home/someone/private/cats-dogs-cc0", "cache_dir": "~/.cache/x"}
+        manifest["config"]["training"]["base_weights"] = "../shared/weights/mobilenet.weights.h5"
+
+    fixtures.rewrite_manifest(run, change)
     pages = render_pages(run, tmp_path)
     for name, page in pages.items():
         for fragment in ("/home/someone", "../shared", "~/", "Users"):
@@ -643,14 +669,15 @@ def test_no_path_of_the_machine_that_trained_is_published(tmp_path: Path):
 
 def test_a_download_url_and_a_generator_are_published_as_they_are():
     from experiments.artifacts import DataSource
+    from experiments.study.records import study_record
     from report_builder.views import applicable_config_rows, public_source
 
     url = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
     assert public_source(DataSource("download", url))["location"] == url
     assert public_source(DataSource("synthetic", "generated in memory (experiments.data.loading.synthetic_images)"))["local_name"] is None
-    rows = dict(applicable_config_rows({"models": {"resnet": {"recipe": "transfer", "backbone": "ResNet50V2",
-                                                              "weights": "C:\\Users\\someone\\w.weights.h5"}},
-                                        "study": {"models": ["resnet"]}}, ["resnet"]))
+    config = {"models": {"resnet": {"recipe": "transfer", "backbone": "ResNet50V2", "weights": "C:\\Users\\someone\\w.weights.h5"}},
+              "study": {"models": ["resnet"]}}
+    rows = dict(applicable_config_rows(config, study_record(config, ["resnet"]).settings))
     assert rows["models.resnet.weights"] == '"…/w.weights.h5"'
 
 
@@ -882,12 +909,12 @@ def test_a_last_epoch_that_moves_a_difference_is_noted_even_when_the_conclusion_
 
 
 def test_a_chance_level_loss_above_chance_is_over_confident_only_when_sure_of_its_wrong_answers():
-    from experiments.artifacts import ValidationPredictions
+    from experiments.artifacts import SeedRun, ValidationPredictions
     from report_builder import views
 
     def runs(probability):
         predictions = ValidationPredictions("m", 1, 5, "x", ["a", "b"], [0, 0, 1, 1], [0, 1, 1, 0], [probability] * 4)
-        return [views.SeedHistory(1, [], None, None, predictions)]
+        return [SeedRun(1, [], None, None, predictions)]
 
     verdict = analysis.Verdict(analysis.OVERCONFIDENT, {"by_loss": True, "by_interval": False})
     sure = views._with_confidence(verdict, runs(0.9)).facts

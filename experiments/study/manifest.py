@@ -1,4 +1,5 @@
-"""manifest.json, derived from the cells' state.json files under the run lock, and the study's header in it."""
+"""manifest.json, derived from the cells' state.json files under the run lock, and the study's header in it
+(with the study record the report reads: experiments.study.records)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from experiments.study.decisions import (
 )
 from experiments.study.environment import describe_base_weights, git_commit, hardware_and_devices, package_versions
 from experiments.study.locks import run_lock
+from experiments.study.records import with_study_record
 
 
 def run_entry(state: RunState) -> RunEntry:
@@ -132,6 +134,7 @@ def write_manifest(run: RunFolder, config: StudyConfig, phase: str, header: Mani
                 data_fingerprint = previous.data_fingerprint
         models, statuses = derive_models(run, config, data_fingerprint)
         manifest = replace(header, status=study_status(statuses, phase, previous.status if previous else None), models=models)
+        manifest = with_study_record(manifest)  # the report reads the models' recipes here, not in the config
         manifest.write(run.manifest)
         return manifest
 

@@ -246,7 +246,14 @@ def test_the_marker_is_the_same_whether_the_data_folder_exists_or_not(tmp_path: 
 # --------------------------------------------------------------------------- atomic replacement
 
 
-def test_a_full_disk_at_any_file_leaves_the_old_report(run: Path, tmp_path: Path, monkeypatch):
+def failure_points(count: int, every: int) -> list[int]:
+    """Which of `count` file writes to fail: all of them (`every` 1), or the first and last three
+    and every `every`-th between them (the fast lane's sample of each kind of file)."""
+    return sorted({*range(1, min(count, 3) + 1), *range(max(1, count - 2), count + 1), *range(1, count + 1, every)})
+
+
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow, id="every-file"), pytest.param(7, id="sampled")])
+def test_a_full_disk_at_any_file_leaves_the_old_report(run: Path, tmp_path: Path, monkeypatch, every: int):
     docs = tmp_path / "docs"
     (docs / "guide").mkdir(parents=True)
     (docs / MARKER).write_text(marker_text("docs", []))
@@ -256,7 +263,8 @@ def test_a_full_disk_at_any_file_leaves_the_old_report(run: Path, tmp_path: Path
     other = fixtures.write_artifacts(tmp_path / "artifacts" / "other", class_names=("owls", "larks"))
     real_write_bytes = Path.write_bytes
     file_count = len(render_report(other, tmp_path / "count"))
-    for failing_call in range(1, file_count + 1):
+    assert file_count > 20  # the sample below reaches past the Markdown pages into figures and data
+    for failing_call in failure_points(file_count, every):
         calls = {"count": 0}
 
         def write_bytes(self, data, _real=real_write_bytes, _calls=calls, _failing=failing_call):
@@ -321,7 +329,8 @@ while True:
 """
 
 
-def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_path: Path):
+@pytest.mark.parametrize("kills", [pytest.param(30, marks=pytest.mark.slow, id="30-kills"), pytest.param(6, id="6-kills")])
+def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_path: Path, kills: int):
     """kill -9 a process that renders two different runs in turn, many times at random moments."""
     project = tmp_path / "project"
     docs = project / "docs"
@@ -333,7 +342,7 @@ def test_render_killed_at_random_moments_always_leaves_a_buildable_report(tmp_pa
     render_report(first, docs)
     guide = snapshot(docs / "guide")
     generator = random.Random(20261125)
-    for _ in range(12):
+    for _ in range(kills):
         process = subprocess.Popen([sys.executable, "-c", KILLER, str(docs), str(first), str(second)],
                                    env=cli_environment(), stdout=subprocess.PIPE, text=True)
         process.stdout.readline()  # it has rendered once: Python and Jinja2 are loaded

@@ -505,6 +505,7 @@ def test_a_retrained_chosen_run_is_tested_again(tmp_path, monkeypatch, retrained
     assert metrics.test.loss == 2.0, "the score is the new evaluation's, not the one of the weights retrained away"
 
 
+@pytest.mark.training
 def test_a_truncated_chosen_model_at_the_test_step_is_one_sentence_naming_it_and_what_to_do(tmp_path, capsys):
     from report_builder.__main__ import main
 

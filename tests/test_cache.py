@@ -427,6 +427,7 @@ def _stream_in_child(data_root: str, cache_dir: str, side: int, results) -> None
 
 
 @pytest.mark.training
+@pytest.mark.slow  # a measurement of memory, not a unit test: tests/test_fast_path.py shows the batches come from the cache
 @pytest.mark.serial  # a test training beside it changes the peak memory of tf.data's threads and the allocator
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux /proc")
 def test_a_data_set_larger_than_the_memory_budget_trains_from_the_cache(tmp_path, monkeypatch):

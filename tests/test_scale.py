@@ -398,8 +398,6 @@ def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once
     else:
         assert process.returncode == 0, first
         assert "trying again (try 2 of 2)" in first and "resuming transfer (seed 7) after epoch" in first, first
-        again = run(command)
-        assert again.returncode == 0 and again.stderr.count("skipped, finished") == 2, again.stderr
     expected = {"transfer/seed-7": [1, 2, 3], "finetune/seed-7": [4]}
     assert {cell: [record["epoch"] for record in epochs] for cell, epochs in histories(run_dir).items()} == expected
     manifest = load(run_dir / "manifest.json")

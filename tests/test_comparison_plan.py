@@ -115,6 +115,9 @@ def test_a_reference_plan_compares_every_model_with_the_reference(tmp_path):
     pages = _render(tmp_path, {"reference": "baseline"})
     index = pages["index.md"]
     assert "### Step by step" not in index
+    question = _section(index, "## The question")  # the opening list says what is compared with what
+    assert "the study compares each of them with baseline, its reference:" in question
+    assert "each against the one before it" not in index and "For each comparison we ask" in question
     against = _section(index, "### Against baseline")
     others = ["augmented", "preprocessed", "transfer", "finetune", "transfer_extended"]
     # the control comparison follows under its own paragraph, as without a plan
@@ -133,6 +136,8 @@ def test_a_reference_plan_compares_every_model_with_the_reference(tmp_path):
 def test_a_pair_list_makes_exactly_those_comparisons(tmp_path):
     pages = _render(tmp_path, [["finetune", "transfer"], ["augmented", "baseline"]])
     planned = _section(pages["index.md"], "### The planned comparisons")
+    assert "the study compares the pairs of them that it lists:" in _section(pages["index.md"], "## The question")
+    assert "each against the one before it" not in pages["index.md"]
     assert _pairs_in(planned) == ["finetune vs transfer", "augmented vs baseline", "finetune vs transfer_extended"]
     # two planned pairs and the control; the chosen model against the runner-up is finetune vs transfer again
     assert "This report makes three distinct comparisons in all" in planned

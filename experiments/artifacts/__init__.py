@@ -121,6 +121,7 @@ from experiments.artifacts.side_records import (
 )
 
 __all__ = [
+    # files
     "UMASK",
     "ArtifactError",
     "ArtifactFormatError",
@@ -142,11 +143,13 @@ __all__ = [
     "parse_json_file",
     "read_json",
     "load_json_object",
+    # records
     "SCHEMA_VERSION",
     "Fields",
     "Record",
     "utc_now",
     "utc_now_precise",
+    # cell_records
     "Epoch",
     "History",
     "CheckpointProgress",
@@ -156,6 +159,7 @@ __all__ = [
     "ModelSummary",
     "ValidationPredictions",
     "files_digest",
+    # run_records
     "SkippedEntry",
     "DataSource",
     "BaseWeights",
@@ -176,10 +180,12 @@ __all__ = [
     "TestEvaluation",
     "ModelScore",
     "Metrics",
+    # side_records
     "SideRecord",
     "CellOwner",
     "MlflowLink",
     "RunSettings",
+    # folders
     "SEED_FOLDER_PREFIX",
     "seed_folder_name",
     "parse_seed_folder",
@@ -193,11 +199,13 @@ __all__ = [
     "RunFolder",
     "CellFolder",
     "seed_folders",
+    # ledger
     "LEDGER_NAME",
     "written_names",
     "record_written",
     "remove_written_files",
     "describe_left_files",
+    # loader
     "RERUN_COMMAND",
     "RunFolderError",
     "check_epochs",

@@ -18,20 +18,21 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from experiments.artifacts import Epoch, check_epochs
+from experiments.artifacts.cell_records import Epoch
+from experiments.artifacts.loader import check_epochs
 from report_builder.analysis import best_epoch as best_epoch_number
 
 #: Differences and spreads are printed in percentage points with this many decimals.
 POINTS_DECIMALS = 1
 
 
-#: One checked epoch of a history (experiments.artifacts.Epoch): a number that was not finite is ``None``.
+#: One checked epoch of a history (experiments.artifacts.cell_records.Epoch): a number that was not finite is ``None``.
 EpochRecord = Epoch
 
 
 def clean_history(epochs: object, model: str = "model") -> list[EpochRecord]:
     """Check the ``epochs`` list of a history (JSON objects or Epoch records) with the one check
-    the loader applies too (experiments.artifacts.check_epochs): each epoch number once, in
+    the loader applies too (experiments.artifacts.loader.check_epochs): each epoch number once, in
     increasing order, accuracies in 0..1, numbers or null. ValueError naming `model` otherwise."""
     return check_epochs(epochs, model)
 
@@ -205,7 +206,7 @@ def summarise_seeds(model: str, histories: Mapping[int, object]) -> SeedSummary:
 
 def summarise_checked(model: str, histories: Mapping[int, Sequence[EpochRecord]]) -> SeedSummary:
     """Aggregate one model's histories that are checked already (the loader checked them:
-    experiments.artifacts.check_epochs), given as seed -> epochs."""
+    experiments.artifacts.loader.check_epochs), given as seed -> epochs."""
     runs = {seed: histories[seed] for seed in sorted(histories)}
     results = tuple(seed_result(seed, records) for seed, records in runs.items())
     return SeedSummary(

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from experiments.artifacts import ArtifactFormatError, Manifest, parse_json_file, read_json, write_json
+from experiments.artifacts.files import ArtifactFormatError, parse_json_file, read_json, write_json
+from experiments.artifacts.run_records import Manifest
 from experiments.errors import UserError
 
 MARKER = ".report-builder.json"

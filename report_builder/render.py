@@ -6,7 +6,7 @@ same bytes. Every text that comes from the artifacts goes through the ``md`` fil
 (:func:`~report_builder.formatting.escape_markdown`) so it shows as text, never as HTML or
 Markdown markup.
 
-The work is split by job: :func:`experiments.artifacts.load_run_folder` reads the run's files
+The work is split by job: :func:`experiments.artifacts.loader.load_run_folder` reads the run's files
 into checked records, :mod:`report_builder.views` turns those into view data,
 :mod:`report_builder.formatting` turns numbers and text into what the pages print,
 :mod:`report_builder.charts` makes the interactive charts' specs and the CSV downloads, and this
@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from experiments.artifacts import Manifest
+from experiments.artifacts.run_records import Manifest
 from report_builder import charts
 from report_builder.formatting import (
     breakable,

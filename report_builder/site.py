@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import ArtifactFormatError, parse_json_file
+from experiments.artifacts.files import ArtifactFormatError, parse_json_file
 from experiments.errors import UserError
 from report_builder.publish import protected_folders, publish_tree, recover, wait_for_folder
 

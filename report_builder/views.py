@@ -1,6 +1,6 @@
 """Turn one run's loaded records into the view data the page templates read.
 
-The run folder is read, once, by :func:`experiments.artifacts.load_run_folder`: every file
+The run folder is read, once, by :func:`experiments.artifacts.loader.load_run_folder`: every file
 checked into a typed record, a missing or broken one a problem note on the method page, and a
 missing or unusable manifest one :class:`ReportError`. This module reads no file: it makes the
 comparisons, intervals and verdicts from those records, so the templates receive plain, typed data.
@@ -18,27 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from experiments.artifacts import (
-    RERUN_COMMAND,
+from experiments.artifacts.cell_records import Epoch, ModelSummary, summary_text_named
+from experiments.artifacts.loader import RERUN_COMMAND, ModelFiles, RunFolderError, RunRecords, SeedRun, load_run_folder
+from experiments.artifacts.run_records import (
     BaseWeights,
     ComparisonPairs,
     Dataset,
     DataSource,
-    Epoch,
     Manifest,
     Metrics,
     ModelEntry,
-    ModelFiles,
     ModelScore,
-    ModelSummary,
     RunEntry,
-    RunFolderError,
-    RunRecords,
-    SeedRun,
     StudyModel,
     flatten_config,
-    load_run_folder,
-    summary_text_named,
 )
 from experiments.errors import UserError
 from report_builder import analysis
@@ -253,7 +246,7 @@ def as_dict(value: object) -> dict[str, Any]:
 
 
 def load_run(artifacts_dir: Path) -> RunView:
-    """Load a run's artifact folder (experiments.artifacts.load_run_folder) into view data.
+    """Load a run's artifact folder (experiments.artifacts.loader.load_run_folder) into view data.
     Raises :class:`ReportError` without a usable manifest."""
     try:
         records = load_run_folder(artifacts_dir)

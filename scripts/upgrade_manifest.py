@@ -3,7 +3,7 @@
     python scripts/upgrade_manifest.py artifacts/cats-vs-dogs/manifest.json
 
 The report reads each model's resolved recipe, the planned comparisons and the settings that
-applied from the manifest (experiments.artifacts.StudyRecord) and never the runner's recipe
+applied from the manifest (experiments.artifacts.run_records.StudyRecord) and never the runner's recipe
 code. A manifest written before that lacks the record, and the report stops with one sentence
 saying so. `python -m report_builder train` with the run's config rewrites the manifest (it
 trains nothing that is done); this script does the same for a run that cannot be trained
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's packages
     sys.path.insert(0, str(ROOT))
 
-from experiments.artifacts import ArtifactFormatError, Manifest  # noqa: E402
+from experiments.artifacts.files import ArtifactFormatError  # noqa: E402
+from experiments.artifacts.run_records import Manifest  # noqa: E402
 from experiments.study.records import with_study_record  # noqa: E402
 
 

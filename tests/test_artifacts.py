@@ -85,12 +85,12 @@ def test_written_files_get_the_users_umask(tmp_path, umask, mode):
 
 
 def test_umask_is_read_at_import_and_left_as_it_was(monkeypatch, tmp_path):
-    from experiments import artifacts
+    from experiments.artifacts import files  # write_atomic looks UMASK up there
 
     before = os.umask(0o022)
     os.umask(before)
-    assert artifacts.UMASK == artifacts._read_umask() == before  # reading it does not change it
-    monkeypatch.setattr(artifacts, "UMASK", 0o027)
+    assert files.UMASK == files._read_umask() == before  # reading it does not change it
+    monkeypatch.setattr(files, "UMASK", 0o027)
     assert write_json(tmp_path / "manifest.json", {}).stat().st_mode & 0o777 == 0o640
 
 
@@ -283,17 +283,17 @@ def test_json_within_the_bounds_reads_as_json_does_brackets_in_strings_included(
 
 
 def test_a_json_file_larger_than_its_kind_allows_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
-    from experiments import artifacts
+    from experiments.artifacts import files  # json_size_limit looks JSON_MAX_BYTES up there
 
     path = tmp_path / "history.json"
     path.write_text(json.dumps({"epochs": list(range(1000))}), encoding="utf-8")
     size = path.stat().st_size
-    monkeypatch.setattr(artifacts, "JSON_MAX_BYTES", 100)
-    with pytest.raises(artifacts.ArtifactFormatError) as caught:
-        artifacts.load_json_object(path)
+    monkeypatch.setattr(files, "JSON_MAX_BYTES", 100)
+    with pytest.raises(files.ArtifactFormatError) as caught:
+        files.load_json_object(path)
     assert str(caught.value) == (f"{path}: is too large to read ({size / 1024:.1f} KiB, more than the 100 bytes a file "
                                  "of its kind may hold)")
-    assert artifacts.json_size_limit(tmp_path / "validation_predictions.json") == artifacts.PER_IMAGE_JSON_MAX_BYTES
+    assert files.json_size_limit(tmp_path / "validation_predictions.json") == files.PER_IMAGE_JSON_MAX_BYTES
 
 
 def test_the_shipped_runs_json_files_lie_well_inside_the_bounds():

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from experiments.artifacts import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
+from experiments.artifacts.files import PER_IMAGE_JSON_MAX_BYTES, ArtifactFormatError, parse_json_file
 from experiments.console import format_size
 from experiments.data import images as image_reading
 from experiments.data.images import ProgressCallback, SkippedFile

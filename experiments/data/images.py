@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from experiments.artifacts import file_sha256
+from experiments.artifacts.files import file_sha256
 from experiments.console import ProgressCallback  # the callback protocol (experiments.data.cache imports it from here)
 from experiments.errors import DataError
 

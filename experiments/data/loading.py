@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.artifacts import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles, file_sha256
+from experiments.artifacts.files import file_sha256
+from experiments.artifacts.run_records import Dataset, DataSource, MajorityBaseline, SkippedEntry, SplitFiles
 from experiments.config import StudyConfig, check_synthetic_test_split, split_size_problem
 from experiments.console import format_size, progress_counter
 from experiments.data.cache import CachedImages, CachedSplit, load_or_build

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from experiments.artifacts import summary_text_named
+from experiments.artifacts.cell_records import summary_text_named
 from experiments.config import ConfigError
 from experiments.errors import UserError, is_disk_full
 from experiments.models.backbones import backbone_named, build_backbone, preprocessing_layer

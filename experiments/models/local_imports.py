@@ -26,7 +26,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from experiments.artifacts import file_sha256
+from experiments.artifacts.files import file_sha256
 
 
 def _module_file(root: Path, dotted: str) -> list[Path]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from experiments.artifacts import Manifest, RunFolder
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.run_records import Manifest
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.images import summarize_skipped

@@ -40,7 +40,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from experiments.artifacts import Execution, RunFolder, utc_now
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.records import utc_now
+from experiments.artifacts.run_records import Execution
 from experiments.config import StudyConfig
 from experiments.console import format_duration, log
 from experiments.errors import UserError

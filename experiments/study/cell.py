@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from experiments.artifacts import (
-    CellFolder,
-    RunFolder,
-    RunState,
-)
+from experiments.artifacts.cell_records import RunState
+from experiments.artifacts.folders import CellFolder, RunFolder
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import StudyData

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from experiments.artifacts import (
-    CellOwner,
-    RunFolder,
-    RunState,
-)
+from experiments.artifacts.cell_records import RunState
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.side_records import CellOwner
 from experiments.config import StudyConfig
 from experiments.console import STATUS_LINE, StatusLine, estimate_seconds_left, format_duration, log, progress_line
 from experiments.study.decisions import COMPLETE, SETTLED_STATUSES, Cell, at_or_after, settled_for, study_cells

@@ -5,15 +5,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from experiments.artifacts import (
-    Metrics,
-    ModelScore,
-    RunFolder,
-    Selection,
-    TestEvaluation,
-    TestPrediction,
-    file_sha256,
-)
+from experiments.artifacts.files import file_sha256
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.run_records import Metrics, ModelScore, Selection, TestEvaluation, TestPrediction
 from experiments.config import StudyConfig, config_hash
 from experiments.console import log
 from experiments.data.loading import StudyData, make_dataset

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from datetime import datetime
 
-from experiments.artifacts import Epoch, History, RunState
+from experiments.artifacts.cell_records import Epoch, History, RunState
 from experiments.config import StudyConfig, config_hash
 
 SKIP, RESUME, RESTART, SETTLED = "skip", "resume", "restart", "settled"

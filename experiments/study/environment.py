@@ -9,10 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import (
-    BaseWeights,
-    file_sha256,
-)
+from experiments.artifacts.files import file_sha256
+from experiments.artifacts.run_records import BaseWeights
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.models.backbones import backbone_named, check_backbone_weights, check_unfreeze_layer

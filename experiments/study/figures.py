@@ -30,9 +30,10 @@ from cycler import cycler  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from experiments.artifacts import Epoch, write_atomic  # noqa: E402
+from experiments.artifacts.cell_records import Epoch  # noqa: E402
+from experiments.artifacts.files import write_atomic  # noqa: E402
 
-#: One history per seed; each epoch an artifacts.Epoch or its JSON object (both read with .get).
+#: One history per seed; each epoch an artifacts.cell_records.Epoch or its JSON object (both read with .get).
 Runs = list[list[Epoch | dict[str, Any]]]
 
 FIGURE_DPI = 110

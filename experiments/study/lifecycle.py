@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from experiments.artifacts import RunFolder
+from experiments.artifacts.folders import RunFolder
 from experiments.config import StudyConfig
 from experiments.errors import StudyFailed
 from experiments.study.locks import hold_run_settings

@@ -11,13 +11,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from experiments.artifacts import (
-    CellFolder,
-    CellOwner,
-    RunFolder,
-    RunSettings,
-    utc_now,
-)
+from experiments.artifacts.folders import CellFolder, RunFolder
+from experiments.artifacts.records import utc_now
+from experiments.artifacts.side_records import CellOwner, RunSettings
 from experiments.config import StudyConfig, config_hash, hashed_settings
 from experiments.errors import UserError
 from experiments.interrupts import raise_if_interrupted

@@ -10,16 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from experiments.artifacts import (
-    ArtifactFormatError,
-    Manifest,
-    ModelEntry,
-    RunEntry,
-    RunFolder,
-    RunState,
-    SkippedEntry,
-    utc_now,
-)
+from experiments.artifacts.cell_records import RunState
+from experiments.artifacts.files import ArtifactFormatError
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.records import utc_now
+from experiments.artifacts.run_records import Manifest, ModelEntry, RunEntry, SkippedEntry
 from experiments.config import StudyConfig, config_hash
 from experiments.console import log
 from experiments.data.loading import StudyData

@@ -3,7 +3,7 @@
 The report (report_builder) reads the run's files and nothing of the runner: it does not know
 the built-in models, the recipes, the backbones or which config settings a model uses. This
 module turns the config a manifest records (experiments.config.StudyConfig.to_dict) into
-:class:`~experiments.artifacts.StudyRecord`: each model's resolved recipe, the comparison
+:class:`~experiments.artifacts.run_records.StudyRecord`: each model's resolved recipe, the comparison
 plan's pairs, and the settings that applied to the models that ran. write_manifest records it
 with every manifest, and scripts/upgrade_manifest.py adds it to a manifest written before it
 was recorded, from that manifest's own config.
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from experiments.artifacts import ComparisonPairs, Manifest, StudyModel, StudyRecord, flatten_config
+from experiments.artifacts.run_records import ComparisonPairs, Manifest, StudyModel, StudyRecord, flatten_config
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError
 from experiments.models.backbones import APPLICATIONS, BACKBONES

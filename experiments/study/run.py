@@ -17,11 +17,9 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
-from experiments.artifacts import (
-    Execution,
-    RunFolder,
-    RunState,
-)
+from experiments.artifacts.cell_records import RunState
+from experiments.artifacts.folders import RunFolder
+from experiments.artifacts.run_records import Execution
 from experiments.config import StudyConfig
 from experiments.console import STATUS_LINE, log
 from experiments.data.images import summarize_skipped

@@ -9,21 +9,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from experiments.artifacts import (
-    ArtifactFormatError,
-    CellFolder,
-    Epoch,
-    Fields,
-    History,
-    ModelSummary,
-    RunFolder,
-    RunState,
-    ValidationPredictions,
-    file_sha256,
-    files_digest,
-    utc_now_precise,
-    write_atomic,
-)
+from experiments.artifacts.cell_records import Epoch, History, ModelSummary, RunState, ValidationPredictions, files_digest
+from experiments.artifacts.files import ArtifactFormatError, file_sha256, write_atomic
+from experiments.artifacts.folders import CellFolder, RunFolder
+from experiments.artifacts.records import Fields, utc_now_precise
 from experiments.config import StudyConfig, config_hash
 from experiments.console import STATUS_LINE, log
 from experiments.data.loading import StudyData, make_dataset

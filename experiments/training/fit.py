@@ -23,22 +23,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from experiments.artifacts import (
-    CHECKPOINT_NAME,
-    LEDGER_NAME,
-    ArtifactError,
-    ArtifactFormatError,
-    CellFolder,
-    CheckpointProgress,
-    Epoch,
-    History,
-    RunState,
-    describe_left_files,
-    record_written,
-    remove_written_files,
-    write_atomic,
-    written_names,
-)
+from experiments.artifacts.cell_records import CheckpointProgress, Epoch, History, RunState
+from experiments.artifacts.files import ArtifactError, ArtifactFormatError, write_atomic
+from experiments.artifacts.folders import CHECKPOINT_NAME, CellFolder
+from experiments.artifacts.ledger import LEDGER_NAME, describe_left_files, record_written, remove_written_files, written_names
 from experiments.data.loading import make_image_batches
 from experiments.errors import is_disk_full
 from experiments.interrupts import raise_if_interrupted

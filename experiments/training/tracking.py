@@ -36,17 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from experiments.artifacts import (
-    EVENT_FILE_NAME,
-    CellFolder,
-    History,
-    MlflowLink,
-    RunState,
-    describe_left_files,
-    record_written,
-    remove_written_files,
-    written_names,
-)
+from experiments.artifacts.cell_records import History, RunState
+from experiments.artifacts.folders import EVENT_FILE_NAME, CellFolder
+from experiments.artifacts.ledger import describe_left_files, record_written, remove_written_files, written_names
+from experiments.artifacts.side_records import MlflowLink
 from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.data.loading import ARCHIVE_NAME

@@ -1,0 +1,251 @@
+"""Typed records of the files one cell (a model and a seed) writes: its history, state, checkpoint
+progress and validation predictions, and its model's summary.
+
+The layout is documented in docs/guide/artifacts.md; the runner writes each file through its
+record, and the report reads it through experiments.artifacts.loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from experiments.artifacts.records import Fields, Record, _is_integer, _is_number
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One finished epoch of a history. A metric is None when it was not finite (a NaN loss)."""
+
+    epoch: int  # counts from 1; a continuing model goes on from its source's last epoch
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float | None = None  # wall time of the epoch
+
+    METRICS: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "val_loss", "val_accuracy")
+    FIELDS: ClassVar[tuple[str, ...]] = ("epoch", *METRICS, "seconds")
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Epoch:
+        return cls(fields.integer("epoch"), *(fields.number(name, optional=True) for name in cls.METRICS),
+                   fields.number("seconds", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "loss": self.loss, "accuracy": self.accuracy, "val_loss": self.val_loss,
+                "val_accuracy": self.val_accuracy, "seconds": self.seconds}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field by its JSON name, like a dict's get (the report's analysis reads epochs so)."""
+        return getattr(self, name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        """A field by its JSON name, like a dict's (the report's analysis reads epochs so)."""
+        if name not in self.FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+def _epochs(fields: Fields) -> list[Epoch]:
+    return [Epoch.from_fields(item) for item in fields.children("epochs")]
+
+
+@dataclass(frozen=True)
+class History(Record):
+    """`models/<model>/seed-<seed>/history.json`: one record per finished epoch, in order."""
+
+    model: str
+    seed: int
+    precision: str | None  # the Keras dtype policy the run trained under
+    epochs: list[Epoch]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> History:
+        return cls(fields.text("model"), fields.integer("seed"), fields.text("precision", optional=True), _epochs(fields))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "precision": self.precision,
+                "epochs": [epoch.to_fields() for epoch in self.epochs]}
+
+
+@dataclass(frozen=True)
+class CheckpointProgress(Record):
+    """`models/<model>/seed-<seed>/checkpoint/progress.json`: the epochs committed with the
+    resume checkpoint `checkpoint` (a file name in the same folder)."""
+
+    checkpoint: str
+    epochs: list[Epoch]
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> CheckpointProgress:
+        return cls(fields.text("checkpoint"), _epochs(fields))
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "epochs": [epoch.to_fields() for epoch in self.epochs]}
+
+
+@dataclass(frozen=True)
+class RunState(Record):
+    """`models/<model>/seed-<seed>/state.json`: one run's status and what it was trained from."""
+
+    model: str
+    seed: int
+    config_hash: str
+    data_fingerprint: str
+    status: str  # "partial", "complete", "failed" or "diverged"
+    epochs_completed: int
+    epochs_planned: int | None = None
+    wall_seconds: float | None = None
+    error: str | None = None
+    precision: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    starting_point: str | None = None  # finetune, transfer_extended: sha256 of the source run's history.json
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RunState:
+        return cls(fields.text("model"), fields.integer("seed"), fields.text("config_hash"), fields.text("data_fingerprint"),
+                   fields.text("status"), fields.integer("epochs_completed"), fields.integer("epochs_planned", optional=True),
+                   fields.number("wall_seconds", optional=True), fields.text("error", optional=True),
+                   fields.text("precision", optional=True), fields.text("started_at", optional=True),
+                   fields.text("finished_at", optional=True), fields.text("starting_point", optional=True))
+
+    def to_fields(self) -> dict[str, Any]:
+        inputs = {"config_hash": self.config_hash, "data_fingerprint": self.data_fingerprint}
+        if self.starting_point is not None:
+            inputs["starting_point"] = self.starting_point
+        return {"model": self.model, "seed": self.seed, **inputs, "status": self.status,
+                "epochs_completed": self.epochs_completed, "epochs_planned": self.epochs_planned,
+                "wall_seconds": self.wall_seconds, "error": self.error, "precision": self.precision,
+                "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a model summary. `trainable` says whether training updates any of its
+    parameters; `trainable_params` how many (a nested backbone unfrozen from one of its layers
+    on trains only part of its parameters). Files written before `trainable_params` existed
+    read it as None: not recorded."""
+
+    name: str
+    type: str
+    output_shape: str
+    params: int
+    trainable: bool
+    trainable_params: int | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Layer:
+        params, trainable_params = fields.integer("params"), fields.integer("trainable_params", optional=True)
+        if trainable_params is not None and not 0 <= trainable_params <= params:
+            raise fields.fail("trainable_params", f"must be a count from 0 to the layer's params ({params})")
+        return cls(fields.text("name"), fields.text("type"), fields.text("output_shape"), params,
+                   fields.boolean("trainable"), trainable_params)
+
+    def to_fields(self) -> dict[str, Any]:
+        data = {"name": self.name, "type": self.type, "output_shape": self.output_shape, "params": self.params,
+                "trainable": self.trainable}
+        if self.trainable_params is not None:
+            data["trainable_params"] = self.trainable_params
+        return data
+
+
+_SUMMARY_HEADER = re.compile(r'^(\s*Model: )"[^"\n]*"', re.MULTILINE)
+
+
+def summary_text_named(text: str, name: str) -> str:
+    """Keras's summary text headed with the study's model `name`. A train_on model trains the
+    saved model object it continues, so Keras heads its summary with that model's name
+    (transfer_extended's said Model: "transfer"); only the first header is renamed."""
+    return _SUMMARY_HEADER.sub(lambda match: f'{match.group(1)}"{name}"', text, count=1)
+
+
+@dataclass(frozen=True)
+class ModelSummary(Record):
+    """`models/<model>/summary.json`: the architecture, its parameter counts and Keras's summary text."""
+
+    model: str
+    title: str
+    description: str
+    layers: list[Layer]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    summary_text: str
+    # how the model trains (optimizer, learning_rate, weight_decay, label_smoothing, batch_size,
+    # epochs, schedule: experiments.config.TrainingSettings); absent in summaries written before
+    training: dict[str, Any] | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ModelSummary:
+        return cls(fields.text("model"), fields.text("title"), fields.text("description"),
+                   [Layer.from_fields(item) for item in fields.children("layers")], fields.integer("total_params"),
+                   fields.integer("trainable_params"), fields.integer("non_trainable_params"), fields.text("summary_text"),
+                   fields.mapping("training", optional=True) or None)
+
+    def to_fields(self) -> dict[str, Any]:
+        extra = {"training": self.training} if self.training is not None else {}
+        return {"model": self.model, "title": self.title, "description": self.description,
+                "layers": [layer.to_fields() for layer in self.layers], "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "non_trainable_params": self.non_trainable_params,
+                "summary_text": self.summary_text, **extra}
+
+
+@dataclass(frozen=True)
+class ValidationPredictions(Record):
+    """`models/<model>/seed-<seed>/validation_predictions.json`: what one finished run's final
+    model (the weights that are scored, saved and may be tested) predicts for every validation
+    image, in the order of dataset.json's validation files. Paired comparisons of two models
+    score them on the same images from these."""
+
+    model: str
+    seed: int
+    epoch: int  # the epoch whose weights made these predictions (the run's last)
+    files_sha256: str  # files_digest of the validation file list they follow
+    class_names: list[str]
+    labels: list[int]  # true class index per image
+    predicted: list[int]  # predicted class index per image
+    probability: list[float]  # softmax probability of the predicted class, 4 decimals
+
+    @property
+    def correct(self) -> list[bool]:
+        return [label == guess for label, guess in zip(self.labels, self.predicted)]
+
+    @property
+    def accuracy(self) -> float | None:
+        return sum(self.correct) / len(self.labels) if self.labels else None
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "epoch": self.epoch, "files_sha256": self.files_sha256,
+                "class_names": list(self.class_names), "accuracy": self.accuracy, "labels": list(self.labels),
+                "predicted": list(self.predicted), "probability": list(self.probability)}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ValidationPredictions:
+        class_names = fields.texts("class_names")
+        if len(class_names) < 2:
+            raise fields.fail("class_names", "must list two or more class names")
+        count = None
+        for name in ("labels", "predicted", "probability"):
+            values = fields.items(name)
+            if count is not None and len(values) != count:
+                raise fields.fail(name, f"has {len(values)} entries, but labels has {count}")
+            count = len(values)
+            for value in values:
+                if name == "probability":
+                    if not _is_number(value) or not 0.0 <= value <= 1.0:
+                        raise fields.fail(name, f"holds {value!r}, not a probability")
+                elif not _is_integer(value) or not 0 <= value < len(class_names):
+                    raise fields.fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
+        return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
+                   class_names, list(fields.data["labels"]), list(fields.data["predicted"]),
+                   [float(value) for value in fields.data["probability"]])
+
+
+def files_digest(files: Sequence[str]) -> str:
+    """sha256 of a split's file list (one name per line, in order): ties per-image records to it."""
+    return hashlib.sha256("\n".join(files).encode("utf-8", "surrogateescape")).hexdigest()

@@ -37,6 +37,7 @@ from experiments.models.recipes import (
     variants_of,
     weights_of,
 )
+from experiments.typed import type_problem
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "default.toml"
@@ -292,27 +293,11 @@ def _hashed(key: tuple[str, str], value: Any, ignored: set[tuple[str, str]]) -> 
 
 
 def _check_type(dotted_key: str, value: Any, expected: Any) -> Any:
-    """Return `value` if it has the annotated type (ints are accepted for floats)."""
-    if expected in ("int", int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{dotted_key} must be an integer, got {value!r}")
-    elif expected in ("float", float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{dotted_key} must be a number, got {value!r}")
-        value = float(value)
-    elif expected in ("bool", bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{dotted_key} must be true or false, got {value!r}")
-    elif expected in ("str", str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{dotted_key} must be a string, got {value!r}")
-    elif expected in ("list[str]", "list[int]"):
-        item_type = int if expected == "list[int]" else str
-        if not isinstance(value, list) or any(
-            isinstance(item, bool) or not isinstance(item, item_type) for item in value
-        ):
-            raise ConfigError(f"{dotted_key} must be a list of {item_type.__name__}s, got {value!r}")
-    return value
+    """Return `value` if it has the annotated type (ints are accepted for floats, and become floats)."""
+    problem = type_problem(value, expected)
+    if problem:
+        raise ConfigError(f"{dotted_key} {problem}, got {value!r}")
+    return float(value) if expected in (float, "float") else value
 
 
 def _apply(config: StudyConfig, values: dict[str, Any], origin: str) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from experiments.artifacts.records import Fields, Record, _is_integer, _is_number
+from experiments.artifacts.records import Fields, Record
+from experiments.typed import is_integer, is_number
 
 
 @dataclass(frozen=True)
@@ -237,9 +238,9 @@ class ValidationPredictions(Record):
             count = len(values)
             for value in values:
                 if name == "probability":
-                    if not _is_number(value) or not 0.0 <= value <= 1.0:
+                    if not is_number(value) or not 0.0 <= value <= 1.0:
                         raise fields.fail(name, f"holds {value!r}, not a probability")
-                elif not _is_integer(value) or not 0 <= value < len(class_names):
+                elif not is_integer(value) or not 0 <= value < len(class_names):
                     raise fields.fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
         return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
                    class_names, list(fields.data["labels"]), list(fields.data["predicted"]),

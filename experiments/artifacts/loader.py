@@ -19,9 +19,10 @@ from typing import Any
 from experiments.artifacts.cell_records import Epoch, History, ModelSummary, RunState, ValidationPredictions
 from experiments.artifacts.files import ArtifactFormatError, load_json_object
 from experiments.artifacts.folders import seed_folders
-from experiments.artifacts.records import SCHEMA_VERSION, _is_integer, _is_number
+from experiments.artifacts.records import SCHEMA_VERSION
 from experiments.artifacts.run_records import Dataset, Manifest, Metrics, ModelEntry, StudyRecord
 from experiments.errors import UserError
+from experiments.typed import is_integer, is_number
 
 #: The command that writes a run again; the loader's sentences quote it.
 RERUN_COMMAND = "python -m report_builder train"
@@ -47,7 +48,7 @@ def check_epochs(epochs: object, what: str = "model") -> list[Epoch]:
         if not isinstance(raw, (Epoch, Mapping)):
             raise ValueError(f"history of {what}: epoch entry {index + 1} must be an object, got {raw!r}")
         number = raw.get("epoch", index + 1)
-        if not _is_integer(number):
+        if not is_integer(number):
             raise ValueError(f"history of {what}: epoch entry {index + 1} has a non-integer epoch {number!r}")
         if checked and number <= checked[-1].epoch:
             where = "appears twice" if any(epoch.epoch == number for epoch in checked) else f"comes after epoch {checked[-1].epoch}"
@@ -65,7 +66,7 @@ def _checked_metric(value: object, what: str, accuracy: bool) -> float | None:
     an accuracy, for a value outside 0..1)."""
     if value is None:
         return None
-    if not _is_number(value):
+    if not is_number(value):
         raise ValueError(f"{what} must be a number or null, got {value!r}")
     number = float(value)
     if not math.isfinite(number):
@@ -162,7 +163,7 @@ def _read_object(path: Path, problems: list[str], required: bool = False) -> dic
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         message = f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
-        if required and _is_integer(version) and 0 < version < SCHEMA_VERSION:
+        if required and is_integer(version) and 0 < version < SCHEMA_VERSION:
             raise older_schema_error(path.parent, f"{path.name} has schema_version {version}")
         if required:
             raise RunFolderError(f"artifact file {path}: {message}")

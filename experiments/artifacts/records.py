@@ -17,16 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.artifacts.files import ArtifactFormatError, load_json_object, write_json
+from experiments.typed import is_number, type_problem
 
 SCHEMA_VERSION = 2
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Fields:
@@ -49,21 +42,31 @@ class Fields:
             raise self.fail(name, f"must be {what}" + (" or null" if optional else ""))
         return value
 
+    def _typed(self, name: str, expected: type, optional: bool) -> Any:
+        """The field if it has the `expected` type (experiments.typed, the config's check too)."""
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        problem = type_problem(value, expected)
+        if problem:
+            raise self.fail(name, problem + (" or null" if optional else ""))
+        return value
+
     def text(self, name: str, optional: bool = False) -> str | None:
-        return self._get(name, lambda value: isinstance(value, str), "a string", optional)
+        return self._typed(name, str, optional)
 
     def integer(self, name: str, optional: bool = False) -> int | None:
-        return self._get(name, _is_integer, "an integer", optional)
+        return self._typed(name, int, optional)
 
     def number(self, name: str, optional: bool = False) -> float | None:
-        value = self._get(name, _is_number, "a number", optional)
+        value = self._typed(name, float, optional)
         return None if value is None else float(value)
 
     def boolean(self, name: str) -> bool:
-        return self._get(name, lambda value: isinstance(value, bool), "true or false", False)
+        return self._typed(name, bool, False)
 
     def items(self, name: str, optional: bool = False) -> list[Any]:
-        value = self._get(name, lambda value: isinstance(value, list), "a list", optional)
+        value = self._typed(name, list, optional)
         return [] if value is None else value
 
     def mapping(self, name: str, optional: bool = False) -> dict[str, Any]:
@@ -80,7 +83,7 @@ class Fields:
         """An object of numbers (or nulls) by name, such as per-class counts."""
         values = self.mapping(name, optional)
         for key, value in values.items():
-            if value is not None and not _is_number(value):
+            if value is not None and not is_number(value):
                 raise self.fail(f"{name}.{key}", "must be a number or null")
         return {str(key): value for key, value in values.items()}
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from experiments.artifacts.cell_records import files_digest
-from experiments.artifacts.records import Fields, Record, _is_integer
+from experiments.artifacts.records import Fields, Record
+from experiments.typed import is_integer
 
 
 def _optional_record(fields: Fields, name: str, parse: Callable[[Fields], Any]) -> Any:
@@ -33,7 +34,7 @@ def _texts_by_name(fields: Fields, name: str) -> dict[str, str | None]:
 def _integers_by_name(fields: Fields, name: str) -> dict[str, int]:
     values = fields.mapping(name)
     for key, value in values.items():
-        if not _is_integer(value) or value < 0:
+        if not is_integer(value) or value < 0:
             raise fields.fail(f"{name}.{key}", "must be a count (an integer, 0 or more)")
     return {str(key): value for key, value in values.items()}
 
@@ -318,7 +319,7 @@ class Manifest(Record):
     @classmethod
     def from_fields(cls, fields: Fields) -> Manifest:
         seeds = fields.items("seeds", optional=True)
-        if not all(_is_integer(seed) for seed in seeds):
+        if not all(is_integer(seed) for seed in seeds):
             raise fields.fail("seeds", "must list integers")
         models = fields.child("models", optional=True)
         return cls(
@@ -417,7 +418,7 @@ class Dataset(Record):
         if len(class_names) < 2:
             raise fields.fail("class_names", "must list two or more class names")
         image_size = fields.items("image_size")
-        if len(image_size) != 2 or not all(_is_integer(side) and side > 0 for side in image_size):
+        if len(image_size) != 2 or not all(is_integer(side) and side > 0 for side in image_size):
             raise fields.fail("image_size", "must be [height, width] in pixels")
         splits = fields.child("splits")
         return cls(class_names, list(image_size), fields.integer("seed"),
@@ -503,7 +504,7 @@ class TestEvaluation:
         class_names = fields.texts("class_names")
         matrix = fields.items("confusion_matrix")
         if (len(matrix) != len(class_names) or not all(isinstance(row, list) and len(row) == len(class_names) for row in matrix)
-                or not all(_is_integer(cell) and cell >= 0 for row in matrix for cell in row)):
+                or not all(is_integer(cell) and cell >= 0 for row in matrix for cell in row)):
             raise fields.fail("confusion_matrix", f"must be {len(class_names)} rows of {len(class_names)} counts, one per class")
         correct, total = fields.integer("correct"), fields.integer("total")
         if not 0 <= correct <= total:

@@ -33,6 +33,7 @@ from typing import Any
 
 from experiments.errors import ConfigError
 from experiments.models.backbones import backbone_named
+from experiments.typed import type_problem
 
 #: What each recipe makes, in words (the guide and `unknown recipe` errors quote these).
 RECIPES = {
@@ -162,25 +163,16 @@ BUILT_IN_NAMES = tuple(BUILT_IN)
 
 
 def _typed(owner: str, key: str, value: Any, expected: type) -> Any:
-    if expected is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{owner}.{key} must be true or false, got {value!r}")
-    elif expected is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{owner}.{key} must be an integer, got {value!r}")
-    elif expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-            raise ConfigError(f"{owner}.{key} must be a finite number, got {value!r}")
-        value = float(value)
-    elif expected is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{owner}.{key} must be a table of keys and values, got {value!r}")
+    problem = type_problem(value, expected, finite=True)
+    if problem:
+        raise ConfigError(f"{owner}.{key} {problem}, got {value!r}")
+    if expected is float:
+        return float(value)
+    if expected is dict:
         try:  # it is hashed and recorded in the manifest: plain JSON values only (no TOML dates)
-            value = json.loads(json.dumps(value, allow_nan=False))
+            return json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError):
             raise ConfigError(f"{owner}.{key} may hold only strings, numbers, booleans, lists and tables, got {value!r}") from None
-    elif not isinstance(value, str):
-        raise ConfigError(f"{owner}.{key} must be a string, got {value!r}")
     return value
 
 

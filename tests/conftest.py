@@ -147,6 +147,7 @@ def _module_name(item) -> str:
     return module.__name__ if module is not None else item.nodeid.split("::")[0]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     """--unit leaves the training tests out. Then, for pytest-xdist's `--dist loadgroup`: the tests
     that share a fixture of module or session scope (a study trained once, say) form one group,
@@ -167,6 +168,25 @@ def pytest_collection_modifyitems(config, items):
     training_modules = {_module_name(item) for item in items if item.get_closest_marker("training") is not None}
     order = {name: index for index, name in enumerate(dict.fromkeys(_module_name(item) for item in items))}
     items.sort(key=lambda item: (_module_name(item) not in training_modules, order[_module_name(item)]))
+
+
+def pytest_configure(config):
+    """Under `--dist loadgroup`, pytest-xdist marks each grouped test's node id with "@group" and
+    schedules by it. pytest 9.2 keeps node ids where pytest-xdist 3.8 does not write, so the groups
+    are silently lost (pytest-dev/pytest-xdist#1386): every shared study is then trained once per
+    worker and the suite takes minutes longer with nothing failing. Stop before the workers start."""
+    if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") != "loadgroup":
+        return
+    from importlib.metadata import version
+
+    def release(package: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in version(package).split(".")[:2] if part.isdigit())
+
+    if release("pytest") >= (9, 2) and release("pytest-xdist") <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} and pytest-xdist {version('pytest-xdist')} do not work together: --dist "
+            "loadgroup would silently ignore the test groups (pytest-dev/pytest-xdist#1386); install the versions "
+            'pyproject.toml names (pip install -e ".[dev]")')
 
 
 @pytest.hookimpl(wrapper=True)

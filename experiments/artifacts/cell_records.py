@@ -155,6 +155,10 @@ class ValidationPredictions(Record):
     predicted: list[int]  # predicted class index per image
     probability: list[float]  # softmax probability of the predicted class, 4 decimals
 
+    #: accuracy is derived from labels and predicted, written for readers of the file
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "model", "seed", "epoch", "files_sha256", "class_names", "accuracy", "labels", "predicted", "probability")
+
     @property
     def correct(self) -> list[bool]:
         return [label == guess for label, guess in zip(self.labels, self.predicted)]
@@ -162,11 +166,6 @@ class ValidationPredictions(Record):
     @property
     def accuracy(self) -> float | None:
         return sum(self.correct) / len(self.labels) if self.labels else None
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"model": self.model, "seed": self.seed, "epoch": self.epoch, "files_sha256": self.files_sha256,
-                "class_names": list(self.class_names), "accuracy": self.accuracy, "labels": list(self.labels),
-                "predicted": list(self.predicted), "probability": list(self.probability)}
 
     @classmethod
     def from_fields(cls, fields: Fields) -> ValidationPredictions:
@@ -185,9 +184,9 @@ class ValidationPredictions(Record):
                         raise fields.fail(name, f"holds {value!r}, not a probability")
                 elif not is_integer(value) or not 0 <= value < len(class_names):
                     raise fields.fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
-        return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
-                   class_names, list(fields.data["labels"]), list(fields.data["predicted"]),
-                   [float(value) for value in fields.data["probability"]])
+        return cls(**cls.read_fields(fields, class_names=class_names, labels=list(fields.data["labels"]),
+                                     predicted=list(fields.data["predicted"]),
+                                     probability=[float(value) for value in fields.data["probability"]]))
 
 
 def files_digest(files: Sequence[str]) -> str:

@@ -131,7 +131,8 @@ class Part:
     float, bool, list[str], dict[str, Any], dict[str, float | None], dict[str, str | None], a Part,
     list[Part], dict[str, Part], each of them `| None`)."""
 
-    #: The order keys are written in, where it is not the order of the fields.
+    #: The order keys are written in, where it is not the order of the fields; it may name a property
+    #: whose value the file holds for its readers (derived, not read back).
     WRITE_ORDER: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -154,7 +155,7 @@ class Part:
         data: dict[str, Any] = {}
         for name in self.WRITE_ORDER or items:
             value = getattr(self, name)
-            if value is None and items[name].metadata.get("omitted_when_none"):
+            if value is None and name in items and items[name].metadata.get("omitted_when_none"):
                 continue
             data[name] = _written(value)
         return data

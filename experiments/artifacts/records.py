@@ -18,6 +18,7 @@ class count) a record checks in its own `from_fields` around `read_fields`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -71,8 +72,8 @@ class Fields:
         value = self._typed(name, float, optional)
         return None if value is None else float(value)
 
-    def boolean(self, name: str) -> bool:
-        return self._typed(name, bool, False)
+    def boolean(self, name: str, optional: bool = False) -> bool | None:
+        return self._typed(name, bool, optional)
 
     def items(self, name: str, optional: bool = False) -> list[Any]:
         value = self._typed(name, list, optional)
@@ -121,7 +122,7 @@ REQUIRED = {"required": True}
 #: Field metadata: leave the key out of the written object when the value is None.
 OMITTED_WHEN_NONE = {"omitted_when_none": True}
 
-_GETTERS: dict[object, str] = {str: "text", int: "integer", float: "number", list[str]: "texts",
+_GETTERS: dict[object, str] = {str: "text", int: "integer", float: "number", bool: "boolean", list[str]: "texts",
                                dict[str, Any]: "mapping", dict[str, float | None]: "numbers",
                                dict[str, str | None]: "texts_by_name"}
 
@@ -143,7 +144,7 @@ class Part:
     def read_fields(cls, fields: Fields, **given: Any) -> dict[str, Any]:
         """Each field's value read from `fields` by its annotation, as keyword arguments for the
         class; `given` holds those the caller read itself (they are not read again)."""
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         values = dict(given)
         for item in dataclasses.fields(cls):
             if item.name not in values:
@@ -161,6 +162,10 @@ class Part:
         return data
 
 
+#: A class's annotations, evaluated once (the modules use `from __future__ import annotations`).
+_type_hints = functools.cache(typing.get_type_hints)
+
+
 def _read(fields: Fields, item: dataclasses.Field, hint: Any) -> Any:
     """One field's value, by its type `hint`; absent or null gives its default where it may."""
     arguments = typing.get_args(hint)
@@ -176,9 +181,7 @@ def _read(fields: Fields, item: dataclasses.Field, hint: Any) -> Any:
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if kind in _GETTERS:
         return getattr(fields, _GETTERS[kind])(name, optional=optional)
-    if kind is bool:
-        return fields._typed(name, bool, optional)
-    if isinstance(kind, type) and issubclass(kind, Part):
+    if _is_part(kind):
         return kind.from_fields(fields.child(name))
     if origin is list and _is_part(arguments[0]):
         return [arguments[0].from_fields(child) for child in fields.children(name)]

@@ -201,6 +201,31 @@ def test_a_layer_from_before_trainable_counts_reads_and_a_count_beyond_its_param
         ModelSummary.read(tmp_path / "summary.json")
 
 
+def test_the_generic_reader_reads_defaults_as_optional_unless_required_and_names_a_type_it_cannot_read():
+    """records.Part reads each field by its annotation: a field with a default may be absent or null,
+    one marked REQUIRED (StudyModel's booleans, StudyRecord.settings) may not; an annotation it has
+    no getter for is a programming error naming the field, not a silent pass."""
+    from dataclasses import dataclass
+
+    from experiments.artifacts.records import Fields, Part
+
+    model = StudyModel("transfer", "transfer", declared=True).to_fields()
+    for name in ("title", "dropout", "epochs", "training"):
+        del model[name]
+    read = StudyModel.from_fields(Fields(model, "m.json"))
+    assert (read.title, read.dropout, read.epochs, read.training, read.declared) == ("", 0.0, 0, {}, True)
+    del model["declared"]
+    with pytest.raises(ArtifactFormatError, match=r"^m\.json: field 'declared' must be true or false$"):
+        StudyModel.from_fields(Fields(model, "m.json"))
+
+    @dataclass(frozen=True)
+    class Odd(Part):
+        shape: tuple[int, int]
+
+    with pytest.raises(TypeError, match="shape: no reader"):
+        Odd.from_fields(Fields({"shape": [1, 2]}, "o.json"))
+
+
 def test_a_continued_models_summary_text_is_headed_with_its_own_name():
     text = 'Model: "transfer"\n\u2503 Layer (type) \u2503\n\u2502 logits (Dense) \u2502\n'
     assert summary_text_named(text, "transfer_extended") == text.replace('"transfer"', '"transfer_extended"', 1)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.artifacts.records import Fields, Record
+from experiments.artifacts.records import OMITTED_WHEN_NONE, Fields, Part, Record
 from experiments.typed import is_integer, is_number
 
 
 @dataclass(frozen=True)
-class Epoch:
+class Epoch(Part):
     """One finished epoch of a history. A metric is None when it was not finite (a NaN loss)."""
 
     epoch: int  # counts from 1; a continuing model goes on from its source's last epoch
@@ -31,15 +31,6 @@ class Epoch:
     METRICS: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "val_loss", "val_accuracy")
     FIELDS: ClassVar[tuple[str, ...]] = ("epoch", *METRICS, "seconds")
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> Epoch:
-        return cls(fields.integer("epoch"), *(fields.number(name, optional=True) for name in cls.METRICS),
-                   fields.number("seconds", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "loss": self.loss, "accuracy": self.accuracy, "val_loss": self.val_loss,
-                "val_accuracy": self.val_accuracy, "seconds": self.seconds}
-
     def get(self, name: str, default: Any = None) -> Any:
         """A field by its JSON name, like a dict's get (the report's analysis reads epochs so)."""
         return getattr(self, name, default)
@@ -51,10 +42,6 @@ class Epoch:
         return getattr(self, name)
 
 
-def _epochs(fields: Fields) -> list[Epoch]:
-    return [Epoch.from_fields(item) for item in fields.children("epochs")]
-
-
 @dataclass(frozen=True)
 class History(Record):
     """`models/<model>/seed-<seed>/history.json`: one record per finished epoch, in order."""
@@ -64,14 +51,6 @@ class History(Record):
     precision: str | None  # the Keras dtype policy the run trained under
     epochs: list[Epoch]
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> History:
-        return cls(fields.text("model"), fields.integer("seed"), fields.text("precision", optional=True), _epochs(fields))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"model": self.model, "seed": self.seed, "precision": self.precision,
-                "epochs": [epoch.to_fields() for epoch in self.epochs]}
-
 
 @dataclass(frozen=True)
 class CheckpointProgress(Record):
@@ -80,13 +59,6 @@ class CheckpointProgress(Record):
 
     checkpoint: str
     epochs: list[Epoch]
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> CheckpointProgress:
-        return cls(fields.text("checkpoint"), _epochs(fields))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "epochs": [epoch.to_fields() for epoch in self.epochs]}
 
 
 @dataclass(frozen=True)
@@ -105,28 +77,16 @@ class RunState(Record):
     precision: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    starting_point: str | None = None  # finetune, transfer_extended: sha256 of the source run's history.json
+    # finetune, transfer_extended: sha256 of the source run's history.json (written with the inputs, when known)
+    starting_point: str | None = field(default=None, metadata=OMITTED_WHEN_NONE)
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> RunState:
-        return cls(fields.text("model"), fields.integer("seed"), fields.text("config_hash"), fields.text("data_fingerprint"),
-                   fields.text("status"), fields.integer("epochs_completed"), fields.integer("epochs_planned", optional=True),
-                   fields.number("wall_seconds", optional=True), fields.text("error", optional=True),
-                   fields.text("precision", optional=True), fields.text("started_at", optional=True),
-                   fields.text("finished_at", optional=True), fields.text("starting_point", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        inputs = {"config_hash": self.config_hash, "data_fingerprint": self.data_fingerprint}
-        if self.starting_point is not None:
-            inputs["starting_point"] = self.starting_point
-        return {"model": self.model, "seed": self.seed, **inputs, "status": self.status,
-                "epochs_completed": self.epochs_completed, "epochs_planned": self.epochs_planned,
-                "wall_seconds": self.wall_seconds, "error": self.error, "precision": self.precision,
-                "started_at": self.started_at, "finished_at": self.finished_at}
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "model", "seed", "config_hash", "data_fingerprint", "starting_point", "status", "epochs_completed",
+        "epochs_planned", "wall_seconds", "error", "precision", "started_at", "finished_at")
 
 
 @dataclass(frozen=True)
-class Layer:
+class Layer(Part):
     """One layer of a model summary. `trainable` says whether training updates any of its
     parameters; `trainable_params` how many (a nested backbone unfrozen from one of its layers
     on trains only part of its parameters). Files written before `trainable_params` existed
@@ -137,22 +97,14 @@ class Layer:
     output_shape: str
     params: int
     trainable: bool
-    trainable_params: int | None = None
+    trainable_params: int | None = field(default=None, metadata=OMITTED_WHEN_NONE)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Layer:
         params, trainable_params = fields.integer("params"), fields.integer("trainable_params", optional=True)
         if trainable_params is not None and not 0 <= trainable_params <= params:
             raise fields.fail("trainable_params", f"must be a count from 0 to the layer's params ({params})")
-        return cls(fields.text("name"), fields.text("type"), fields.text("output_shape"), params,
-                   fields.boolean("trainable"), trainable_params)
-
-    def to_fields(self) -> dict[str, Any]:
-        data = {"name": self.name, "type": self.type, "output_shape": self.output_shape, "params": self.params,
-                "trainable": self.trainable}
-        if self.trainable_params is not None:
-            data["trainable_params"] = self.trainable_params
-        return data
+        return cls(**cls.read_fields(fields, params=params, trainable_params=trainable_params))
 
 
 _SUMMARY_HEADER = re.compile(r'^(\s*Model: )"[^"\n]*"', re.MULTILINE)
@@ -179,21 +131,12 @@ class ModelSummary(Record):
     summary_text: str
     # how the model trains (optimizer, learning_rate, weight_decay, label_smoothing, batch_size,
     # epochs, schedule: experiments.config.TrainingSettings); absent in summaries written before
-    training: dict[str, Any] | None = None
+    training: dict[str, Any] | None = field(default=None, metadata=OMITTED_WHEN_NONE)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> ModelSummary:
-        return cls(fields.text("model"), fields.text("title"), fields.text("description"),
-                   [Layer.from_fields(item) for item in fields.children("layers")], fields.integer("total_params"),
-                   fields.integer("trainable_params"), fields.integer("non_trainable_params"), fields.text("summary_text"),
-                   fields.mapping("training", optional=True) or None)
-
-    def to_fields(self) -> dict[str, Any]:
-        extra = {"training": self.training} if self.training is not None else {}
-        return {"model": self.model, "title": self.title, "description": self.description,
-                "layers": [layer.to_fields() for layer in self.layers], "total_params": self.total_params,
-                "trainable_params": self.trainable_params, "non_trainable_params": self.non_trainable_params,
-                "summary_text": self.summary_text, **extra}
+        values = cls.read_fields(fields)
+        return cls(**{**values, "training": values["training"] or None})  # an empty table is none recorded
 
 
 @dataclass(frozen=True)
@@ -212,6 +155,10 @@ class ValidationPredictions(Record):
     predicted: list[int]  # predicted class index per image
     probability: list[float]  # softmax probability of the predicted class, 4 decimals
 
+    #: accuracy is derived from labels and predicted, written for readers of the file
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "model", "seed", "epoch", "files_sha256", "class_names", "accuracy", "labels", "predicted", "probability")
+
     @property
     def correct(self) -> list[bool]:
         return [label == guess for label, guess in zip(self.labels, self.predicted)]
@@ -219,11 +166,6 @@ class ValidationPredictions(Record):
     @property
     def accuracy(self) -> float | None:
         return sum(self.correct) / len(self.labels) if self.labels else None
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"model": self.model, "seed": self.seed, "epoch": self.epoch, "files_sha256": self.files_sha256,
-                "class_names": list(self.class_names), "accuracy": self.accuracy, "labels": list(self.labels),
-                "predicted": list(self.predicted), "probability": list(self.probability)}
 
     @classmethod
     def from_fields(cls, fields: Fields) -> ValidationPredictions:
@@ -242,9 +184,9 @@ class ValidationPredictions(Record):
                         raise fields.fail(name, f"holds {value!r}, not a probability")
                 elif not is_integer(value) or not 0 <= value < len(class_names):
                     raise fields.fail(name, f"holds {value!r}, not a class index below {len(class_names)}")
-        return cls(fields.text("model"), fields.integer("seed"), fields.integer("epoch"), fields.text("files_sha256"),
-                   class_names, list(fields.data["labels"]), list(fields.data["predicted"]),
-                   [float(value) for value in fields.data["probability"]])
+        return cls(**cls.read_fields(fields, class_names=class_names, labels=list(fields.data["labels"]),
+                                     predicted=list(fields.data["predicted"]),
+                                     probability=[float(value) for value in fields.data["probability"]]))
 
 
 def files_digest(files: Sequence[str]) -> str:

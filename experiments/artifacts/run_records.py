@@ -8,27 +8,12 @@ record, and the report reads it through experiments.artifacts.loader.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from experiments.artifacts.cell_records import files_digest
-from experiments.artifacts.records import Fields, Record
+from experiments.artifacts.records import OMITTED_WHEN_NONE, REQUIRED, Fields, Part, Record
 from experiments.typed import is_integer
-
-
-def _optional_record(fields: Fields, name: str, parse: Callable[[Fields], Any]) -> Any:
-    """A nested object parsed by `parse`, or None when the field is absent or null."""
-    return None if fields.data.get(name) is None else parse(fields.child(name))
-
-
-def _texts_by_name(fields: Fields, name: str) -> dict[str, str | None]:
-    """An object of strings (or nulls) by name, such as package versions."""
-    values = fields.mapping(name, optional=True)
-    for key, value in values.items():
-        if value is not None and not isinstance(value, str):
-            raise fields.fail(f"{name}.{key}", "must be a string or null")
-    return {str(key): value for key, value in values.items()}
 
 
 def _integers_by_name(fields: Fields, name: str) -> dict[str, int]:
@@ -40,44 +25,24 @@ def _integers_by_name(fields: Fields, name: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class SkippedEntry:
+class SkippedEntry(Part):
     """A data file the run left out, and why (manifest.skipped_files, dataset.skipped)."""
 
     file: str
     reason: str
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> SkippedEntry:
-        return cls(fields.text("file"), fields.text("reason"))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"file": self.file, "reason": self.reason}
-
-
-def _skipped(fields: Fields, name: str) -> list[SkippedEntry]:
-    if fields.data.get(name) is None:
-        return []
-    return [SkippedEntry.from_fields(item) for item in fields.children(name)]
-
 
 @dataclass(frozen=True)
-class DataSource:
+class DataSource(Part):
     """Where the images came from: kind "download", "folder" or "synthetic", and the URL,
     folder or generator."""
 
     kind: str
     location: str | None = None
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> DataSource:
-        return cls(fields.text("kind"), fields.text("location", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"kind": self.kind, "location": self.location}
-
 
 @dataclass(frozen=True)
-class BaseWeights:
+class BaseWeights(Part):
     """Where the study's backbone weights came from (training.base_weights): kind "imagenet",
     "none" or "file"; for a file, its path, name and sha256."""
 
@@ -86,17 +51,9 @@ class BaseWeights:
     file: str | None = None
     sha256: str | None = None
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> BaseWeights:
-        return cls(fields.text("kind"), fields.text("location", optional=True), fields.text("file", optional=True),
-                   fields.text("sha256", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"kind": self.kind, "location": self.location, "file": self.file, "sha256": self.sha256}
-
 
 @dataclass(frozen=True)
-class RunEntry:
+class RunEntry(Part):
     """manifest.models[<model>].runs[<seed>]: one cell as its state.json says."""
 
     status: str
@@ -104,18 +61,9 @@ class RunEntry:
     epochs_completed: int | None = None
     error: str | None = None
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> RunEntry:
-        return cls(fields.text("status"), fields.number("wall_seconds", optional=True),
-                   fields.integer("epochs_completed", optional=True), fields.text("error", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"status": self.status, "wall_seconds": self.wall_seconds, "epochs_completed": self.epochs_completed,
-                "error": self.error}
-
 
 @dataclass(frozen=True)
-class ModelEntry:
+class ModelEntry(Part):
     """manifest.models[<model>]: a model's runs by seed (as text) and their totals."""
 
     status: str
@@ -125,22 +73,9 @@ class ModelEntry:
     precision: str | None = None
     runs: dict[str, RunEntry] = field(default_factory=dict)
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> ModelEntry:
-        runs = fields.child("runs", optional=True)
-        return cls(fields.text("status"), fields.number("wall_seconds", optional=True),
-                   fields.integer("epochs_completed", optional=True), fields.text("error", optional=True),
-                   fields.text("precision", optional=True),
-                   {str(seed): RunEntry.from_fields(runs.child(seed)) for seed in runs.data})
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"status": self.status, "wall_seconds": self.wall_seconds, "epochs_completed": self.epochs_completed,
-                "error": self.error, "precision": self.precision,
-                "runs": {seed: entry.to_fields() for seed, entry in self.runs.items()}}
-
 
 @dataclass(frozen=True)
-class StudyModel:
+class StudyModel(Part):
     """manifest.study.models[i]: one model of the study with its recipe as the runner resolved it
     (experiments.study.records.study_record), so that the report reads what the model was
     without reading the config's [models] tables or knowing the built-in models."""
@@ -149,9 +84,10 @@ class StudyModel:
     recipe: str  # small_cnn, transfer, finetune, train_on or keras
     title: str = ""  # the recipe's title and description: its own, else built from the recipe
     description: str = ""
-    declared: bool = False  # declared by the config's [models.<name>] table (not a built-in model)
-    augment: bool = False  # random flips and rotations in training
-    rescale: bool = False  # small_cnn: pixels scaled to [-1, 1]
+    # declared by the config's [models.<name>] table (not a built-in model); each bool is in every file
+    declared: bool = field(default=False, metadata=REQUIRED)
+    augment: bool = field(default=False, metadata=REQUIRED)  # random flips and rotations in training
+    rescale: bool = field(default=False, metadata=REQUIRED)  # small_cnn: pixels scaled to [-1, 1]
     dropout: float = 0.0
     backbone: str = ""  # transfer: the backbone's key ("mobilenet_v2"); "" for other recipes
     backbone_name: str = ""  # its display name ("MobileNetV2"), as the report writes it
@@ -172,36 +108,13 @@ class StudyModel:
         """The model it continues, for a continuing recipe (None otherwise)."""
         return self.continues if self.recipe in self.CONTINUING else None
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> StudyModel:
-        return cls(
-            name=fields.text("name"), recipe=fields.text("recipe"), title=fields.text("title", optional=True) or "",
-            description=fields.text("description", optional=True) or "", declared=fields.boolean("declared"),
-            augment=fields.boolean("augment"), rescale=fields.boolean("rescale"),
-            dropout=fields.number("dropout", optional=True) or 0.0, backbone=fields.text("backbone", optional=True) or "",
-            backbone_name=fields.text("backbone_name", optional=True) or "",
-            preprocessing=fields.text("preprocessing", optional=True) or "",
-            weights=fields.text("weights", optional=True) or "", continues=fields.text("continues", optional=True) or "",
-            epochs=fields.integer("epochs", optional=True) or 0,
-            unfreeze_from_layer=fields.integer("unfreeze_from_layer", optional=True),
-            learning_rate_factor=fields.number("learning_rate_factor", optional=True),
-            builder=fields.text("builder", optional=True) or "", training=fields.mapping("training", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "recipe": self.recipe, "title": self.title, "description": self.description,
-                "declared": self.declared, "augment": self.augment, "rescale": self.rescale, "dropout": self.dropout,
-                "backbone": self.backbone, "backbone_name": self.backbone_name, "preprocessing": self.preprocessing,
-                "weights": self.weights, "continues": self.continues, "epochs": self.epochs,
-                "unfreeze_from_layer": self.unfreeze_from_layer, "learning_rate_factor": self.learning_rate_factor,
-                "builder": self.builder, "training": self.training}
-
 
 #: study.compare's kinds: each model against the one before it, every model against one, or listed pairs.
 PLAN_KINDS = ("previous", "reference", "pairs")
 
 
 @dataclass(frozen=True)
-class ComparisonPairs:
+class ComparisonPairs(Part):
     """manifest.study.compare: the comparisons the study planned, resolved to pairs of its
     models (first, second: first minus second), in plan order."""
 
@@ -224,7 +137,7 @@ class ComparisonPairs:
 
 
 @dataclass(frozen=True)
-class StudyRecord:
+class StudyRecord(Part):
     """manifest.study: what the runner resolved from the study's config for the report, written
     with every manifest (experiments.study.records.study_record): the models in study order
     with their recipes, the planned comparisons, the config's settings (dotted keys, see
@@ -233,18 +146,8 @@ class StudyRecord:
 
     models: list[StudyModel]
     compare: ComparisonPairs
-    settings: list[str] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list, metadata=REQUIRED)
     problems: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> StudyRecord:
-        return cls([StudyModel.from_fields(item) for item in fields.children("models")],
-                   ComparisonPairs.from_fields(fields.child("compare")), fields.texts("settings"),
-                   fields.texts("problems", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"models": [model.to_fields() for model in self.models], "compare": self.compare.to_fields(),
-                "settings": list(self.settings), "problems": list(self.problems)}
 
     @property
     def names(self) -> list[str]:
@@ -269,7 +172,7 @@ def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
-class Execution:
+class Execution(Part):
     """manifest.execution: how the command that wrote the manifest ran its cells (train
     --workers, --scheduler, --task, --strategy; experiments.scale)."""
 
@@ -282,13 +185,8 @@ class Execution:
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Execution:
-        return cls(fields.integer("workers", optional=True), fields.text("scheduler", optional=True),
-                   fields.integer("task_index", optional=True), fields.integer("task_count", optional=True),
-                   fields.text("strategy", optional=True) or "none", fields.text("host", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"workers": self.workers, "scheduler": self.scheduler, "task_index": self.task_index,
-                "task_count": self.task_count, "strategy": self.strategy, "host": self.host}
+        values = cls.read_fields(fields)
+        return cls(**{**values, "strategy": values["strategy"] or "none"})
 
 
 @dataclass(frozen=True)
@@ -312,71 +210,41 @@ class Manifest(Record):
     git_commit: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    execution: Execution | None = None
-    wall_seconds: float | None = None
-    study: StudyRecord | None = None  # None in a manifest written before it was recorded (scripts/upgrade_manifest.py)
+    execution: Execution | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+    wall_seconds: float | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+    # None in a manifest written before it was recorded (scripts/upgrade_manifest.py)
+    study: StudyRecord | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "run_name", "config", "config_hash", "data_fingerprint", "data_source", "skipped_files", "base_weights",
+        "versions", "devices", "hardware", "git_commit", "started_at", "finished_at", "status", "seeds", "models",
+        "execution", "wall_seconds", "study")
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Manifest:
         seeds = fields.items("seeds", optional=True)
         if not all(is_integer(seed) for seed in seeds):
             raise fields.fail("seeds", "must list integers")
-        models = fields.child("models", optional=True)
-        return cls(
-            run_name=fields.text("run_name"), config=fields.mapping("config"), config_hash=fields.text("config_hash"),
-            status=fields.text("status"), seeds=list(seeds),
-            models={str(name): ModelEntry.from_fields(models.child(name)) for name in models.data},
-            data_fingerprint=fields.text("data_fingerprint", optional=True),
-            data_source=_optional_record(fields, "data_source", DataSource.from_fields),
-            skipped_files=_skipped(fields, "skipped_files"),
-            base_weights=_optional_record(fields, "base_weights", BaseWeights.from_fields),
-            versions=_texts_by_name(fields, "versions"), devices=fields.texts("devices", optional=True),
-            hardware=fields.mapping("hardware", optional=True), git_commit=fields.text("git_commit", optional=True),
-            started_at=fields.text("started_at", optional=True), finished_at=fields.text("finished_at", optional=True),
-            execution=_optional_record(fields, "execution", Execution.from_fields),
-            wall_seconds=fields.number("wall_seconds", optional=True),
-            study=_optional_record(fields, "study", StudyRecord.from_fields),
-        )
+        return cls(**cls.read_fields(fields, seeds=list(seeds)))
 
-    def to_fields(self) -> dict[str, Any]:
-        data = {
-            "run_name": self.run_name, "config": self.config, "config_hash": self.config_hash,
-            "data_fingerprint": self.data_fingerprint,
-            "data_source": self.data_source.to_fields() if self.data_source else None,
-            "skipped_files": [item.to_fields() for item in self.skipped_files],
-            "base_weights": self.base_weights.to_fields() if self.base_weights else None,
-            "versions": self.versions, "devices": self.devices, "hardware": self.hardware, "git_commit": self.git_commit,
-            "started_at": self.started_at, "finished_at": self.finished_at, "status": self.status, "seeds": self.seeds,
-            "models": {name: entry.to_fields() for name, entry in self.models.items()},
-        }
-        if self.execution is not None:
-            data["execution"] = self.execution.to_fields()
-        if self.wall_seconds is not None:
-            data["wall_seconds"] = self.wall_seconds
-        if self.study is not None:
-            data["study"] = self.study.to_fields()
-        return data
 
 
 @dataclass(frozen=True)
-class SplitFiles:
+class SplitFiles(Part):
     """dataset.splits[<split>]: how many images, how many of each class, and which files."""
 
     count: int
     label_counts: dict[str, int]
-    files: list[str]
+    files: list[str] = field(default_factory=list)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> SplitFiles:
         files = fields.texts("files", optional=True)
         return cls(fields.integer("count"), _integers_by_name(fields, "label_counts"), files)
 
-    def to_fields(self) -> dict[str, Any]:
-        return {"count": self.count, "label_counts": self.label_counts, "files": self.files}
-
 
 @dataclass(frozen=True)
-class MajorityBaseline:
+class MajorityBaseline(Part):
     """Always predicting the training split's most common class (ties: the first by name), and
     its accuracy on each split (None for an empty split)."""
 
@@ -390,11 +258,8 @@ class MajorityBaseline:
         for split, value in accuracy.items():
             if value is not None and not 0.0 <= value <= 1.0:
                 raise fields.fail(f"accuracy.{split}", f"is {value!r}, not an accuracy between 0 and 1")
-        return cls(fields.text("class_name"), fields.text("rule"), {key: None if value is None else float(value)
-                                                                     for key, value in accuracy.items()})
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"class_name": self.class_name, "rule": self.rule, "accuracy": self.accuracy}
+        return cls(**cls.read_fields(fields, accuracy={key: None if value is None else float(value)
+                                                       for key, value in accuracy.items()}))
 
 
 @dataclass(frozen=True)
@@ -409,8 +274,12 @@ class Dataset(Record):
     test_fraction: float | None = None
     majority_baseline: MajorityBaseline | None = None
     skipped: list[SkippedEntry] = field(default_factory=list)
-    source: DataSource | None = None
-    fingerprint: str | None = None
+    source: DataSource | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+    fingerprint: str | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "class_names", "image_size", "seed", "source", "fingerprint", "splits", "test_fraction", "majority_baseline",
+        "skipped")
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Dataset:
@@ -420,23 +289,7 @@ class Dataset(Record):
         image_size = fields.items("image_size")
         if len(image_size) != 2 or not all(is_integer(side) and side > 0 for side in image_size):
             raise fields.fail("image_size", "must be [height, width] in pixels")
-        splits = fields.child("splits")
-        return cls(class_names, list(image_size), fields.integer("seed"),
-                   {str(name): SplitFiles.from_fields(splits.child(name)) for name in splits.data},
-                   fields.number("test_fraction", optional=True),
-                   _optional_record(fields, "majority_baseline", MajorityBaseline.from_fields), _skipped(fields, "skipped"),
-                   _optional_record(fields, "source", DataSource.from_fields), fields.text("fingerprint", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"class_names": self.class_names, "image_size": self.image_size, "seed": self.seed}
-        if self.source is not None:
-            data["source"] = self.source.to_fields()
-        if self.fingerprint is not None:
-            data["fingerprint"] = self.fingerprint
-        return {**data, "splits": {name: split.to_fields() for name, split in self.splits.items()},
-                "test_fraction": self.test_fraction,
-                "majority_baseline": self.majority_baseline.to_fields() if self.majority_baseline else None,
-                "skipped": [item.to_fields() for item in self.skipped]}
+        return cls(**cls.read_fields(fields, class_names=class_names, image_size=list(image_size)))
 
     def validation_files_sha256(self) -> str | None:
         """files_digest of the validation file list, as validation_predictions.json's files_sha256
@@ -446,26 +299,18 @@ class Dataset(Record):
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(Part):
     """metrics.selection: the rule, and the validation scores it chose by."""
 
     metric: str
     rule: str
     candidates: dict[str, float | None]  # model -> mean over seeds of the last epoch's val_accuracy
-    seed_candidates: dict[str, float | None]  # the chosen model's seed (as text) -> its last val_accuracy
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> Selection:
-        return cls(fields.text("metric"), fields.text("rule"), fields.numbers("candidates"),
-                   fields.numbers("seed_candidates", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"metric": self.metric, "rule": self.rule, "candidates": self.candidates,
-                "seed_candidates": self.seed_candidates}
+    # the chosen model's seed (as text) -> its last val_accuracy
+    seed_candidates: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class TestPrediction:
+class TestPrediction(Part):
     """What the chosen model predicted for one test file (class names), with the probability."""
 
     __test__ = False  # not a pytest test class, despite the name
@@ -475,16 +320,9 @@ class TestPrediction:
     predicted: str
     probability: float
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> TestPrediction:
-        return cls(fields.text("file"), fields.text("label"), fields.text("predicted"), fields.number("probability"))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"file": self.file, "label": self.label, "predicted": self.predicted, "probability": self.probability}
-
 
 @dataclass(frozen=True)
-class TestEvaluation:
+class TestEvaluation(Part):
     """metrics.test: the one evaluation of the chosen model and seed on the test split."""
 
     __test__ = False  # not a pytest test class, despite the name
@@ -509,29 +347,16 @@ class TestEvaluation:
         correct, total = fields.integer("correct"), fields.integer("total")
         if not 0 <= correct <= total:
             raise fields.fail("correct", f"is {correct}, not between 0 and total ({total})")
-        return cls(fields.text("model"), fields.integer("seed"), fields.number("loss", optional=True),
-                   fields.number("accuracy", optional=True), correct, total, class_names,
-                   [list(row) for row in matrix], [TestPrediction.from_fields(item) for item in fields.children("predictions")])
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"model": self.model, "seed": self.seed, "loss": self.loss, "accuracy": self.accuracy,
-                "correct": self.correct, "total": self.total, "class_names": self.class_names,
-                "confusion_matrix": self.confusion_matrix, "predictions": [item.to_fields() for item in self.predictions]}
+        return cls(**cls.read_fields(fields, correct=correct, total=total, class_names=class_names,
+                                     confusion_matrix=[list(row) for row in matrix]))
 
 
 @dataclass(frozen=True)
-class ModelScore:
+class ModelScore(Part):
     """metrics.validation[<model>]: means over seeds of the last epoch's validation loss and accuracy."""
 
     loss: float | None
     accuracy: float | None
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> ModelScore:
-        return cls(fields.number("loss", optional=True), fields.number("accuracy", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"loss": self.loss, "accuracy": self.accuracy}
 
 
 @dataclass(frozen=True)
@@ -543,24 +368,12 @@ class Metrics(Record):
     selection: Selection
     chosen_model: str | None
     chosen_seed: int | None
-    validation: dict[str, ModelScore]
-    test: TestEvaluation | None = None
-    chosen_history_sha256: str | None = None  # the test score is reused only for this training
+    validation: dict[str, ModelScore] = field(default_factory=dict)
+    test: TestEvaluation | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+    # the test score is reused only for this training
+    chosen_history_sha256: str | None = field(default=None, metadata=OMITTED_WHEN_NONE)
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> Metrics:
-        validation = fields.child("validation", optional=True)
-        return cls(fields.text("config_hash"), fields.text("data_fingerprint"), Selection.from_fields(fields.child("selection")),
-                   fields.text("chosen_model", optional=True), fields.integer("chosen_seed", optional=True),
-                   {str(name): ModelScore.from_fields(validation.child(name)) for name in validation.data},
-                   _optional_record(fields, "test", TestEvaluation.from_fields),
-                   fields.text("chosen_history_sha256", optional=True))
+    WRITE_ORDER: ClassVar[tuple[str, ...]] = (
+        "config_hash", "data_fingerprint", "selection", "chosen_model", "chosen_seed", "chosen_history_sha256", "test",
+        "validation")
 
-    def to_fields(self) -> dict[str, Any]:
-        data = {"config_hash": self.config_hash, "data_fingerprint": self.data_fingerprint,
-                "selection": self.selection.to_fields(), "chosen_model": self.chosen_model, "chosen_seed": self.chosen_seed}
-        if self.chosen_history_sha256 is not None:
-            data["chosen_history_sha256"] = self.chosen_history_sha256
-        if self.test is not None:
-            data["test"] = self.test.to_fields()
-        return {**data, "validation": {name: score.to_fields() for name, score in self.validation.items()}}

@@ -36,13 +36,6 @@ class CellOwner(SideRecord):
     task: str  # in words: "training transfer, seed 1337"
     since: str | None = None  # ISO time the lock was taken
 
-    @classmethod
-    def from_fields(cls, fields: Fields) -> CellOwner:
-        return cls(fields.integer("pid"), fields.text("host"), fields.text("task"), fields.text("since", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"pid": self.pid, "host": self.host, "task": self.task, "since": self.since}
-
 
 @dataclass(frozen=True)
 class MlflowLink(SideRecord):
@@ -52,13 +45,6 @@ class MlflowLink(SideRecord):
     tracking_uri: str
     experiment_id: str
     run_id: str
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> MlflowLink:
-        return cls(fields.text("tracking_uri"), fields.text("experiment_id"), fields.text("run_id"))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
 
 
 @dataclass(frozen=True)
@@ -72,11 +58,3 @@ class RunSettings(SideRecord):
     pid: int
     host: str
     since: str | None = None
-
-    @classmethod
-    def from_fields(cls, fields: Fields) -> RunSettings:
-        return cls(fields.text("config_hash"), fields.mapping("settings"), fields.integer("pid"), fields.text("host"),
-                   fields.text("since", optional=True))
-
-    def to_fields(self) -> dict[str, Any]:
-        return {"config_hash": self.config_hash, "settings": self.settings, "pid": self.pid, "host": self.host, "since": self.since}

@@ -44,23 +44,20 @@ class Fields:
     def fail(self, name: str, what: str) -> ArtifactFormatError:
         return ArtifactFormatError(self.path, f"field {self.prefix + name!r} {what}")
 
-    def _get(self, name: str, check: Callable[[object], bool], what: str, optional: bool) -> Any:
+    def _get(self, name: str, problem: Callable[[object], str | None], optional: bool) -> Any:
+        """The field, unless `problem(value)` says what it must be instead (null or absent passes
+        when `optional`)."""
         value = self.data.get(name)
         if value is None and optional:
             return None
-        if not check(value):
-            raise self.fail(name, f"must be {what}" + (" or null" if optional else ""))
+        found = problem(value)
+        if found:
+            raise self.fail(name, found + (" or null" if optional else ""))
         return value
 
     def _typed(self, name: str, expected: type, optional: bool) -> Any:
         """The field if it has the `expected` type (experiments.typed, the config's check too)."""
-        value = self.data.get(name)
-        if value is None and optional:
-            return None
-        problem = type_problem(value, expected)
-        if problem:
-            raise self.fail(name, problem + (" or null" if optional else ""))
-        return value
+        return self._get(name, lambda value: type_problem(value, expected), optional)
 
     def text(self, name: str, optional: bool = False) -> str | None:
         return self._typed(name, str, optional)
@@ -80,7 +77,7 @@ class Fields:
         return [] if value is None else value
 
     def mapping(self, name: str, optional: bool = False) -> dict[str, Any]:
-        value = self._get(name, lambda value: isinstance(value, dict), "a JSON object", optional)
+        value = self._get(name, lambda value: None if isinstance(value, dict) else "must be a JSON object", optional)
         return {} if value is None else value
 
     def texts(self, name: str, optional: bool = False) -> list[str]:

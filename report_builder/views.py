@@ -31,6 +31,7 @@ from experiments.artifacts.run_records import (
     ModelScore,
     RunEntry,
     StudyModel,
+    as_dict,
     flatten_config,
 )
 from experiments.errors import UserError
@@ -239,10 +240,6 @@ class RunView:
 def run_seeds(manifest: Manifest) -> list[int]:
     """The run's training seeds from the manifest, in numeric order (empty when not recorded)."""
     return sorted(set(manifest.seeds))
-
-
-def as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def load_run(artifacts_dir: Path) -> RunView:

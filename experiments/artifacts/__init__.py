@@ -111,6 +111,7 @@ from experiments.artifacts.run_records import (
     StudyRecord,
     TestEvaluation,
     TestPrediction,
+    as_dict,
     flatten_config,
 )
 from experiments.artifacts.side_records import (
@@ -169,6 +170,7 @@ __all__ = [
     "PLAN_KINDS",
     "ComparisonPairs",
     "StudyRecord",
+    "as_dict",
     "flatten_config",
     "Execution",
     "Manifest",

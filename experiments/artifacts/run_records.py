@@ -155,6 +155,11 @@ class StudyRecord(Part):
         return [model.name for model in self.models]
 
 
+def as_dict(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object (a config section read from a manifest), else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def flatten_config(config: object, prefix: str = "") -> list[tuple[str, str]]:
     """Nested config as sorted ``(dotted.key, json value)`` rows (manifest.study.settings names
     the keys that applied)."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from experiments.artifacts.run_records import ComparisonPairs, Manifest, StudyModel, StudyRecord, flatten_config
+from experiments.artifacts.run_records import ComparisonPairs, Manifest, StudyModel, StudyRecord, as_dict, flatten_config
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError
 from experiments.models.backbones import APPLICATIONS, BACKBONES
@@ -30,10 +30,6 @@ from experiments.models.recipes import (
     parse_model,
     recipe_for,
 )
-
-
-def _as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def study_record(config: dict[str, Any], ran: Iterable[str]) -> StudyRecord:
@@ -59,10 +55,10 @@ def study_models(config: dict[str, Any], problems: list[str]) -> list[ModelRecip
     records (study.models and its [models.<name>] tables); a run from before models were
     declared lists the built-in ones. A declaration that no longer reads is a problem, and the
     model is shown with the built-in recipe of its name, or left out."""
-    listed = _as_dict(config.get("study")).get("models")
+    listed = as_dict(config.get("study")).get("models")
     names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else list(MODEL_NAMES)
     declared: dict[str, ModelRecipe] = {}
-    for name, table in _as_dict(config.get("models")).items():
+    for name, table in as_dict(config.get("models")).items():
         try:
             declared[name] = parse_model(name, table, "the manifest's config")
         except ConfigError as error:
@@ -81,7 +77,7 @@ def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) ->
     """The comparisons the study planned (study.compare in the stored config, as
     experiments.config settled it), over the study's models `names`. A run from before plans, or
     one whose plan no longer reads (a problem), compares each model with the one before it."""
-    declared = _as_dict(config.get("study")).get("compare", PLAN_PREVIOUS)
+    declared = as_dict(config.get("study")).get("compare", PLAN_PREVIOUS)
     try:
         return comparison_plan(declared, names, {}, "manifest.json: study.compare")
     except ConfigError as error:
@@ -115,7 +111,7 @@ def applied_settings(config: dict[str, Any], models: list[ModelRecipe]) -> list[
 
 
 def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> bool:
-    data = _as_dict(config.get("data"))
+    data = as_dict(config.get("data"))
     source = data.get("source")
     recipes = {recipe.recipe for recipe in models}
     # the continuing models that take these keys from [training] (not set in their own table)

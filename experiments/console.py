@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import statistics
 import sys
 import threading
@@ -45,7 +44,9 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from rich.console import Console
+from rich.control import Control
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.segment import ControlType
 from rich.table import Column
 
 ProgressCallback = Callable[[int, int], None]
@@ -206,46 +207,53 @@ def progress_line(done: int, total: int, elapsed: float, seconds_left: float | N
 
 
 class StatusLine:
-    """On a terminal, one line at the bottom that each `show` rewrites in place; other messages
-    (through `paused`) print above it. Before Keras prints its epochs, `release` leaves the line
-    as it stands and moves to a new one. Elsewhere (logs, CI) every `show` is a plain line."""
+    """On an interactive terminal, one line at the bottom that each `show` rewrites in place, drawn
+    by rich (its cursor controls; the text cropped to the terminal's width); other messages (through
+    `paused`) print above it. Before Keras prints its epochs, `release` leaves the line as it stands
+    and moves to a new one. Elsewhere (logs, CI, `2> file`, TERM=dumb) every `show` is a plain line.
+    Not a rich Live display: that would route Keras's epoch lines on stdout through stderr."""
 
     def __init__(self, stream: Callable[[], Any] = lambda: sys.stderr):
         self._stream = stream
         self.text: str | None = None
 
-    def _is_terminal(self) -> bool:
-        try:
-            return bool(self._stream().isatty())
-        except (AttributeError, ValueError):
-            return False
-
-    def _draw(self) -> None:
-        width = max(20, shutil.get_terminal_size().columns - 1)
+    def _console(self) -> Console | None:
+        """A rich console that draws on the stream, or None when the stream is not an interactive terminal."""
         stream = self._stream()
-        stream.write("\r\x1b[2K" + (self.text or "")[:width])
-        stream.flush()
+        if not _is_terminal(Console(file=stream), stream):
+            return None
+        return Console(file=stream, force_terminal=True, highlight=False, markup=False, emoji=False)
+
+    @staticmethod
+    def _erase(console: Console) -> None:
+        console.control(Control.move_to_column(0), Control((ControlType.ERASE_IN_LINE, 2)))
+
+    def _draw(self, console: Console) -> None:
+        self._erase(console)
+        console.print(self.text or "", end="", no_wrap=True, overflow="ellipsis", crop=True, soft_wrap=False)
+        console.file.flush()
 
     def show(self, text: str) -> None:
-        if not self._is_terminal():
+        console = self._console()
+        if console is None:
             print(text, file=self._stream(), flush=True)
             return
         self.text = text
-        self._draw()
+        self._draw(console)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        if self.text is None:
+        console = self._console() if self.text is not None else None
+        if console is None:
             yield
             return
-        stream = self._stream()
-        stream.write("\r\x1b[2K")
-        stream.flush()
+        self._erase(console)
+        console.file.flush()
         try:
             yield
         finally:
             if self.text is not None:
-                self._draw()
+                self._draw(console)
 
     def release(self) -> None:
         if self.text is not None:

@@ -154,7 +154,7 @@ def test_on_a_terminal_the_line_is_rewritten_in_place_and_elsewhere_printed():
     line.release()
     text = stream.getvalue()
     assert text.count("\n") == 2, "one message line, and the progress line left in place at the end"
-    assert "\r\x1b[2KStudy: 1 of 3 cells done" in text and "about 12s left" in text
+    assert "\x1b[1G\x1b[2KStudy: 1 of 3 cells done" in text and "about 12s left" in text
     assert text.endswith("\n") and "Study: 2 of 3 cells done" in text.splitlines()[-1]
     plain = _Stream(terminal=False)
     logged = StudyProgress([("baseline", 7)], started=0.0, line=StatusLine(lambda: plain))

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.config import load_config
 from report_builder.commands import OUTPUT
-from report_builder.commands.train import default_run_dir
 from report_builder.render import render_report
 
 
 def render(arguments: argparse.Namespace, run_dir: Path | None = None) -> None:
-    artifacts = arguments.artifacts or run_dir or default_run_dir(arguments.config)
+    artifacts = arguments.artifacts or run_dir or load_config(arguments.config).run_dir
     OUTPUT["what"] = f"into the docs folder {arguments.docs}"
     problems: list[str] = []
     written = render_report(artifacts, arguments.docs, problems)

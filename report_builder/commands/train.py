@@ -58,6 +58,3 @@ def train(arguments: argparse.Namespace) -> Path:
     print(f"Artifacts written to {run.root}")
     return run.root
 
-
-def default_run_dir(config_path: Path) -> Path:
-    return load_config(config_path).run_dir

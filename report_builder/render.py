@@ -15,6 +15,7 @@ module writes them all (through :mod:`report_builder.publish`).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ STYLESHEET = Path("assets") / "stylesheets" / "extra.css"
 # --------------------------------------------------------------------------- rendering
 
 
+@functools.cache
 def make_environment() -> jinja2.Environment:
-    """The Jinja2 environment for the page templates (strict, no autoescape: use ``| md``)."""
+    """The Jinja2 environment for the page templates (strict, no autoescape: use ``| md``). One per
+    process: it keeps the compiled templates (compiling them is most of a render's time), and
+    reloads one whose file changed."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,

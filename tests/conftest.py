@@ -122,7 +122,8 @@ def _isolate_stop_requests():
 
 def pytest_addoption(parser):
     parser.addoption("--unit", action="store_true",
-                     help="the unit lane: leave out every test marked `training` (those that train a model with TensorFlow)")
+                     help="the unit lane: leave out every test marked `training` (those that train a model with TensorFlow) "
+                          "or `keras` (those that build keras.applications backbones or start TensorFlow in a process)")
 
 
 def _shared_fixture(item) -> str | None:
@@ -149,7 +150,7 @@ def _module_name(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
-    """--unit leaves the training tests out. Then, for pytest-xdist's `--dist loadgroup`: the tests
+    """--unit leaves the training and keras tests out. Then, for pytest-xdist's `--dist loadgroup`: the tests
     that share a fixture of module or session scope (a study trained once, say) form one group,
     which runs on one worker, so the fixture is built once rather than once per worker; and the
     modules that train come first, so that their long tests do not start last and leave one worker
@@ -158,9 +159,11 @@ def pytest_collection_modifyitems(config, items):
         if "smoke_study" in getattr(item, "fixturenames", ()) and item.get_closest_marker("training") is None:
             item.add_marker(pytest.mark.training)
     if config.getoption("unit"):
-        kept = [item for item in items if item.get_closest_marker("training") is None]
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("training") is not None])
-        items[:] = kept
+        def heavy(item) -> bool:
+            return item.get_closest_marker("training") is not None or item.get_closest_marker("keras") is not None
+
+        config.hook.pytest_deselected(items=[item for item in items if heavy(item)])
+        items[:] = [item for item in items if not heavy(item)]
     for item in items:
         group = _shared_fixture(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:

@@ -83,6 +83,7 @@ def test_an_unknown_backbone_names_its_key_and_the_known_ones():
     assert isinstance(caught.value, UserError)
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_each_backbone_builds_at_its_minimum_side_and_a_small_non_square_size(name):
     import keras
@@ -102,6 +103,7 @@ def test_each_backbone_builds_at_its_minimum_side_and_a_small_non_square_size(na
         keras.backend.clear_session()
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_below_the_minimum_side_keras_refuses_and_the_model_is_named(name):
     import keras
@@ -120,6 +122,7 @@ def _pixels(shape=(2, 32, 32, 3)):
     return np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50v2"])
 def test_the_preprocessing_layer_matches_preprocess_input(name):
     import keras
@@ -136,6 +139,7 @@ def test_the_preprocessing_layer_matches_preprocess_input(name):
     np.testing.assert_allclose(np.asarray(restored(images)), expected, atol=1e-6)
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", ["efficientnetv2_b0", "convnext_tiny"])
 def test_the_backbones_that_normalise_inside_get_raw_pixels(name):
     """preprocess_input is a pass-through for these; the application's first layers normalise with
@@ -174,6 +178,7 @@ def test_the_weights_addresses():
     assert mobilenet.weights_file((150, 150)).endswith("_1.0_224_no_top.h5")  # no file of its own
 
 
+@pytest.mark.keras
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")
 @pytest.mark.parametrize(
     "name, size",
@@ -196,6 +201,7 @@ def test_offline_the_error_names_the_file_keras_asked_for_and_the_ways_out(offli
     assert "\n" not in message
 
 
+@pytest.mark.keras
 def test_the_preflight_check_stops_offline_and_skips_random_weights(offline):
     from experiments.errors import DataError
 
@@ -205,6 +211,7 @@ def test_the_preflight_check_stops_offline_and_skips_random_weights(offline):
     assert len(offline) == 1
 
 
+@pytest.mark.keras
 def test_a_weights_file_of_another_model_is_named(tmp_path):
     import keras
 
@@ -219,6 +226,7 @@ def test_a_weights_file_of_another_model_is_named(tmp_path):
         check_backbone_weights(BACKBONES["mobilenet_v2"], (32, 32), str(wrong), "mobile")
 
 
+@pytest.mark.keras
 def test_a_file_with_part_of_the_backbone_is_refused(tmp_path):
     """Keras loads what it can from a file that lacks layers; the backbone must have all of them."""
     import keras
@@ -230,6 +238,7 @@ def test_a_file_with_part_of_the_backbone_is_refused(tmp_path):
         build_backbone(BACKBONES["mobilenet_v2"], (32, 32), str(part), "m")
 
 
+@pytest.mark.keras
 def test_files_that_are_not_weights_are_named(tmp_path):
     import h5py
 
@@ -244,6 +253,7 @@ def test_files_that_are_not_weights_are_named(tmp_path):
         build_backbone(BACKBONES["mobilenet_v2"], (32, 32), str(tmp_path / "missing.weights.h5"), "m")
 
 
+@pytest.mark.keras
 def test_a_local_file_loads_at_another_input_size(tmp_path):
     """Keras 3's .weights.h5, and the legacy layer-by-layer .h5 that keras.applications downloads."""
     import h5py
@@ -307,6 +317,7 @@ def _small_side(backbone):
     return max(backbone.minimum_side, 32)
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", SMALL_APPLICATIONS)
 def test_named_backbones_build_as_transfer_models_with_random_weights_at_a_small_size(name):
     from experiments.models.build import build_model, make_finetune_model
@@ -331,6 +342,7 @@ def test_every_other_named_backbone_builds_with_random_weights(name):
     assert base.input_shape == (None, side, side, 3) and len(base.output_shape) == 4
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", ["ResNet50", "VGG16", "DenseNet121", "Xception", "NASNetMobile"])
 def test_a_named_backbones_preprocessing_layer_matches_its_preprocess_input(name):
     import keras
@@ -346,11 +358,13 @@ def test_a_named_backbones_preprocessing_layer_matches_its_preprocess_input(name
     np.testing.assert_allclose(np.asarray(restored(images)), expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("name", ["EfficientNetB0", "MobileNetV3Small"])
 def test_named_backbones_that_normalise_inside_get_raw_pixels(name):
     assert APPLICATIONS[name].preprocessing_inside and preprocessing_layer(APPLICATIONS[name]) is None
 
 
+@pytest.mark.keras
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")
 @pytest.mark.parametrize("name", ["DenseNet121", "ResNet50", "EfficientNetB0", "MobileNetV3Small", "MobileNet"])
 def test_offline_a_named_backbone_names_the_file_keras_asked_for(offline, name):
@@ -364,6 +378,7 @@ def test_offline_a_named_backbone_names_the_file_keras_asked_for(offline, name):
     assert backbone.weights_url(size) in str(caught.value)
 
 
+@pytest.mark.keras
 def test_a_named_backbone_loads_local_weights(tmp_path):
     import keras
 
@@ -379,6 +394,7 @@ def test_a_named_backbone_loads_local_weights(tmp_path):
         build_backbone(APPLICATIONS["MobileNet"], (32, 32), str(path), "m")
 
 
+@pytest.mark.keras
 def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(monkeypatch):
     from experiments.models import backbones
 
@@ -387,6 +403,7 @@ def test_the_known_layer_counts_are_the_built_backbones_and_others_are_counted(m
     assert backbones.layer_count(APPLICATIONS["MobileNetV3Small"]) > 100
 
 
+@pytest.mark.keras
 def test_an_unfreeze_layer_beyond_the_backbone_stops_the_run_before_training(write_config):
     from experiments.config import load_config
     from experiments.study.environment import preflight

@@ -51,8 +51,25 @@ def draw_every_figure(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def drawn(tmp_path_factory) -> dict[str, Path]:
-    return draw_every_figure(tmp_path_factory.mktemp("figures"))
+def drawn_with_figures(tmp_path_factory) -> tuple[dict[str, Path], list[tuple[str, object]]]:
+    """Every figure drawn once for the module: (name -> light path, every (file name, matplotlib
+    figure) in the order written)."""
+    written = []
+    original = figures._write_png
+
+    def keep(figure, path):
+        written.append((Path(path).name, figure))
+        return original(figure, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "_write_png", keep)
+        paths = draw_every_figure(tmp_path_factory.mktemp("figures"))
+    return paths, written
+
+
+@pytest.fixture
+def drawn(drawn_with_figures) -> dict[str, Path]:
+    return drawn_with_figures[0]
 
 
 def test_dark_path_names_the_twin():
@@ -91,16 +108,8 @@ def test_dark_charts_draw_light_text_and_lines(drawn):
     assert (light < 0.4).mean() > 0.005  # and the light figure keeps dark text
 
 
-def test_dark_figures_draw_text_literally(tmp_path, monkeypatch):
-    written = []
-    original = figures._write_png
-
-    def keep(figure, path):
-        written.append((Path(path).name, figure))
-        return original(figure, path)
-
-    monkeypatch.setattr(figures, "_write_png", keep)
-    draw_every_figure(tmp_path)
+def test_dark_figures_draw_text_literally(drawn_with_figures):
+    _, written = drawn_with_figures
     dark = {name: figure for name, figure in written if name.endswith("-dark.png")}
     assert len(dark) == 7 and len(written) == 14  # every figure drawn twice
 

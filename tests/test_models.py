@@ -22,6 +22,7 @@ def test_class_count_comes_from_the_data():
     assert build_model("baseline", (32, 32), class_count=5).output_shape == (None, 5)
 
 
+@pytest.mark.keras
 def test_transfer_model_freezes_the_base():
     model = build_model("transfer", (96, 96), class_count=2, base_weights="none")
     summary = describe_model(model)
@@ -33,6 +34,7 @@ def test_transfer_model_freezes_the_base():
     assert "GlobalMaxPooling2D" in layer_types
 
 
+@pytest.mark.keras
 def test_preprocessing_matches_mobilenet_preprocess_input():
     import keras
     import numpy as np
@@ -44,6 +46,7 @@ def test_preprocessing_matches_mobilenet_preprocess_input():
     np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-6)
 
 
+@pytest.mark.keras
 def test_a_weights_file_for_another_architecture_is_named(tmp_path):
     other = build_model("baseline", (32, 32), class_count=2)
     wrong = tmp_path / "other.weights.h5"
@@ -52,6 +55,7 @@ def test_a_weights_file_for_another_architecture_is_named(tmp_path):
         build_model("transfer", (32, 32), class_count=2, base_weights=str(wrong))
 
 
+@pytest.mark.keras
 def test_unreachable_imagenet_weights_stop_before_training(monkeypatch):
     """Offline, the preflight names both alternatives; no data is read, nothing trains."""
     from keras.src.applications import mobilenet_v2
@@ -129,6 +133,7 @@ def test_finetune_unfreezes_the_top_but_keeps_batchnorm_statistics(tmp_path):
         assert not np.array_equal(kernel_before, np.array(base.layers[-3].weights[0])), "the unfrozen top did not train"
 
 
+@pytest.mark.keras
 def test_finetune_model_keeps_its_frozen_layers_through_save_and_load(tmp_path):
     import keras
 
@@ -139,6 +144,7 @@ def test_finetune_model_keeps_its_frozen_layers_through_save_and_load(tmp_path):
     assert describe_model(loaded)["trainable_params"] == describe_model(model)["trainable_params"]
 
 
+@pytest.mark.keras
 def test_finetune_from_layer_beyond_the_base_is_named():
     from experiments.models.build import make_finetune_model
 
@@ -162,6 +168,7 @@ def test_frozen_transfer_model_keeps_batchnorm_statistics():
     assert all(np.array_equal(old, np.array(layer.moving_variance)) for old, layer in zip(before, batch_norms))
 
 
+@pytest.mark.keras
 def test_a_partly_unfrozen_backbone_records_how_many_of_its_parameters_train():
     from experiments.models.build import make_finetune_model
     from experiments.models.recipes import BUILT_IN
@@ -175,6 +182,7 @@ def test_a_partly_unfrozen_backbone_records_how_many_of_its_parameters_train():
     assert base["trainable_params"] + 2562 == summary["trainable_params"]
 
 
+@pytest.mark.keras
 def test_a_model_that_trains_on_another_is_headed_with_its_own_name_in_its_summary():
     from experiments.models.recipes import BUILT_IN
 

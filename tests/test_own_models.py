@@ -264,6 +264,7 @@ def test_a_broken_builder_is_one_sentence_naming_the_key_and_the_file(tmp_path, 
     assert "\n" not in text and "Traceback" not in text
 
 
+@pytest.mark.keras
 def test_a_builder_returning_a_wrong_output_shape_stops_before_training(tmp_path):
     path = _study(tmp_path, MINE, models='["baseline", "mine"]',
                   builder=GOOD_BUILDER.replace("layers.Dense(num_classes)", "layers.Dense(5)"))

@@ -84,6 +84,7 @@ def test_a_declared_model_has_its_own_hash_and_the_built_in_ones_keep_theirs(wri
 # --------------------------------------------------------------------------- building them
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("backbone", ["efficientnetv2_b0", "resnet50v2", "convnext_tiny", "mobilenet_v2"])
 def test_each_backbone_builds_from_config(backbone):
     import keras

@@ -38,6 +38,7 @@ ONEDNN_LOG_LINE = "oneDNN custom operations are on"
 PROBE = "from experiments.runtime import describe_cpu_kernels; print('kernels:', describe_cpu_kernels())"
 
 
+@pytest.mark.keras
 @pytest.mark.skipif(platform.machine().lower() not in X86_64_NAMES,
                     reason="TF_ENABLE_ONEDNN_OPTS switches oneDNN on and off only in TensorFlow's x86-64 wheels")
 def test_the_recorded_kernels_match_what_tensorflow_loaded():

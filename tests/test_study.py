@@ -149,6 +149,7 @@ def test_a_malformed_state_stops_train_with_one_sentence_naming_the_file_and_fie
     assert load(state)["status"] == "complete" and isinstance(load(state)["epochs_completed"], int)
 
 
+@pytest.mark.keras
 def test_offline_download_is_one_clear_message(write_config, tmp_path):
     config = write_config(
         "[study]\nmodels = ['baseline']\n[data]\nsource = 'download'\nimage_size = [32, 32]\n"
@@ -271,6 +272,7 @@ def test_skipped_files_reach_the_manifest_and_the_report(tmp_path):
     assert "<b>" not in method and "&lt;b&gt;cats&lt;/b&gt;" in method
 
 
+@pytest.mark.keras
 def test_a_folder_that_cannot_make_a_study_stops_with_one_sentence(tmp_path):
     from PIL import Image
 

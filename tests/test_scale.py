@@ -370,10 +370,11 @@ def _kill_mid_cell(process: subprocess.Popen, folder: Path, timeout: float = 400
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("retries", ["0", "1"])
+@pytest.mark.parametrize("retries", [pytest.param("0", marks=pytest.mark.slow), "1"])
 def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once(tmp_path, retries):
     """--retries 0: the command reports the lost cells and the same command again resumes them;
-    --retries 1: the command itself runs the cell again in a new worker, from its last epoch."""
+    --retries 1: the command itself runs the cell again in a new worker, from its last epoch. The
+    fast lane runs the second: a kill, a retry and a resume from the last epoch in one command."""
     config = tiny_config(tmp_path, **{"epochs = 2": "epochs = 3", '"baseline", ': ""})
     out = tmp_path / "out"
     run_dir = out / "tiny"

@@ -26,7 +26,7 @@ from experiments.study.cell import CellContext, run_cell
 from experiments.study.environment import check_builders, preflight
 from experiments.study.manifest import study_header, write_manifest
 from experiments.study.run import finish_study
-from experiments.study.train_cell import write_data_figures
+from experiments.study.train_cell import record_data
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import StudyTracking
 
@@ -101,8 +101,7 @@ def prepare_job(spec: WorkerSpec) -> Manifest:
             log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
-        data.describe().write(run.dataset)
-        write_data_figures(run, data, config.study.seed)
+        record_data(run, data, config.study.seed)
         return study_header(config, data)
 
 

@@ -40,7 +40,7 @@ from experiments.study.environment import check_builders, preflight
 from experiments.study.lifecycle import OpenRun, open_run
 from experiments.study.locks import run_lock
 from experiments.study.manifest import study_header
-from experiments.study.train_cell import write_data_figures, write_model_curves
+from experiments.study.train_cell import record_data, write_model_curves
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import (
     StudyTracking,
@@ -105,8 +105,7 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
         check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
-        data.describe().write(run.dataset)
-        write_data_figures(run, data, config.study.seed)
+        record_data(run, data, config.study.seed)
         opened.manifest.start(replace(study_header(config, data), execution=execution))
         _run_cells(opened, data, tracking, force, share=share, strategy=strategy, parallel=parallel)
     return run

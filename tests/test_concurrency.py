@@ -80,7 +80,8 @@ def wait_for_text(paths: list[Path], text: str, count: int, timeout: float = 120
 @pytest.fixture(scope="module")
 def shared_run(tmp_path_factory):
     """Two `train` processes started together on one run, while the test itself holds the
-    baseline seed-7 cell: both must leave it, go on, come back and wait for it."""
+    transfer seed-7 cell: both must leave it and the finetune cell that starts from it, go on,
+    come back and wait for it."""
     from experiments.artifacts import RunFolder
     from experiments.study.locks import CellLock
 
@@ -89,8 +90,8 @@ def shared_run(tmp_path_factory):
     config.write_text(CHAIN_CONFIG, encoding="utf-8")
     run_dir = root / "out" / "shared"
     RunFolder(run_dir).claim()  # the holder stands for a third `train` command, which claimed (marked) the run
-    held = CellLock(RunFolder(run_dir).seed_run("baseline", 7))
-    assert held.try_acquire("training baseline, seed 7")
+    held = CellLock(RunFolder(run_dir).seed_run("transfer", 7))
+    assert held.try_acquire("training transfer, seed 7")
     logs = [root / "first.err", root / "second.err"]
     command = run_cli_command("train", "--config", str(config), "--out", str(root / "out"))
     processes = []
@@ -101,7 +102,7 @@ def shared_run(tmp_path_factory):
                                                   stdout=subprocess.DEVNULL, stderr=handle))
         # generous: both processes first train the other cells, with a pytest-xdist worker beside them on the same cores
         wait_for_text(logs, f"held by another process (pid {os.getpid()}); coming back to it", 2, timeout=480)
-        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training baseline, seed 7", 2, timeout=480)
+        wait_for_text(logs, f"waiting for another process (pid {os.getpid()}) that is training transfer, seed 7", 2, timeout=480)
     finally:
         held.release()
         for process in processes:
@@ -120,6 +121,8 @@ def test_two_processes_train_every_cell_exactly_once(shared_run):
     assert sorted((model, int(seed)) for model, seed in trained) == sorted(CELLS), "\n".join(stderrs)
     for stderr in stderrs:  # the one that did not train a cell skipped it, having waited when it was held
         assert "Traceback" not in stderr
+        # the finetune cell is left while the transfer cell it starts from is held
+        assert f"finetune, seed 7: starts from transfer, seed 7, which another process (pid {os.getpid()}) holds; coming back to it" in stderr
         assert stderr.count("skipped, finished") + len(TRAINING_LINE.findall(stderr)) == len(CELLS), stderr
     assert sum(stderr.count("Evaluating it on the test split, once.") for stderr in stderrs) == 1, "\n".join(stderrs)
     manifest = assert_manifest_agrees_with_the_cells(run_dir, CELLS)
@@ -219,7 +222,10 @@ def _hold_until(seed_run, release_when: threading.Event) -> threading.Thread:
 
 
 @pytest.mark.training
-@pytest.mark.parametrize(("models", "seeds", "held"), [(["baseline"], 2, "baseline"), (["transfer", "finetune"], 1, "transfer")])
+@pytest.mark.parametrize(("models", "seeds", "held"), [
+    (["baseline"], 2, "baseline"),
+    # a chain whose source is held: its finetune cell waits too (also shown, with two `train` processes, by shared_run)
+    pytest.param(["transfer", "finetune"], 1, "transfer", marks=pytest.mark.slow)])
 def test_a_held_cell_is_left_then_waited_for(tmp_path, runner_log, models, seeds, held):
     """A cell another holder has is left for later, the others go on (a finetune cell waits for
     the transfer cell it starts from), and at the end the process waits for it and decides again."""

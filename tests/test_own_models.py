@@ -524,9 +524,12 @@ def test_a_variant_list_with_repeated_values_or_a_continued_table_with_variants_
 
 
 @pytest.mark.training
-def test_a_killed_builder_model_with_custom_layers_resumes_with_every_epoch_once(tmp_path):
-    """SIGKILL a real run of a builder model (a custom layer, AdamW, cosine schedule, label
-    smoothing) after its second epoch, run the same command again: it resumes from the checkpoint."""
+@pytest.mark.parametrize("stop_signal", ["SIGINT", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_a_stopped_builder_model_with_custom_layers_resumes_with_every_epoch_once(tmp_path, stop_signal):
+    """Stop a real run of a builder model (a custom layer, AdamW, cosine schedule, label smoothing)
+    after its second epoch, run the same command again: it resumes from the checkpoint. Ctrl-C
+    (SIGINT) ends the command in one sentence with the run marked interrupted; SIGKILL (slow lane;
+    the fast lane kills a pool worker in tests/test_scale.py) leaves whatever it left."""
     import signal
     import time
 
@@ -560,18 +563,28 @@ def build_custom(input_shape, num_classes):
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
+        time.sleep(0.2)  # into the third epoch
+        process.send_signal(getattr(signal, stop_signal))
+        _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+    if stop_signal == "SIGINT":
+        assert process.returncode == 130, stderr[-3000:]
+        assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+        assert json.loads((tmp_path / "out" / "own" / "manifest.json").read_text())["status"] == "interrupted"
+    else:
+        assert process.returncode == -signal.SIGKILL
     done_before = len(json.loads(progress.read_text())["epochs"])
     assert 2 <= done_before < 5
+    history_before = json.loads((run_folder / "history.json").read_text())["epochs"]
     resumed = subprocess.run(command, cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming mine (seed 7) after epoch {done_before} of 5" in resumed.stderr
     history = json.loads((run_folder / "history.json").read_text())["epochs"]
     assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]
+    assert history[:done_before] == history_before, "the committed epochs are kept as they were"
+    assert json.loads((tmp_path / "out" / "own" / "manifest.json").read_text())["status"] == "complete"
 
 
 # --------------------------------------------------------------------------- the worked example

@@ -185,12 +185,13 @@ def wait_for_epochs(progress: Path, count: int, timeout: float = 180) -> None:
     raise AssertionError(f"{progress} never reached {count} epochs")
 
 
+@pytest.mark.slow
 @pytest.mark.training
-@pytest.mark.parametrize("stop_signal", [pytest.param(signal.SIGKILL, marks=pytest.mark.slow), signal.SIGINT])
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_training_resumes_with_every_epoch_once(tmp_path, stop_signal):
     """Stop a real training process in the middle of an epoch, then run the same command again.
-    SIGKILL is in the slow lane: the fast lane kills a builder model's run (test_own_models) and a
-    pool worker's (test_scale) and resumes both."""
+    In the slow lane: the fast lane stops a builder model's run with Ctrl-C (test_own_models) and
+    kills a pool worker (test_scale), and resumes both."""
     config = tmp_path / "slower.toml"  # epochs of about a second, so a signal lands mid-epoch
     config.write_text(
         "[study]\nrun_name = 'smoke'\nmodels = ['augmented']\n[data]\nsource = 'synthetic'\nimage_size = [64, 64]\n"

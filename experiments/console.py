@@ -230,7 +230,9 @@ class StatusLine:
 
     def _draw(self, console: Console) -> None:
         self._erase(console)
-        console.print(self.text or "", end="", no_wrap=True, overflow="ellipsis", crop=True, soft_wrap=False)
+        # one column short of the width: a character in the last column would leave some terminals about to wrap
+        console.print(self.text or "", end="", no_wrap=True, overflow="ellipsis", crop=True, soft_wrap=False,
+                      width=max(20, console.width - 1))
         console.file.flush()
 
     def show(self, text: str) -> None:

@@ -143,7 +143,8 @@ class _Stream(io.StringIO):
         return self.terminal
 
 
-def test_on_a_terminal_the_line_is_rewritten_in_place_and_elsewhere_printed():
+def test_on_a_terminal_the_line_is_rewritten_in_place_and_elsewhere_printed(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     stream = _Stream(terminal=True)
     line = StatusLine(lambda: stream)
     progress = StudyProgress([("baseline", 7), ("baseline", 8), ("transfer", 7)], started=0.0, line=line)
@@ -156,6 +157,10 @@ def test_on_a_terminal_the_line_is_rewritten_in_place_and_elsewhere_printed():
     assert text.count("\n") == 2, "one message line, and the progress line left in place at the end"
     assert "\x1b[1G\x1b[2KStudy: 1 of 3 cells done" in text and "about 12s left" in text
     assert text.endswith("\n") and "Study: 2 of 3 cells done" in text.splitlines()[-1]
+    monkeypatch.setenv("COLUMNS", "30")  # a narrow terminal: the line is cut to fit, one column to spare
+    narrow = _Stream(terminal=True)
+    StatusLine(lambda: narrow).show("Study: 1 of 12 cells done, 1m 05s elapsed, about 3m 20s left")
+    assert narrow.getvalue() == "\x1b[1G\x1b[2KStudy: 1 of 12 cells done, 1…"
     plain = _Stream(terminal=False)
     logged = StudyProgress([("baseline", 7)], started=0.0, line=StatusLine(lambda: plain))
     logged.cell_done("baseline", 7, 3.0)

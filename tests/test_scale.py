@@ -206,6 +206,50 @@ def test_gpus_are_found_without_tensorflow():
     assert visible_gpus({}, missing) == []
 
 
+@pytest.mark.skipif(not HAS_DASK, reason='Dask is not installed (pip install -e ".[dask]")')
+def test_dask_gets_the_longest_chain_first_and_each_source_before_the_cells_that_continue_it(monkeypatch):
+    """The scheduler hands a task to an idle worker as it is submitted: the order of submission,
+    not only the priorities, decides what starts first."""
+    from datetime import UTC, datetime
+
+    from experiments.scale import dask_cluster
+    from experiments.scale.jobs import WorkerSpec
+    from experiments.study.decisions import study_cells
+
+    class Future:
+        status = "finished"
+
+        def __init__(self, key: str, after: tuple):
+            self.key, self.after = key, after
+
+        def result(self) -> dict:
+            return {}
+
+    class Client:
+        def __init__(self):
+            self.submitted: list[tuple[str, int, tuple]] = []
+
+        def submit(self, function, job, spec, ranks, model, seed, label, *after, key, **options):
+            self.submitted.append((model, seed, after, options["priority"]))
+            return Future(key, after)
+
+    config = config_with(["baseline", "augmented", "transfer", "finetune", "transfer_extended"], epochs=2, finetune_epochs=3)
+    backend = object.__new__(dask_cluster.DaskBackend)
+    backend.client, backend.ranks, backend.retries = Client(), {}, 0
+    monkeypatch.setattr(dask_cluster, "as_completed", lambda futures: futures)
+    cells = study_cells(config)
+    backend.run_cells(WorkerSpec(config, False, datetime.now(UTC)), cells, cells, lambda: None)
+    order = [(model, seed) for model, seed, _, _ in backend.client.submitted]
+    assert order[0] == ("transfer", 1337), order  # 2 epochs and a 3-epoch cell after it: the longest path
+    assert sorted(order) == sorted(cells)
+    for model, seed, after, _ in backend.client.submitted:  # a continuing cell waits on its source's task
+        if model in ("finetune", "transfer_extended"):
+            assert [future.key for future in after] == ["cell-transfer-seed1337-" + after[0].key.rsplit("-", 1)[1]]
+            assert order.index(("transfer", 1337)) < order.index((model, seed))
+    priorities = [priority for *_, priority in backend.client.submitted]
+    assert priorities == sorted(priorities, reverse=True)
+
+
 def test_scale_options_are_checked(monkeypatch):
     from experiments.errors import UserError
     from experiments.scale.run import options_from_arguments

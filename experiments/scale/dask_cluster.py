@@ -113,10 +113,14 @@ class DaskBackend:
 
     def run_cells(self, spec: WorkerSpec, cells: Sequence[Cell], labels: Sequence[Cell], on_event: Callable[[], None]) -> CellResults:
         """Submit every cell at once, a continuing cell depending on its source's task; collect them
-        as they finish. Nothing is dropped: a task that errs is reported with why."""
+        as they finish. Nothing is dropped: a task that errs is reported with why. The cells are
+        submitted longest path first (a source's path is longer than those of the cells that continue
+        it, so it is submitted before them): the scheduler hands a task to an idle worker as soon as it
+        is submitted, before the priorities of later ones can count, so study order would start the
+        short cells first and leave the longest chain for last."""
         priority = critical_path(spec.config, cells)
         futures: dict[Cell, Any] = {}
-        for cell in cells:  # study order: a source before the cells that continue it
+        for cell in sorted(cells, key=lambda item: (-priority[item], cells.index(item))):
             source = source_of(spec.config, cell)
             after = [futures[source]] if source in futures else []
             futures[cell] = self.client.submit(dask_job, "cell_job", spec, self.ranks, cell[0], cell[1], cell_label(cell, labels), *after,

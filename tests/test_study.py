@@ -528,28 +528,28 @@ def test_the_data_figures_are_drawn_once_per_run_folder_and_data(tmp_path, monke
     from experiments.artifacts import RunFolder
     from experiments.config import load_config
     from experiments.data.loading import load_study_data
-    from experiments.study import figures, train_cell
+    from experiments.study import data_figures, figures
 
     drawn = []
 
     def draw(run, data, seed):  # stands for the drawing (matplotlib and a Keras layer: seconds)
         drawn.append(seed)
-        for name in train_cell.DATA_FIGURES:
+        for name in data_figures.DATA_FIGURES:
             for path in (run.figure(name), figures.dark_path(run.figure(name))):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"drawn")
 
-    monkeypatch.setattr(train_cell, "write_data_figures", draw)
+    monkeypatch.setattr(data_figures, "write_data_figures", draw)
     config = load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path)})
     run = RunFolder(config.run_dir)
     run.root.mkdir(parents=True)
     data = load_study_data(config)
-    train_cell.record_data(run, data, config.study.seed)
-    train_cell.record_data(run, data, config.study.seed)
+    data_figures.record_data(run, data, config.study.seed)
+    data_figures.record_data(run, data, config.study.seed)
     assert drawn == [7] and load(run.dataset)["fingerprint"] == data.fingerprint
     figures.dark_path(run.figure("augmentation_rotation")).unlink()
-    train_cell.record_data(run, data, config.study.seed)
+    data_figures.record_data(run, data, config.study.seed)
     assert drawn == [7, 7]
     other = load_study_data(load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "study.seed": 8}))
-    train_cell.record_data(run, other, 8)
+    data_figures.record_data(run, other, 8)
     assert drawn == [7, 7, 8] and load(run.dataset)["seed"] == 8

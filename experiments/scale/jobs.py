@@ -23,10 +23,10 @@ from experiments.data.loading import load_study_data
 from experiments.runtime import cpu_supports_bf16, import_tensorflow_quietly, prefer_onednn, set_determinism
 from experiments.scale.environment import configure_threads, worker_name
 from experiments.study.cell import CellContext, run_cell
+from experiments.study.data_figures import record_data
 from experiments.study.environment import check_builders, preflight
 from experiments.study.manifest import study_header, write_manifest
 from experiments.study.run import finish_study
-from experiments.study.train_cell import record_data
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import StudyTracking
 

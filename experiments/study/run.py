@@ -29,6 +29,7 @@ from experiments.runtime import cpu_supports_bf16, set_determinism
 from experiments.study.cell import DEFERRED, CellContext, CellOutcome, run_cell
 from experiments.study.census import CensusProgress, StudyProgress
 from experiments.study.choose import select_and_test
+from experiments.study.data_figures import record_data
 from experiments.study.decisions import (
     COMPLETE,
     DIVERGED,
@@ -40,7 +41,7 @@ from experiments.study.environment import check_builders, preflight
 from experiments.study.lifecycle import OpenRun, open_run
 from experiments.study.locks import run_lock
 from experiments.study.manifest import study_header
-from experiments.study.train_cell import record_data, write_model_curves
+from experiments.study.train_cell import write_model_curves
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import (
     StudyTracking,

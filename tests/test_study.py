@@ -532,8 +532,8 @@ def test_the_data_figures_are_drawn_once_per_run_folder_and_data(tmp_path, monke
 
     drawn = []
 
-    def draw(run, data, seed):  # stands for the drawing (matplotlib and a Keras layer: seconds)
-        drawn.append(seed)
+    def draw(run, data):  # stands for the drawing (matplotlib and a Keras layer: seconds)
+        drawn.append(data.seed)
         for name in data_figures.DATA_FIGURES:
             for path in (run.figure(name), figures.dark_path(run.figure(name))):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -544,12 +544,12 @@ def test_the_data_figures_are_drawn_once_per_run_folder_and_data(tmp_path, monke
     run = RunFolder(config.run_dir)
     run.root.mkdir(parents=True)
     data = load_study_data(config)
-    data_figures.record_data(run, data, config.study.seed)
-    data_figures.record_data(run, data, config.study.seed)
+    data_figures.record_data(run, data)
+    data_figures.record_data(run, data)
     assert drawn == [7] and load(run.dataset)["fingerprint"] == data.fingerprint
     figures.dark_path(run.figure("augmentation_rotation")).unlink()
-    data_figures.record_data(run, data, config.study.seed)
+    data_figures.record_data(run, data)
     assert drawn == [7, 7]
     other = load_study_data(load_config(SMOKE_CONFIG, {"study.out_dir": str(tmp_path), "study.seed": 8}))
-    data_figures.record_data(run, other, 8)
+    data_figures.record_data(run, other)
     assert drawn == [7, 7, 8] and load(run.dataset)["seed"] == 8

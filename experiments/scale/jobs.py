@@ -101,7 +101,7 @@ def prepare_job(spec: WorkerSpec) -> Manifest:
             log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
-        record_data(run, data, config.study.seed)
+        record_data(run, data)
         return study_header(config, data)
 
 

@@ -106,7 +106,7 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
         check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
-        record_data(run, data, config.study.seed)
+        record_data(run, data)
         opened.manifest.start(replace(study_header(config, data), execution=execution))
         _run_cells(opened, data, tracking, force, share=share, strategy=strategy, parallel=parallel)
     return run

@@ -220,9 +220,10 @@ class StatusLine:
     def _console(self) -> Console | None:
         """A rich console that draws on the stream, or None when the stream is not an interactive terminal."""
         stream = self._stream()
-        if not _is_terminal(Console(file=stream), stream):
-            return None
-        return Console(file=stream, force_terminal=True, highlight=False, markup=False, emoji=False)
+        # forced to a terminal so that it draws its cursor controls; _is_terminal still asks the stream
+        # itself (isatty) and rich whether the terminal can take them (not TERM=dumb, TTY_INTERACTIVE)
+        console = Console(file=stream, force_terminal=True, highlight=False, markup=False, emoji=False)
+        return console if _is_terminal(console, stream) else None
 
     @staticmethod
     def _erase(console: Console) -> None:

@@ -57,9 +57,9 @@ def drawn_with_figures(tmp_path_factory) -> tuple[dict[str, Path], list[tuple[st
     written = []
     original = figures._write_png
 
-    def keep(figure, path):
+    def keep(figure, path, *arguments):
         written.append((Path(path).name, figure))
-        return original(figure, path)
+        return original(figure, path, *arguments)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "_write_png", keep)
@@ -171,3 +171,49 @@ def test_comparison_copes_with_models_without_epochs(tmp_path):
     assert path.is_file() and figures.dark_path(path).is_file()
     path = figures.comparison({}, tmp_path / "empty.png", 0.5)
     assert path.is_file() and figures.dark_path(path).is_file()
+
+
+def test_a_figure_is_drawn_again_only_when_its_inputs_change(tmp_path, monkeypatch):
+    """A pair carrying the digest of this call's inputs is left as it is (a re-run draws nothing);
+    other inputs, a file without the digest (an older run's) or a missing twin draw the pair again."""
+    from experiments.artifacts.cell_records import Epoch
+
+    drawn = []
+    original = figures._write_png
+    monkeypatch.setattr(figures, "_write_png", lambda figure, path, *rest: drawn.append(Path(path).name) or original(figure, path, *rest))
+    path = tmp_path / "curves_baseline.png"
+    runs = [history(0.80), history(0.82)]
+
+    def draw(runs=runs, title="baseline", lead_in=None) -> list[str]:
+        drawn.clear()
+        figures.training_curves(runs, title, path, 0.5, lead_in=lead_in, lead_in_name="transfer" if lead_in else "")
+        return sorted(drawn)
+
+    pair = sorted([path.name, figures.dark_path(path).name])
+    assert draw() == pair
+    digest = figures.drawn_from(path)
+    assert digest and figures.drawn_from(figures.dark_path(path)) == digest and len(digest) == 64
+    before = {name: (tmp_path / name).stat().st_mtime_ns for name in pair}
+    assert draw() == []  # the same inputs: nothing drawn, nothing written
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in pair} == before
+    records = [[Epoch(**record) for record in seed] for seed in runs]  # as the runner passes them: read from history.json
+    assert draw(records) == pair and draw([[Epoch(**record) for record in seed] for seed in runs]) == []
+    assert draw([history(0.80), history(0.83)]) == pair  # one value changed
+    assert draw(title="baseline (edited)") == pair
+    assert draw(lead_in=[history(0.7)]) == pair
+    assert draw() == pair  # back to the first inputs: drawn again, not left showing the last ones
+    assert figures.drawn_from(path) == digest
+    figures.dark_path(path).unlink()
+    assert draw() == pair  # a missing twin
+    Image.open(path).save(path)  # the light file rewritten without the text chunk, as an older run wrote it
+    assert figures.drawn_from(path) is None
+    assert draw() == pair and figures.drawn_from(path) == digest
+    assert figures.drawn_from(tmp_path / "missing.png") is None
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert figures.drawn_from(tmp_path / "broken.png") is None
+    # the order of the models decides their colours: another order is another figure
+    first = {"a": runs, "b": [history(0.9)]}
+    figures.comparison(first, tmp_path / "comparison.png", 0.5)
+    ordered = figures.drawn_from(tmp_path / "comparison.png")
+    figures.comparison(dict(reversed(first.items())), tmp_path / "comparison.png", 0.5)
+    assert figures.drawn_from(tmp_path / "comparison.png") != ordered

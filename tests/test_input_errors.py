@@ -121,15 +121,16 @@ ODD_NAMES = ["cost$_$", "a$x^2$", "50$ and 60$", r"back\slash $\alpha$"]
 
 @pytest.fixture
 def drawn_figures(monkeypatch):
-    """Keep every figure figures.py saves, to look at its texts after drawing."""
+    """Keep every light figure figures.py saves, to look at its texts after drawing."""
     kept = []
-    original_save = figures._save
+    original_write = figures._write_png
 
-    def keep(figure, path):
-        kept.append(figure)
-        return original_save(figure, path)
+    def keep(figure, path, *arguments):
+        if not Path(path).stem.endswith(figures.DARK_SUFFIX):
+            kept.append(figure)
+        return original_write(figure, path, *arguments)
 
-    monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(figures, "_write_png", keep)
     return kept
 
 

@@ -10,14 +10,22 @@ light "default" and dark "slate"): ``<name>.png`` on white, and ``<name>-dark.pn
 text, axes and grid and brighter line colours. Pages show the pair with Material's
 ``![alt](figures/x.png#only-light)`` ``![alt](figures/x-dark.png#only-dark)``. The dark file
 is written first, so a light file that exists always has its dark twin beside it (from this
-or an earlier run). Each file is written atomically on its own (``_save``).
+or an earlier run). Each file is written atomically on its own (``_write_png``).
+
+A figure is drawn again only when what it shows could differ: each PNG carries, in a text chunk
+(:data:`INPUTS_KEY`), a digest of the data it was drawn from, this module's source, matplotlib's
+version and rcParams; a pair whose two files carry the digest of this call's inputs is left as it
+is (a re-run, a cell skipped as finished, a model whose other seeds trained elsewhere). Drawing a
+pair costs about a second, a good part of a small study's time.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,8 @@ Runs = list[list[Epoch | dict[str, Any]]]
 
 FIGURE_DPI = 110
 PNG_METADATA = {"Software": None}  # keep the files free of version strings that churn diffs
+#: The PNG text chunk holding the digest of what the figure was drawn from (_inputs_digest).
+INPUTS_KEY = "report-builder inputs sha256"
 # Keyword arguments that make a matplotlib Text draw its string as it is: no math text between
 # dollar signs, no LaTeX even if an rcParams file turns text.usetex on.
 LITERAL = {"parse_math": False, "usetex": False}
@@ -112,20 +122,18 @@ def _legend(axis, **options):
     return legend
 
 
-def _write_png(figure, path: Path) -> Path:
-    """Write `figure` to `path` atomically (a temporary file renamed into place), then close it."""
+def _write_png(figure, path: Path, inputs: str | None = None) -> Path:
+    """Write `figure` to `path` atomically (a temporary file renamed into place), then close it;
+    `inputs` (a digest of what it was drawn from) goes into the file's INPUTS_KEY text chunk."""
+    metadata = PNG_METADATA if inputs is None else {**PNG_METADATA, INPUTS_KEY: inputs}
+
     def write(temporary_path: Path) -> None:
-        figure.savefig(temporary_path, format="png", dpi=FIGURE_DPI, bbox_inches="tight", metadata=PNG_METADATA)
+        figure.savefig(temporary_path, format="png", dpi=FIGURE_DPI, bbox_inches="tight", metadata=metadata)
 
     try:
         return write_atomic(path, write)
     finally:
         plt.close(figure)
-
-
-def _save(figure, path: Path) -> Path:
-    """Write the light `figure` to `path` (atomically) and close it."""
-    return _write_png(figure, path)
 
 
 @contextmanager
@@ -134,13 +142,67 @@ def _themed(theme: Theme) -> Iterator[None]:
         yield
 
 
-def _save_both(draw: Callable[[Theme], Any], path: Path) -> Path:
+@functools.cache
+def _drawing_code() -> bytes:
+    """What, besides its inputs, decides how a figure looks: this module's source and matplotlib's version."""
+    return hashlib.sha256(Path(__file__).read_bytes()).digest() + matplotlib.__version__.encode()
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    """Add `value` to `hasher`, unambiguously: arrays by dtype, shape and bytes; dataclasses, dicts
+    (in their order: a figure draws them in it), lists and tuples item by item; scalars by type and repr."""
+    if isinstance(value, np.ndarray):
+        hasher.update(f"<array {value.dtype.str} {value.shape}>".encode())
+        hasher.update(np.ascontiguousarray(value).tobytes())
+    elif is_dataclass(value) and not isinstance(value, type):
+        _feed(hasher, {"<dataclass>": type(value).__name__, **{item.name: getattr(value, item.name) for item in fields(value)}})
+    elif isinstance(value, dict):
+        hasher.update(b"{")
+        for key, item in value.items():
+            _feed(hasher, key)
+            _feed(hasher, item)
+        hasher.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        hasher.update(b"[")
+        for item in value:
+            _feed(hasher, item)
+        hasher.update(b"]")
+    elif value is None or isinstance(value, (str, bytes, int, float, np.generic, Path)):
+        hasher.update(f"<{type(value).__name__} {value!r}>".encode())
+    else:
+        raise TypeError(f"cannot digest a {type(value).__name__} as a figure's input")
+
+
+def _inputs_digest(inputs: Any) -> str:
+    """The digest a figure drawn from `inputs` carries: those inputs, the drawing code, the rcParams."""
+    hasher = hashlib.sha256(_drawing_code())
+    _feed(hasher, inputs)
+    hasher.update(repr(sorted((key, repr(value)) for key, value in matplotlib.rcParams.items())).encode())
+    return hasher.hexdigest()
+
+
+def drawn_from(path: Path) -> str | None:
+    """The inputs digest the PNG at `path` carries; None if it has none, or is missing or unreadable."""
+    from PIL import Image  # matplotlib's own dependency, loaded with it
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(INPUTS_KEY)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _save_both(draw: Callable[[Theme], Any], path: Path, inputs: Any = None) -> Path:
     """Draw the figure for each scheme with `draw(theme)` and write ``x-dark.png``, then ``x.png``;
-    returns the light one's path."""
+    returns the light one's path. With `inputs` (everything the drawing depends on besides this
+    module), a pair that already carries their digest is not drawn again."""
+    digest = None if inputs is None else _inputs_digest(inputs)
+    if digest is not None and drawn_from(dark_path(path)) == digest and drawn_from(path) == digest:
+        return path
     with _themed(DARK):
-        _write_png(draw(DARK), dark_path(path))
+        _write_png(draw(DARK), dark_path(path), digest)
     with _themed(LIGHT):
-        return _save(draw(LIGHT), path)
+        return _write_png(draw(LIGHT), path, digest)
 
 
 def _cycle_colors() -> list[str]:
@@ -153,6 +215,8 @@ def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], pa
     classes, then two classes side by side per row (three from thirteen on), so that many
     classes do not make a figure taller than the page is long."""
     classes_per_row = 1 if len(class_names) <= 4 else 2 if len(class_names) <= 12 else 3
+    # the images shown, read once (`images` may be the decoded-image cache on disk, too big to digest)
+    shown = [np.asarray(images[np.flatnonzero(np.asarray(labels) == label)[:per_class]]) for label in range(len(class_names))]
 
     def draw(theme: Theme):
         rows = -(-len(class_names) // classes_per_row)
@@ -162,15 +226,14 @@ def data_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], pa
             axis.axis("off")
         for label, class_name in enumerate(class_names):
             row, block = divmod(label, classes_per_row)
-            indices = np.flatnonzero(labels == label)[:per_class]
-            for offset, index in enumerate(indices):
+            for offset, image in enumerate(shown[label]):
                 axis = axes[row][block * per_class + offset]
-                axis.imshow(images[index])
+                axis.imshow(image)
                 axis.set_title(class_name, fontsize=11, **LITERAL)
         figure.tight_layout()
         return figure
 
-    return _save_both(draw, path)
+    return _save_both(draw, path, ("data_grid", shown, class_names, per_class))
 
 
 def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]], path: Path) -> Path:
@@ -188,7 +251,7 @@ def augmentation_demo(image: np.ndarray, variants: list[tuple[str, np.ndarray]],
         figure.tight_layout()
         return figure
 
-    return _save_both(draw, path)
+    return _save_both(draw, path, ("augmentation_demo", image, variants))
 
 
 def band(runs: Runs, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -264,7 +327,7 @@ def training_curves(
         figure.tight_layout()
         return figure
 
-    return _save_both(draw, path)
+    return _save_both(draw, path, ("training_curves", runs, title, baseline_accuracy, lead_in, lead_in_name))
 
 
 def final_epoch_limits(values: list[float]) -> tuple[float, float]:
@@ -340,7 +403,8 @@ def comparison(histories: dict[str, Runs], path: Path, baseline_accuracy: float 
     majority baseline. Right: the last epoch only, one row per model, each seed's value a dot
     and the mean a bar (its value printed beside the row), on an axis zoomed to those values
     so that models a point or two apart stay apart."""
-    return _save_both(lambda theme: _comparison_figure(histories, baseline_accuracy, theme), path)
+    return _save_both(lambda theme: _comparison_figure(histories, baseline_accuracy, theme), path,
+                      ("comparison", histories, baseline_accuracy))
 
 
 def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: int = 12, columns: int = 4) -> Path:
@@ -360,7 +424,7 @@ def misclassified(images: np.ndarray, captions: list[str], path: Path, limit: in
         figure.tight_layout()
         return figure
 
-    return _save_both(draw, path)
+    return _save_both(draw, path, ("misclassified", images, captions, limit, columns))
 
 
 def confusion_heatmap(matrix: np.ndarray, class_names: list[str], path: Path) -> Path:
@@ -389,4 +453,4 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], path: Path) ->
         figure.tight_layout()
         return figure
 
-    return _save_both(draw, path)
+    return _save_both(draw, path, ("confusion_heatmap", matrix, class_names))

@@ -181,12 +181,11 @@ def test_a_figure_is_drawn_again_only_when_its_inputs_change(tmp_path, monkeypat
     drawn = []
     original = figures._write_png
     monkeypatch.setattr(figures, "_write_png", lambda figure, path, *rest: drawn.append(Path(path).name) or original(figure, path, *rest))
-    path = tmp_path / "curves_baseline.png"
-    runs = [history(0.80), history(0.82)]
+    path = tmp_path / "confusion_test.png"
 
-    def draw(runs=runs, title="baseline", lead_in=None) -> list[str]:
+    def draw(matrix=((5, 1), (2, 6)), names=("cats", "dogs")) -> list[str]:  # the quickest figure to draw
         drawn.clear()
-        figures.training_curves(runs, title, path, 0.5, lead_in=lead_in, lead_in_name="transfer" if lead_in else "")
+        figures.confusion_heatmap(np.array(matrix), list(names), path)
         return sorted(drawn)
 
     pair = sorted([path.name, figures.dark_path(path).name])
@@ -196,24 +195,23 @@ def test_a_figure_is_drawn_again_only_when_its_inputs_change(tmp_path, monkeypat
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in pair}
     assert draw() == []  # the same inputs: nothing drawn, nothing written
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in pair} == before
-    records = [[Epoch(**record) for record in seed] for seed in runs]  # as the runner passes them: read from history.json
-    assert draw(records) == pair and draw([[Epoch(**record) for record in seed] for seed in runs]) == []
-    assert draw([history(0.80), history(0.83)]) == pair  # one value changed
-    assert draw(title="baseline (edited)") == pair
-    assert draw(lead_in=[history(0.7)]) == pair
-    assert draw() == pair  # back to the first inputs: drawn again, not left showing the last ones
-    assert figures.drawn_from(path) == digest
+    assert draw(matrix=((5, 1), (3, 5))) == pair  # one count changed
+    assert draw(names=("cats", "dogs & co")) == pair
     figures.dark_path(path).unlink()
-    assert draw() == pair  # a missing twin
+    assert draw() == pair and figures.drawn_from(path) == digest  # a missing twin; the first inputs' digest again
     Image.open(path).save(path)  # the light file rewritten without the text chunk, as an older run wrote it
     assert figures.drawn_from(path) is None
     assert draw() == pair and figures.drawn_from(path) == digest
     assert figures.drawn_from(tmp_path / "missing.png") is None
     (tmp_path / "broken.png").write_bytes(b"not a png")
     assert figures.drawn_from(tmp_path / "broken.png") is None
-    # the order of the models decides their colours: another order is another figure
-    first = {"a": runs, "b": [history(0.9)]}
-    figures.comparison(first, tmp_path / "comparison.png", 0.5)
-    ordered = figures.drawn_from(tmp_path / "comparison.png")
-    figures.comparison(dict(reversed(first.items())), tmp_path / "comparison.png", 0.5)
-    assert figures.drawn_from(tmp_path / "comparison.png") != ordered
+    # the runner passes histories read from history.json: the same records give the same digest
+    runs = [history(0.80), history(0.82)]
+    records = [[Epoch(**record) for record in seed] for seed in runs]
+    assert figures._inputs_digest(records) == figures._inputs_digest([[Epoch(**record) for record in seed] for seed in runs])
+    assert figures._inputs_digest(records) != figures._inputs_digest([[Epoch(**record) for record in seed] for seed in runs[:1]])
+    # the order of the models decides their colours in the comparison: another order is another figure
+    models = {"a": runs, "b": [history(0.9)]}
+    assert figures._inputs_digest(models) != figures._inputs_digest(dict(reversed(models.items())))
+    with pytest.raises(TypeError, match="cannot digest a object"):
+        figures._inputs_digest([object()])

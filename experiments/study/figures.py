@@ -39,7 +39,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from experiments.artifacts.cell_records import Epoch  # noqa: E402
-from experiments.artifacts.files import write_atomic  # noqa: E402
+from experiments.artifacts.files import file_sha256, write_atomic  # noqa: E402
 
 #: One history per seed; each epoch an artifacts.cell_records.Epoch or its JSON object (both read with .get).
 Runs = list[list[Epoch | dict[str, Any]]]
@@ -145,7 +145,7 @@ def _themed(theme: Theme) -> Iterator[None]:
 @functools.cache
 def _drawing_code() -> bytes:
     """What, besides its inputs, decides how a figure looks: this module's source and matplotlib's version."""
-    return hashlib.sha256(Path(__file__).read_bytes()).digest() + matplotlib.__version__.encode()
+    return f"{file_sha256(__file__)} {matplotlib.__version__}".encode()
 
 
 def _feed(hasher: Any, value: Any) -> None:

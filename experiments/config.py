@@ -24,6 +24,7 @@ from experiments.models.local_imports import builder_digest
 from experiments.models.recipes import (
     BUILT_IN_NAMES,
     CONTINUING_RECIPES,
+    OWN_WEIGHTS,
     PLAN_PREVIOUS,
     ModelRecipe,
     builder_is_file,
@@ -31,6 +32,7 @@ from experiments.models.recipes import (
     check_study_models,
     check_training_settings,
     comparison_plan,
+    is_own_backbone,
     parse_models,
     recipe_for,
     split_builder,
@@ -390,7 +392,7 @@ def validate(config: StudyConfig) -> StudyConfig:
     for name in study.models:
         recipe = config.recipe(name)
         weights = config.weights_of(name)
-        if recipe.recipe != "transfer" or weights in ("imagenet", "none"):
+        if recipe.recipe != "transfer" or weights in ("imagenet", "none", OWN_WEIGHTS):
             continue
         key = f"models.{name}.weights" if recipe.weights else "training.base_weights"
         problem = _path_problem(weights)
@@ -591,25 +593,33 @@ def expand_study_variants(config: StudyConfig) -> None:
 
 
 def locate_builders(config: StudyConfig, config_dir: Path) -> None:
-    """Record where each `keras` model's builder lives and a digest of its source file, without
+    """Record where each `keras` model's builder (and each transfer model's backbone of the
+    study's own code) lives and a digest of its source file, without
     importing it (the report builder loads configs too): a file path is relative to the config
     file's folder, a module is looked up on sys.path. The digest covers the file and the files of
     its folder it imports (experiments.models.local_imports) and is part of the model's hash, so
     editing either retrains the model. A file that cannot be read gets no digest here; the runner
     stops on it before any training (experiments.models.builders.check_builders)."""
     for name, recipe in list(config.models.items()):
-        if recipe.recipe != "keras":
-            continue
-        where, _ = split_builder(recipe.builder, f"models.{name}.builder")
-        path = (config_dir / where).resolve() if builder_is_file(where) else _module_file(where)
-        digest = ""
-        if path is not None:
-            try:
-                digest = builder_digest(path, None if builder_is_file(where) else _module_root(where, path))
-            except OSError:
-                digest = ""
-        config.models[name] = dataclasses.replace(recipe, builder_file=str(path) if path is not None else "",
-                                                  builder_sha256=digest)
+        if recipe.recipe == "keras":
+            path, digest = _locate(recipe.builder, f"models.{name}.builder", config_dir)
+            config.models[name] = dataclasses.replace(recipe, builder_file=path, builder_sha256=digest)
+        elif recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
+            path, digest = _locate(recipe.backbone, f"models.{name}.backbone", config_dir)
+            config.models[name] = dataclasses.replace(recipe, backbone_file=path, backbone_sha256=digest)
+
+
+def _locate(builder: str, key: str, config_dir: Path) -> tuple[str, str]:
+    """(the source file, its digest) of a "FILE.py:function" or "module:function" value; "" for
+    either that cannot be found or read."""
+    where, _ = split_builder(builder, key)
+    path = (config_dir / where).resolve() if builder_is_file(where) else _module_file(where)
+    if path is None:
+        return "", ""
+    try:
+        return str(path), builder_digest(path, None if builder_is_file(where) else _module_root(where, path))
+    except OSError:
+        return str(path), ""
 
 
 def _module_file(module: str) -> Path | None:

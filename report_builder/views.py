@@ -465,8 +465,13 @@ def _recipe_traits(view: ModelView, base_weights: str | None, by_name: dict[str,
     if recipe.recipe == "transfer":
         backbone = recipe.backbone_name or recipe.backbone
         weights = recipe.weights or base_weights or ""
-        traits["start"] = f"starts from a {backbone} with random weights" if weights == "none" else f"starts from a {backbone} pre-trained on ImageNet"
-        traits["input"] = f"{backbone}'s own input scaling"
+        if recipe.own_backbone:
+            traits["start"] = f"starts from the study's own backbone {backbone}"
+            traits["input"] = "raw pixels, scaled as its backbone's builder chooses"
+        else:
+            traits["start"] = (f"starts from a {backbone} with random weights" if weights == "none"
+                               else f"starts from a {backbone} pre-trained on ImageNet")
+            traits["input"] = f"{backbone}'s own input scaling"
     elif recipe.recipe == "keras":  # the study's own code: the report knows only its declaration
         traits["start"] = f"is built by the study's own {recipe.builder}"
         traits["input"] = "raw pixels, scaled as its builder chooses"
@@ -1132,7 +1137,7 @@ def page_context(run: RunView) -> dict[str, Any]:
         "study": study_text(manifest),
         "heatmap_from_classes": HEATMAP_FROM_CLASSES,
         # the study's --base-weights reached a model: a transfer model without weights of its own ran
-        "uses_base_weights": any(model.recipe.recipe == "transfer" and not model.recipe.weights
+        "uses_base_weights": any(model.recipe.recipe == "transfer" and not model.recipe.weights and not model.recipe.own_backbone
                                  for model in run.models if model.status != "not_run"),
         "augmentation_model": next((model.name for model in run.models if model.recipe.augment), None),
         "total_wall_seconds": total_wall_seconds(run.models),

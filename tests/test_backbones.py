@@ -77,9 +77,9 @@ def test_an_unknown_backbone_names_its_key_and_the_known_ones():
         backbone_named("resnet18", "models.resnet.backbone")
     assert str(caught.value).startswith(
         "models.resnet.backbone: unknown backbone 'resnet18'; known: mobilenet_v2, efficientnetv2_b0, resnet50v2, convnext_tiny, "
-        "or a keras.applications name: Xception, VGG16, VGG19, ResNet50, "
+        "a keras.applications name (Xception, VGG16, VGG19, ResNet50, "
     )
-    assert "ConvNeXtXLarge" in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value).endswith("ConvNeXtXLarge), or your own as \"FILE.py:function\"") and "\n" not in str(caught.value)
     assert isinstance(caught.value, UserError)
 
 

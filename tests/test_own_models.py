@@ -276,6 +276,102 @@ def test_a_builder_returning_a_wrong_output_shape_stops_before_training(tmp_path
     assert not list((tmp_path / "out").rglob("history.json"))  # not even the baseline, listed first, trained
 
 
+# --------------------------------------------------------------------------- a backbone of your own
+
+BACKBONE = '''
+import keras
+from keras import layers
+
+
+def encoder(input_shape):
+    """Two strided convolutions: feature maps for the transfer model to pool."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(4, 3, strides=2, name="first")(layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, layers.Conv2D(8, 3, strides=2, name="second")(x), name="encoder")
+
+
+def pooled(input_shape):
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3)(inputs)))
+'''
+OWN = '[models.mine]\nrecipe = "transfer"\nbackbone = "models.py:encoder"\n'
+OWN_CHAIN = OWN + '[models.tuned]\nrecipe = "finetune"\ncontinues = "mine"\nunfreeze_from_layer = -1\n'
+
+
+def test_a_backbone_of_your_own_is_located_and_hashed_and_its_file_retrains_only_its_models(tmp_path):
+    path = _study(tmp_path, OWN_CHAIN, models='["baseline", "mine", "tuned"]', builder=BACKBONE)
+    before = load_config(path)
+    recipe = before.recipe("mine")
+    assert recipe.backbone_file == str((tmp_path / "models.py").resolve()) and len(recipe.backbone_sha256) == 64
+    assert before.weights_of("mine") == "builder"  # --base-weights is for the keras.applications backbones
+    (tmp_path / "models.py").write_text(BACKBONE.replace("Conv2D(8", "Conv2D(9"), encoding="utf-8")
+    after = load_config(path)
+    assert config_hash(before, "mine") != config_hash(after, "mine")
+    assert config_hash(before, "baseline") == config_hash(after, "baseline")
+
+
+def test_a_named_backbone_keeps_the_hash_it_had_before_backbones_of_your_own():
+    from experiments.models.recipes import BUILT_IN
+
+    assert "backbone_sha256" not in BUILT_IN["transfer"].to_dict()  # empty: left out, so old runs are not retrained
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('recipe = "transfer"\nbackbone = "models.py:encoder"\nweights = "imagenet"',
+     "models.mine.weights in x: a backbone of your own (models.py:encoder) has the weights its builder gives it"),
+    ('recipe = "transfer"\nbackbone = "models.py:"', "models.mine.backbone in x must be \"FILE.py:function\""),
+])
+def test_a_bad_backbone_of_your_own_is_one_sentence_naming_the_key(table, message):
+    import tomllib
+
+    with pytest.raises(ConfigError) as caught:
+        parse_model("mine", tomllib.loads(table), "x")
+    assert message in str(caught.value)
+
+
+def test_the_report_words_say_the_backbone_is_the_studys_own():
+    from experiments.models.recipes import describe, parse_model
+
+    title, description = describe(parse_model("mine", {"recipe": "transfer", "backbone": "nets/models.py:encoder"}, "x"))
+    assert title == "Transfer learning on a frozen models.py:encoder"
+    assert "the study's own backbone models.py:encoder" in description and "ImageNet" not in description
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(("table", "builder", "message"), [
+    (OWN.replace(":encoder", ":pooled"), BACKBONE, "a backbone must output one feature map per image, of shape "
+                                                   "(batch, rows, columns, channels), which the transfer model pools; it outputs (4,)"),
+    (OWN.replace(":encoder", ":decoder"), BACKBONE, "it defines no function decoder"),
+    (OWN, "def encoder(input_shape):\n    raise ValueError('no')\n", "calling it with input_shape=(48, 48, 3) raised ValueError: no"),
+    (OWN_CHAIN.replace("-1", "9"), BACKBONE,
+     "models.tuned.unfreeze_from_layer is 9, but the models.py:encoder backbone has 4 layers (use 0 to 3, or -1 to -4"),
+], ids=["pooled-output", "no-function", "raises", "unfreeze-layer"])
+def test_a_broken_backbone_of_your_own_stops_before_training_in_one_sentence(tmp_path, table, builder, message):
+    from experiments.models.builders import check_builders
+
+    config = load_config(_study(tmp_path, table, models='["mine", "tuned"]' if "tuned" in table else '["mine"]', builder=builder))
+    with pytest.raises(ConfigError) as caught:
+        check_builders(config, (48, 48), 2)
+    text = str(caught.value)
+    assert message in text and "\n" not in text, text
+
+
+@pytest.mark.keras
+def test_a_transfer_model_on_a_backbone_of_your_own_builds_frozen_and_finetunes_its_top(tmp_path):
+    import keras
+
+    from experiments.models.build import backbone_of, build_model, make_finetune_model
+
+    config = load_config(_study(tmp_path, OWN_CHAIN, models='["mine", "tuned"]', builder=BACKBONE))
+    model = build_model(config.recipe("mine"), (48, 48), 2, config.weights_of("mine"))
+    base = backbone_of(model)
+    assert base.name == "encoder" and not base.trainable
+    assert [layer.name for layer in model.layers if layer.trainable_weights] == ["logits"]
+    tuned = make_finetune_model(model, -1, "tuned")
+    assert [layer.name for layer in backbone_of(tuned).layers if layer.trainable_weights] == ["second"]
+    keras.backend.clear_session()
+
+
 # --------------------------------------------------------------------------- built, compiled, trained
 
 

@@ -89,7 +89,7 @@ class StudyModel(Part):
     augment: bool = field(default=False, metadata=REQUIRED)  # random flips and rotations in training
     rescale: bool = field(default=False, metadata=REQUIRED)  # small_cnn: pixels scaled to [-1, 1]
     dropout: float = 0.0
-    backbone: str = ""  # transfer: the backbone's key ("mobilenet_v2"); "" for other recipes
+    backbone: str = ""  # transfer: the backbone's key ("mobilenet_v2", or "FILE.py:function" for the study's own); "" for other recipes
     backbone_name: str = ""  # its display name ("MobileNetV2"), as the report writes it
     preprocessing: str = ""  # its input scaling, in words
     weights: str = ""  # transfer: its own weights setting ("": the study's base weights)
@@ -107,6 +107,11 @@ class StudyModel(Part):
     def continues_model(self) -> str | None:
         """The model it continues, for a continuing recipe (None otherwise)."""
         return self.continues if self.recipe in self.CONTINUING else None
+
+    @property
+    def own_backbone(self) -> bool:
+        """Whether its backbone is the study's own code ("FILE.py:function"), not a pre-trained one of keras.applications."""
+        return ":" in self.backbone
 
 
 #: study.compare's kinds: each model against the one before it, every model against one, or listed pairs.

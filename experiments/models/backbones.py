@@ -44,6 +44,7 @@ class Backbone:
     preprocessing_argument: bool = True  # it takes include_preprocessing (EfficientNet B0-B7 always normalise)
     url_file: str = ""  # the file name at the address, where it differs from the cached one (NASNet)
     weights_base: str = ""  # the address's folder, where it is not under _APPLICATIONS (EfficientNet B0-B7)
+    own: bool = False  # the study's own code builds it ("FILE.py:function"): no ImageNet file, no download
 
     def weights_file(self, image_size: tuple[int, int]) -> str:
         """The name of the no-top ImageNet weights file keras.applications loads for `image_size`
@@ -178,16 +179,29 @@ APPLICATIONS: dict[str, Backbone] = {
 }
 
 
+def own_backbone(value: str) -> Backbone:
+    """A backbone of the study's own code, `value` being "FILE.py:function" or "module:function":
+    its builder takes [0, 255] pixels as they are and gives it the weights it wants
+    (experiments.models.builders.build_own_backbone builds and checks it)."""
+    where, _, function = value.rpartition(":")
+    place = Path(where).name if where.endswith(".py") or "/" in where or "\\" in where else where
+    return Backbone(name=value, display_name=f"{place}:{function}", application="",
+                    preprocessing="passed on as they are, from 0 to 255 (the backbone's builder scales them)", minimum_side=1,
+                    module="", normalisation="", preprocessing_inside=True, weights_folder="", notop_file="", own=True)
+
+
 def backbone_named(name: str, owner: str) -> Backbone:
     """The backbone called `name`: one of the four short names (mobilenet_v2, efficientnetv2_b0,
-    resnet50v2, convnext_tiny) or any keras.applications name (ResNet50V2, ConvNeXtTiny, ...);
-    `owner` is the config key that named it, for the error."""
+    resnet50v2, convnext_tiny), any keras.applications name (ResNet50V2, ConvNeXtTiny, ...) or
+    "FILE.py:function" for one of the study's own; `owner` is the config key that named it, for the error."""
+    if isinstance(name, str) and ":" in name:
+        return own_backbone(name)
     if isinstance(name, str) and name in BACKBONES:
         return BACKBONES[name]
     if isinstance(name, str) and name in APPLICATIONS:
         return APPLICATIONS[name]
-    raise ConfigError(f"{owner}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}, or a keras.applications name: "
-                      f"{', '.join(APPLICATIONS)}")
+    raise ConfigError(f"{owner}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}, a keras.applications name "
+                      f"({', '.join(APPLICATIONS)}), or your own as \"FILE.py:function\"")
 
 
 def preprocessing_layer(backbone: Backbone) -> Any:
@@ -311,11 +325,12 @@ def layer_count(backbone: Backbone) -> int:
     return _LAYER_COUNTS[backbone.name]
 
 
-def check_unfreeze_layer(backbone: Backbone, from_layer: int, key: str) -> None:
+def check_unfreeze_layer(backbone: Backbone, from_layer: int, key: str, count: int | None = None) -> None:
     """ConfigError naming `key` when a finetune model's first layer to unfreeze is not a layer of
     `backbone` (a negative one counts from the top): found before any training, not after its
-    source model has trained."""
-    count = layer_count(backbone)
+    source model has trained. `count`: its layers, where known (a backbone of the study's own,
+    counted once built), else :func:`layer_count`."""
+    count = layer_count(backbone) if count is None else count
     first = from_layer if from_layer >= 0 else count + from_layer
     if not 0 <= first < count:
         raise ConfigError(f"{key} is {from_layer}, but the {backbone.display_name} backbone has {count} layers "

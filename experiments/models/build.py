@@ -21,7 +21,7 @@ from experiments.artifacts.cell_records import summary_text_named
 from experiments.config import ConfigError
 from experiments.errors import UserError, is_disk_full
 from experiments.models.backbones import backbone_named, build_backbone, preprocessing_layer
-from experiments.models.builders import build_user_model, builder_docstring
+from experiments.models.builders import build_own_backbone, build_user_model, builder_docstring
 from experiments.models.recipes import BUILT_IN, POLICIES, ModelRecipe, describe
 
 
@@ -73,7 +73,7 @@ def build_model(recipe: ModelRecipe | str, image_size: tuple[int, int], class_co
         preprocess = preprocessing_layer(backbone)
         x = preprocess(inputs) if preprocess is not None else inputs
         x = _augmentation(x, seed) if recipe.augment else x
-        base = build_backbone(backbone, image_size, base_weights, recipe.name)
+        base = build_own_backbone(recipe, image_size) if backbone.own else build_backbone(backbone, image_size, base_weights, recipe.name)
         base.trainable = False
         x = base(x, training=False)  # keep BatchNorm statistics frozen as well
         pooling = layers.GlobalMaxPooling2D if recipe.pooling == "max" else layers.GlobalAveragePooling2D

@@ -23,21 +23,37 @@ import inspect
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
+from experiments.models.backbones import backbone_named, check_unfreeze_layer
 from experiments.models.local_imports import local_imports
-from experiments.models.recipes import ModelRecipe, builder_is_file, split_builder
+from experiments.models.recipes import ModelRecipe, builder_is_file, chain_root, is_own_backbone, split_builder
 
 
-def _where(recipe: ModelRecipe) -> str:
-    return recipe.builder_file or recipe.builder
+@dataclass(frozen=True)
+class _StudyCode:
+    """Where a function of the study's own code is: the config key that names it, its value
+    ("FILE.py:function" or "module:function"), its resolved file and that file's digest."""
+
+    key: str
+    value: str
+    file: str
+    digest: str
+
+    def fail(self, problem: str) -> ConfigError:
+        text = " ".join(problem.split())
+        return ConfigError(f"{self.key} = {self.value!r} ({self.file or self.value}): {text}")
 
 
-def _fail(recipe: ModelRecipe, problem: str) -> ConfigError:
-    text = " ".join(problem.split())
-    return ConfigError(f"models.{recipe.name}.builder = {recipe.builder!r} ({_where(recipe)}): {text}")
+def _builder_code(recipe: ModelRecipe) -> _StudyCode:
+    return _StudyCode(f"models.{recipe.name}.builder", recipe.builder, recipe.builder_file, recipe.builder_sha256)
+
+
+def _backbone_code(recipe: ModelRecipe) -> _StudyCode:
+    return _StudyCode(f"models.{recipe.name}.backbone", recipe.backbone, recipe.backbone_file, recipe.backbone_sha256)
 
 
 def _reason(error: BaseException) -> str:
@@ -48,18 +64,37 @@ def _reason(error: BaseException) -> str:
 def load_builder(recipe: ModelRecipe) -> Callable[..., Any]:
     """The builder function of a keras model, its module imported (once per file version:
     the module's name carries the file's digest, so an edited file is imported afresh)."""
-    where, function = split_builder(recipe.builder, f"models.{recipe.name}.builder")
+    return _load_function(_builder_code(recipe))
+
+
+def load_backbone_builder(recipe: ModelRecipe) -> Callable[..., Any]:
+    """The function that builds a transfer model's backbone of the study's own, imported as
+    :func:`load_builder` imports a builder."""
+    return _load_function(_backbone_code(recipe))
+
+
+def import_study_code(recipe: ModelRecipe) -> None:
+    """Import the study's own code a model (the root of its chain) is built by, so that its custom
+    layers are registered before a saved model of it is loaded; nothing for the other models."""
+    if recipe.recipe == "keras":
+        load_builder(recipe)
+    elif recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
+        load_backbone_builder(recipe)
+
+
+def _load_function(code: _StudyCode) -> Callable[..., Any]:
+    where, function = split_builder(code.value, code.key)
     if builder_is_file(where):
-        path = Path(recipe.builder_file or where)
+        path = Path(code.file or where)
         if not path.is_file():
-            raise _fail(recipe, "the file does not exist (a builder file is found relative to the config file)")
-        module_name = f"_study_builder_{(recipe.builder_sha256 or 'unhashed')[:16]}_{path.stem}"
+            raise code.fail("the file does not exist (a builder file is found relative to the config file)")
+        module_name = f"_study_builder_{(code.digest or 'unhashed')[:16]}_{path.stem}"
         module = sys.modules.get(module_name)
         if module is None:
             _import_from_folder(path)
             spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is None or spec.loader is None:
-                raise _fail(recipe, "the file cannot be imported as Python")
+                raise code.fail("the file cannot be imported as Python")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             try:
@@ -68,17 +103,17 @@ def load_builder(recipe: ModelRecipe) -> Callable[..., Any]:
                 del sys.modules[module_name]
                 if isinstance(error, KeyboardInterrupt):
                     raise
-                raise _fail(recipe, f"importing it failed with {_reason(error)}") from None
+                raise code.fail(f"importing it failed with {_reason(error)}") from None
     else:
         try:
             module = importlib.import_module(where)
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt):
                 raise
-            raise _fail(recipe, f"importing module {where} failed with {_reason(error)}") from None
+            raise code.fail(f"importing module {where} failed with {_reason(error)}") from None
     builder = getattr(module, function, None)
     if not callable(builder):
-        raise _fail(recipe, f"it defines no function {function}")
+        raise code.fail(f"it defines no function {function}")
     return builder
 
 
@@ -107,36 +142,63 @@ def builder_docstring(recipe: ModelRecipe) -> str:
 def build_user_model(recipe: ModelRecipe, image_size: tuple[int, int], class_count: int) -> Any:
     """Call the builder and check what it returns: a keras.Model taking (height, width, 3) images
     and giving `class_count` outputs per image. ConfigError (naming the key and file) otherwise."""
-    import keras
-
-    builder = load_builder(recipe)
+    code = _builder_code(recipe)
     input_shape = (int(image_size[0]), int(image_size[1]), 3)
-    try:
-        model = builder(input_shape=input_shape, num_classes=class_count, **recipe.params)
-    except BaseException as error:
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        raise _fail(recipe, f"calling it with input_shape={input_shape}, num_classes={class_count} and "
-                            f"params {recipe.params} raised {_reason(error)}") from None
-    if not isinstance(model, keras.Model):
-        raise _fail(recipe, f"it returned a {type(model).__name__}, not a keras.Model")
-    inputs = model.inputs if getattr(model, "inputs", None) else None
-    if inputs is None or len(inputs) != 1:
-        raise _fail(recipe, "its model must have exactly one input, of images (height, width, 3); build it with "
-                            "keras.Input(shape=input_shape) or give its first layer input_shape")
-    got_input = tuple(inputs[0].shape)[1:]
-    if len(got_input) != 3 or any(want != got and got is not None for want, got in zip(input_shape, got_input)):
-        raise _fail(recipe, f"its model takes inputs of shape {got_input}, but the images are {input_shape}")
+    model = _call(code, load_builder(recipe), f"input_shape={input_shape}, num_classes={class_count} and params {recipe.params}",
+                  input_shape=input_shape, num_classes=class_count, **recipe.params)
+    _check_image_input(code, model, input_shape)
     outputs = model.outputs
     got_output = tuple(outputs[0].shape)[1:] if outputs and len(outputs) == 1 else None
     if got_output != (class_count,):
         shown = [tuple(output.shape)[1:] for output in outputs or []]
-        raise _fail(recipe, f"its model must output one vector of {class_count} {recipe.outputs} per image "
-                            f"(shape (batch, {class_count})), but it outputs {shown[0] if len(shown) == 1 else shown}")
+        raise code.fail(f"its model must output one vector of {class_count} {recipe.outputs} per image "
+                        f"(shape (batch, {class_count})), but it outputs {shown[0] if len(shown) == 1 else shown}")
     return model
 
 
-def _check_saveable(recipe: ModelRecipe, model: Any) -> None:
+def build_own_backbone(recipe: ModelRecipe, image_size: tuple[int, int]) -> Any:
+    """Call a transfer model's backbone function, `build(input_shape=(height, width, 3))`, and check
+    what it returns: a keras.Model taking the images (float pixels from 0 to 255) and giving feature
+    maps (batch, rows, columns, channels), which the transfer model pools. Its weights are whatever
+    the function gives it (pre-trained ones it loads itself). ConfigError naming the key and file otherwise."""
+    code = _backbone_code(recipe)
+    input_shape = (int(image_size[0]), int(image_size[1]), 3)
+    model = _call(code, load_backbone_builder(recipe), f"input_shape={input_shape}", input_shape=input_shape)
+    _check_image_input(code, model, input_shape)
+    outputs = model.outputs
+    if not outputs or len(outputs) != 1 or len(tuple(outputs[0].shape)) != 4:
+        shown = [tuple(output.shape)[1:] for output in outputs or []]
+        raise code.fail("a backbone must output one feature map per image, of shape (batch, rows, columns, channels), "
+                        f"which the transfer model pools; it outputs {shown[0] if len(shown) == 1 else shown}")
+    return model
+
+
+def _call(code: _StudyCode, function: Callable[..., Any], arguments: str, **keywords: Any) -> Any:
+    """What `function(**keywords)` returns, checked to be a keras.Model; ConfigError otherwise."""
+    import keras
+
+    try:
+        model = function(**keywords)
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise code.fail(f"calling it with {arguments} raised {_reason(error)}") from None
+    if not isinstance(model, keras.Model):
+        raise code.fail(f"it returned a {type(model).__name__}, not a keras.Model")
+    return model
+
+
+def _check_image_input(code: _StudyCode, model: Any, input_shape: tuple[int, int, int]) -> None:
+    inputs = model.inputs if getattr(model, "inputs", None) else None
+    if inputs is None or len(inputs) != 1:
+        raise code.fail("its model must have exactly one input, of images (height, width, 3); build it with "
+                        "keras.Input(shape=input_shape) or give its first layer input_shape")
+    got_input = tuple(inputs[0].shape)[1:]
+    if len(got_input) != 3 or any(want != got and got is not None for want, got in zip(input_shape, got_input)):
+        raise code.fail(f"its model takes inputs of shape {got_input}, but the images are {input_shape}")
+
+
+def _check_saveable(code: _StudyCode, model: Any) -> None:
     """The runner saves a checkpoint every epoch and loads it to resume, to test and to continue:
     the model must survive a save and a load (a subclassed model needs get_config and
     @keras.saving.register_keras_serializable)."""
@@ -150,21 +212,41 @@ def _check_saveable(recipe: ModelRecipe, model: Any) -> None:
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt):
                 raise
-            raise _fail(recipe, f"its model cannot be saved and loaded back ({_reason(error)}); the runner saves it "
-                                "every epoch to resume, so custom layers or models need get_config and "
-                                "@keras.saving.register_keras_serializable") from None
+            raise code.fail(f"its model cannot be saved and loaded back ({_reason(error)}); the runner saves it "
+                            "every epoch to resume, so custom layers or models need get_config and "
+                            "@keras.saving.register_keras_serializable") from None
+
+
+def uses_study_code(config: Any) -> bool:
+    """Whether a model of the study is built by the study's own code: a keras model, or a transfer
+    model on a backbone of its own (a continuing model's source is listed too)."""
+    recipes = [config.recipe(name) for name in config.study.models]
+    return any(recipe.recipe == "keras" or recipe.recipe == "transfer" and is_own_backbone(recipe.backbone) for recipe in recipes)
 
 
 def check_builders(config: Any, image_size: tuple[int, int], class_count: int) -> None:
-    """Build every keras model of the study once, before any training, so that a broken builder
-    stops the run with one sentence instead of failing cell after cell."""
+    """Build every model of the study's own code once (a keras model, a backbone of the study's
+    own), before any training, so that a broken builder stops the run with one sentence instead of
+    failing cell after cell; and check that each finetune model's layer to unfreeze from is a layer
+    of such a backbone (experiments.models.backbones.check_unfreeze_layer does it for the named ones)."""
     import keras
 
+    layer_counts: dict[str, int] = {}
     for model_name in config.study.models:
         recipe = config.recipe(model_name)
-        if recipe.recipe != "keras":
-            continue
         try:
-            _check_saveable(recipe, build_user_model(recipe, image_size, class_count))
+            if recipe.recipe == "keras":
+                _check_saveable(_builder_code(recipe), build_user_model(recipe, image_size, class_count))
+            elif recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
+                backbone = build_own_backbone(recipe, image_size)
+                _check_saveable(_backbone_code(recipe), backbone)
+                layer_counts[model_name] = len(backbone.layers)
         finally:
             keras.backend.clear_session()
+    for model_name in config.study.models:
+        recipe = config.recipe(model_name)
+        root = chain_root(model_name, config.models).name
+        if recipe.recipe == "finetune" and root in layer_counts:
+            from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
+            key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
+            check_unfreeze_layer(backbone_named(config.recipe(root).backbone, key), from_layer, key, layer_counts[root])

@@ -6,7 +6,8 @@ models of the cats-vs-dogs study (`baseline`, `augmented`, `preprocessed`, `tran
 
     [models.resnet]
     recipe = "transfer"          # small_cnn | transfer | finetune | train_on
-    backbone = "resnet50v2"      # mobilenet_v2 | efficientnetv2_b0 | resnet50v2 | convnext_tiny
+    backbone = "resnet50v2"      # mobilenet_v2 | efficientnetv2_b0 | resnet50v2 | convnext_tiny | any
+                                 # keras.applications name | your own: "encoders.py:build"
     weights = "imagenet"         # "imagenet" (Keras downloads), "none", or a local .h5 file
 
     [models.resnet_finetune]
@@ -53,7 +54,8 @@ BACKBONE_RECIPES = ("transfer", *CONTINUING_RECIPES)
 TRAINING_KEYS = ("optimizer", "learning_rate", "weight_decay", "label_smoothing", "batch_size", "schedule")
 RECIPE_KEYS = {
     "small_cnn": ("augment", "rescale", "dropout", "epochs", *TRAINING_KEYS),
-    "transfer": ("backbone", "weights", "augment", "pooling", "dropout", "epochs", *TRAINING_KEYS),
+    # backbone_sha256, like builder_sha256, is recorded by load_config for a backbone of the study's own code
+    "transfer": ("backbone", "weights", "augment", "pooling", "dropout", "epochs", *TRAINING_KEYS, "backbone_sha256"),
     "finetune": ("continues", "epochs", "unfreeze_from_layer", "learning_rate_factor", *TRAINING_KEYS),
     "train_on": ("continues", "epochs", "batch_size"),
     # builder_sha256 is not written by hand: load_config records the builder file's digest there
@@ -82,8 +84,10 @@ class ModelRecipe:
     description: str = ""
     augment: bool = False  # random flips both ways and rotations up to 72 degrees, training only
     rescale: bool = False  # small_cnn: pixels from [0, 255] to [-1, 1] before anything else
-    backbone: str = "mobilenet_v2"  # transfer
+    backbone: str = "mobilenet_v2"  # transfer: a keras.applications name, or "FILE.py:function" (the study's own)
     weights: str = ""  # transfer: "" = training.base_weights for MobileNetV2 (else "imagenet", or "none" with it)
+    backbone_sha256: str = ""  # transfer, own backbone: digest of its builder's source, recorded by load_config
+    backbone_file: str = ""  # transfer, own backbone: the builder's source file, resolved (not hashed)
     pooling: str = "max"  # transfer: global max or average pooling of the backbone's features
     dropout: float = 0.2
     continues: str = ""  # finetune, train_on: the model whose final weights this one starts from
@@ -111,8 +115,9 @@ class ModelRecipe:
         recipe spelled out (for the manifest, which parse_model reads back, and for the hash)."""
         values = dataclasses.asdict(self)
         keys = [key for key in ("title", "description") if values[key]] + list(RECIPE_KEYS[self.recipe])
-        # unset training settings are left out, so that a model's hash is what it was before they existed
-        unset = {key for key in TRAINING_KEYS if values[key] in (None, "")}
+        # unset training settings (and a named backbone's empty digest) are left out, so that a
+        # model's hash is what it was before they existed
+        unset = {key for key in (*TRAINING_KEYS, "backbone_sha256") if values[key] in (None, "")}
         return {"recipe": self.recipe, **{key: values[key] for key in keys if values[key] is not None and key not in unset}}
 
     @property
@@ -179,6 +184,7 @@ def _typed(owner: str, key: str, value: Any, expected: type) -> Any:
 _KEY_TYPES = {"augment": bool, "rescale": bool, "backbone": str, "weights": str, "pooling": str, "dropout": float,
               "continues": str, "epochs": int, "unfreeze_from_layer": int, "learning_rate_factor": float,
               "title": str, "description": str, "builder": str, "params": dict, "outputs": str, "builder_sha256": str,
+              "backbone_sha256": str,
               "optimizer": str, "learning_rate": float, "weight_decay": float, "label_smoothing": float,
               "batch_size": int, "schedule": str}
 
@@ -207,13 +213,18 @@ def parse_model(name: str, table: Any, origin: str) -> ModelRecipe:
         if key == "recipe":
             continue
         if key not in allowed:
-            written = [name for name in allowed if name != "builder_sha256"]  # recorded by load_config, not written by hand
+            written = [name for name in allowed if not name.endswith("_sha256")]  # recorded by load_config, not written by hand
             raise ConfigError(f"{owner}.{key} in {origin} is not a parameter of the {recipe} recipe; it takes: {', '.join(written)}")
         values[key] = _typed(owner, key, value, _KEY_TYPES[key])
     if recipe in CONTINUING_RECIPES and not values.get("continues"):
         raise ConfigError(f"{owner} in {origin}: a {recipe} model needs continues = \"<the model it starts from>\"")
     if recipe == "keras":
         split_builder(values.get("builder"), f"{owner}.builder in {origin}")
+    if recipe == "transfer" and is_own_backbone(values.get("backbone")):
+        split_builder(values["backbone"], f"{owner}.backbone in {origin}")
+        if values.get("weights"):
+            raise ConfigError(f"{owner}.weights in {origin}: a backbone of your own ({values['backbone']}) has the weights its "
+                              "builder gives it (load a file there with model.load_weights); leave weights out")
     return ModelRecipe(name=name, recipe=recipe, declared=True, **values)
 
 
@@ -225,6 +236,12 @@ def split_builder(builder: Any, owner: str) -> tuple[str, str]:
         raise ConfigError(f'{owner} must be "FILE.py:function" (a file relative to the config file) or '
                           f'"module:function" (an importable module), got {builder!r}')
     return where, function
+
+
+def is_own_backbone(backbone: Any) -> bool:
+    """Whether a transfer model's backbone is the study's own ("FILE.py:function" or
+    "module:function") rather than a keras.applications name."""
+    return isinstance(backbone, str) and ":" in backbone
 
 
 def builder_is_file(where: str) -> bool:
@@ -384,9 +401,16 @@ def backbone_of(name: str, declared: dict[str, ModelRecipe]) -> str | None:
     return root.backbone if root.recipe == "transfer" else None
 
 
+#: weights_of's answer for a backbone of the study's own: the weights its builder gives it.
+OWN_WEIGHTS = "builder"
+
+
 def weights_of(recipe: ModelRecipe, base_weights: str) -> str:
     """A transfer model's weights: its own `weights`, else the study's --base-weights for
-    MobileNetV2 (the file it names holds MobileNetV2's), else "imagenet" ("none" stays "none")."""
+    MobileNetV2 (the file it names holds MobileNetV2's), else "imagenet" ("none" stays "none");
+    OWN_WEIGHTS for a backbone of the study's own code (its builder loads what it wants)."""
+    if is_own_backbone(recipe.backbone):
+        return OWN_WEIGHTS
     if recipe.weights:
         return recipe.weights
     if recipe.backbone == "mobilenet_v2" or base_weights == "none":
@@ -475,10 +499,11 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
     if recipe.recipe == "transfer":
         backbone = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
         lead = f"{_sentence(augmentation)} " if recipe.augment else ""
+        start = (f"the study's own backbone {backbone.display_name} (the weights its builder gives it, frozen)"
+                 if backbone.own else f"a {backbone.display_name} pre-trained on ImageNet, its weights frozen,")
         return (f"Transfer learning on a frozen {backbone.display_name}",
-                f"{lead}The pixels are {backbone.preprocessing}; a {backbone.display_name} pre-trained on ImageNet, its weights "
-                f"frozen, turns each image into features; a global {recipe.pooling} pooling and dropout ({recipe.dropout:g}) "
-                "feed a dense classifier, the only layer that trains.")
+                f"{lead}The pixels are {backbone.preprocessing}; {start} turns each image into features; a global "
+                f"{recipe.pooling} pooling and dropout ({recipe.dropout:g}) feed a dense classifier, the only layer that trains.")
     if recipe.recipe == "keras":
         arguments = "".join(f", {key}={value!r}" for key, value in recipe.params.items())
         ending = "probabilities (a softmax)" if recipe.outputs == "probabilities" else "logits"

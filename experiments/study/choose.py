@@ -12,7 +12,8 @@ from experiments.config import StudyConfig, config_hash
 from experiments.console import log
 from experiments.data.loading import StudyData, make_dataset
 from experiments.errors import StudyFailed
-from experiments.models.builders import load_builder
+from experiments.models.builders import import_study_code
+from experiments.models.recipes import chain_root
 from experiments.study import figures
 from experiments.study.decisions import (
     choose_model,
@@ -37,9 +38,7 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
             f"the chosen model's file {model_path} is missing, so it cannot be evaluated on the test split; "
             "run again with --force to retrain it"
         )
-    if config.recipe(chosen).recipe == "keras":  # its custom layers, if any, register as it is imported
-
-        load_builder(config.recipe(chosen))
+    import_study_code(chain_root(chosen, config.models))  # the custom layers of the study's own code, if any, register
     model = load_trained_model(model_path)
     test_dataset = make_dataset(data.test, config.data.batch_size, shuffle=False, seed=0)
     loss, _ = model.evaluate(test_dataset, verbose=0)

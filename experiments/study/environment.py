@@ -15,7 +15,8 @@ from experiments.config import StudyConfig
 from experiments.console import log
 from experiments.models.backbones import backbone_named, check_backbone_weights, check_unfreeze_layer
 from experiments.models.builders import check_builders as check
-from experiments.models.recipes import backbone_of
+from experiments.models.builders import uses_study_code
+from experiments.models.recipes import OWN_WEIGHTS, backbone_of, is_own_backbone
 from experiments.runtime import describe_cpu_kernels, processor_name
 from experiments.training.tracking import (
     check_tracking_packages,
@@ -96,13 +97,13 @@ def preflight(config: StudyConfig) -> None:
     for model_name in config.study.models:
         recipe = config.recipe(model_name)
         weights = config.weights_of(model_name)
-        if recipe.recipe != "transfer" or weights == "none" or (recipe.backbone, weights) in checked:
+        if recipe.recipe != "transfer" or weights in ("none", OWN_WEIGHTS) or (recipe.backbone, weights) in checked:
             continue
         check_backbone_weights(backbone_named(recipe.backbone, f"models.{model_name}.backbone"), config.image_size, weights, model_name)
         checked.add((recipe.backbone, weights))
     for model_name in config.study.models:  # a finetune model's layer to unfreeze from is one of its backbone's
         recipe = config.recipe(model_name)
-        if recipe.recipe == "finetune":
+        if recipe.recipe == "finetune" and not is_own_backbone(backbone_of(model_name, config.models)):  # own: check_builders
 
             from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
             key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
@@ -110,8 +111,8 @@ def preflight(config: StudyConfig) -> None:
 
 
 def check_builders(config: StudyConfig, image_size: tuple[int, int], class_count: int) -> None:
-    """Build every model of the study's own code once (experiments.models.builders.check_builders)."""
-    if any(config.recipe(name).recipe == "keras" for name in config.study.models):
+    """Build every model (and backbone) of the study's own code once (experiments.models.builders.check_builders)."""
+    if uses_study_code(config):
 
         log("Checking the builders of the study's own models...")
         check(config, image_size, class_count)

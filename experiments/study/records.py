@@ -18,7 +18,7 @@ from typing import Any
 from experiments.artifacts.run_records import ComparisonPairs, Manifest, StudyModel, StudyRecord, as_dict, flatten_config
 from experiments.config import MODEL_NAMES
 from experiments.errors import ConfigError
-from experiments.models.backbones import APPLICATIONS, BACKBONES
+from experiments.models.backbones import backbone_named
 from experiments.models.recipes import (
     PLAN_PREVIOUS,
     TRAINING_KEYS,
@@ -27,6 +27,7 @@ from experiments.models.recipes import (
     check_name,
     comparison_plan,
     describe,
+    is_own_backbone,
     parse_model,
     recipe_for,
 )
@@ -87,7 +88,12 @@ def study_plan(config: dict[str, Any], names: list[str], problems: list[str]) ->
 
 def study_model(recipe: ModelRecipe) -> StudyModel:
     """One model's resolved recipe, as the manifest records it."""
-    known = BACKBONES.get(recipe.backbone) or APPLICATIONS.get(recipe.backbone) if recipe.recipe == "transfer" else None
+    known = None
+    if recipe.recipe == "transfer":
+        try:
+            known = backbone_named(recipe.backbone, f"models.{recipe.name}.backbone")
+        except ConfigError:  # an unknown backbone (a run from an older version): its name as it is
+            known = None
     try:
         title, description = describe(recipe)
     except ConfigError:  # an unknown backbone: the model's own words, if any
@@ -126,7 +132,7 @@ def _applies(key: str, config: dict[str, Any], models: list[ModelRecipe]) -> boo
     if key.startswith("data.synthetic_"):
         return source == "synthetic"
     if key == "training.base_weights":
-        return any(recipe.recipe == "transfer" and not recipe.weights for recipe in models)
+        return any(recipe.recipe == "transfer" and not recipe.weights and not is_own_backbone(recipe.backbone) for recipe in models)
     if key == "training.validation_feature_cache":
         return "transfer" in recipes
     if key == "training.finetune_epochs":

@@ -17,6 +17,7 @@ from experiments.config import StudyConfig, config_hash
 from experiments.console import STATUS_LINE, log
 from experiments.data.loading import StudyData, make_dataset
 from experiments.errors import StudyFailed
+from experiments.models.builders import import_study_code
 from experiments.models.recipes import chain_root
 from experiments.study import figures
 from experiments.study.decisions import (
@@ -63,6 +64,7 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
     source_file = run.seed_run(source, seed).model_file
     if not source_file.is_file():
         raise StudyFailed(f"{model_name} starts from the trained {source} model for seed {seed}, but {source_file} is missing")
+    import_study_code(chain_root(model_name, config.models))  # the custom layers of its own code, if any, register
     if recipe.recipe == "train_on":
         # the budget-matched control: the saved model as it is (frozen backbone, same optimizer,
         # learning rate and optimizer state), trained on for its epochs

@@ -34,6 +34,10 @@ prefer_onednn()  # the tests train on the CPU kernels the runner uses (before Te
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
 SMOKE_CONFIG = PROJECT_ROOT / "experiments" / "configs" / "smoke.toml"
+#: `backbone = TINY_BACKBONE`: a transfer model on the tests' own eight-layer backbone (tests/tiny_backbone.py)
+TINY_BACKBONE = f"{PROJECT_ROOT / 'tests' / 'tiny_backbone.py'}:build"
+#: The study the session trains once (smoke_study): the smoke preset, its transfer chain on TINY_BACKBONE
+STUDY_CONFIG = PROJECT_ROOT / "tests" / "session_study.toml"
 
 
 def run_cli_command(*arguments: str) -> list[str]:
@@ -67,8 +71,9 @@ def _tree_listing(folder: Path) -> list[tuple[str, int, int]]:
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory):
-    """The smoke preset trained once for the whole test session, every model with two seeds
-    (seeds 7 and 8): (run folder, the `train` process's result). Shared by the tests of several files,
+    """The smoke preset (its transfer chain on the tests' own backbone: tests/session_study.toml,
+    STUDY_CONFIG) trained once for the whole test session, every model with two seeds (seeds 7 and
+    8): (run folder, the `train` process's result). Shared by the tests of several files,
     and under pytest-xdist by all the workers: the first to need it trains it, under a file lock,
     in the session's shared temporary folder; the others wait and read it. Read-only: a test that
     changes it works on a copy (shutil.copytree), and this fixture fails at the end if one did not."""
@@ -84,7 +89,7 @@ def smoke_study(tmp_path_factory):
     record = shared / "smoke-study.json"
     with FileLock(str(shared / "smoke-study.lock")):
         if not record.is_file():
-            result = subprocess.run(run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), "--seeds", "2"),
+            result = subprocess.run(run_cli_command("train", "--config", str(STUDY_CONFIG), "--out", str(out), "--seeds", "2"),
                                     cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600)
             record.write_text(json.dumps({"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}),
                               encoding="utf-8")

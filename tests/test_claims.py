@@ -28,7 +28,7 @@ import report_fixtures as fixtures  # noqa: E402
 
 from report_builder.formatting import breakable, breakable_name, escape_markdown  # noqa: E402
 from report_builder.render import render_report  # noqa: E402
-from tests.conftest import SMOKE_CONFIG  # noqa: E402
+from tests.conftest import STUDY_CONFIG  # noqa: E402
 
 
 def render_pages(run: Path, docs: Path) -> dict[str, str]:
@@ -224,7 +224,7 @@ def tiny_study(smoke_study):
     transfer for two epochs and finetune continuing it for one); returns (config file, out folder).
     Read-only: a test that changes it copies it first."""
     run_dir, _ = smoke_study
-    return SMOKE_CONFIG, run_dir.parent
+    return STUDY_CONFIG, run_dir.parent
 
 
 def tiny_config(config_file: Path, out: Path):
@@ -265,7 +265,7 @@ def test_finetune_starts_from_the_trained_transfer_weights(tiny_study):
             np.testing.assert_array_equal(have, want, err_msg=f"{name} weight {index} is not the trained transfer model's")
     # not vacuous: training moved the transfer model away from where a fresh one starts
     keras.utils.set_random_seed(seed)
-    fresh = layer_weights(build_model("transfer", data.image_size, len(data.class_names), "none", seed))
+    fresh = layer_weights(build_model(config.recipe("transfer"), data.image_size, len(data.class_names), config.weights_of("transfer"), seed))
     assert any(not np.array_equal(a, b) for name in expected for a, b in zip(expected[name], fresh[name])), \
         "the trained transfer model still has its initial weights, so this test could not tell them apart"
     keras.backend.clear_session()

@@ -404,3 +404,19 @@ def test_an_image_size_at_the_cap_is_accepted():
 def test_a_run_name_with_a_line_break_or_other_control_character_is_refused(name):
     with pytest.raises(ConfigError, match="study.run_name must be a plain folder name"):
         load_config(None, {"study.run_name": name})
+
+
+def test_the_session_study_is_the_smoke_preset_with_its_chain_on_the_tests_backbone():
+    """tests/session_study.toml, the study the test session trains once, says it is smoke.toml with
+    the transfer chain on tests/tiny_backbone.py: it is, setting for setting."""
+    import tomllib
+
+    from tests.conftest import STUDY_CONFIG, TINY_BACKBONE
+
+    smoke = tomllib.loads(SMOKE_CONFIG.read_text(encoding="utf-8"))
+    session = tomllib.loads(STUDY_CONFIG.read_text(encoding="utf-8"))
+    assert session["training"].pop("finetune_from_layer") == 4
+    assert {key: value for key, value in session.items() if key != "models"} == smoke
+    config = load_config(STUDY_CONFIG)
+    assert config.recipe("transfer").backbone_file == TINY_BACKBONE.rpartition(":")[0]
+    assert [config.recipe(name).recipe for name in config.study.models] == ["small_cnn"] * 3 + ["transfer", "finetune", "train_on"]

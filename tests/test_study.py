@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, cli_environment, run_cli_command
+from tests.conftest import PROJECT_ROOT, SMOKE_CONFIG, STUDY_CONFIG, cli_environment, run_cli_command
 
 MODELS = ["baseline", "augmented", "preprocessed", "transfer", "finetune", "transfer_extended"]
-SEEDS = [7, 8]  # smoke.toml has seed = 7; the fixture trains with --seeds 2
+SEEDS = [7, 8]  # session_study.toml has seed = 7; the fixture trains with --seeds 2
 
 
 def train(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        run_cli_command("train", "--config", str(SMOKE_CONFIG), "--out", str(out), *extra),
+        run_cli_command("train", "--config", str(STUDY_CONFIG), "--out", str(out), *extra),
         cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=timeout,
     )
 
@@ -77,7 +77,7 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     transfer = load(run_dir / "models" / "transfer" / "summary.json")
     finetune = load(run_dir / "models" / "finetune" / "summary.json")
     assert finetune["total_params"] == transfer["total_params"]
-    assert finetune["trainable_params"] > 100 * transfer["trainable_params"], "fine-tuning unfreezes the top of the base"
+    assert finetune["trainable_params"] > 10 * transfer["trainable_params"], "fine-tuning unfreezes the top of the base"
     # the backbone trains only from its unfrozen layer on: its row says how much, not "all of it"
     (base,) = [layer for layer in finetune["layers"] if layer["type"] == "Functional (nested model)"]
     assert base["trainable"] and 0 < base["trainable_params"] < base["params"]

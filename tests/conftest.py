@@ -159,7 +159,7 @@ def pytest_collection_modifyitems(config, items):
     that share a fixture of module or session scope (a study trained once, say) form one group,
     which runs on one worker, so the fixture is built once rather than once per worker; and the
     modules that train come first, so that their long tests do not start last and leave one worker
-    running alone at the end. Modules stay whole (their module fixtures are set up once)."""
+    running alone at the end (the browser check's too). Modules stay whole (their module fixtures are set up once)."""
     for item in items:  # a test that reads the session's trained study waits for its training
         if "smoke_study" in getattr(item, "fixturenames", ()) and item.get_closest_marker("training") is None:
             item.add_marker(pytest.mark.training)
@@ -173,9 +173,10 @@ def pytest_collection_modifyitems(config, items):
         group = _shared_fixture(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
-    training_modules = {_module_name(item) for item in items if item.get_closest_marker("training") is not None}
+    long_modules = {_module_name(item) for item in items  # training, and the browser check where CI adds it
+                    if item.get_closest_marker("training") is not None or item.get_closest_marker("browser") is not None}
     order = {name: index for index, name in enumerate(dict.fromkeys(_module_name(item) for item in items))}
-    items.sort(key=lambda item: (_module_name(item) not in training_modules, order[_module_name(item)]))
+    items.sort(key=lambda item: (_module_name(item) not in long_modules, order[_module_name(item)]))
 
 
 def pytest_configure(config):

@@ -438,7 +438,8 @@ def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once
     """--retries 0: the command reports the lost cells and the same command again resumes them;
     --retries 1: the command itself runs the cell again in a new worker, from its last epoch. The
     fast lane runs the second: a kill, a retry and a resume from the last epoch in one command."""
-    config = tiny_config(tmp_path, **{'"baseline", ': ""})  # transfer's 2 epochs: killed in the second
+    # transfer's 4 epochs on the tiny backbone, a fraction of a second each: killed in the second to fourth
+    config = tiny_config(tmp_path, **{'"baseline", ': "", "epochs = 2": "epochs = 4"})
     out = tmp_path / "out"
     run_dir = out / "tiny"
     command = train_command(config, out, "--workers", "2", "--retries", retries)
@@ -462,7 +463,7 @@ def test_a_worker_killed_mid_cell_then_the_study_completes_with_every_epoch_once
     else:
         assert process.returncode == 0, first
         assert "trying again (try 2 of 2)" in first and "resuming transfer (seed 7) after epoch" in first, first
-    expected = {"transfer/seed-7": [1, 2], "finetune/seed-7": [3]}
+    expected = {"transfer/seed-7": [1, 2, 3, 4], "finetune/seed-7": [5]}
     assert {cell: [record["epoch"] for record in epochs] for cell, epochs in histories(run_dir).items()} == expected
     manifest = load(run_dir / "manifest.json")
     assert manifest["status"] == "complete"

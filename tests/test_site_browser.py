@@ -52,6 +52,7 @@ def build_and_check(project: Path, tmp_path: Path, screenshots: bool = True) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_every_page_loads_with_its_images(tmp_path: Path):
     reason = browser_missing_reason()
     if reason:
@@ -86,6 +87,7 @@ def test_every_page_loads_with_its_images(tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_shipped_report_loads_in_a_browser(tmp_path: Path):
     """The committed report, built as `mkdocs build` would: every image loads, no console errors
     (no screenshots: the synthetic report's test proves they are taken, and they were 40% of this one's time)."""
@@ -142,6 +144,7 @@ def tiny_site(tmp_path: Path, pages: dict[str, str]) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp_path: Path, capsys):
     reason = browser_missing_reason()
     if reason:
@@ -200,6 +203,7 @@ def test_check_site_reports_tables_wider_than_the_page_and_requests_off_host(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_check_site_passes_a_site_whose_tables_fit(tmp_path: Path, capsys):
     reason = browser_missing_reason()
     if reason:

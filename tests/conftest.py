@@ -173,7 +173,7 @@ def pytest_collection_modifyitems(config, items):
         group = _shared_fixture(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
-    long_modules = {_module_name(item) for item in items  # training, and the browser check where CI adds it
+    long_modules = {_module_name(item) for item in items  # training, and the browser check (-m browser)
                     if item.get_closest_marker("training") is not None or item.get_closest_marker("browser") is not None}
     order = {name: index for index, name in enumerate(dict.fromkeys(_module_name(item) for item in items))}
     items.sort(key=lambda item: (_module_name(item) not in long_modules, order[_module_name(item)]))

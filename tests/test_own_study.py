@@ -68,6 +68,22 @@ def test_a_model_listed_before_the_one_it_continues_is_refused(write_config):
         load_config(path)
 
 
+def test_the_built_in_finetune_of_a_replaced_transfer_model_is_described_from_its_recipe():
+    """[models.transfer] on another backbone, the built-in finetune and transfer_extended after it:
+    their built-in words (MobileNetV2) would be wrong, so the manifest describes them from their
+    recipes; a study that keeps the built-in transfer keeps the built-in words."""
+    from experiments.study.records import study_record
+
+    replaced = {"study": {"models": ["transfer", "finetune", "transfer_extended"]},
+                "models": {"transfer": {"recipe": "transfer", "backbone": "ResNet50V2"}}}
+    models = {model.name: model for model in study_record(replaced, ["transfer", "finetune"]).models}
+    assert models["transfer"].title == "Transfer learning on a frozen ResNet50V2"
+    assert models["finetune"].title == "Fine-tuning transfer" and "MobileNetV2" not in models["finetune"].description
+    assert models["transfer_extended"].title == "Control: transfer trained on"
+    built_in = {model.name: model for model in study_record({"study": {"models": ["transfer", "finetune"]}}, []).models}
+    assert built_in["finetune"].title == BUILT_IN["finetune"].title == "Fine-tuning the top of MobileNetV2"
+
+
 def test_a_declared_model_has_its_own_hash_and_the_built_in_ones_keep_theirs(write_config):
     from experiments.config import config_hash
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,15 +13,20 @@ from experiments.study.decisions import choose_model
 
 @pytest.mark.training
 def test_cached_validation_gives_the_numbers_model_evaluate_gives():
-    """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation."""
+    """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation.
+    The transfer recipe (augmentation, a frozen base with BatchNorm, max pooling, dropout) on the
+    tests' own eight-layer backbone: the callback works on the recipe's layers, whatever the backbone."""
     import keras
 
     from experiments.data.loading import Split, make_dataset
     from experiments.models.build import build_model, compile_model
+    from experiments.models.recipes import BUILT_IN
     from experiments.training.fit import CachedFeatureValidation
+    from tests.conftest import TINY_BACKBONE
 
     keras.utils.set_random_seed(3)
-    model = compile_model(build_model("transfer", (32, 32), class_count=2, base_weights="none", seed=3), 1e-2)
+    recipe = dataclasses.replace(BUILT_IN["transfer"], backbone=TINY_BACKBONE, backbone_file=TINY_BACKBONE.rpartition(":")[0])
+    model = compile_model(build_model(recipe, (32, 32), class_count=2, base_weights="builder", seed=3), 1e-2)
     rng = np.random.default_rng(3)
     train = Split(rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 12, dtype=np.int32), [f"t{i}" for i in range(24)])
     validation = Split(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 10, dtype=np.int32), [f"v{i}" for i in range(20)])

@@ -42,8 +42,18 @@ def study_record(config: dict[str, Any], ran: Iterable[str]) -> StudyRecord:
     plan = study_plan(config, [recipe.name for recipe in recipes], problems)
     ran = set(ran)
     settings = applied_settings(config, [recipe for recipe in recipes if recipe.name in ran])
-    return StudyRecord([study_model(recipe) for recipe in recipes], ComparisonPairs(plan.kind, plan.pairs, plan.reference),
-                       settings, problems)
+    replaced = {recipe.name for recipe in recipes if recipe.declared}
+    return StudyRecord([study_model(_in_its_own_words(recipe, replaced)) for recipe in recipes],
+                       ComparisonPairs(plan.kind, plan.pairs, plan.reference), settings, problems)
+
+
+def _in_its_own_words(recipe: ModelRecipe, replaced: set[str]) -> ModelRecipe:
+    """A built-in continuing model (finetune, transfer_extended) that continues a model the config
+    declares (a [models.transfer] table on another backbone) is described from its recipe, not in
+    the built-in words, which speak of MobileNetV2. Only the words change: its hash keeps them."""
+    if recipe.declared or recipe.continues_model not in replaced:
+        return recipe
+    return replace(recipe, title="", description="")
 
 
 def with_study_record(manifest: Manifest) -> Manifest:

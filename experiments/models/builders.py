@@ -1,4 +1,5 @@
-"""Models from the study's own code: a `recipe = "keras"` model's builder function.
+"""Models and backbones from the study's own code: a `recipe = "keras"` model's builder function,
+and a transfer model's `backbone = "FILE.py:function"`.
 
     [models.mine]
     recipe = "keras"
@@ -13,6 +14,11 @@ missing or raises, it returns something that is not a Keras model, or a model wi
 input or output shape, or one that cannot be saved and loaded back) is found by
 :func:`check_builders` before any model trains, and said in one sentence naming the config key
 and the file (a ConfigError: exit status 2).
+
+A backbone function is called as `build(input_shape=(height, width, 3))` and returns a
+`keras.Model` from the [0, 255] pixels to feature maps (batch, rows, columns, channels), with the
+weights it wants (pre-trained ones it loads itself); the transfer recipe freezes it, pools,
+drops out and classifies on top. It is checked the same way, before any training.
 """
 
 from __future__ import annotations

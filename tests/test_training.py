@@ -13,11 +13,13 @@ from experiments.study.decisions import choose_model
 
 @pytest.mark.training
 def test_cached_validation_gives_the_numbers_model_evaluate_gives():
-    """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation.
-    The transfer recipe (augmentation, a frozen base with BatchNorm, max pooling, dropout) on the
-    tests' own eight-layer backbone: the callback works on the recipe's layers, whatever the backbone."""
+    """The cache is a speed lever only: val_loss and val_accuracy must match a full evaluation,
+    label smoothing included (the compiled loss smooths at validation too). The transfer recipe
+    (augmentation, a frozen base with BatchNorm, max pooling, dropout) on the tests' own eight-layer
+    backbone: the callback works on the recipe's layers, whatever the backbone."""
     import keras
 
+    from experiments.config import TrainingSettings
     from experiments.data.loading import Split, make_dataset
     from experiments.models.build import build_model, compile_model
     from experiments.models.recipes import BUILT_IN
@@ -26,11 +28,13 @@ def test_cached_validation_gives_the_numbers_model_evaluate_gives():
 
     keras.utils.set_random_seed(3)
     recipe = dataclasses.replace(BUILT_IN["transfer"], backbone=TINY_BACKBONE, backbone_file=TINY_BACKBONE.rpartition(":")[0])
-    model = compile_model(build_model(recipe, (32, 32), class_count=2, base_weights="builder", seed=3), 1e-2)
+    settings = TrainingSettings("adam", 1e-2, 0.0, 0.2, 8, 3, "constant")  # label smoothing 0.2
+    model = compile_model(build_model(recipe, (32, 32), class_count=2, base_weights="builder", seed=3), 1e-2,
+                          settings=settings, steps_per_epoch=3)
     rng = np.random.default_rng(3)
     train = Split(rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 12, dtype=np.int32), [f"t{i}" for i in range(24)])
     validation = Split(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 10, dtype=np.int32), [f"v{i}" for i in range(20)])
-    cached = CachedFeatureValidation(validation.images, validation.labels, batch_size=8)
+    cached = CachedFeatureValidation(validation.images, validation.labels, batch_size=8, label_smoothing=settings.label_smoothing)
     seen = []
 
     class Compare(keras.callbacks.Callback):
@@ -54,6 +58,19 @@ def test_softmax_cross_entropy_against_hand_values():
     expected = np.mean([np.log(2), np.log(1 + np.exp(-2)), np.log(1 + np.exp(3))])
     assert loss == pytest.approx(expected)
     assert accuracy == pytest.approx(2 / 3)  # argmax of [0, 0] is class 0; [0, 3] is wrong
+
+
+def test_smoothed_cross_entropy_against_hand_values():
+    """Keras's label smoothing: the target is 1 - ε + ε/K for the label and ε/K for the others."""
+    from experiments.training.fit import softmax_cross_entropy
+
+    logits, labels = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), np.array([0, 2])
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    targets = np.array([[0.8 + 0.2 / 3, 0.2 / 3, 0.2 / 3], [0.2 / 3, 0.2 / 3, 0.8 + 0.2 / 3]])
+    loss, accuracy = softmax_cross_entropy(logits, labels, label_smoothing=0.2)
+    assert loss == pytest.approx(float(-(targets * log_p).sum(axis=1).mean()))
+    assert accuracy == pytest.approx(0.5)
+    assert softmax_cross_entropy(logits, labels)[0] == pytest.approx(float(-(log_p[0, 0] + log_p[1, 2]) / 2))
 
 
 def _runs(*last_values):

@@ -137,7 +137,7 @@ def _train_one(config: StudyConfig, run: RunFolder, data: StudyData, seed_run: C
     if frozen_backbone(config, model_name) and config.training.validation_feature_cache:
         pooling = chain_root(model_name, config.models).pooling  # a train_on model has its transfer model's layers
         cached_validation = CachedFeatureValidation(data.validation.images, data.validation.labels, config.data.batch_size,
-                                                    feature_layer=f"global_{pooling}_pool")
+                                                    feature_layer=f"global_{pooling}_pool", label_smoothing=settings.label_smoothing)
     result = fit(
         model,
         seed_run,

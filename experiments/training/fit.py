@@ -117,11 +117,13 @@ class CachedFeatureValidation(keras.callbacks.Callback):
     records those logs.
     """
 
-    def __init__(self, images, labels, batch_size: int, feature_layer: str = "global_max_pool", head_layers=("dropout", "logits")):
+    def __init__(self, images, labels, batch_size: int, feature_layer: str = "global_max_pool", head_layers=("dropout", "logits"),
+                 label_smoothing: float = 0.0):
         super().__init__()
         self.images = images
         self.labels = np.asarray(labels)
         self.batch_size = batch_size
+        self.label_smoothing = label_smoothing  # the compiled loss's: val_loss is the loss model.evaluate reports
         self.feature_layer = feature_layer
         self.head_layers = head_layers
         self.features = None
@@ -139,7 +141,7 @@ class CachedFeatureValidation(keras.callbacks.Callback):
             outputs = self.model.get_layer(name)(outputs, training=False)
         logits = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
         if logs is not None:
-            loss, accuracy = softmax_cross_entropy(logits, self.labels)
+            loss, accuracy = softmax_cross_entropy(logits, self.labels, self.label_smoothing)
             logs["val_loss"], logs["val_accuracy"] = loss, accuracy
 
 
@@ -174,10 +176,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy of integer `labels` under softmax(`logits`), and the accuracy."""
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[float, float]:
+    """Mean cross-entropy of integer `labels` under softmax(`logits`), and the accuracy. With
+    `label_smoothing` ε the target is Keras's: 1 - ε + ε/K for the label, ε/K for each of the other
+    K - 1 classes (the loss a model compiled with that smoothing reports, at validation too)."""
     log_probabilities = log_softmax(logits)
-    loss = float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    targets = np.full_like(log_probabilities, label_smoothing / log_probabilities.shape[-1])
+    targets[np.arange(len(labels)), labels] += 1.0 - label_smoothing
+    loss = float(-(targets * log_probabilities).sum(axis=-1).mean())
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
 

@@ -184,8 +184,7 @@ def own_backbone(value: str) -> Backbone:
     its builder takes [0, 255] pixels as they are and gives it the weights it wants
     (experiments.models.builders.build_own_backbone builds and checks it)."""
     where, _, function = value.rpartition(":")
-    place = Path(where).name if where.endswith(".py") or "/" in where or "\\" in where else where
-    return Backbone(name=value, display_name=f"{place}:{function}", application="",
+    return Backbone(name=value, display_name=f"{Path(where).name}:{function}", application="",  # a file by its name, a module by its dotted name
                     preprocessing="passed on as they are, from 0 to 255 (the backbone's builder scales them)", minimum_side=1,
                     module="", normalisation="", preprocessing_inside=True, weights_folder="", notop_file="", own=True)
 

@@ -200,6 +200,14 @@ class StudyConfig:
         """A transfer model's backbone weights: "imagenet", "none" or a file path."""
         return weights_of(self.recipe(model_name), self.training.base_weights)
 
+    def unfreeze_from(self, model_name: str) -> tuple[int, str]:
+        """A finetune model's first backbone layer to unfreeze (negative: from the top), and the
+        config key that set it: its own unfreeze_from_layer, else training.finetune_from_layer."""
+        own = self.recipe(model_name).unfreeze_from_layer
+        if own is not None:
+            return own, f"models.{model_name}.unfreeze_from_layer"
+        return self.training.finetune_from_layer, "training.finetune_from_layer"
+
     @property
     def image_size(self) -> tuple[int, int]:
         return (self.data.image_size[0], self.data.image_size[1])

@@ -79,13 +79,22 @@ def load_backbone_builder(recipe: ModelRecipe) -> Callable[..., Any]:
     return _load_function(_backbone_code(recipe))
 
 
+def _study_code(recipe: ModelRecipe) -> _StudyCode | None:
+    """The study's own code a model is built by: a keras model's builder, a transfer model's
+    backbone of its own; None for the other models."""
+    if recipe.recipe == "keras":
+        return _builder_code(recipe)
+    if recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
+        return _backbone_code(recipe)
+    return None
+
+
 def import_study_code(recipe: ModelRecipe) -> None:
     """Import the study's own code a model (the root of its chain) is built by, so that its custom
     layers are registered before a saved model of it is loaded; nothing for the other models."""
-    if recipe.recipe == "keras":
-        load_builder(recipe)
-    elif recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
-        load_backbone_builder(recipe)
+    code = _study_code(recipe)
+    if code is not None:
+        _load_function(code)
 
 
 def _load_function(code: _StudyCode) -> Callable[..., Any]:
@@ -226,8 +235,7 @@ def _check_saveable(code: _StudyCode, model: Any) -> None:
 def uses_study_code(config: Any) -> bool:
     """Whether a model of the study is built by the study's own code: a keras model, or a transfer
     model on a backbone of its own (a continuing model's source is listed too)."""
-    recipes = [config.recipe(name) for name in config.study.models]
-    return any(recipe.recipe == "keras" or recipe.recipe == "transfer" and is_own_backbone(recipe.backbone) for recipe in recipes)
+    return any(_study_code(config.recipe(name)) is not None for name in config.study.models)
 
 
 def check_builders(config: Any, image_size: tuple[int, int], class_count: int) -> None:
@@ -240,19 +248,20 @@ def check_builders(config: Any, image_size: tuple[int, int], class_count: int) -
     layer_counts: dict[str, int] = {}
     for model_name in config.study.models:
         recipe = config.recipe(model_name)
+        code = _study_code(recipe)
+        if code is None:
+            continue
         try:
             if recipe.recipe == "keras":
-                _check_saveable(_builder_code(recipe), build_user_model(recipe, image_size, class_count))
-            elif recipe.recipe == "transfer" and is_own_backbone(recipe.backbone):
+                _check_saveable(code, build_user_model(recipe, image_size, class_count))
+            else:
                 backbone = build_own_backbone(recipe, image_size)
-                _check_saveable(_backbone_code(recipe), backbone)
+                _check_saveable(code, backbone)
                 layer_counts[model_name] = len(backbone.layers)
         finally:
             keras.backend.clear_session()
     for model_name in config.study.models:
-        recipe = config.recipe(model_name)
         root = chain_root(model_name, config.models).name
-        if recipe.recipe == "finetune" and root in layer_counts:
-            from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
-            key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
+        if config.recipe(model_name).recipe == "finetune" and root in layer_counts:
+            from_layer, key = config.unfreeze_from(model_name)
             check_unfreeze_layer(backbone_named(config.recipe(root).backbone, key), from_layer, key, layer_counts[root])

@@ -104,9 +104,7 @@ def preflight(config: StudyConfig) -> None:
     for model_name in config.study.models:  # a finetune model's layer to unfreeze from is one of its backbone's
         recipe = config.recipe(model_name)
         if recipe.recipe == "finetune" and not is_own_backbone(backbone_of(model_name, config.models)):  # own: check_builders
-
-            from_layer = config.training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
-            key = f"models.{model_name}.unfreeze_from_layer" if recipe.unfreeze_from_layer is not None else "training.finetune_from_layer"
+            from_layer, key = config.unfreeze_from(model_name)
             check_unfreeze_layer(backbone_named(backbone_of(model_name, config.models), key), from_layer, key)
 
 

@@ -69,8 +69,7 @@ def build_for_training(config: StudyConfig, run: RunFolder, data: StudyData, mod
         # the budget-matched control: the saved model as it is (frozen backbone, same optimizer,
         # learning rate and optimizer state), trained on for its epochs
         return load_trained_model(source_file), first_epoch, last_epoch
-    from_layer = training.finetune_from_layer if recipe.unfreeze_from_layer is None else recipe.unfreeze_from_layer
-    model = make_finetune_model(load_trained_model(source_file), from_layer, model_name)
+    model = make_finetune_model(load_trained_model(source_file), config.unfreeze_from(model_name)[0], model_name)
     compile_model(model, settings.learning_rate, training.jit_compile, settings, steps_per_epoch)
     return model, first_epoch, last_epoch
 

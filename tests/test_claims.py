@@ -183,6 +183,14 @@ def test_finetune_is_said_to_continue_transfer_with_its_own_epoch_numbers(tmp_pa
         assert "the run this model continues from" not in pages[f"models/{model}.md"]
 
 
+def test_a_one_epoch_continuation_is_said_in_the_singular(tmp_path):
+    histories = fixtures.default_histories()
+    histories["transfer"] = fixtures.transfer_history(epochs=1)
+    histories["finetune"] = fixtures.finetune_history(epochs=1, first_epoch=2)
+    pages = render_histories(tmp_path, histories=histories)
+    assert "The figure starts with transfer's epoch 1, the run this model continues from; its own epoch is 2." in pages["models/finetune.md"]
+
+
 def selection_table(index: str) -> dict[str, float]:
     rows = re.findall(r"^\| (?:<span class=\"report-name\">)?([\w\\<>]+?)(?:</span>)? \| ([\d.]+)% \|$",
                       index.split("| Model | Validation accuracy (mean over seeds) |")[1].split("\n\n")[0], re.M)

@@ -512,9 +512,9 @@ def _describe_generated(recipe: ModelRecipe) -> tuple[str, str]:
                 f"it takes pixel values from 0 to 255 and outputs {ending}.")
     if recipe.recipe == "finetune":
         return (f"Fine-tuning {recipe.continues}",
-                f"Starting from the trained {recipe.continues} model, the top layers of its pre-trained backbone are unfrozen "
-                "(BatchNorm layers stay in inference mode) and trained further at a lower learning rate, so the "
-                "pre-trained features adapt to these classes without being destroyed.")
+                f"Starting from the trained {recipe.continues} model, the top layers of its backbone are unfrozen "
+                "(BatchNorm layers stay in inference mode) and trained further at a lower learning rate, so that the "
+                "backbone's features adapt to these classes rather than being overwritten.")
     return (f"Control: {recipe.continues} trained on",
             f"The trained {recipe.continues} model, backbone still frozen, trained on with the same optimizer and learning rate "
             "for as many epochs as its fine-tuned sibling gets: what fine-tuning gains over this control comes from "

@@ -92,6 +92,41 @@ def test_choose_model_breaks_ties_by_study_order_and_skips_missing_values():
     assert choose_model({})[0] is None
 
 
+@pytest.mark.training
+def test_a_compiled_model_traces_its_train_step_once_and_so_does_a_saved_one_loaded(tmp_path):
+    """compile_model builds the accuracy metric and the optimizer's slots before fit: made inside the
+    first traced step, their variables made TensorFlow trace the whole step twice. The history
+    keys stay "accuracy" and "loss", and a model saved and loaded back (resume, train_on) also
+    traces once."""
+    import keras
+    import tensorflow as tf
+
+    from experiments.models.build import compile_model
+
+    def traced_fit(model, epochs: int, initial_epoch: int = 0) -> tuple[int, dict]:
+        traces = []
+        train_step = model.train_step
+
+        def counting_train_step(data):
+            traces.append(1)
+            return train_step(data)
+
+        model.train_step = counting_train_step
+        history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, verbose=0)
+        return len(traces), history.history
+
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    points, labels = rng.normal(size=(32, 4)).astype("float32"), np.array([0, 1] * 16, dtype=np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((points, labels)).batch(8)
+    model = compile_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), 1e-2)
+    traces, history = traced_fit(model, epochs=2)
+    assert traces == 1 and sorted(history) == ["accuracy", "loss"]
+    model.save(tmp_path / "model.keras")
+    traces, history = traced_fit(keras.models.load_model(tmp_path / "model.keras"), epochs=3, initial_epoch=2)
+    assert traces == 1 and sorted(history) == ["accuracy", "loss"]
+
+
 def _tiny_fit_setup(tmp_path, nan_from_step: int | None = None):
     """A two-class dense model on 32 random points, 4 steps an epoch; with `nan_from_step` its
     loss is NaN from that optimizer step on (step 8 is epoch 3's first)."""

@@ -179,7 +179,14 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
         loss = SparseCrossEntropy(from_logits=from_logits, label_smoothing=smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+    # Built here, not inside the first traced train step: an accuracy metric given by name and an
+    # optimizer whose slots are made on its first update create their variables while that step is
+    # traced, and TensorFlow then traces the whole step a second time (a second or more per model,
+    # more for a large backbone). The instance is the one Keras picks for "accuracy" here (integer
+    # labels against one score per class), under the same name.
+    model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=jit_compile)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

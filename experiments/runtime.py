@@ -11,10 +11,14 @@ asking for it changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.abc
+import importlib.util
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -93,15 +97,53 @@ def cpu_supports_bf16() -> bool:
 # --------------------------------------------------------------------------- a quiet start
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines hidden (oneDNN and CUDA notices, printed twice
-    by TensorFlow 2.21 before its logging is set up, which TF_CPP_MIN_LOG_LEVEL does not reach).
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader with file descriptor 2 captured (see `quiet_tensorflow_start`)."""
 
-    File descriptor 2 goes to a temporary file for the import only; if the import fails, what it
-    printed is written to stderr before the error propagates, so nothing useful is lost.
-    """
-    if "tensorflow" in sys.modules:
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader  # the package keeps its own loader
+        with _stderr_captured():
+            self.loader.exec_module(module)
+
+
+class _QuietStart(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: the first import of tensorflow goes through `_QuietLoader`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        _uninstall(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _uninstall(finder: importlib.abc.MetaPathFinder) -> None:
+    with contextlib.suppress(ValueError):
+        sys.meta_path.remove(finder)
+
+
+def quiet_tensorflow_start() -> None:
+    """Hide TensorFlow's C++ start-up lines (oneDNN and CUDA notices, printed twice by TensorFlow
+    2.21 before its logging is set up, which TF_CPP_MIN_LOG_LEVEL does not reach) whenever this
+    process first imports it, from wherever that is: a command that finds nothing to train never
+    starts TensorFlow (6 s here) just to keep its start quiet. Does nothing once it is imported."""
+    if "tensorflow" in sys.modules or any(isinstance(finder, _QuietStart) for finder in sys.meta_path):
         return
+    sys.meta_path.insert(0, _QuietStart())
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file; if the block raises, what was printed there is
+    written to stderr before the error propagates, so nothing useful is lost."""
     import tempfile
 
     sys.stderr.flush()
@@ -109,7 +151,7 @@ def import_tensorflow_quietly() -> None:
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -121,9 +163,24 @@ def import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
-def set_determinism(enabled: bool) -> None:
-    """TensorFlow op determinism (with the per-run seeds): identical histories on one machine."""
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow now, its C++ start-up lines hidden (see `quiet_tensorflow_start`)."""
+    quiet_tensorflow_start()
+    import tensorflow  # noqa: F401
+
+
+@functools.cache
+def tensorflow_sees_a_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (imports it: ask only where something trains)."""
     import tensorflow as tf
 
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def set_determinism(enabled: bool) -> None:
+    """TensorFlow op determinism (with the per-run seeds): identical histories on one machine.
+    Off, TensorFlow is not imported (its default is off)."""
     if enabled:
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()

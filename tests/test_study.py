@@ -106,11 +106,13 @@ def test_smoke_run_writes_every_artifact(smoke_run):
 
 @pytest.mark.training
 def test_rerun_skips_finished_models_a_malformed_state_stops_it_and_force_retrains(smoke_run, tmp_path):
-    """On a copy of the session's smoke study: the same command again trains nothing and does not
-    look at the test split again; a state file broken by hand stops it in one sentence naming the
-    file and field, and the file stays as the user left it; --force trains that model again. (A
-    changed setting retrains: tests/test_decisions.py, and test_own_models' edited builder end to end.)"""
+    """On a copy of the session's smoke study: the same command again trains nothing, does not
+    look at the test split again and never starts TensorFlow (the manifest keeps the machine that
+    trained); a state file broken by hand stops it in one sentence naming the file and field, and
+    the file stays as the user left it; --force trains that model again. (A changed setting
+    retrains: tests/test_decisions.py, and test_own_models' edited builder end to end.)"""
     import shutil
+    import sys
 
     shutil.copytree(smoke_run[0], tmp_path / "smoke")  # the session's run stays as trained
     run_dir = tmp_path / "smoke"
@@ -119,12 +121,23 @@ def test_rerun_skips_finished_models_a_malformed_state_stops_it_and_force_retrai
         return {(name, seed): (seed_folder(run_dir, name, seed) / "history.json").read_bytes() for name in MODELS for seed in SEEDS}
 
     before = histories()
-    result = train(tmp_path, "--seeds", "2")
+    manifest = load(run_dir / "manifest.json")
+    manifest["hardware"]["processor"], manifest["devices"] = "the machine that trained it", ["/physical_device:GPU:0"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    # `train` as the command line runs it, then whether this process ever imported TensorFlow
+    code = ("import sys; from report_builder.cli import main; status = main(sys.argv[1:]); "
+            "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, "train", "--config", str(STUDY_CONFIG), "--out", str(tmp_path), "--seeds", "2"],
+                            cwd=PROJECT_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("skipped, finished with the same config and data") == 12
     assert "Epoch 1/" not in result.stdout
     assert before == histories()
     assert "not evaluating again" in result.stderr
+    assert result.stdout.splitlines()[-1] == "tensorflow imported: False"
+    manifest = load(run_dir / "manifest.json")
+    assert (manifest["hardware"]["processor"], manifest["devices"]) == ("the machine that trained it", ["/physical_device:GPU:0"])
+    assert manifest["status"] == "complete"
 
     state = seed_folder(run_dir, "augmented", 8) / "state.json"
     broken = {**load(state), "epochs_completed": "three"}
@@ -138,6 +151,7 @@ def test_rerun_skips_finished_models_a_malformed_state_stops_it_and_force_retrai
     forced = train(tmp_path, "--seeds", "2", "--models", "augmented", "--force")
     assert forced.returncode == 0, forced.stderr
     assert "--force: training augmented (seed 8) again" in forced.stderr
+    assert load(run_dir / "manifest.json")["devices"] != ["/physical_device:GPU:0"], "a process that trains records its own machine"
     assert load(state)["status"] == "complete" and isinstance(load(state)["epochs_completed"], int)
     after = histories()  # another list of models leaves the models not listed as they were
     assert all(after[cell] == before[cell] for cell in before if cell[0] != "augmented")

@@ -60,12 +60,8 @@ def worker_context(spec: WorkerSpec):
         return _CONTEXT[1]
     _CONTEXT = None
     if spec.quiet:
-
         import_tensorflow_quietly()
     configure_threads()
-    import tensorflow as tf
-
-
     config = spec.config
     set_determinism(config.training.deterministic)
     data = load_study_data(config)
@@ -75,7 +71,7 @@ def worker_context(spec: WorkerSpec):
         write_manifest(run, config, "running", data_fingerprint=data.fingerprint)
 
     context = CellContext(run, config, data, force=spec.force, since=spec.since,
-                          gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
+                          bf16_cpu=cpu_supports_bf16(),
                           on_started=on_started, tracking=StudyTracking.for_config(config, run.root),
                           strategy=make_strategy(spec.strategy))
     _CONTEXT = (spec.token, context)
@@ -89,7 +85,6 @@ def prepare_job(spec: WorkerSpec) -> Manifest:
 
     with _CELL_LOCK:
         if spec.quiet:
-
             import_tensorflow_quietly()
         config = spec.config
         preflight(config)

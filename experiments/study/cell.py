@@ -14,6 +14,7 @@ from experiments.console import log
 from experiments.data.loading import StudyData
 from experiments.errors import UserError
 from experiments.models.recipes import POLICIES, precision_for
+from experiments.runtime import tensorflow_sees_a_gpu
 from experiments.study.decisions import (
     COMPLETE,
     DIVERGED,
@@ -42,9 +43,12 @@ class CellContext:
     data: StudyData
     force: bool = False
     since: datetime | None = None  # when this command started (see training_decision)
-    gpu_available: bool = False
+    gpu_available: Callable[[], bool] = tensorflow_sees_a_gpu  # asked only when a cell trains: it starts TensorFlow
     bf16_cpu: bool = False
     on_started: Callable[[], None] | None = None  # called when a cell starts training (state "partial")
+    # called before each cell this process trains, before anything of it is written: the checks of
+    # the study's own code, made once (a process that trains nothing never starts TensorFlow for them)
+    before_training: Callable[[], None] | None = None
     tracking: StudyTracking | None = None  # TensorBoard and MLflow, when the config asks for them
     # a tf.distribute strategy (--strategy mirrored): every cell is built, compiled and fitted in
     # its scope; one per process (experiments.training.strategy.make_strategy)
@@ -104,8 +108,6 @@ def run_cell(context: CellContext, model_name: str, seed: int, *, wait: bool = F
 
 
 def _run_held_cell(context: CellContext, seed_run: CellFolder, where: str, coming_back: Collection[tuple[str, int]]) -> CellOutcome:
-    from experiments.training.fit import TrainingDiverged, clear_checkpoint  # loads TensorFlow: only where it is needed
-
     run, config, data = context.run, context.config, context.data
     model_name, seed = seed_run.model_name, seed_run.seed
     expected = expected_state(config, run, model_name, seed, data.fingerprint)
@@ -133,7 +135,11 @@ def _run_held_cell(context: CellContext, seed_run: CellFolder, where: str, comin
         state = RunState.read(seed_run.state)
         log(f"{where}: {reason}")
         return CellOutcome(model_name, seed, state.status if state else FAILED, state.error if state else None)
-    precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available, context.bf16_cpu)
+    from experiments.training.fit import TrainingDiverged, clear_checkpoint  # loads TensorFlow: this cell trains
+
+    if context.before_training is not None:
+        context.before_training()
+    precision = precision_for(config.recipe(model_name), config.training.mixed_precision, context.gpu_available(), context.bf16_cpu)
     log(f"{where}: training in {POLICIES[precision]}, {reason}")
     if action == RESTART:
         clear_checkpoint(seed_run, log)

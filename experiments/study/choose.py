@@ -29,8 +29,10 @@ def evaluate_on_test(config: StudyConfig, run: RunFolder, data: StudyData, chose
     """Evaluate the chosen model's saved weights on the test split: the one look at test."""
     import numpy as np
 
-    from experiments.models.build import load_trained_model  # loads TensorFlow: only where it is needed
+    from experiments.models.build import load_trained_model, set_precision  # loads TensorFlow: only where it is needed
     from experiments.training.fit import softmax  # loads TensorFlow: only where it is needed
+
+    set_precision("none")  # the global policy back to float32, whatever the last cell trained under
 
     model_path = run.seed_run(chosen, seed).model_file
     if not model_path.is_file():

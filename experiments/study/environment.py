@@ -111,6 +111,5 @@ def preflight(config: StudyConfig) -> None:
 def check_builders(config: StudyConfig, image_size: tuple[int, int], class_count: int) -> None:
     """Build every model (and backbone) of the study's own code once (experiments.models.builders.check_builders)."""
     if uses_study_code(config):
-
         log("Checking the builders of the study's own models...")
         check(config, image_size, class_count)

@@ -147,6 +147,12 @@ class ManifestWriter:
         self.header = header
         self.refresh()
 
+    def record_this_machine(self) -> None:
+        """The header's hardware and devices become this process's (it trains), from the next write on."""
+        if self.header is not None:
+            hardware, devices = hardware_and_devices()
+            self.header = replace(self.header, hardware=hardware, devices=devices)
+
     def refresh(self, phase: str = "running") -> None:
         if self.header is not None:
             write_manifest(self.run, self.config, phase, self.header, self.header.data_fingerprint)
@@ -180,9 +186,17 @@ def read_if_valid(record: type, path: Path) -> Any:
         return None
 
 
-def study_header(config: StudyConfig, data: StudyData) -> Manifest:
-    """What manifest.json says about the run besides its cells: config, data, versions, hardware."""
-    hardware, devices = hardware_and_devices()
+def recorded_machine(run: RunFolder) -> tuple[dict[str, Any], list[str]] | None:
+    """The hardware and devices the run's manifest.json records (those of the last process that
+    trained in it), or None when it records none or does not read."""
+    previous = Manifest.read_or_none(run.manifest)
+    return (previous.hardware, previous.devices) if previous is not None and previous.hardware else None
+
+
+def study_header(config: StudyConfig, data: StudyData, machine: tuple[dict[str, Any], list[str]] | None = None) -> Manifest:
+    """What manifest.json says about the run besides its cells: config, data, versions, hardware.
+    `machine` (hardware, devices): what to record as the machine; None: this one (starts TensorFlow)."""
+    hardware, devices = machine if machine is not None else hardware_and_devices()
     return Manifest(
         run_name=config.study.run_name,
         config=config.to_dict(),

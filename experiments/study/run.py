@@ -12,6 +12,8 @@ under the run's lock (`.manifest.lock`), which also guards choosing and testing 
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from collections.abc import Collection
 from dataclasses import replace
@@ -40,7 +42,7 @@ from experiments.study.decisions import (
 from experiments.study.environment import check_builders, preflight
 from experiments.study.lifecycle import OpenRun, open_run
 from experiments.study.locks import run_lock
-from experiments.study.manifest import study_header
+from experiments.study.manifest import recorded_machine, study_header
 from experiments.study.train_cell import write_model_curves
 from experiments.training.strategy import make_strategy
 from experiments.training.tracking import (
@@ -64,9 +66,6 @@ def finish_study(config: StudyConfig, run: RunFolder, data: StudyData) -> bool:
     scaled run): under the run lock, if every planned cell has settled, write every model's curves,
     choose on validation and test once (see `select_and_test`) and return True; else say what is
     left to the others and return False."""
-    from experiments.models.build import set_precision  # loads TensorFlow: only where it is needed
-
-    set_precision("none")
     with run_lock(run):
         left = unsettled_cells(run, config, data.fingerprint)
         if left:
@@ -105,9 +104,10 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
             log(f"  {summarize_skipped(data.skipped)} (listed in {run.dataset})")
         log(f"  {len(data.train)} train, {len(data.validation)} validation, {len(data.test)} test images; "
             f"classes: {', '.join(data.class_names)}")
-        check_builders(config, data.image_size, len(data.class_names))  # the study's own code, before any training
         record_data(run, data)
-        opened.manifest.start(replace(study_header(config, data), execution=execution))
+        # the machine the run last trained on, until a cell trains here (`_run_cells`): a command that
+        # finds every cell finished neither starts TensorFlow to ask nor records a machine that trained nothing
+        opened.manifest.start(replace(study_header(config, data, machine=recorded_machine(run)), execution=execution))
         _run_cells(opened, data, tracking, force, share=share, strategy=strategy, parallel=parallel)
     return run
 
@@ -115,18 +115,21 @@ def run_study(config: StudyConfig, force: bool = False, *, share: Collection[tup
 def _run_cells(opened: OpenRun, data: StudyData, tracking: StudyTracking | None, force: bool, *, share: Collection[tuple[str, int]] | None,
                strategy: str, parallel: int) -> None:
     """Every cell of the study (or of `share`) in this process, then the choice and the test (or,
-    for a share, the choice and the test if every cell of the study has settled)."""
-    import keras  # loads TensorFlow: this process trains
-    import tensorflow as tf  # loads TensorFlow: this process trains
-
-    from experiments.models.build import set_precision  # loads TensorFlow: this process trains
-
+    for a share, the choice and the test if every cell of the study has settled). TensorFlow starts
+    when the first cell trains or the chosen model is tested: a study with nothing left to do is
+    skipped through without it."""
     run, config, manifest, failures = opened.run, opened.config, opened.manifest, opened.failures
     since, started = opened.since, opened.started
     distribute = make_strategy(strategy) if strategy != "none" else None
-    context = CellContext(run, config, data, force=force, since=since,
-                          gpu_available=bool(tf.config.list_physical_devices("GPU")), bf16_cpu=cpu_supports_bf16(),
-                          on_started=manifest.refresh, tracking=tracking, strategy=distribute)
+
+    @functools.cache  # once, before the first cell this process trains (not for a study with every cell finished)
+    def before_training() -> None:
+        check_builders(config, data.image_size, len(data.class_names))  # the study's own code
+        manifest.record_this_machine()
+
+    context = CellContext(run, config, data, force=force, since=since, bf16_cpu=cpu_supports_bf16(),
+                          on_started=manifest.refresh, before_training=before_training, tracking=tracking,
+                          strategy=distribute)
     cells = study_cells(config)
     if share is not None:
         cells = [cell for cell in cells if cell in set(share)]
@@ -164,11 +167,11 @@ def _run_cells(opened: OpenRun, data: StudyData, tracking: StudyTracking | None,
         if share is None:
             for model_name in dict.fromkeys(name for name, _ in deferred):
                 write_model_curves(config, run, data, model_name)
-            set_precision("none")
             with run_lock(run):
                 select_and_test(config, run, data)
         elif not finish_study(config, run, data):
             opened.phase = "running"  # other tasks still have cells
     finally:
         STATUS_LINE.release()
-        keras.backend.clear_session()
+        if "keras" in sys.modules:  # a process that trained or tested: free what Keras holds
+            sys.modules["keras"].backend.clear_session()

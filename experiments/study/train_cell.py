@@ -181,12 +181,13 @@ def record_validation_predictions(config: StudyConfig, data: StudyData, seed_run
 
 def backfill_validation_predictions(config: StudyConfig, data: StudyData, seed_run: CellFolder) -> None:
     """A finished run from before predictions were recorded gets them from its saved model."""
-    from experiments.models.build import load_trained_model  # loads TensorFlow: only where it is needed
-
     history = History.read(seed_run.history)
     if seed_run.validation_predictions.is_file() or not history or not history.epochs or not seed_run.model_file.is_file():
         return
+    from experiments.models.build import load_trained_model  # loads TensorFlow: only where it is needed
+
     log(f"  {seed_run.label}: recording its validation predictions from the saved model")
+    import_study_code(chain_root(seed_run.model_name, config.models))  # the custom layers of its own code, if any, register
     record_validation_predictions(config, data, seed_run, load_trained_model(seed_run.model_file), history.epochs[-1].epoch)
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from experiments.config import load_config
-from experiments.runtime import import_tensorflow_quietly
+from experiments.runtime import quiet_tensorflow_start
 from experiments.scale.cells import announce_task
 from experiments.scale.run import options_from_arguments, run_scaled
 from experiments.study.run import run_study
@@ -48,7 +48,7 @@ def train(arguments: argparse.Namespace) -> Path:
         print(f"Artifacts written to {run.root}")
         return run.root
     if not arguments.verbose:
-        import_tensorflow_quietly()
+        quiet_tensorflow_start()  # TensorFlow starts only if something trains or is tested
     if options.task is None and options.strategy == "none":
         run = run_study(config, force=arguments.force)
     else:

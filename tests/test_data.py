@@ -114,7 +114,8 @@ def test_offline_download_names_the_url_and_both_alternatives(tmp_path):
 
 
 def test_a_corrupt_cached_archive_is_fetched_again(tmp_path, monkeypatch):
-    """A truncated archive in the cache fails its CRC check and is downloaded again."""
+    """A truncated archive in the cache fails its CRC check and is downloaded again; a whole one is
+    used as it is."""
     import zipfile
 
     import experiments.data.loading as data_module
@@ -143,6 +144,12 @@ def test_a_corrupt_cached_archive_is_fetched_again(tmp_path, monkeypatch):
     assert fetches == ["http://example.invalid/x.zip"]
     assert (folder / "train" / "cats" / "readme.txt").exists()
     assert (datasets / "cats_and_dogs_filtered.zip.sha256").exists()
+
+    def offline(*arguments, **keywords):
+        raise AssertionError("a whole cached archive is checked, not fetched (nor is TensorFlow started for it)")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    assert data_module.download_dataset("http://example.invalid/x.zip", str(tmp_path / "cache")) == folder
 
 
 # --------------------------------------------------------------------------- folder data: labels and fingerprint

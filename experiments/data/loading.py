@@ -314,25 +314,26 @@ def download_dataset(url: str, cache_dir: str = "", expected_sha256: str = "") -
     (otherwise against the digest recorded at first download), and every member's CRC.
     A broken or corrupt archive is deleted and fetched again, once.
     """
-    from keras.utils import get_file  # the only TensorFlow-side import of this module
-
     cache_root = Path(cache_dir).expanduser() if cache_dir else Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     datasets_dir = cache_root / "datasets"
     archive = datasets_dir / ARCHIVE_NAME
     recorded_digest_file = datasets_dir / f"{ARCHIVE_NAME}.sha256"
     extracted = datasets_dir / ARCHIVE_FOLDER
     for _attempt in range(2):
-        try:
-            get_file(
-                fname=ARCHIVE_NAME,
-                origin=url,
-                cache_dir=str(cache_root),
-                cache_subdir="datasets",
-                file_hash=expected_sha256 or None,
-                hash_algorithm="sha256",
-            )
-        except Exception as error:  # get_file raises bare Exception subclasses for network errors
-            raise DataError(offline_message(url, str(error).strip() or type(error).__name__)) from None
+        if not archive.is_file():  # fetched once: a cached archive is checked below, without starting TensorFlow
+            from keras.utils import get_file  # loads TensorFlow: the only TensorFlow-side import of this module
+
+            try:
+                get_file(
+                    fname=ARCHIVE_NAME,
+                    origin=url,
+                    cache_dir=str(cache_root),
+                    cache_subdir="datasets",
+                    file_hash=expected_sha256 or None,
+                    hash_algorithm="sha256",
+                )
+            except Exception as error:  # get_file raises bare Exception subclasses for network errors
+                raise DataError(offline_message(url, str(error).strip() or type(error).__name__)) from None
         digest = file_sha256(archive)
         expected = expected_sha256 or (recorded_digest_file.read_text().strip() if recorded_digest_file.exists() else "")
         if (expected and digest != expected) or not _archive_is_intact(archive):

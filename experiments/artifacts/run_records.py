@@ -111,7 +111,14 @@ class StudyModel(Part):
     @property
     def own_backbone(self) -> bool:
         """Whether its backbone is the study's own code ("FILE.py:function"), not a pre-trained one of keras.applications."""
-        return ":" in self.backbone
+        return is_own_backbone(self.backbone)
+
+
+def is_own_backbone(backbone: Any) -> bool:
+    """Whether a transfer model's backbone (`backbone` in a config's [models.<name>] table and in
+    this record) is the study's own ("FILE.py:function" or "module:function") rather than a
+    keras.applications name: the one rule, for the runner and the report."""
+    return isinstance(backbone, str) and ":" in backbone
 
 
 #: study.compare's kinds: each model against the one before it, every model against one, or listed pairs.

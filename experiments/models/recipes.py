@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from experiments.artifacts.run_records import is_own_backbone  # the rule the manifest's record shares
 from experiments.errors import ConfigError
 from experiments.models.backbones import backbone_named
 from experiments.typed import type_problem
@@ -236,12 +237,6 @@ def split_builder(builder: Any, owner: str) -> tuple[str, str]:
         raise ConfigError(f'{owner} must be "FILE.py:function" (a file relative to the config file) or '
                           f'"module:function" (an importable module), got {builder!r}')
     return where, function
-
-
-def is_own_backbone(backbone: Any) -> bool:
-    """Whether a transfer model's backbone is the study's own ("FILE.py:function" or
-    "module:function") rather than a keras.applications name."""
-    return isinstance(backbone, str) and ":" in backbone
 
 
 def builder_is_file(where: str) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.abc
-import importlib.util
 import os
 import platform
 import sys
@@ -107,27 +106,32 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        _uninstall()  # its start is the one with the C++ lines
         module.__loader__ = module.__spec__.loader = self.loader  # the package keeps its own loader
         with _stderr_captured():
             self.loader.exec_module(module)
 
 
 class _QuietStart(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: the first import of tensorflow goes through `_QuietLoader`."""
+    """Finds nothing itself: the spec the other finders give for tensorflow, its loader wrapped in
+    `_QuietLoader` (a `find_spec` that only asks whether TensorFlow is installed imports nothing)."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        _uninstall(self)
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
 
 
-def _uninstall(finder: importlib.abc.MetaPathFinder) -> None:
-    with contextlib.suppress(ValueError):
-        sys.meta_path.remove(finder)
+def _uninstall() -> None:
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _QuietStart)]
 
 
 def quiet_tensorflow_start() -> None:

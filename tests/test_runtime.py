@@ -61,12 +61,12 @@ def test_the_recorded_kernels_match_what_tensorflow_loaded():
         assert ONEDNN_LOG_LINE in on_log
 
 
-def _child_importing_a_fake_tensorflow(tmp_path, body: str):
+def _child_importing_a_fake_tensorflow(tmp_path, body: str,
+                                       code: str = "from experiments.runtime import import_tensorflow_quietly; import_tensorflow_quietly(); print('imported')"):
     import subprocess
     import sys
 
     (tmp_path / "tensorflow.py").write_text(f"import os\nos.write(2, b'start-up line from C++\\n')\n{body}\n")
-    code = "from experiments.runtime import import_tensorflow_quietly; import_tensorflow_quietly(); print('imported')"
     project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), project_root])}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60)
@@ -75,6 +75,19 @@ def _child_importing_a_fake_tensorflow(tmp_path, body: str):
 def test_tensorflow_start_up_lines_are_hidden(tmp_path):
     result = _child_importing_a_fake_tensorflow(tmp_path, "")
     assert result.returncode == 0 and result.stdout.strip() == "imported"
+    assert "start-up line" not in result.stderr
+
+
+def test_after_a_quiet_start_the_first_import_from_anywhere_is_hidden_even_after_a_probe(tmp_path):
+    """`train` asks for a quiet start and imports TensorFlow only if something trains: wherever the
+    first import happens (here a module imported later), its lines are hidden; asking whether it is
+    installed (importlib.util.find_spec) imports nothing and keeps the quiet start for the import."""
+    (tmp_path / "elsewhere.py").write_text("import tensorflow\n")
+    code = ("import importlib.util, sys; from experiments.runtime import quiet_tensorflow_start; quiet_tensorflow_start(); "
+            "assert importlib.util.find_spec('tensorflow') is not None and 'tensorflow' not in sys.modules; "
+            "import elsewhere; print('imported')")
+    result = _child_importing_a_fake_tensorflow(tmp_path, "", code)
+    assert result.returncode == 0 and result.stdout.strip() == "imported", result.stderr
     assert "start-up line" not in result.stderr
 
 

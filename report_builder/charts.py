@@ -282,7 +282,9 @@ def curves_spec(model: ModelView, runs: Mapping[int, History], lead_in: ModelVie
     panels = []
     for panel, title, number_format, y_scale in (
         ("accuracy", "Accuracy", ".2%", {"domain": [0, 1]}),
-        ("loss", "Loss (cross-entropy, log scale)", ".4f", {"type": "log"}),
+        # the losses' own range (with a few pixels of room), not whole powers of ten: a loss between
+        # 0.74 and 0.78 drawn from 0.1 to 1 was a flat line
+        ("loss", "Loss (cross-entropy, log scale)", ".4f", {"type": "log", "nice": False, "padding": 8}),
     ):
         y = {"type": "quantitative", "title": panel, "scale": y_scale}
         if panel == "accuracy":

@@ -33,6 +33,20 @@ BATCH_SIZE = 32
 VARIANTS = ("reference", "ours")
 
 
+def count_train_step_traces(model) -> list[int]:
+    """Wrap `model.train_step` so that each trace of it appends to the list returned (fit calls the
+    Python function only while TensorFlow traces it). tests/test_training.py counts with it too."""
+    traces: list[int] = []
+    train_step = model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return train_step(data)
+
+    model.train_step = counted
+    return traces
+
+
 def one_epoch(model_name: str, variant: str, images: int) -> dict[str, float]:
     """In a fresh process: build `model_name`, compile it the `variant` way, fit one epoch."""
     sys.path.insert(0, str(PROJECT_ROOT))
@@ -54,14 +68,7 @@ def one_epoch(model_name: str, variant: str, images: int) -> dict[str, float]:
     else:  # as the write-ups (and most Keras code) compile
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-    traces = []
-    train_step = model.train_step
-
-    def counted(data):
-        traces.append(1)
-        return train_step(data)
-
-    model.train_step = counted
+    traces = count_train_step_traces(model)
     rng = np.random.default_rng(1)
     train = tf.data.Dataset.from_tensor_slices((rng.uniform(0, 255, (images, *IMAGE_SIZE, 3)).astype("float32"),
                                                 rng.integers(0, 2, images))).batch(BATCH_SIZE)
